@@ -1,0 +1,1 @@
+"""askflow: grounded answers from your docs, Slack threads and GitHub issues, with cited sources."""

@@ -1,0 +1,69 @@
+"""FirestoreRequestStore: ``{collection}/{request_id}`` documents, state changes in transactions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from askflow.domain.model import RequestStatus
+from askflow.ports import RequestStore
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class FirestoreRequestStore(RequestStore):
+    def __init__(self, *, client: Any, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    def _ref(self, request_id: str):
+        return self._client.collection(self._collection).document(request_id)
+
+    def create(self, request_id: str, record: dict[str, Any]) -> None:
+        self._ref(request_id).create(record)
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        snapshot = self._ref(request_id).get()
+        return snapshot.to_dict() if snapshot.exists else None
+
+    def claim(self, request_id: str, *, lease_s: float) -> dict[str, Any] | None:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def claim_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            record = snapshot.to_dict()
+            status = RequestStatus(record["status"])
+            now = utcnow()
+            if status.terminal:
+                return None
+            claimed_at = record.get("claimed_at")
+            if status is RequestStatus.ANSWERING and claimed_at and (now - claimed_at).total_seconds() < lease_s:
+                return None
+            changes = {
+                "status": RequestStatus.ANSWERING.value,
+                "claimed_at": now,
+                "attempts": int(record.get("attempts", 0)) + 1,
+                "updated_at": now,
+            }
+            transaction.update(ref, changes)
+            return record | changes
+
+        return claim_in(self._client.transaction(), self._ref(request_id))
+
+    def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def finish_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists or RequestStatus(snapshot.get("status")).terminal:
+                return False
+            transaction.update(ref, fields | {"updated_at": utcnow()})
+            return True
+
+        return finish_in(self._client.transaction(), self._ref(request_id))

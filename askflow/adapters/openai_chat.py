@@ -1,0 +1,79 @@
+"""OpenAIChatModel: chat completions over the OpenAI wire format, retried with backoff on 429, 5xx and timeouts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from askflow.domain.errors import ModelUnavailable
+from askflow.domain.model import Usage
+from askflow.ports import ChatModel, Completion
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def retrying_call(*, attempts: int, backoff_max_s: float) -> Callable[..., Any]:
+    """``call(fn, *args, **kwargs)`` retried by tenacity on transient OpenAI errors; ``ModelUnavailable`` after."""
+    import openai
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
+    def transient(error: BaseException) -> bool:
+        if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
+            return True
+        return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+
+    def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=backoff_max_s),
+            retry=retry_if_exception(transient),
+            before_sleep=lambda state: log.warning(
+                "model call failed (%s), attempt %d of %d",
+                type(state.outcome.exception()).__name__, state.attempt_number, attempts,
+            ),
+            reraise=False,
+        )
+        try:
+            return retrying(fn, *args, **kwargs)
+        except RetryError as error:
+            last = error.last_attempt.exception()
+            raise ModelUnavailable(f"model endpoint failed {attempts} times: {type(last).__name__}") from last
+        except openai.OpenAIError as error:
+            raise ModelUnavailable(f"model endpoint refused the call: {type(error).__name__}") from error
+
+    return call
+
+
+class OpenAIChatModel(ChatModel):
+    def __init__(self, *, client: Any, model: str, retrying: Callable[..., Any], temperature: float = 0.0) -> None:
+        self._client = client
+        self.name = model
+        self._retrying = retrying
+        self._temperature = temperature
+
+    def complete(self, system: str, user: str, *, json_output: bool = False) -> Completion:
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_output else {}
+        response = self._retrying(
+            self._client.chat.completions.create,
+            model=self.name,
+            temperature=self._temperature,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            **extra,
+        )
+        usage = response.usage
+        return Completion(
+            text=response.choices[0].message.content or "",
+            usage=Usage(
+                model=self.name,
+                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            ),
+        )

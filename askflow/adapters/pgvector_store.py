@@ -1,0 +1,252 @@
+"""PgVectorStore: chunks in PostgreSQL with pgvector (embedded server, Cloud SQL or AlloyDB alike).
+
+Hybrid search runs two indexed queries — HNSW cosine over the embedding and an IDF-weighted full-text search over
+a generated ``tsvector`` (title and section weighted above the body) — and fuses them with weighted reciprocal
+rank fusion. Postgres' own ``ts_rank`` knows nothing of term rarity, so the keyword side weights each query lexeme
+by its inverse document frequency from a small statistics table refreshed after writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from askflow.adapters.fusion import weighted_rrf
+from askflow.domain.model import Chunk, ScoredChunk, SourceKind
+from askflow.ports import VectorStore
+
+_COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata"
+
+
+class PgVectorStore(VectorStore):
+    """:param url: a libpq URL. :param collection: the table name (from settings)."""
+
+    def __init__(self, *, url: str, collection: str, pool_size: int = 8) -> None:
+        self._url = url
+        self._collection = collection
+        self._table = sql.Identifier(collection)
+        self._stats = sql.Identifier(f"{collection}_lexemes")
+        self._pool: ConnectionPool | None = None
+        self._pool_size = pool_size
+        self._pool_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------------------------------
+    def _connections(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    conn.execute("SELECT pg_advisory_lock(4242)")
+                    try:
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    finally:
+                        conn.execute("SELECT pg_advisory_unlock(4242)")
+                self._pool = ConnectionPool(
+                    self._url,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    configure=register_vector,
+                    open=True,
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    # -- schema ------------------------------------------------------------------------------------------------
+    def ensure_collection(self, dimension: int) -> None:
+        ddl = [
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {t} (
+                    id uuid PRIMARY KEY,
+                    doc_id text NOT NULL,
+                    chunk_index integer NOT NULL,
+                    content text NOT NULL,
+                    title text NOT NULL DEFAULT '',
+                    section text NOT NULL DEFAULT '',
+                    url text NOT NULL DEFAULT '',
+                    sha text NOT NULL,
+                    kind text NOT NULL,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    embedding vector({dim}) NOT NULL,
+                    tsv tsvector GENERATED ALWAYS AS (
+                        setweight(to_tsvector('english', title || ' ' || section), 'A')
+                        || to_tsvector('english', content)
+                    ) STORED
+                )"""
+            ).format(t=self._table, dim=sql.Literal(dimension)),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (doc_id)").format(
+                i=sql.Identifier(f"{self._collection}_doc_id"), t=self._table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (tsv)").format(
+                i=sql.Identifier(f"{self._collection}_tsv"), t=self._table
+            ),
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)"
+                " WITH (m = 16, ef_construction = 64)"
+            ).format(i=sql.Identifier(f"{self._collection}_embedding"), t=self._table),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {s} (word text PRIMARY KEY, ndoc integer NOT NULL)"
+            ).format(s=self._stats),
+        ]
+        with self._connections().connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._collection,))
+            for statement in ddl:
+                conn.execute(statement)
+
+    # -- writes ------------------------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
+        if not chunks:
+            return 0
+        statement = sql.SQL(
+            "INSERT INTO {t} (" + _COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, title = EXCLUDED.title,"
+            " section = EXCLUDED.section, url = EXCLUDED.url, sha = EXCLUDED.sha, kind = EXCLUDED.kind,"
+            " metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding"
+        ).format(t=self._table)
+        rows = [
+            (
+                c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha,
+                c.kind.value, Jsonb(c.metadata), _vector(v),
+            )
+            for c, v in zip(chunks, vectors, strict=True)
+        ]
+        with self._connections().connection() as conn, conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany(statement, rows)
+        return len(rows)
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        if not doc_ids:
+            return 0
+        statement = sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._table)
+        with self._connections().connection() as conn:
+            return conn.execute(statement, (list(doc_ids),)).rowcount
+
+    def finalize_writes(self) -> None:
+        """Recompute lexeme document frequencies: one pass over the table, run once after a batch of writes.
+
+        The row with the empty word (never a lexeme) holds the number of chunks.
+        """
+        with self._connections().connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._collection}_lexemes",))
+            conn.execute(sql.SQL("DELETE FROM {s}").format(s=self._stats))
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {s} (word, ndoc) SELECT word, ndoc FROM ts_stat({q})"
+                ).format(s=self._stats, q=sql.Literal(f'SELECT tsv FROM "{self._collection}"'))
+            )
+            conn.execute(
+                sql.SQL("INSERT INTO {s} (word, ndoc) SELECT '', count(*) FROM {t}").format(
+                    s=self._stats, t=self._table
+                )
+            )
+
+    # -- reads -------------------------------------------------------------------------------------------------
+    def document_fingerprints(self, prefix: str = "") -> dict[str, str]:
+        statement = sql.SQL("SELECT DISTINCT doc_id, sha FROM {t} WHERE starts_with(doc_id, %s)").format(
+            t=self._table
+        )
+        with self._connections().connection() as conn:
+            return {doc_id: sha for doc_id, sha in conn.execute(statement, (prefix,))}
+
+    def count(self) -> int:
+        with self._connections().connection() as conn:
+            return conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=self._table)).fetchone()[0]
+
+    def hybrid_search(
+        self, text: str, vector: Sequence[float], *, limit: int, alpha: float
+    ) -> list[ScoredChunk]:
+        dense = self.vector_search(vector, limit=limit) if alpha > 0 else []
+        sparse = self.keyword_search(text, limit=limit) if alpha < 1 else []
+        by_id = {sc.chunk.chunk_id: sc.chunk for sc in dense + sparse}
+        fused = weighted_rrf(
+            [[sc.chunk.chunk_id for sc in dense], [sc.chunk.chunk_id for sc in sparse]],
+            weights=[alpha, 1 - alpha],
+        )
+        return [ScoredChunk(by_id[cid], score) for cid, score in fused[:limit]]
+
+    def vector_search(self, vector: Sequence[float], *, limit: int) -> list[ScoredChunk]:
+        statement = sql.SQL(
+            "SELECT " + _COLUMNS + ", 1 - (embedding <=> %s) AS score FROM {t} ORDER BY embedding <=> %s LIMIT %s"
+        ).format(t=self._table)
+        query_vector = _vector(vector)
+        with self._connections().connection() as conn:
+            conn.execute("SET hnsw.ef_search = 100")
+            rows = conn.execute(statement, (query_vector, query_vector, limit)).fetchall()
+        return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
+
+    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+        """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes."""
+        with self._connections().connection() as conn:
+            lexemes = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", (text,)
+                )
+            ]
+            if not lexemes:
+                return []
+            frequencies = dict(
+                conn.execute(
+                    sql.SQL("SELECT word, ndoc FROM {s} WHERE word = ANY(%s)").format(s=self._stats),
+                    (["", *lexemes],),
+                ).fetchall()
+            )
+            total = max(frequencies.pop("", 0), 1)
+            weighted = {
+                word: math.log(1 + (total - n + 0.5) / (n + 0.5))
+                for word, n in frequencies.items()
+                if n > 0
+            }
+            if not weighted:
+                return []
+            words, idfs = list(weighted), list(weighted.values())
+            statement = sql.SQL(
+                """WITH terms AS (
+                       SELECT to_tsquery('simple', quote_literal(w)) AS tq, idf
+                       FROM unnest(%s::text[], %s::float8[]) AS q(w, idf)
+                   ), hits AS (
+                       SELECT * FROM {t} WHERE tsv @@ to_tsquery('simple', %s)
+                   )
+                   SELECT {cols}, sum(terms.idf * ts_rank(hits.tsv, terms.tq, 1)) AS score
+                   FROM hits JOIN terms ON hits.tsv @@ terms.tq
+                   GROUP BY {cols}
+                   ORDER BY score DESC LIMIT %s"""
+            ).format(
+                t=self._table,
+                cols=sql.SQL(", ").join(sql.SQL("hits.") + sql.Identifier(c) for c in _COLUMNS.split(", ")),
+            )
+            disjunction = " | ".join(_quote_lexeme(w) for w in words)
+            rows = conn.execute(statement, (words, idfs, disjunction, limit)).fetchall()
+        return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
+
+
+def _quote_lexeme(word: str) -> str:
+    return "'" + word.replace("'", "''") + "'"
+
+
+def _vector(values: Sequence[float]):
+    import numpy as np
+
+    return np.asarray(values, dtype=np.float32)
+
+
+def _chunk(row: Sequence) -> Chunk:
+    _id, doc_id, index, content, title, section, url, sha, kind, metadata = row[:10]
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    return Chunk(
+        doc_id=doc_id, index=index, content=content, title=title, section=section, url=url, sha=sha,
+        kind=SourceKind(kind), metadata=metadata or {},
+    )

@@ -1,0 +1,78 @@
+"""Settings: every name of a collection, topic, subscription and model comes from here.
+
+Read from environment variables (prefix ``ASKFLOW_``) and an optional ``.env`` file. The OpenAI key and base URL
+also accept the conventional ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASKFLOW_", env_file=".env", extra="ignore")
+
+    # Google Cloud
+    project_id: str = "askflow-local"
+    requests_collection: str = "requests"
+    questions_topic: str = "askflow-questions"
+    questions_subscription: str = "askflow-questions-answer-worker"
+    evaluation_topic: str = "askflow-evaluation"
+    evaluation_subscription: str = "askflow-evaluation-airflow"
+    documents_bucket: str = "askflow-documents"
+
+    # Vector store
+    vector_store: Literal["pgvector", "weaviate"] = "pgvector"
+    collection: str = "askflow_docs"
+    database_url: str | None = Field(
+        default=None, description="Postgres URL; unset means the embedded server under data_dir."
+    )
+    data_dir: Path = Path.home() / ".askflow"
+    weaviate_url: str | None = None
+    weaviate_api_key: SecretStr | None = None
+
+    # Models
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ASKFLOW_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ASKFLOW_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    cheap_model: str = "gpt-4o-mini"
+    strong_model: str = "gpt-4o"
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    llm_timeout_s: float = 60.0
+    llm_max_attempts: int = 4
+    llm_backoff_max_s: float = 8.0
+
+    # Ask path
+    max_question_chars: int = 4000
+    rewordings: int = 3
+    sources_per_answer: int = 6
+    request_lease_s: float = 300.0
+    request_deadline_s: float = 900.0
+
+    # Ingestion and retrieval
+    splitter: Literal["section", "recursive"] = "section"
+    chunk_size: int = 1000
+    chunk_overlap: int = 150
+    hybrid_alpha: float = 0.5
+    retrieval_candidates: int = 40
+
+    # Slack and GitHub
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_channels: list[str] = []
+    github_api_url: str = "https://api.github.com"
+    github_token: SecretStr | None = None
+    github_repos: list[str] = []
+
+    @property
+    def llm_configured(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None

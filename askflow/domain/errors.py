@@ -1,0 +1,21 @@
+"""Domain exceptions. Entry points map them to HTTP status codes; nothing else does."""
+
+
+class AskflowError(Exception):
+    """Base of every error askflow raises on purpose."""
+
+
+class InvalidInput(AskflowError):
+    """The caller sent something we will not accept (maps to 400)."""
+
+
+class NotFound(AskflowError):
+    """The thing asked for does not exist (maps to 404)."""
+
+
+class ModelUnavailable(AskflowError):
+    """The LLM or embeddings endpoint kept failing after every retry."""
+
+
+class ConfigurationError(AskflowError):
+    """Settings name something that cannot be built (unknown provider, missing URL)."""

@@ -1,0 +1,97 @@
+"""One indexing call for every source: dedup, update and pruning are the same mechanism.
+
+Like LangChain's record manager with ``cleanup="full"``: every stored document carries a fingerprint of its content,
+the chunking strategy and the embedding model. A document whose fingerprint is unchanged is skipped (nothing is
+embedded or written); a changed one has its chunks replaced; a stored document of the same source that the source
+no longer lists is pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from askflow.domain.model import Chunk, Document
+from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ports import Embeddings, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexingResult:
+    documents_seen: int = 0
+    documents_skipped: int = 0
+    documents_written: int = 0
+    documents_pruned: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"split": 0.0, "embed": 0.0, "write": 0.0})
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.documents_written or self.documents_pruned)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def index_documents(
+    documents: Iterable[Document],
+    *,
+    store: VectorStore,
+    embeddings: Embeddings,
+    strategy: ChunkingStrategy,
+    source: str,
+    prune: bool = True,
+    batch_chunks: int = 256,
+) -> IndexingResult:
+    """Bring the store's documents of ``source`` in line with ``documents``."""
+    store.ensure_collection(embeddings.dimension)
+    stored = store.document_fingerprints(prefix=f"{source}:")
+    result = IndexingResult()
+    seen: set[str] = set()
+    pending: list[tuple[Document, list[Chunk]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        chunks = [c for _, cs in pending for c in cs]
+        started = time.perf_counter()
+        vectors = embeddings.embed_documents([c.embedding_text for c in chunks])
+        result.seconds["embed"] += time.perf_counter() - started
+        started = time.perf_counter()
+        result.chunks_deleted += store.delete_documents([d.doc_id for d, _ in pending if d.doc_id in stored])
+        result.chunks_written += store.upsert(chunks, vectors)
+        result.seconds["write"] += time.perf_counter() - started
+        result.documents_written += len(pending)
+        pending.clear()
+
+    for document in documents:
+        if not document.doc_id.startswith(f"{source}:"):
+            raise ValueError(f"document {document.doc_id!r} is not of source {source!r}")
+        result.documents_seen += 1
+        seen.add(document.doc_id)
+        sha = strategy.document_sha(document, embeddings.name)
+        if stored.get(document.doc_id) == sha:
+            result.documents_skipped += 1
+            continue
+        started = time.perf_counter()
+        chunks = strategy.split(document, sha)
+        result.seconds["split"] += time.perf_counter() - started
+        pending.append((document, chunks))
+        if sum(len(cs) for _, cs in pending) >= batch_chunks:
+            flush()
+    flush()
+
+    if prune:
+        gone = sorted(set(stored) - seen)
+        if gone:
+            result.chunks_deleted += store.delete_documents(gone)
+            result.documents_pruned = len(gone)
+    if result.changed:
+        store.finalize_writes()
+    log.info("indexed source %s: %s", source, result.to_dict())
+    return result
