@@ -1,0 +1,27 @@
+# askflow — `make demo` runs the ask path locally, `make test` runs the suite. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test eval bench clean
+
+$(BIN)/.installed: pyproject.toml requirements-dev.txt dags/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, from this machine's CPU wheel (pip's config points at it); uv resolves the rest fast.
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0 uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/askflow demo
+
+test: venv
+	$(BIN)/pytest
+
+eval: venv
+	$(BIN)/askflow eval retrieval --corpus ../shared/corpus/airflow-docs --questions ../shared/eval/airflow-so-dev.jsonl
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,194 @@
+"""The local stack on the official emulators: what ``askflow demo`` starts and what the tests start.
+
+Firestore and Pub/Sub emulators (gcloud), the embedded PostgreSQL + pgvector server, and the Cloud Functions under
+functions-framework, with the questions topic pushing to the answer worker as Eventarc does in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from askflow.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, *, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+def _start(name: str, command: list[str], *, url: str, log_dir: Path, env: dict[str, str] | None = None,
+           timeout_s: float = 90) -> Service:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO_ROOT
+    )
+    service = Service(name, url, process, log_path)
+    try:
+        wait_for_http(url, timeout_s=timeout_s, process=process)
+    except Exception:
+        service.stop()
+        raise RuntimeError(f"{name} did not start; see {log_path}:\n{log_path.read_text()[-2000:]}") from None
+    return service
+
+
+def start_firestore_emulator(log_dir: Path) -> Service:
+    host = f"127.0.0.1:{free_port()}"
+    return _start(
+        "firestore-emulator",
+        ["gcloud", "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+        url=f"http://{host}",
+        log_dir=log_dir,
+    )
+
+
+def start_pubsub_emulator(log_dir: Path, project_id: str) -> Service:
+    host = f"127.0.0.1:{free_port()}"
+    return _start(
+        "pubsub-emulator",
+        ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={host}", f"--project={project_id}",
+         "--quiet"],
+        url=f"http://{host}",
+        log_dir=log_dir,
+    )
+
+
+def start_function(target: str, *, signature: str, env: dict[str, str], log_dir: Path) -> Service:
+    port = free_port()
+    return _start(
+        f"function-{target}",
+        [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={FUNCTIONS_SOURCE}",
+         f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"],
+        url=f"http://127.0.0.1:{port}/",
+        log_dir=log_dir,
+        env=env,
+        timeout_s=60,
+    )
+
+
+def ensure_push_subscription(settings: Settings, *, push_endpoint: str, ack_deadline_s: int = 60) -> None:
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(settings.project_id, settings.questions_topic)
+    with contextlib.suppress(AlreadyExists):
+        publisher.create_topic(name=topic)
+    subscription = subscriber.subscription_path(settings.project_id, settings.questions_subscription)
+    with contextlib.suppress(AlreadyExists):
+        subscriber.create_subscription(
+            request={
+                "name": subscription,
+                "topic": topic,
+                "push_config": {"push_endpoint": push_endpoint},
+                "ack_deadline_seconds": ack_deadline_s,
+            }
+        )
+    subscriber.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in another process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        raw = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(raw, "get_secret_value"):
+            value = raw.get_secret_value()
+        env[f"ASKFLOW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    return env
+
+
+@dataclass
+class LocalStack:
+    """Emulators + embedded Postgres + functions. ``env`` is what a process needs to talk to this stack."""
+
+    settings: Settings
+    log_dir: Path
+    services: list[Service] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start_emulators(self) -> None:
+        firestore = start_firestore_emulator(self.log_dir)
+        self.services.append(firestore)
+        pubsub = start_pubsub_emulator(self.log_dir, self.settings.project_id)
+        self.services.append(pubsub)
+        self.env.update(
+            {
+                "FIRESTORE_EMULATOR_HOST": firestore.url.removeprefix("http://"),
+                "PUBSUB_EMULATOR_HOST": pubsub.url.removeprefix("http://"),
+                "GOOGLE_CLOUD_PROJECT": self.settings.project_id,
+            }
+        )
+        os.environ.update(self.env)
+
+    def start_functions(self, settings: Settings | None = None) -> tuple[Service, Service]:
+        """The ask API and the answer worker, configured by ``settings`` (default: the stack's own)."""
+        settings = settings or self.settings
+        env = {**os.environ, **self.env, **settings_env(settings)}
+        worker = start_function("answer_worker", signature="cloudevent", env=env, log_dir=self.log_dir)
+        self.services.append(worker)
+        api = start_function("api", signature="http", env=env, log_dir=self.log_dir)
+        self.services.append(api)
+        ensure_push_subscription(settings, push_endpoint=worker.url)
+        return api, worker
+
+    def url(self, name: str) -> str:
+        return next(s.url for s in self.services if s.name == name)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()

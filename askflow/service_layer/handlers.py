@@ -1,0 +1,92 @@
+"""Handlers of the ask path: plain functions taking a typed command and their dependencies."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from askflow.adapters.firestore_requests import utcnow
+from askflow.config import Settings
+from askflow.domain.errors import AskflowError, InvalidInput, NotFound
+from askflow.domain.model import RequestStatus
+from askflow.ports import EventBus, RequestStore
+
+log = logging.getLogger(__name__)
+
+
+class AskQuestion(BaseModel):
+    """``POST /requests`` body."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    question: str = Field(min_length=1)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+def submit_question(
+    command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings
+) -> dict[str, Any]:
+    if len(command.question) > settings.max_question_chars:
+        raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
+    request_id = uuid.uuid4().hex
+    now = utcnow()
+    requests.create(
+        request_id,
+        {
+            "request_id": request_id,
+            "question": command.question,
+            "thread_id": command.thread_id or request_id,
+            "status": RequestStatus.PENDING.value,
+            "created_at": now,
+            "updated_at": now,
+            "attempts": 0,
+        },
+    )
+    try:
+        events.publish(settings.questions_topic, {"request_id": request_id})
+    except Exception as error:
+        requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "could not queue the question"})
+        raise AskflowError("could not queue the question") from error
+    return {"request_id": request_id, "status": RequestStatus.PENDING.value}
+
+
+def get_request(request_id: str, *, requests: RequestStore, settings: Settings) -> dict[str, Any]:
+    """The stored request; one still unanswered past the deadline is failed here, so none stays pending."""
+    record = requests.get(request_id)
+    if record is None:
+        raise NotFound(f"no request {request_id}")
+    status = RequestStatus(record["status"])
+    if not status.terminal and (utcnow() - record["created_at"]).total_seconds() > settings.request_deadline_s:
+        if requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "timed out"}):
+            log.warning("request %s timed out in state %s", request_id, status.value)
+        record = requests.get(request_id) or record
+    return record
+
+
+def answer_request(request_id: str, *, requests: RequestStore, answerer, settings: Settings) -> str:
+    """Answer one queued request at most once; returns what happened (for logs and tests).
+
+    Safe under redelivery: the claim is a transaction that refuses terminal requests and live leases; the final
+    write refuses to overwrite a terminal state.
+    """
+    record = requests.claim(request_id, lease_s=settings.request_lease_s)
+    if record is None:
+        log.info("request %s: already answered or being answered; nothing to do", request_id)
+        return "skipped"
+    try:
+        answer = answerer.answer(record["question"])
+    except AskflowError as error:
+        requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": str(error)})
+        log.warning("request %s failed: %s", request_id, error)
+        return RequestStatus.FAILED.value
+    except Exception:
+        log.exception("request %s failed unexpectedly", request_id)
+        requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "internal error"})
+        return RequestStatus.FAILED.value
+    wrote = requests.finish(
+        request_id, {"status": RequestStatus.COMPLETE.value, "completed_at": utcnow(), **answer.to_dict()}
+    )
+    return RequestStatus.COMPLETE.value if wrote else "skipped"

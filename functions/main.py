@@ -1,0 +1,33 @@
+"""Cloud Functions entry points. Thin: parse at the edge, hand to askflow's handlers.
+
+Nothing is built at import time: the components are created on the first call of each instance.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import functions_framework
+
+
+@functools.cache
+def components():
+    from askflow.bootstrap import bootstrap
+
+    return bootstrap()
+
+
+@functions_framework.http
+def api(request):
+    """HTTPS: POST /requests, GET /requests/{id}."""
+    from askflow.entrypoints import http_api
+
+    return http_api.handle(request, components())
+
+
+@functions_framework.cloud_event
+def answer_worker(cloud_event):
+    """Pub/Sub (questions topic): answer one request."""
+    from askflow.entrypoints import events
+
+    events.on_question(cloud_event, components())

@@ -1,0 +1,98 @@
+"""Session fixtures: the real Firestore and Pub/Sub emulators, the embedded Postgres, the loopback OpenAI server.
+
+Every one starts on a free port (or a private socket) and stops at the end of the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from askflow.config import Settings
+from askflow.ports import Embeddings
+from tests.support.openai_wire import OpenAIWireServer
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("askflow-data")
+    os.environ["ASKFLOW_DATA_DIR"] = str(path)
+    os.environ["ASKFLOW_PROJECT_ID"] = "askflow-test"
+    os.environ.pop("OPENAI_API_KEY", None)
+    os.environ.pop("OPENAI_BASE_URL", None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_stack(data_dir):
+    from askflow.local_stack import LocalStack
+
+    stack = LocalStack(settings=Settings(), log_dir=data_dir / "logs")
+    stack.start_emulators()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(data_dir) -> str:
+    from askflow.adapters.embedded_postgres import embedded_postgres_url
+
+    url = embedded_postgres_url(data_dir)
+    os.environ["ASKFLOW_DATABASE_URL"] = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def openai_server():
+    server = OpenAIWireServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def wire(openai_server):
+    openai_server.reset()
+    yield openai_server
+    openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from askflow.adapters.embeddings import MiniLMEmbeddings
+
+    return MiniLMEmbeddings()
+
+
+class HashEmbeddings(Embeddings):
+    """Deterministic bag-of-words vectors: a fake for tests of the indexing mechanics (counts what it embeds)."""
+
+    name = "hash-embeddings"
+    dimension = 64
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def embed_documents(self, texts):
+        self.embedded.extend(texts)
+        vectors = []
+        for text in texts:
+            vector = [0.0] * self.dimension
+            for word in text.lower().split():
+                vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension] += 1.0
+            norm = sum(v * v for v in vector) ** 0.5 or 1.0
+            vectors.append([v / norm for v in vector])
+        return vectors
+
+
+@pytest.fixture
+def hash_embeddings() -> HashEmbeddings:
+    return HashEmbeddings()
+
+
+@pytest.fixture
+def collection_name() -> str:
+    return f"test_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,123 @@
+"""A loopback server that speaks the OpenAI wire format: chat completions and embeddings.
+
+Tests script it: a latency per call, a queue of injected failures (HTTP status codes, or "timeout" to hang past the
+client's timeout), and a record of every call. Chat answers are derived from the prompt so they can be checked:
+rewording requests (JSON mode) get three queries; answer requests cite the first two sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class OpenAIWireServer:
+    def __init__(self) -> None:
+        self.latency_s = 0.0
+        self.failures: list[int | str] = []
+        self.fail_ratio_every: int = 0  # fail one call in N (0: never), with 429/500 alternating
+        self.calls: list[dict] = []
+        self.timeout_hang_s = 5.0
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> OpenAIWireServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.latency_s = 0.0
+            self.failures.clear()
+            self.fail_ratio_every = 0
+            self.calls.clear()
+            self._counter = 0
+
+    def _next_failure(self) -> int | str | None:
+        with self._lock:
+            self._counter += 1
+            if self.failures:
+                return self.failures.pop(0)
+            if self.fail_ratio_every and self._counter % self.fail_ratio_every == 0:
+                return 429 if (self._counter // self.fail_ratio_every) % 2 else 500
+            return None
+
+    def _handler(self):
+        wire = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with wire._lock:
+                    wire.calls.append({"path": self.path, "body": body})
+                if wire.latency_s:
+                    time.sleep(wire.latency_s)
+                failure = wire._next_failure()
+                if failure == "timeout":
+                    time.sleep(wire.timeout_hang_s)
+                    return self._send(500, {"error": {"message": "hung"}})
+                if failure is not None:
+                    return self._send(failure, {"error": {"message": "injected", "type": "injected"}})
+                if self.path.endswith("/chat/completions"):
+                    return self._send(200, _chat(body))
+                if self.path.endswith("/embeddings"):
+                    return self._send(200, _embeddings(body))
+                return self._send(404, {"error": {"message": "no such route"}})
+
+            def _send(self, status: int, payload: dict):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def _chat(body: dict) -> dict:
+    user = body["messages"][-1]["content"]
+    if body.get("response_format", {}).get("type") == "json_object":
+        question = user.split("Question:", 1)[-1].strip().splitlines()[0][:200]
+        content = json.dumps({"queries": [f"{question} overview", f"how to {question}", f"{question} example"]})
+    else:
+        numbers = re.findall(r"^\[(\d+)\]", user, flags=re.MULTILINE)
+        cites = "".join(f"[{n}]" for n in numbers[:2]) or ""
+        content = f"According to the documentation, this is how it works {cites}."
+    return {
+        "id": "chatcmpl-loopback",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": len(content) // 4,
+                  "total_tokens": (len(user) + len(content)) // 4},
+    }
+
+
+def _embeddings(body: dict) -> dict:
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = []
+    for i, text in enumerate(inputs):
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [(b - 128) / 128 for b in digest] * 48  # 1536 dimensions
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    return {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}

@@ -1,0 +1,174 @@
+"""The ask path end to end: real HTTP on functions-framework, the Firestore and Pub/Sub emulators, a real push
+subscription to the answer worker, pgvector, and (in LLM mode) the loopback OpenAI-wire server."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from askflow.config import Settings
+from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.indexing import index_documents
+from askflow.ingest.loaders import load_paths
+
+DOCS = Path(__file__).parent / "data" / "docs"
+COLLECTION = "ask_path_docs"
+
+
+def call(method: str, url: str, body: bytes | None = None, content_type: str = "application/json"):
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def ask(api_url: str, question: str) -> str:
+    status, body = call("POST", f"{api_url}requests", json.dumps({"question": question}).encode())
+    assert status == 202, body
+    assert body["status"] == "pending"
+    return body["request_id"]
+
+
+def wait_terminal(api_url: str, request_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, record = call("GET", f"{api_url}requests/{request_id}")
+        assert status == 200, record
+        if record["status"] in ("complete", "failed"):
+            return record
+        time.sleep(0.2)
+    pytest.fail(f"request {request_id} still {record['status']} after {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def indexed(pg_url, minilm):
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    store = PgVectorStore(url=pg_url, collection=COLLECTION)
+    index_documents(
+        load_paths([DOCS], source="docs"), store=store, embeddings=minilm, strategy=ChunkingStrategy(),
+        source="docs",
+    )
+    store.close()
+
+
+def _settings(pg_url: str, name: str, **overrides) -> Settings:
+    return Settings(
+        database_url=pg_url, collection=COLLECTION, questions_topic=f"questions-{name}",
+        questions_subscription=f"questions-{name}-worker", request_lease_s=60, **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def extractive_api(local_stack, indexed, pg_url) -> str:
+    api, _ = local_stack.start_functions(_settings(pg_url, "extractive"))
+    return api.url
+
+
+@pytest.fixture(scope="module")
+def llm_api(local_stack, indexed, pg_url, openai_server) -> str:
+    settings = _settings(
+        pg_url, "llm", openai_base_url=openai_server.base_url, openai_api_key="test-key",
+        cheap_model="loopback-cheap", strong_model="loopback-strong", llm_max_attempts=4,
+        llm_backoff_max_s=0.2, llm_timeout_s=2.0,
+    )
+    api, _ = local_stack.start_functions(settings)
+    return api.url
+
+
+def test_question_gets_an_extractive_answer_with_cited_sources(extractive_api):
+    record = wait_terminal(extractive_api, ask(extractive_api, "How do tasks pull an XCom value?"))
+    assert record["status"] == "complete", record
+    assert record["mode"] == "extractive"
+    assert "no language model is configured" in record["answer"]
+    assert "[1]" in record["answer"]
+    assert record["sources"][0]["doc_id"] == "docs:xcoms.rst"
+    assert record["sources"][0]["url"].endswith("xcoms.rst")
+    assert [s["n"] for s in record["sources"]] == list(range(1, len(record["sources"]) + 1))
+    assert record["models"] == [] and record["tokens"] == {"prompt": 0, "completion": 0}
+    assert record["timings_ms"]["total_ms"] > 0
+
+
+def test_llm_answer_rewords_and_cites(llm_api, wire):
+    record = wait_terminal(llm_api, ask(llm_api, "How do I stop catchup of old DAG runs?"))
+    assert record["status"] == "complete", record
+    assert record["mode"] == "llm"
+    assert record["answer"].endswith("[1][2].")
+    assert record["sources"][0]["doc_id"] == "docs:scheduling.md"
+    assert len(record["queries"]) == 4  # the question and three rewordings
+    assert record["models"] == ["loopback-cheap", "loopback-strong"]
+    assert record["tokens"]["prompt"] > 0 and record["tokens"]["completion"] > 0
+    chats = [c for c in wire.calls if c["path"].endswith("/chat/completions")]
+    assert [c["body"]["model"] for c in chats] == ["loopback-cheap", "loopback-strong"]
+
+
+def test_transient_model_failures_are_retried_then_complete(llm_api, wire):
+    wire.failures.extend([429, 503, "timeout"])
+    record = wait_terminal(llm_api, ask(llm_api, "Where do I define a connection as an environment variable?"))
+    assert record["status"] == "complete", record
+    assert record["sources"][0]["doc_id"] == "docs:guides/connections.html"
+    assert len([c for c in wire.calls if c["path"].endswith("/chat/completions")]) == 5  # 3 failed + 2 good
+
+
+def test_persistent_model_failure_fails_the_request_with_a_reason(llm_api, wire):
+    wire.failures.extend([500] * 20)
+    record = wait_terminal(llm_api, ask(llm_api, "What is an XCom backend?"))
+    assert record["status"] == "failed"
+    assert "model endpoint failed 4 times" in record["error"]
+
+
+def test_duplicate_delivery_answers_once(llm_api, wire, local_stack):
+    from google.cloud import pubsub_v1
+
+    request_id = ask(llm_api, "How are XComs identified?")
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path("askflow-test", "questions-llm")
+    publisher.publish(topic, json.dumps({"request_id": request_id}).encode()).result(timeout=10)
+    first = wait_terminal(llm_api, request_id)
+    assert first["status"] == "complete"
+    # a late redelivery after completion
+    publisher.publish(topic, json.dumps({"request_id": request_id}).encode()).result(timeout=10)
+    time.sleep(3)
+    _, again = call("GET", f"{llm_api}requests/{request_id}")
+    assert again["completed_at"] == first["completed_at"]
+    assert again["answer"] == first["answer"]
+    assert again["attempts"] == 1
+    assert len([c for c in wire.calls if c["path"].endswith("/chat/completions")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"question": ""}', "application/json", "question"),
+        (b'{"question": "   "}', "application/json", "question"),
+        (json.dumps({"question": "x" * 4001}).encode(), "application/json", "at most 4000"),
+        (b'{"question": "hi",', "application/json", "not valid JSON"),
+        (b"question=hi", "application/x-www-form-urlencoded", "Content-Type"),
+        (b'{"question": "hi", "colour": "blue"}', "application/json", "colour"),
+        (b'["hi"]', "application/json", "JSON object"),
+        (b'{"question": 42}', "application/json", "question"),
+        (b'{"question": "hi", "thread_id": "../etc"}', "application/json", "thread_id"),
+    ],
+    ids=["empty", "blank", "oversized", "broken-json", "form", "unknown-field", "array", "number", "bad-thread"],
+)
+def test_bad_input_is_a_400_naming_the_problem(extractive_api, body, content_type, expected):
+    status, payload = call("POST", f"{extractive_api}requests", body, content_type)
+    assert status == 400
+    assert expected in payload["error"]
+    assert "Traceback" not in payload["error"]
+
+
+def test_unknown_request_is_a_404_and_wrong_method_a_405(extractive_api):
+    status, payload = call("GET", f"{extractive_api}requests/doesnotexist")
+    assert status == 404 and "doesnotexist" in payload["error"]
+    status, payload = call("GET", f"{extractive_api}requests")
+    assert status == 405 and "error" in payload
+    status, payload = call("GET", f"{extractive_api}nowhere")
+    assert status == 404

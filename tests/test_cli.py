@@ -1,0 +1,78 @@
+"""The ``askflow`` CLI as a user runs it: a subprocess with settings in its environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).parent / "data" / "docs"
+
+
+def askflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "askflow.entrypoints.cli", *args],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+    )
+
+
+def test_ingest_then_ask_prints_answer_and_sources(pg_url, collection_name):
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    first = askflow("ingest", str(DOCS), env=env)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["documents_written"] == 3 and result["chunks_written"] >= 3
+
+    again = askflow("ingest", str(DOCS), env=env)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["documents_skipped"] == 3
+
+    answer = askflow("ask", "How do I set catchup to false?", env=env)
+    assert answer.returncode == 0, answer.stderr
+    assert "[1] Scheduling DAG runs" in answer.stdout
+    assert "extractive mode" in answer.stdout
+
+
+def test_bad_input_gives_a_message_and_a_non_zero_exit(pg_url, collection_name, tmp_path):
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    missing = askflow("ingest", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    (tmp_path / "notes.txt").write_text("plain")
+    wrong = askflow("ingest", str(tmp_path / "notes.txt"), env=env)
+    assert wrong.returncode == 2 and "not a documentation file" in wrong.stderr
+    empty = askflow("ask", "  ", env=env)
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    overlap = askflow("ingest", str(DOCS), "--chunk-size", "100", "--chunk-overlap", "200", env=env)
+    assert overlap.returncode == 2 and "chunk_overlap" in overlap.stderr
+    unknown = askflow("fly", env=env)
+    assert unknown.returncode == 2
+
+
+def test_eval_retrieval_prints_metrics_as_the_last_line(pg_url, collection_name, tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"id": "q1", "question": "How do I pull an XCom?", "gold": ["xcoms.rst"]},
+                {"id": "q2", "question": "Disable catchup for old intervals", "gold": ["scheduling.md"]},
+                {"id": "q3", "question": "AIRFLOW_CONN environment variable URI", "gold": ["guides/connections.html"]},
+            ]
+        )
+    )
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    details = tmp_path / "details.jsonl"
+    run = askflow("eval", "retrieval", "--corpus", str(DOCS), "--questions", str(questions),
+                  "--details", str(details), env=env)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["questions"] == 3
+    assert set(summary) == {"questions", "hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"}
+    assert summary["hit@1"] == 1.0
+    rows = [json.loads(line) for line in details.read_text().splitlines()]
+    assert [r["top10"][0] for r in rows] == ["xcoms.rst", "scheduling.md", "guides/connections.html"]
+
+    questions.write_text('{"question": "no gold"}\n')
+    bad = askflow("eval", "retrieval", "--corpus", str(DOCS), "--questions", str(questions), env=env)
+    assert bad.returncode == 2 and "gold" in bad.stderr

@@ -1,0 +1,87 @@
+"""Request state transitions on the Firestore emulator: claims, leases, terminal states, deadlines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from google.cloud import firestore
+
+from askflow.adapters.firestore_requests import FirestoreRequestStore, utcnow
+from askflow.config import Settings
+from askflow.domain.errors import ModelUnavailable, NotFound
+from askflow.service_layer import handlers
+
+
+@pytest.fixture
+def requests(local_stack) -> FirestoreRequestStore:
+    return FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection="lifecycle")
+
+
+def _pending(requests, *, age_s: float = 0) -> str:
+    request_id = uuid.uuid4().hex
+    created = utcnow() - dt.timedelta(seconds=age_s)
+    requests.create(request_id, {"question": "q?", "status": "pending", "created_at": created, "attempts": 0})
+    return request_id
+
+
+class ExplodingAnswerer:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    def answer(self, question):
+        self.calls += 1
+        raise self.error
+
+
+def test_a_live_lease_blocks_a_second_claim_and_an_expired_one_does_not(requests):
+    request_id = _pending(requests)
+    assert requests.claim(request_id, lease_s=60)["attempts"] == 1
+    assert requests.claim(request_id, lease_s=60) is None
+    assert requests.claim(request_id, lease_s=0)["attempts"] == 2
+
+
+def test_terminal_state_is_never_overwritten(requests):
+    request_id = _pending(requests)
+    assert requests.finish(request_id, {"status": "complete", "answer": "first"})
+    assert not requests.finish(request_id, {"status": "failed", "error": "late"})
+    assert requests.claim(request_id, lease_s=0) is None
+    assert requests.get(request_id)["answer"] == "first"
+
+
+def test_model_failure_ends_in_failed_with_the_reason(requests):
+    request_id = _pending(requests)
+    answerer = ExplodingAnswerer(ModelUnavailable("model endpoint failed 4 times: RateLimitError"))
+    outcome = handlers.answer_request(request_id, requests=requests, answerer=answerer, settings=Settings())
+    assert outcome == "failed"
+    assert requests.get(request_id)["error"].startswith("model endpoint failed")
+
+
+def test_unexpected_error_still_ends_in_failed_without_details(requests):
+    request_id = _pending(requests)
+    answerer = ExplodingAnswerer(KeyError("secret internals"))
+    assert handlers.answer_request(request_id, requests=requests, answerer=answerer, settings=Settings()) == "failed"
+    assert requests.get(request_id)["error"] == "internal error"
+
+
+def test_a_request_past_its_deadline_is_failed_when_read(requests):
+    settings = Settings(request_deadline_s=30)
+    stale = _pending(requests, age_s=120)
+    fresh = _pending(requests)
+    assert handlers.get_request(stale, requests=requests, settings=settings)["status"] == "failed"
+    assert requests.get(stale)["error"] == "timed out"
+    assert handlers.get_request(fresh, requests=requests, settings=settings)["status"] == "pending"
+    with pytest.raises(NotFound):
+        handlers.get_request("missing", requests=requests, settings=settings)
+
+
+def test_malformed_question_messages_are_dropped_not_retried(requests):
+    from cloudevents.http import CloudEvent
+
+    from askflow.entrypoints.events import on_question
+
+    event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub/test"},
+                       {"message": {"data": "bm90IGpzb24="}})
+    assert on_question(event, components=None) == "dropped"
