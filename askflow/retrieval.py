@@ -75,13 +75,19 @@ def fuse_results(results: Sequence[Sequence[ScoredChunk]], *, weights: Sequence[
 
 
 def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> list[RankedDocument]:
-    """Group chunks by document: a document scores its best chunk plus ``support`` × the rest (a page that
-    answers in several places beats one lucky paragraph)."""
+    """Group chunks by document: a document scores its best chunk plus ``support`` × its other chunks, with scores
+    min-max normalised first so that chunks from the tail of the list add next to nothing (a page that answers in
+    several strong places beats one lucky paragraph; a long page does not win by size alone)."""
+    if not chunks:
+        return []
+    high = max(sc.score for sc in chunks)
+    low = min(sc.score for sc in chunks)
+    spread = (high - low) or 1.0
     grouped: dict[str, list[ScoredChunk]] = {}
     for sc in chunks:
         grouped.setdefault(sc.chunk.doc_id, []).append(sc)
     ranked = []
     for doc_id, hits in grouped.items():
-        scores = sorted((h.score for h in hits), reverse=True)
+        scores = sorted(((h.score - low) / spread for h in hits), reverse=True)
         ranked.append(RankedDocument(doc_id, scores[0] + support * sum(scores[1:]), hits))
     return sorted(ranked, key=lambda d: d.score, reverse=True)

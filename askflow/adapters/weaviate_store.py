@@ -1,0 +1,136 @@
+"""WeaviateVectorStore: the production vector store (weaviate-client v4).
+
+A collection with ``content``, ``source`` (doc id), ``url``, ``title``, ``section``, ``sha``, ``kind``, ``chunk_index``
+and ``metadata`` (JSON text), vectors supplied by askflow (no server-side vectorizer), hybrid search with ``alpha``,
+batch upserts keyed by the chunks' deterministic UUIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from urllib.parse import urlparse
+
+from askflow.domain.model import Chunk, ScoredChunk, SourceKind
+from askflow.ports import VectorStore
+
+_PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata")
+
+
+class WeaviateVectorStore(VectorStore):
+    def __init__(self, *, url: str, api_key: str | None, collection: str) -> None:
+        self._url = url
+        self._api_key = api_key
+        self._name = _class_name(collection)
+        self._client = None
+        self._lock = threading.Lock()
+
+    def _connected(self):
+        import weaviate
+        from weaviate.classes.init import Auth
+
+        with self._lock:
+            if self._client is None:
+                parsed = urlparse(self._url)
+                secure = parsed.scheme == "https"
+                self._client = weaviate.connect_to_custom(
+                    http_host=parsed.hostname, http_port=parsed.port or (443 if secure else 8080),
+                    http_secure=secure, grpc_host=parsed.hostname, grpc_port=50051, grpc_secure=secure,
+                    auth_credentials=Auth.api_key(self._api_key) if self._api_key else None,
+                )
+            return self._client
+
+    def _collection(self):
+        return self._connected().collections.get(self._name)
+
+    def ensure_collection(self, dimension: int) -> None:
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+
+        client = self._connected()
+        if client.collections.exists(self._name):
+            return
+        text = lambda name, tokenize=Tokenization.WORD: Property(  # noqa: E731
+            name=name, data_type=DataType.TEXT, tokenization=tokenize
+        )
+        client.collections.create(
+            self._name,
+            vector_config=Configure.Vectors.self_provided(),
+            properties=[
+                text("content"), text("title"), text("section"),
+                Property(name="source", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                Property(name="url", data_type=DataType.TEXT, skip_vectorization=True),
+                Property(name="sha", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                Property(name="kind", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                Property(name="chunk_index", data_type=DataType.INT),
+                Property(name="metadata", data_type=DataType.TEXT, index_searchable=False),
+            ],
+        )
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
+        collection = self._collection()
+        with collection.batch.fixed_size(batch_size=200) as batch:
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                batch.add_object(properties=_properties(chunk), vector=list(vector), uuid=chunk.chunk_id)
+        failed = collection.batch.failed_objects
+        if failed:
+            raise RuntimeError(f"Weaviate rejected {len(failed)} objects: {failed[0].message}")
+        return len(chunks)
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        from weaviate.classes.query import Filter
+
+        if not doc_ids:
+            return 0
+        result = self._collection().data.delete_many(where=Filter.by_property("source").contains_any(list(doc_ids)))
+        return result.successful
+
+    def document_fingerprints(self, prefix: str = "") -> dict[str, str]:
+        fingerprints = {}
+        for obj in self._collection().iterator(return_properties=["source", "sha"]):
+            source = obj.properties["source"]
+            if source.startswith(prefix):
+                fingerprints[source] = obj.properties["sha"]
+        return fingerprints
+
+    def hybrid_search(
+        self, text: str, vector: Sequence[float], *, limit: int, alpha: float
+    ) -> list[ScoredChunk]:
+        from weaviate.classes.query import HybridFusion, MetadataQuery
+
+        response = self._collection().query.hybrid(
+            query=text, vector=list(vector), alpha=alpha, limit=limit, fusion_type=HybridFusion.RELATIVE_SCORE,
+            query_properties=["title^2", "section^2", "content"], return_metadata=MetadataQuery(score=True),
+        )
+        return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
+
+    def count(self) -> int:
+        return self._collection().aggregate.over_all(total_count=True).total_count
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _class_name(collection: str) -> str:
+    """Weaviate collection names are capitalised GraphQL names."""
+    cleaned = "".join(part.capitalize() for part in collection.replace("-", "_").split("_") if part)
+    return cleaned or "Askflow"
+
+
+def _properties(chunk: Chunk) -> dict:
+    return {
+        "content": chunk.content, "source": chunk.doc_id, "url": chunk.url, "title": chunk.title,
+        "section": chunk.section, "sha": chunk.sha, "kind": chunk.kind.value, "chunk_index": chunk.index,
+        "metadata": json.dumps(chunk.metadata),
+    }
+
+
+def _chunk(properties: dict) -> Chunk:
+    return Chunk(
+        doc_id=properties["source"], index=int(properties["chunk_index"]), content=properties["content"],
+        title=properties["title"], section=properties["section"], url=properties["url"], sha=properties["sha"],
+        kind=SourceKind(properties["kind"]), metadata=json.loads(properties.get("metadata") or "{}"),
+    )

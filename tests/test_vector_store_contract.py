@@ -1,0 +1,71 @@
+"""One contract for every vector store adapter: pgvector always, Weaviate when WEAVIATE_URL points at one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from askflow.domain.model import Chunk, SourceKind
+
+
+def _chunk(doc_id: str, index: int, content: str, sha: str = "v1") -> Chunk:
+    return Chunk(doc_id=doc_id, index=index, content=content, title=doc_id.split(":")[1], section="Intro",
+                 url=f"https://example.org/{doc_id}", sha=sha, kind=SourceKind.DOCS, metadata={"lang": "en"})
+
+
+@pytest.fixture(params=["pgvector", "weaviate"])
+def store(request, collection_name):
+    if request.param == "pgvector":
+        from askflow.adapters.pgvector_store import PgVectorStore
+
+        adapter = PgVectorStore(url=request.getfixturevalue("pg_url"), collection=collection_name)
+    else:
+        url = os.environ.get("WEAVIATE_URL")
+        if not url:
+            pytest.skip("WEAVIATE_URL is not set: no Weaviate server reachable from this machine")
+        from askflow.adapters.weaviate_store import WeaviateVectorStore
+
+        adapter = WeaviateVectorStore(url=url, api_key=os.environ.get("WEAVIATE_API_KEY"), collection=collection_name)
+    adapter.ensure_collection(4)
+    adapter.ensure_collection(4)  # idempotent
+    yield adapter
+    adapter.close()
+
+
+CHUNKS = [
+    _chunk("docs:a.md", 0, "Sensors wait for an external event such as a file landing in a bucket."),
+    _chunk("docs:a.md", 1, "Deferrable operators release their worker slot while they wait."),
+    _chunk("docs:b.md", 0, "XComs pass small values between tasks."),
+    _chunk("slack:c", 0, "Use pools to limit concurrency on a shared resource."),
+]
+VECTORS = [[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+
+
+def test_upsert_is_idempotent_by_deterministic_ids(store):
+    assert store.upsert(CHUNKS, VECTORS) == 4
+    store.upsert(CHUNKS, VECTORS)
+    assert store.count() == 4
+
+
+def test_hybrid_search_by_keywords_and_by_vector(store):
+    store.upsert(CHUNKS, VECTORS)
+    store.finalize_writes()
+    by_keyword = store.hybrid_search("pools concurrency", [0.5, 0.5, 0.5, 0.5], limit=2, alpha=0.0)
+    assert by_keyword[0].chunk.doc_id == "slack:c"
+    by_vector = store.hybrid_search("unrelated words", [0, 1, 0, 0], limit=2, alpha=1.0)
+    assert by_vector[0].chunk.doc_id == "docs:b.md"
+    fused = store.hybrid_search("deferrable worker slot", [1, 0, 0, 0], limit=4, alpha=0.5)
+    assert {fused[0].chunk.chunk_id, fused[1].chunk.chunk_id} == {CHUNKS[0].chunk_id, CHUNKS[1].chunk_id}
+    assert fused[0].score >= fused[-1].score
+    hit = fused[0].chunk
+    assert hit.url.startswith("https://example.org/") and hit.section == "Intro" and hit.metadata == {"lang": "en"}
+
+
+def test_fingerprints_by_source_prefix_and_delete_by_document(store):
+    store.upsert(CHUNKS, VECTORS)
+    assert store.document_fingerprints("docs:") == {"docs:a.md": "v1", "docs:b.md": "v1"}
+    assert store.delete_documents(["docs:a.md"]) == 2
+    assert store.count() == 2
+    assert store.delete_documents([]) == 0
+    assert set(store.document_fingerprints()) == {"docs:b.md", "slack:c"}
