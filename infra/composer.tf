@@ -1,0 +1,31 @@
+resource "google_composer_environment" "askflow" {
+  name   = "${var.name_prefix}-composer"
+  region = var.region
+  config {
+    software_config {
+      image_version = "composer-3-airflow-3"
+      pypi_packages = {
+        "apache-airflow-providers-openai"   = ""
+        "apache-airflow-providers-slack"    = ""
+        "apache-airflow-providers-github"   = ""
+        "apache-airflow-providers-weaviate" = ""
+        "langchain-text-splitters"          = ">=0.3"
+        "beautifulsoup4"                    = ">=4.12"
+        "slack-sdk"                         = ">=3.27"
+        "pgvector"                          = ">=0.2.5"
+        "psycopg"                           = "[binary,pool]>=3.1"
+        "pydantic-settings"                 = ">=2.3"
+        "weaviate-client"                   = ">=4.9,<5"
+      }
+      env_variables = local.askflow_env
+    }
+    node_config {
+      service_account = google_service_account.composer.email
+    }
+  }
+  depends_on = [google_project_service.apis, google_project_iam_member.composer_worker]
+}
+
+output "composer_dag_gcs_prefix" {
+  value = google_composer_environment.askflow.config[0].dag_gcs_prefix
+}

@@ -1,0 +1,21 @@
+resource "google_firestore_database" "default" {
+  name                    = "(default)"
+  location_id             = var.region
+  type                    = "FIRESTORE_NATIVE"
+  delete_protection_state = "DELETE_PROTECTION_ENABLED"
+  depends_on              = [google_project_service.apis]
+}
+
+# Thread history: earlier requests of a thread, oldest first.
+resource "google_firestore_index" "requests_by_thread" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  fields {
+    field_path = "thread_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+}

@@ -1,0 +1,72 @@
+resource "google_storage_bucket" "function_source" {
+  name                        = "${var.project_id}-${var.name_prefix}-function-source"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
+}
+
+# HTTPS: POST /requests, GET /requests/{id}.
+resource "google_cloudfunctions2_function" "api" {
+  name     = "${var.name_prefix}-api"
+  location = var.region
+  build_config {
+    runtime     = "python311"
+    entry_point = "api"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = var.function_source_object
+      }
+    }
+  }
+  service_config {
+    max_instance_count    = 20
+    available_memory      = "512Mi"
+    timeout_seconds       = 30
+    service_account_email = google_service_account.api.email
+    environment_variables = local.askflow_env
+    ingress_settings      = "ALLOW_ALL"
+  }
+  depends_on = [google_project_service.apis]
+}
+
+# Pub/Sub push (questions subscription): answers one request per message.
+resource "google_cloudfunctions2_function" "answer_worker" {
+  name     = "${var.name_prefix}-answer-worker"
+  location = var.region
+  build_config {
+    runtime     = "python311"
+    entry_point = "answer_worker"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = var.function_source_object
+      }
+    }
+  }
+  service_config {
+    max_instance_count    = 20
+    available_memory      = "1Gi"
+    timeout_seconds       = 300
+    service_account_email = google_service_account.worker.email
+    environment_variables = local.askflow_env
+    ingress_settings      = "ALLOW_INTERNAL_ONLY"
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_env
+      content {
+        key        = secret_environment_variables.value
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
+        version    = "latest"
+      }
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+output "api_url" {
+  value = google_cloudfunctions2_function.api.service_config[0].uri
+}

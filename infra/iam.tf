@@ -1,0 +1,84 @@
+resource "google_service_account" "api" {
+  account_id   = "${var.name_prefix}-api"
+  display_name = "askflow HTTPS API"
+}
+
+resource "google_service_account" "worker" {
+  account_id   = "${var.name_prefix}-worker"
+  display_name = "askflow answer worker"
+}
+
+resource "google_service_account" "pubsub_pusher" {
+  account_id   = "${var.name_prefix}-pubsub-pusher"
+  display_name = "Pub/Sub push identity for the answer worker"
+}
+
+resource "google_service_account" "composer" {
+  account_id   = "${var.name_prefix}-composer"
+  display_name = "askflow Cloud Composer"
+}
+
+# Firestore has no per-collection IAM: both functions need datastore.user on the project.
+resource "google_project_iam_member" "api_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.api.email}"
+}
+
+resource "google_project_iam_member" "worker_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.worker.email}"
+}
+
+resource "google_project_iam_member" "composer_worker" {
+  project = var.project_id
+  role    = "roles/composer.worker"
+  member  = "serviceAccount:${google_service_account.composer.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "api_publishes_questions" {
+  topic  = google_pubsub_topic.questions.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.api.email}"
+}
+
+resource "google_pubsub_subscription_iam_member" "composer_pulls_evaluation" {
+  subscription = google_pubsub_subscription.evaluation.name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.composer.email}"
+}
+
+resource "google_cloudfunctions2_function_iam_member" "pusher_invokes_worker" {
+  location       = google_cloudfunctions2_function.answer_worker.location
+  cloud_function = google_cloudfunctions2_function.answer_worker.name
+  role           = "roles/cloudfunctions.invoker"
+  member         = "serviceAccount:${google_service_account.pubsub_pusher.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "pusher_runs_worker" {
+  location = google_cloudfunctions2_function.answer_worker.location
+  service  = google_cloudfunctions2_function.answer_worker.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.pubsub_pusher.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "public_api" {
+  location = google_cloudfunctions2_function.api.location
+  service  = google_cloudfunctions2_function.api.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_secret_manager_secret_iam_member" "worker_reads_secrets" {
+  for_each  = local.secret_env
+  secret_id = google_secret_manager_secret.secrets[each.key].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.worker.email}"
+}
+
+resource "google_storage_bucket_iam_member" "composer_reads_documents" {
+  bucket = google_storage_bucket.documents.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.composer.email}"
+}

@@ -1,0 +1,49 @@
+terraform {
+  required_version = ">= 1.5"
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.0"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+locals {
+  apis = [
+    "cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "eventarc.googleapis.com",
+    "pubsub.googleapis.com", "firestore.googleapis.com", "secretmanager.googleapis.com", "composer.googleapis.com",
+    "artifactregistry.googleapis.com", "storage.googleapis.com",
+  ]
+  # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
+  askflow_env = {
+    ASKFLOW_PROJECT_ID              = var.project_id
+    ASKFLOW_REQUESTS_COLLECTION     = var.requests_collection
+    ASKFLOW_QUESTIONS_TOPIC         = var.questions_topic
+    ASKFLOW_QUESTIONS_SUBSCRIPTION  = var.questions_subscription
+    ASKFLOW_EVALUATION_TOPIC        = var.evaluation_topic
+    ASKFLOW_EVALUATION_SUBSCRIPTION = var.evaluation_subscription
+    ASKFLOW_DOCUMENTS_BUCKET        = var.documents_bucket
+    ASKFLOW_COLLECTION              = var.collection
+    ASKFLOW_VECTOR_STORE            = var.vector_store
+    ASKFLOW_CHEAP_MODEL             = var.cheap_model
+    ASKFLOW_STRONG_MODEL            = var.strong_model
+    ASKFLOW_EMBEDDING_PROVIDER      = "openai"
+    ASKFLOW_EMBEDDING_MODEL         = var.embedding_model
+  }
+  secret_env = {
+    openai_api_key   = "ASKFLOW_OPENAI_API_KEY"
+    weaviate_url     = "ASKFLOW_WEAVIATE_URL"
+    weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY"
+  }
+}
+
+resource "google_project_service" "apis" {
+  for_each           = toset(local.apis)
+  service            = each.value
+  disable_on_destroy = false
+}

@@ -1,0 +1,89 @@
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project to deploy into."
+}
+
+variable "region" {
+  type        = string
+  default     = "us-central1"
+  description = "Region of the functions, the bucket and the Composer environment."
+}
+
+variable "name_prefix" {
+  type        = string
+  default     = "askflow"
+  description = "Prefix of service accounts, buckets and the Composer environment."
+}
+
+variable "requests_collection" {
+  type    = string
+  default = "requests"
+}
+
+variable "questions_topic" {
+  type    = string
+  default = "askflow-questions"
+}
+
+variable "questions_subscription" {
+  type    = string
+  default = "askflow-questions-answer-worker"
+}
+
+variable "evaluation_topic" {
+  type    = string
+  default = "askflow-evaluation"
+}
+
+variable "evaluation_subscription" {
+  type    = string
+  default = "askflow-evaluation-airflow"
+}
+
+variable "documents_bucket" {
+  type    = string
+  default = "askflow-documents"
+}
+
+variable "collection" {
+  type    = string
+  default = "askflow_docs"
+}
+
+variable "vector_store" {
+  type    = string
+  default = "weaviate"
+}
+
+variable "cheap_model" {
+  type    = string
+  default = "gpt-4o-mini"
+}
+
+variable "strong_model" {
+  type    = string
+  default = "gpt-4o"
+}
+
+variable "embedding_model" {
+  type    = string
+  default = "text-embedding-3-small"
+}
+
+variable "function_source_object" {
+  type        = string
+  default     = "functions-source.zip"
+  description = "Object in the source bucket holding functions/ with the packaged core (cloudbuild.yaml uploads it)."
+}
+
+variable "secrets" {
+  type = map(string)
+  default = {
+    openai_api_key       = "askflow-openai-api-key"
+    slack_signing_secret = "askflow-slack-signing-secret"
+    slack_bot_token      = "askflow-slack-bot-token"
+    weaviate_url         = "askflow-weaviate-url"
+    weaviate_api_key     = "askflow-weaviate-api-key"
+  }
+  description = "Setting name -> Secret Manager secret id."
+}

@@ -1,0 +1,149 @@
+"""Terraform, cloudbuild.yaml and the code must name the same things: these fail when they drift."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import hcl2
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from askflow.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+VAR = re.compile(r"\$\{var\.(\w+)\}")
+
+# Settings that name a cloud resource or a model: Terraform must set every one of them on the functions.
+NAMED_SETTINGS = (
+    "project_id", "requests_collection", "questions_topic", "questions_subscription", "evaluation_topic",
+    "evaluation_subscription", "documents_bucket", "collection", "cheap_model", "strong_model", "embedding_model",
+)
+
+
+def _unquote(value):
+    if isinstance(value, str):
+        return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def terraform() -> dict:
+    merged: dict = {"resource": {}, "variable": {}, "locals": {}}
+    for file in sorted(INFRA.glob("*.tf")):
+        with file.open() as handle:
+            parsed = _unquote(hcl2.load(handle))
+        for block in parsed.get("resource", []):
+            for kind, named in block.items():
+                merged["resource"].setdefault(kind, {}).update(named)
+        for block in parsed.get("variable", []):
+            merged["variable"].update(block)
+        for block in parsed.get("locals", []):
+            merged["locals"].update(block)
+    return merged
+
+
+def _resolve(value: str, terraform: dict) -> str:
+    return VAR.sub(lambda m: str(terraform["variable"][m[1]].get("default", f"<{m[1]}>")), value)
+
+
+def _names(terraform: dict, kind: str) -> set[str]:
+    return {_resolve(r["name"], terraform) for r in terraform["resource"].get(kind, {}).values()}
+
+
+def _entry_points() -> dict[str, str]:
+    """``function name -> "http" | "cloud_event"`` from functions/main.py's decorators."""
+    tree = ast.parse((ROOT / "functions" / "main.py").read_text())
+    kinds = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Attribute) and decorator.attr in ("http", "cloud_event"):
+                    kinds[node.name] = decorator.attr
+    return kinds
+
+
+def test_topics_and_subscriptions_match_the_settings(terraform):
+    settings = Settings()
+    topics = {settings.questions_topic, settings.evaluation_topic}
+    assert _names(terraform, "google_pubsub_topic") == topics | {f"{t}-dead-letter" for t in topics}
+    subscriptions = {settings.questions_subscription, settings.evaluation_subscription}
+    assert _names(terraform, "google_pubsub_subscription") == subscriptions | {f"{t}-dead-letter" for t in topics}
+    for subscription in terraform["resource"]["google_pubsub_subscription"].values():
+        if not subscription["name"].endswith("-dead-letter"):
+            assert "dead_letter_policy" in subscription and "retry_policy" in subscription
+
+
+def test_bucket_collection_and_index_match_the_settings(terraform):
+    settings = Settings()
+    assert settings.documents_bucket in _names(terraform, "google_storage_bucket")
+    indexes = terraform["resource"]["google_firestore_index"].values()
+    assert {_resolve(i["collection"], terraform) for i in indexes} == {settings.requests_collection}
+
+
+def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
+    env = terraform["locals"]["askflow_env"]
+    fields = set(Settings.model_fields)
+    for name in NAMED_SETTINGS:
+        assert f"ASKFLOW_{name.upper()}" in env, f"Terraform does not set {name}"
+    for variable in [*env, *terraform["locals"]["secret_env"].values()]:
+        assert variable.removeprefix("ASKFLOW_").lower() in fields, f"{variable} is not a setting"
+    for name in NAMED_SETTINGS[1:]:
+        default = terraform["variable"].get(name, {}).get("default")
+        if default is not None and name not in ("embedding_model",):
+            assert default == getattr(Settings(), name), f"variable {name} default drifted from the settings"
+
+
+def test_every_secret_setting_has_a_secret_and_back(terraform):
+    secret_settings = {
+        name for name, field in Settings.model_fields.items()
+        if field.annotation is not None and SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    } - {"github_token"}
+    declared = set(terraform["variable"]["secrets"]["default"])
+    assert secret_settings <= declared
+    assert declared - secret_settings <= {"weaviate_url"}  # a URL, not a secret value, but kept out of plain env
+    assert set(terraform["resource"]["google_secret_manager_secret"]) == {"secrets"}
+
+
+def test_terraform_functions_exist_with_the_right_signature(terraform):
+    entry_points = _entry_points()
+    subscriptions = terraform["resource"]["google_pubsub_subscription"].values()
+    pushed = {
+        m[1] for s in subscriptions for m in
+        [re.search(r"google_cloudfunctions2_function\.(\w+)\.", str(s.get("push_config", "")))] if m
+    }
+    functions = terraform["resource"]["google_cloudfunctions2_function"]
+    assert functions, "no functions in Terraform"
+    for name, function in functions.items():
+        entry = function["build_config"][0]["entry_point"] if isinstance(function["build_config"], list) else \
+            function["build_config"]["entry_point"]
+        assert entry in entry_points, f"Terraform deploys {entry}, which functions/main.py does not define"
+        expected = "cloud_event" if name in pushed or "event_trigger" in function else "http"
+        assert entry_points[entry] == expected, f"{entry} should be a {expected} function"
+    assert {f["build_config"][0]["entry_point"] for f in functions.values()} == set(entry_points)
+
+
+def test_cloudbuild_deploys_the_same_functions(terraform):
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    deployed = {
+        arg.split("=", 1)[1] for step in build["steps"] for arg in step.get("args", [])
+        if isinstance(arg, str) and arg.startswith("--entry-point=")
+    }
+    entry_points = _entry_points()
+    assert deployed == set(entry_points)
+    terraform_entries = {
+        f["build_config"][0]["entry_point"] for f in terraform["resource"]["google_cloudfunctions2_function"].values()
+    }
+    assert deployed == terraform_entries
+    for step in build["steps"]:
+        args = step.get("args", [])
+        if "--entry-point=answer_worker" in args:
+            assert "--no-allow-unauthenticated" in args
+    assert {"test", "package", "sync-dags", "smoke"} <= {step["id"] for step in build["steps"]}
