@@ -87,11 +87,18 @@ def index_documents(
     flush()
 
     if prune:
-        gone = sorted(set(stored) - seen)
-        if gone:
-            result.chunks_deleted += store.delete_documents(gone)
-            result.documents_pruned = len(gone)
+        pruned, deleted = prune_documents(store, source=source, keep=seen, stored=stored)
+        result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
     if result.changed:
         store.finalize_writes()
     log.info("indexed source %s: %s", source, result.to_dict())
     return result
+
+
+def prune_documents(
+    store: VectorStore, *, source: str, keep: set[str], stored: dict[str, str] | None = None
+) -> tuple[int, int]:
+    """Delete the stored documents of ``source`` not in ``keep``; returns (documents, chunks) deleted."""
+    stored = stored if stored is not None else store.document_fingerprints(prefix=f"{source}:")
+    gone = sorted(set(stored) - keep)
+    return (len(gone), store.delete_documents(gone)) if gone else (0, 0)

@@ -28,9 +28,9 @@ def load_paths(paths: Iterable[Path], *, source: str = "docs", base_url: str | N
             raise InvalidInput(f"no such file or folder: {path}")
         if path.is_dir():
             for file in sorted(_doc_files(path)):
-                documents.append(_load_file(file, file.relative_to(path).as_posix(), source, base_url))
+                documents.append(load_file(file, file.relative_to(path).as_posix(), source, base_url))
         elif path.suffix.lower() in DOC_SUFFIXES:
-            documents.append(_load_file(path, path.name, source, base_url))
+            documents.append(load_file(path, path.name, source, base_url))
         else:
             raise InvalidInput(f"{path}: not a documentation file ({', '.join(DOC_SUFFIXES)})")
     return documents
@@ -86,7 +86,7 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _load_file(file: Path, relative: str, source: str, base_url: str | None) -> Document:
+def load_file(file: Path, relative: str, source: str, base_url: str | None) -> Document:
     try:
         raw = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

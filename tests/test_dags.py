@@ -1,0 +1,81 @@
+"""The DAGs run for real with ``dag.test()`` (Airflow 3, SQLite metadata DB) against pgvector and the loopback
+OpenAI-wire embeddings server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from askflow.adapters.pgvector_store import PgVectorStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = Path(__file__).parent / "data" / "docs"
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    return env
+
+
+def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
+    run = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "support" / "run_dag.py"), str(ROOT / "dags" / dag_file),
+         json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])["state"]
+
+
+def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, collection_name, tmp_path):
+    corpus = tmp_path / "docs"
+    shutil.copytree(DOCS, corpus)
+    env = {
+        **airflow_env,
+        "ASKFLOW_DATABASE_URL": pg_url,
+        "ASKFLOW_EMBEDDING_PROVIDER": "openai",
+        "ASKFLOW_EMBEDDING_MODEL": "text-embedding-3-small",
+        "OPENAI_BASE_URL": wire.base_url,
+        "OPENAI_API_KEY": "test-key",
+    }
+    conf = {"docs_folder": str(corpus), "collection": collection_name, "batch_size": 2}
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+
+    assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
+    first = store.document_fingerprints("docs:")
+    assert set(first) == {"docs:xcoms.rst", "docs:scheduling.md", "docs:guides/connections.html"}
+    embedded_first = [c for c in wire.calls if c["path"].endswith("/embeddings")]
+    assert embedded_first
+
+    wire.calls.clear()
+    assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
+    assert not [c for c in wire.calls if c["path"].endswith("/embeddings")]  # unchanged corpus: nothing embedded
+    assert store.document_fingerprints("docs:") == first
+
+    (corpus / "xcoms.rst").write_text((corpus / "xcoms.rst").read_text() + "\nXCom values are pickled no more.\n")
+    (corpus / "guides" / "connections.html").unlink()
+    assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
+    after = store.document_fingerprints("docs:")
+    assert set(after) == {"docs:xcoms.rst", "docs:scheduling.md"}
+    assert after["docs:xcoms.rst"] != first["docs:xcoms.rst"]
+    assert after["docs:scheduling.md"] == first["docs:scheduling.md"]
+    store.close()
