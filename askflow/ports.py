@@ -92,6 +92,15 @@ class RequestStore(abc.ABC):
         """Atomically write a terminal state unless one is already there; returns whether it wrote."""
 
 
+    @abc.abstractmethod
+    def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:
+        """Set ``rater``'s rating on a request (replacing theirs); returns the record, ``None`` if unknown."""
+
+    @abc.abstractmethod
+    def recent_good(self, limit: int) -> list[dict[str, Any]]:
+        """The most recent requests graded good and public, newest first."""
+
+
 class EventBus(abc.ABC):
     @abc.abstractmethod
     def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:

@@ -19,3 +19,17 @@ resource "google_firestore_index" "requests_by_thread" {
     order      = "ASCENDING"
   }
 }
+
+# Homepage feed: GET /requests?good=true lists good answers, newest first.
+resource "google_firestore_index" "good_requests_by_recency" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  fields {
+    field_path = "is_good"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}

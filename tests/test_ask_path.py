@@ -169,6 +169,49 @@ def test_unknown_request_is_a_404_and_wrong_method_a_405(extractive_api):
     status, payload = call("GET", f"{extractive_api}requests/doesnotexist")
     assert status == 404 and "doesnotexist" in payload["error"]
     status, payload = call("GET", f"{extractive_api}requests")
+    assert status == 400 and "good=true" in payload["error"]
+    status, payload = call("DELETE", f"{extractive_api}requests/abc")
     assert status == 405 and "error" in payload
     status, payload = call("GET", f"{extractive_api}nowhere")
     assert status == 404
+
+
+def test_feedback_is_one_rating_per_rater_stored_on_the_request(extractive_api):
+    from google.cloud import firestore
+
+    request_id = ask(extractive_api, "How do tasks push an XCom?")
+    status, payload = call("POST", f"{extractive_api}requests/{request_id}/feedback", b'{"positive": true}')
+    if status == 409:  # not answered yet: rating waits for the answer
+        assert "only answered requests" in payload["error"]
+    assert wait_terminal(extractive_api, request_id)["status"] == "complete"
+    rate = lambda body: call("POST", f"{extractive_api}requests/{request_id}/feedback", json.dumps(body).encode())
+    assert rate({"positive": True, "rater": "ana"})[0] == 200
+    assert rate({"positive": False, "comment": "missing the example", "rater": "ana"})[0] == 200
+    assert rate({"positive": True, "rater": "bo"})[0] == 200
+    stored = firestore.Client(project="askflow-test").collection("requests").document(request_id).get().to_dict()
+    assert stored["ratings"]["ana"]["positive"] is False
+    assert stored["ratings"]["ana"]["comment"] == "missing the example"
+    assert stored["ratings"]["bo"]["positive"] is True
+
+    assert call("POST", f"{extractive_api}requests/nope/feedback", b'{"positive": true}')[0] == 404
+    for bad in (b'{"positive": "yes"}', b'{}', b'{"positive": true, "stars": 5}', b'{"positive": true, "rater": "a.b"}'):
+        status, payload = call("POST", f"{extractive_api}requests/{request_id}/feedback", bad)
+        assert status == 400, bad
+
+
+def test_homepage_feed_lists_only_good_answers_newest_first(extractive_api):
+    from google.cloud import firestore
+
+    client = firestore.Client(project="askflow-test")
+    ids = [ask(extractive_api, q) for q in ("How is catchup disabled?", "What is an XCom?", "Where are connections?")]
+    for request_id in ids:
+        wait_terminal(extractive_api, request_id)
+    # the evaluation loop's verdicts, written as it writes them
+    client.collection("requests").document(ids[0]).update({"is_good": True})
+    client.collection("requests").document(ids[1]).update({"is_good": False})
+    client.collection("requests").document(ids[2]).update({"is_good": True})
+    status, feed = call("GET", f"{extractive_api}requests?good=true")
+    assert status == 200
+    listed = [item["request_id"] for item in feed["items"]]
+    assert listed.index(ids[2]) < listed.index(ids[0]) and ids[1] not in listed
+    assert set(feed["items"][0]) == {"request_id", "question", "answer", "sources", "created_at", "mode"}

@@ -67,3 +67,33 @@ class FirestoreRequestStore(RequestStore):
             return True
 
         return finish_in(self._client.transaction(), self._ref(request_id))
+
+    def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        @firestore.transactional
+        def rate_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            record = snapshot.to_dict()
+            if record.get("status") == RequestStatus.COMPLETE.value:
+                transaction.update(ref, {FieldPath("ratings", rater).to_api_repr(): rating,
+                                         "rated_at": rating["at"]})
+                record.setdefault("ratings", {})[rater] = rating
+            return record
+
+        return rate_in(self._client.transaction(), self._ref(request_id))
+
+    def recent_good(self, limit: int) -> list[dict[str, Any]]:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._client.collection(self._collection)
+            .where(filter=FieldFilter("is_good", "==", True))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return [snapshot.to_dict() for snapshot in query.stream()]

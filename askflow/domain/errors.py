@@ -13,6 +13,10 @@ class NotFound(AskflowError):
     """The thing asked for does not exist (maps to 404)."""
 
 
+class Conflict(AskflowError):
+    """The request is valid but the resource is not in a state that allows it (maps to 409)."""
+
+
 class ModelUnavailable(AskflowError):
     """The LLM or embeddings endpoint kept failing after every retry."""
 

@@ -1,6 +1,6 @@
 """The HTTPS API: routing, request parsing and the mapping of domain errors to status codes.
 
-``POST /requests`` · ``GET /requests/{id}``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
+``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from askflow.domain.errors import AskflowError, InvalidInput, NotFound
+from askflow.domain.errors import AskflowError, Conflict, InvalidInput, NotFound
 from askflow.service_layer import handlers
 
 log = logging.getLogger(__name__)
-_REQUEST_PATH = re.compile(r"^/requests/(?P<request_id>[A-Za-z0-9_-]{1,64})/?$")
+_REQUEST_PATH = re.compile(r"^/requests/(?P<request_id>[A-Za-z0-9_-]{1,64})(?P<feedback>/feedback)?/?$")
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -29,6 +29,8 @@ def handle(request, components) -> tuple[str, int, dict[str, str]]:
         status, body = 400, {"error": str(error)}
     except NotFound as error:
         status, body = 404, {"error": str(error)}
+    except Conflict as error:
+        status, body = 409, {"error": str(error)}
     except AskflowError as error:
         log.warning("request failed: %s", error)
         status, body = 503, {"error": str(error)}
@@ -41,6 +43,10 @@ def handle(request, components) -> tuple[str, int, dict[str, str]]:
 def _route(request, components) -> tuple[int, dict[str, Any]]:
     path = request.path.rstrip("/") or "/"
     if path == "/requests":
+        if request.method == "GET":
+            if request.args.get("good") != "true" or set(request.args) - {"good"}:
+                raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
+            return 200, handlers.recent_good_answers(requests=components.requests)
         if request.method != "POST":
             return 405, {"error": f"{request.method} not allowed on /requests"}
         command = _parse(request, handlers.AskQuestion)
@@ -48,6 +54,11 @@ def _route(request, components) -> tuple[int, dict[str, Any]]:
             command, requests=components.requests, events=components.events, settings=components.settings
         )
     match = _REQUEST_PATH.match(request.path)
+    if match and match["feedback"]:
+        if request.method != "POST":
+            return 405, {"error": f"{request.method} not allowed on {request.path}"}
+        command = _parse(request, handlers.RateAnswer)
+        return 200, handlers.rate_answer(match["request_id"], command, requests=components.requests)
     if match:
         if request.method != "GET":
             return 405, {"error": f"{request.method} not allowed on {request.path}"}

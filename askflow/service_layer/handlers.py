@@ -6,11 +6,11 @@ import logging
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from askflow.adapters.firestore_requests import utcnow
 from askflow.config import Settings
-from askflow.domain.errors import AskflowError, InvalidInput, NotFound
+from askflow.domain.errors import AskflowError, Conflict, InvalidInput, NotFound
 from askflow.domain.model import RequestStatus
 from askflow.ports import EventBus, RequestStore
 
@@ -22,8 +22,21 @@ class AskQuestion(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    question: str = Field(min_length=1)
+    question: StrictStr = Field(min_length=1)
     thread_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class RateAnswer(BaseModel):
+    """``POST /requests/{id}/feedback`` body. ``rater`` identifies the person (a browser id, a Slack user id)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    positive: StrictBool
+    comment: str | None = Field(default=None, max_length=2000)
+    rater: str = Field(default="anonymous", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+FEED_PUBLIC_FIELDS = ("request_id", "question", "answer", "sources", "created_at", "mode")
 
 
 def submit_question(
@@ -90,3 +103,20 @@ def answer_request(request_id: str, *, requests: RequestStore, answerer, setting
         request_id, {"status": RequestStatus.COMPLETE.value, "completed_at": utcnow(), **answer.to_dict()}
     )
     return RequestStatus.COMPLETE.value if wrote else "skipped"
+
+
+def rate_answer(request_id: str, command: RateAnswer, *, requests: RequestStore) -> dict[str, Any]:
+    """One rating per request and rater: a later rating replaces the earlier one."""
+    rating = {"positive": command.positive, "comment": command.comment, "at": utcnow()}
+    record = requests.rate(request_id, command.rater, rating)
+    if record is None:
+        raise NotFound(f"no request {request_id}")
+    if record.get("status") != RequestStatus.COMPLETE.value:
+        raise Conflict(f"request {request_id} is {record.get('status')}: only answered requests can be rated")
+    return {"request_id": request_id, "rater": command.rater, "positive": command.positive}
+
+
+def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> dict[str, Any]:
+    """The homepage feed: recent requests graded good and public, only their public fields."""
+    items = [{k: r.get(k) for k in FEED_PUBLIC_FIELDS} for r in requests.recent_good(limit)]
+    return {"items": items}
