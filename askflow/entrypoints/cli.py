@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from askflow.domain.errors import AskflowError
@@ -16,6 +17,10 @@ SAMPLE_QUESTION = "How does askflow answer a question, and what happens when no 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        # Library deprecation chatter (grpcio's post-quantum notice, platformdirs) is not for the CLI's user.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", module="platformdirs")
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return args.run(args)
