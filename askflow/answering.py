@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage
 from askflow.ports import ChatModel
-from askflow.retrieval import Retriever, clean_query, fuse_results, rank_documents
+from askflow.retrieval import Retriever, clean_query, fuse_queries, rank_documents
 
 REWORD_SYSTEM = (
     "You rewrite a user's question about software documentation into {n} different stand-alone search queries "
@@ -70,7 +70,7 @@ class Answerer:
                 queries += reworded
                 timings["reword_ms"] = _ms(started)
             results = [original.result(), *pool.map(self._retriever.search, queries[1:])]
-        chunks = _fuse(results)
+        chunks = fuse_queries(results)
         timings["retrieve_ms"] = _ms(started)
         sources = self._select_sources(chunks)
         answer_started = time.perf_counter()
@@ -105,13 +105,6 @@ class Answerer:
                 )
             )
         return sources
-
-
-def _fuse(results: Sequence[Sequence[ScoredChunk]]) -> list[ScoredChunk]:
-    """The user's own question weighs most; each rewording adds its evidence."""
-    if len(results) == 1:
-        return list(results[0])
-    return fuse_results(results, weights=[1.5] + [1.0] * (len(results) - 1))
 
 
 def _history_block(history: Sequence[tuple[str, str]]) -> str:

@@ -93,10 +93,14 @@ class Components:
 
     @cached_property
     def retriever(self):
+        return self.retriever_for(self.store)
+
+    def retriever_for(self, store: VectorStore):
+        """The production retrieval settings over any store (the evaluation uses its own collection)."""
         from askflow.retrieval import Retriever
 
         return Retriever(
-            store=self.store, embeddings=self.embeddings, alpha=self.settings.hybrid_alpha,
+            store=store, embeddings=self.embeddings, alpha=self.settings.hybrid_alpha,
             candidates=self.settings.retrieval_candidates,
         )
 

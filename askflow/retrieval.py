@@ -74,6 +74,13 @@ def fuse_results(results: Sequence[Sequence[ScoredChunk]], *, weights: Sequence[
     return [ScoredChunk(by_id[cid], score) for cid, score in fused]
 
 
+def fuse_queries(results: Sequence[Sequence[ScoredChunk]]) -> list[ScoredChunk]:
+    """Results of several forms of one question fused; the user's own question (first) weighs most."""
+    if len(results) == 1:
+        return list(results[0])
+    return fuse_results(results, weights=[1.5] + [1.0] * (len(results) - 1))
+
+
 def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> list[RankedDocument]:
     """Group chunks by document: a document scores its best chunk plus ``support`` × its other chunks, with scores
     min-max normalised first so that chunks from the tail of the list add next to nothing (a page that answers in

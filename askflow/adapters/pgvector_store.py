@@ -13,6 +13,7 @@ import math
 import threading
 from collections.abc import Sequence
 
+import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
@@ -236,9 +237,7 @@ def _quote_lexeme(word: str) -> str:
     return "'" + word.replace("'", "''") + "'"
 
 
-def _vector(values: Sequence[float]):
-    import numpy as np
-
+def _vector(values: Sequence[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 

@@ -14,7 +14,7 @@ from askflow.domain.errors import InvalidInput
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.loaders import load_paths
-from askflow.retrieval import Retriever, rank_documents
+from askflow.retrieval import rank_documents
 
 EVAL_SOURCE = "eval"
 CUTOFFS = (1, 3, 5, 10)
@@ -56,10 +56,7 @@ def evaluate(
         load_paths([corpus], source=EVAL_SOURCE), store=store, embeddings=components.embeddings,
         strategy=strategy, source=EVAL_SOURCE,
     )
-    retriever = Retriever(
-        store=store, embeddings=components.embeddings, alpha=components.settings.hybrid_alpha,
-        candidates=components.settings.retrieval_candidates,
-    )
+    retriever = components.retriever_for(store)
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     details_path.parent.mkdir(parents=True, exist_ok=True)
     with details_path.open("w", encoding="utf-8") as details:
