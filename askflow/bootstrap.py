@@ -30,7 +30,10 @@ class Components:
         from askflow.adapters.firestore_requests import FirestoreRequestStore
 
         client = firestore.Client(project=self.settings.project_id)
-        return FirestoreRequestStore(client=client, collection=self.settings.requests_collection)
+        return FirestoreRequestStore(
+            client=client, collection=self.settings.requests_collection,
+            runs_collection=self.settings.evaluation_runs_collection,
+        )
 
     @cached_property
     def events(self) -> EventBus:
@@ -142,6 +145,19 @@ class Components:
             rewordings=s.rewordings,
             sources=s.sources_per_answer,
         )
+
+    @cached_property
+    def grader(self):
+        from askflow.grading import HeuristicGrader, LLMGrader
+
+        model = self.chat_model(self.settings.cheap_model)
+        return LLMGrader(model=model) if model is not None else HeuristicGrader()
+
+    def strategy(self):
+        from askflow.ingest.chunking import ChunkingStrategy
+
+        s = self.settings
+        return ChunkingStrategy(s.splitter, s.chunk_size, s.chunk_overlap)
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     evaluation_topic: str = "askflow-evaluation"
     evaluation_subscription: str = "askflow-evaluation-airflow"
     documents_bucket: str = "askflow-documents"
+    evaluation_runs_collection: str = "evaluation_runs"
 
     # Vector store
     vector_store: Literal["pgvector", "weaviate"] = "pgvector"
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
     sources_per_answer: int = 6
     request_lease_s: float = 300.0
     request_deadline_s: float = 900.0
+
+    # Evaluation loop
+    evaluation_batch_size: int = 20
+    evaluation_max_messages: int = 200
+    answers_source: str = "answers"
+    answers_base_url: str = "/requests"
 
     # Ingestion and retrieval
     splitter: Literal["section", "recursive"] = "section"

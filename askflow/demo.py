@@ -7,7 +7,6 @@ import time
 import urllib.request
 
 from askflow.bootstrap import bootstrap
-from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.loaders import load_paths
 from askflow.local_stack import REPO_ROOT, LocalStack
@@ -47,7 +46,7 @@ def run_demo(*, question: str, wait: bool) -> int:
         documents = load_paths([p for p in PROJECT_DOCS if p.exists()], source="askflow")
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings,
-            strategy=ChunkingStrategy(settings.splitter, settings.chunk_size, settings.chunk_overlap),
+            strategy=components.strategy(),
             source="askflow",
         )
         print(f"  {result.documents_seen} documents, {result.chunks_written} chunks written, "

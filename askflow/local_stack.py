@@ -82,14 +82,40 @@ def _start(name: str, command: list[str], *, url: str, log_dir: Path, env: dict[
     return service
 
 
-def start_firestore_emulator(log_dir: Path) -> Service:
-    host = f"127.0.0.1:{free_port()}"
+def firestore_emulator_binary() -> Path:
+    sdk_root = subprocess.run(
+        ["gcloud", "info", "--format=value(installation.sdk_root)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return Path(sdk_root) / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+
+
+def start_firestore_emulator(log_dir: Path, *, functions_port: int) -> Service:
+    """The emulator binary itself (``gcloud emulators firestore start`` does not pass ``--functions_emulator``):
+    it posts Eventarc-format CloudEvents for registered triggers to the function on ``functions_port``."""
+    port = free_port()
     return _start(
         "firestore-emulator",
-        ["gcloud", "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
-        url=f"http://{host}",
+        [str(firestore_emulator_binary()), "--host=127.0.0.1", f"--port={port}",
+         f"--functions_emulator=127.0.0.1:{functions_port}"],
+        url=f"http://127.0.0.1:{port}",
         log_dir=log_dir,
     )
+
+
+def register_firestore_trigger(emulator_url: str, settings: Settings, trigger_id: str) -> None:
+    """Deliver writes of ``{requests_collection}/{id}`` as ``google.cloud.firestore.document.v1.written``."""
+    body = {
+        "eventType": "google.cloud.firestore.document.v1.written",
+        "database": "(default)",
+        "namespace": "(default)",
+        "document": {"value": f"{settings.requests_collection}/{{id}}", "matchType": "PATH_PATTERN"},
+    }
+    request = urllib.request.Request(
+        f"{emulator_url}/emulator/v1/projects/{settings.project_id}/eventarcTrigger?eventarcTriggerId={trigger_id}",
+        data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def start_pubsub_emulator(log_dir: Path, project_id: str) -> Service:
@@ -103,8 +129,9 @@ def start_pubsub_emulator(log_dir: Path, project_id: str) -> Service:
     )
 
 
-def start_function(target: str, *, signature: str, env: dict[str, str], log_dir: Path) -> Service:
-    port = free_port()
+def start_function(target: str, *, signature: str, env: dict[str, str], log_dir: Path,
+                   port: int | None = None) -> Service:
+    port = port or free_port()
     return _start(
         f"function-{target}",
         [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={FUNCTIONS_SOURCE}",
@@ -116,15 +143,37 @@ def start_function(target: str, *, signature: str, env: dict[str, str], log_dir:
     )
 
 
-def ensure_push_subscription(settings: Settings, *, push_endpoint: str, ack_deadline_s: int = 60) -> None:
+def ensure_topic(topic: str, settings: Settings) -> str:
     from google.api_core.exceptions import AlreadyExists
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(settings.project_id, settings.questions_topic)
+    path = publisher.topic_path(settings.project_id, topic)
     with contextlib.suppress(AlreadyExists):
-        publisher.create_topic(name=topic)
+        publisher.create_topic(name=path)
+    return path
+
+
+def ensure_pull_subscription(settings: Settings, *, topic: str, subscription: str, ack_deadline_s: int = 600) -> None:
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    topic_path = ensure_topic(topic, settings)
+    subscriber = pubsub_v1.SubscriberClient()
+    with contextlib.suppress(AlreadyExists):
+        subscriber.create_subscription(
+            request={"name": subscriber.subscription_path(settings.project_id, subscription), "topic": topic_path,
+                     "ack_deadline_seconds": ack_deadline_s}
+        )
+    subscriber.close()
+
+
+def ensure_push_subscription(settings: Settings, *, push_endpoint: str, ack_deadline_s: int = 60) -> None:
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    topic = ensure_topic(settings.questions_topic, settings)
+    subscriber = pubsub_v1.SubscriberClient()
     subscription = subscriber.subscription_path(settings.project_id, settings.questions_subscription)
     with contextlib.suppress(AlreadyExists):
         subscriber.create_subscription(
@@ -160,8 +209,10 @@ class LocalStack:
     services: list[Service] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+    trigger_port: int = field(default_factory=free_port)
+
     def start_emulators(self) -> None:
-        firestore = start_firestore_emulator(self.log_dir)
+        firestore = start_firestore_emulator(self.log_dir, functions_port=self.trigger_port)
         self.services.append(firestore)
         pubsub = start_pubsub_emulator(self.log_dir, self.settings.project_id)
         self.services.append(pubsub)
@@ -184,6 +235,17 @@ class LocalStack:
         self.services.append(api)
         ensure_push_subscription(settings, push_endpoint=worker.url)
         return api, worker
+
+    def start_trigger(self, settings: Settings | None = None) -> Service:
+        """The Firestore-triggered function on the port the emulator posts to, and its trigger registered."""
+        settings = settings or self.settings
+        env = {**os.environ, **self.env, **settings_env(settings)}
+        function = start_function("request_written", signature="cloudevent", env=env, log_dir=self.log_dir,
+                                  port=self.trigger_port)
+        self.services.append(function)
+        register_firestore_trigger(self.url("firestore-emulator"), settings, "request_written")
+        ensure_topic(settings.evaluation_topic, settings)
+        return function
 
     def url(self, name: str) -> str:
         return next(s.url for s in self.services if s.name == name)

@@ -30,6 +30,10 @@ class VectorStore(abc.ABC):
         """``doc_id -> sha`` for the stored documents whose id starts with ``prefix``."""
 
     @abc.abstractmethod
+    def document_metadata(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """``doc_id -> metadata`` (of its first chunk) for the stored documents whose id starts with ``prefix``."""
+
+    @abc.abstractmethod
     def hybrid_search(
         self, text: str, vector: Sequence[float], *, limit: int, alpha: float
     ) -> list[ScoredChunk]:
@@ -91,6 +95,14 @@ class RequestStore(abc.ABC):
     def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
         """Atomically write a terminal state unless one is already there; returns whether it wrote."""
 
+
+    @abc.abstractmethod
+    def update(self, request_id: str, fields: dict[str, Any]) -> None:
+        """Write fields on an existing request (grades); never changes its status."""
+
+    @abc.abstractmethod
+    def save_evaluation_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Keep one evaluation run's summary."""
 
     @abc.abstractmethod
     def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:

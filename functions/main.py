@@ -31,3 +31,11 @@ def answer_worker(cloud_event):
     from askflow.entrypoints import events
 
     events.on_question(cloud_event, components())
+
+
+@functions_framework.cloud_event
+def request_written(cloud_event):
+    """Firestore (requests/{id} written, via Eventarc): queue an evaluation event when grading is due."""
+    from askflow.entrypoints import events
+
+    events.on_request_written(cloud_event, components())

@@ -3,47 +3,17 @@ OpenAI-wire embeddings server."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
+from tests.support.dag_runner import run_dag
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = Path(__file__).parent / "data" / "docs"
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    }
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    return env
-
-
-def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
-    run = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "support" / "run_dag.py"), str(ROOT / "dags" / dag_file),
-         json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])["state"]
 
 
 def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, collection_name, tmp_path):

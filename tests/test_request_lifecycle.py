@@ -16,7 +16,9 @@ from askflow.service_layer import handlers
 
 @pytest.fixture
 def requests(local_stack) -> FirestoreRequestStore:
-    return FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection="lifecycle")
+    return FirestoreRequestStore(
+        client=firestore.Client(project="askflow-test"), collection="lifecycle", runs_collection="lifecycle_runs"
+    )
 
 
 def _pending(requests, *, age_s: float = 0) -> str:

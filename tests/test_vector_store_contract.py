@@ -69,3 +69,4 @@ def test_fingerprints_by_source_prefix_and_delete_by_document(store):
     assert store.count() == 2
     assert store.delete_documents([]) == 0
     assert set(store.document_fingerprints()) == {"docs:b.md", "slack:c"}
+    assert store.document_metadata("slack:") == {"slack:c": {"lang": "en"}}

@@ -14,9 +14,10 @@ def utcnow() -> dt.datetime:
 
 
 class FirestoreRequestStore(RequestStore):
-    def __init__(self, *, client: Any, collection: str) -> None:
+    def __init__(self, *, client: Any, collection: str, runs_collection: str) -> None:
         self._client = client
         self._collection = collection
+        self._runs_collection = runs_collection
 
     def _ref(self, request_id: str):
         return self._client.collection(self._collection).document(request_id)
@@ -67,6 +68,12 @@ class FirestoreRequestStore(RequestStore):
             return True
 
         return finish_in(self._client.transaction(), self._ref(request_id))
+
+    def update(self, request_id: str, fields: dict[str, Any]) -> None:
+        self._ref(request_id).update(fields)
+
+    def save_evaluation_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        self._client.collection(self._runs_collection).document(run_id).set(summary)
 
     def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:
         from google.cloud import firestore

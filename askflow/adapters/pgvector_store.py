@@ -161,6 +161,14 @@ class PgVectorStore(VectorStore):
         with self._connections().connection() as conn:
             return {doc_id: sha for doc_id, sha in conn.execute(statement, (prefix,))}
 
+    def document_metadata(self, prefix: str) -> dict[str, dict]:
+        statement = sql.SQL(
+            "SELECT DISTINCT ON (doc_id) doc_id, metadata FROM {t} WHERE starts_with(doc_id, %s)"
+            " ORDER BY doc_id, chunk_index"
+        ).format(t=self._table)
+        with self._connections().connection() as conn:
+            return {doc_id: metadata or {} for doc_id, metadata in conn.execute(statement, (prefix,))}
+
     def count(self) -> int:
         with self._connections().connection() as conn:
             return conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=self._table)).fetchone()[0]

@@ -93,6 +93,14 @@ class WeaviateVectorStore(VectorStore):
                 fingerprints[source] = obj.properties["sha"]
         return fingerprints
 
+    def document_metadata(self, prefix: str) -> dict[str, dict]:
+        metadata: dict[str, dict] = {}
+        for obj in self._collection().iterator(return_properties=["source", "chunk_index", "metadata"]):
+            source = obj.properties["source"]
+            if source.startswith(prefix) and (source not in metadata or obj.properties["chunk_index"] == 0):
+                metadata[source] = json.loads(obj.properties.get("metadata") or "{}")
+        return metadata
+
     def hybrid_search(
         self, text: str, vector: Sequence[float], *, limit: int, alpha: float
     ) -> list[ScoredChunk]:

@@ -112,7 +112,7 @@ def _ingest(args) -> int:
     documents = load_paths(args.paths, source=args.source, base_url=args.base_url)
     result = index_documents(
         documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
-        source=args.source, prune=not args.no_prune,
+        source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
     )
     print(json.dumps(result.to_dict()))
     components.close()

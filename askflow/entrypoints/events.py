@@ -32,3 +32,52 @@ def on_question(cloud_event, components) -> str:
     return handlers.answer_request(
         request_id, requests=components.requests, answerer=components.answerer, settings=components.settings
     )
+
+
+def firestore_documents(cloud_event) -> tuple[dict | None, dict | None]:
+    """(old, new) documents of a ``google.cloud.firestore.document.v1.written`` event, as plain dicts.
+
+    Eventarc sends the ``DocumentEventData`` protobuf; the emulator sends it base64-encoded.
+    """
+    from google.events.cloud.firestore import DocumentEventData
+
+    data = cloud_event.data
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        payload = DocumentEventData.deserialize(data)
+    except Exception:  # noqa: BLE001 - protobuf raises several types; retry as base64 once
+        payload = DocumentEventData.deserialize(base64.b64decode(data))
+    old = _fields(payload.old_value.fields) if payload.old_value.name else None
+    new = _fields(payload.value.fields) if payload.value.name else None
+    return old, new
+
+
+def _fields(fields) -> dict:
+    return {key: _value(value) for key, value in fields.items()}
+
+
+def _value(value):
+    from google.events.cloud.firestore import Value
+
+    kind = Value.pb(value).WhichOneof("value_type")
+    if kind == "map_value":
+        return _fields(value.map_value.fields)
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    return getattr(value, kind)
+
+
+def on_request_written(cloud_event, components) -> str:
+    """Queue an evaluation event when a request completes or its ratings change; nothing for other writes."""
+    from askflow.service_layer.evaluation import evaluation_event
+
+    request_id = cloud_event["subject"].rsplit("/", 1)[-1]
+    old, new = firestore_documents(cloud_event)
+    event = evaluation_event(old, new, request_id)
+    if event is None:
+        return "ignored"
+    components.events.publish(components.settings.evaluation_topic, event, request_id=request_id)
+    return "queued"

@@ -28,6 +28,7 @@ class IndexingResult:
     documents_pruned: int = 0
     chunks_written: int = 0
     chunks_deleted: int = 0
+    answers_invalidated: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"split": 0.0, "embed": 0.0, "write": 0.0})
 
     @property
@@ -47,6 +48,7 @@ def index_documents(
     source: str,
     prune: bool = True,
     batch_chunks: int = 256,
+    answers_source: str | None = None,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``."""
     store.ensure_collection(embeddings.dimension)
@@ -90,6 +92,8 @@ def index_documents(
         pruned, deleted = prune_documents(store, source=source, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
     if result.changed:
+        if answers_source and source != answers_source:
+            result.answers_invalidated = invalidate_answers(store, answers_source=answers_source)
         store.finalize_writes()
     log.info("indexed source %s: %s", source, result.to_dict())
     return result
@@ -102,3 +106,19 @@ def prune_documents(
     stored = stored if stored is not None else store.document_fingerprints(prefix=f"{source}:")
     gone = sorted(set(stored) - keep)
     return (len(gone), store.delete_documents(gone)) if gone else (0, 0)
+
+
+def invalidate_answers(store: VectorStore, *, answers_source: str) -> int:
+    """Remove stored answers whose cited sources changed or are gone; returns how many went."""
+    answers = store.document_metadata(f"{answers_source}:")
+    if not answers:
+        return 0
+    current = store.document_fingerprints("")
+    stale = [
+        doc_id for doc_id, metadata in answers.items()
+        if any(current.get(cited) != sha for cited, sha in (metadata.get("cited") or {}).items())
+    ]
+    if stale:
+        store.delete_documents(stale)
+        log.info("invalidated %d stored answers whose sources changed", len(stale))
+    return len(stale)

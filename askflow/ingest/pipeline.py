@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from askflow.ingest.chunking import ChunkingStrategy
-from askflow.ingest.indexing import index_documents, prune_documents
+from askflow.ingest.indexing import index_documents, invalidate_answers, prune_documents
 from askflow.ingest.loaders import DOC_SUFFIXES, load_file
 
 
@@ -43,5 +43,6 @@ def prune_and_finalize(relative_paths: list[str], *, components, source: str) ->
     store = components.store
     store.ensure_collection(components.embeddings.dimension)
     documents, chunks = prune_documents(store, source=source, keep={f"{source}:{p}" for p in relative_paths})
+    invalidated = invalidate_answers(store, answers_source=components.settings.answers_source)
     store.finalize_writes()
-    return {"documents_pruned": documents, "chunks_deleted": chunks}
+    return {"documents_pruned": documents, "chunks_deleted": chunks, "answers_invalidated": invalidated}

@@ -95,7 +95,14 @@ class OpenAIWireServer:
 
 def _chat(body: dict) -> dict:
     user = body["messages"][-1]["content"]
-    if body.get("response_format", {}).get("type") == "json_object":
+    system = body["messages"][0]["content"]
+    if '"grades"' in system:
+        items = json.loads(user)["items"]
+        content = json.dumps({"grades": [
+            {"id": item["id"], "helpfulness": 4, "relevance": 4, "public": True, "reason": "loopback grade"}
+            for item in items
+        ]})
+    elif body.get("response_format", {}).get("type") == "json_object":
         question = user.split("Question:", 1)[-1].strip().splitlines()[0][:200]
         content = json.dumps({"queries": [f"{question} overview", f"how to {question}", f"{question} example"]})
     else:

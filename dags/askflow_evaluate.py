@@ -1,0 +1,90 @@
+"""Drain the evaluation queue, grade the answers in batches, write the grades back, re-ingest good answers.
+
+The sensor pulls without acknowledging; messages are acknowledged only by the last task, after the grades are in
+Firestore and good answers in the vector store. The deferrable sensor is not used: its trigger acknowledges as it
+pulls, so a failed grading run would lose events. Redelivered or duplicate events are harmless: a request whose
+``graded_revision`` already matches is skipped, and stored answers have deterministic ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+import pendulum
+from airflow.providers.google.cloud.hooks.pubsub import PubSubHook
+from airflow.providers.google.cloud.sensors.pubsub import PubSubPullSensor
+from airflow.sdk import dag, get_current_context, task
+
+from askflow.config import Settings
+
+
+def compact_messages(messages, context) -> list[dict]:
+    """Keep what the grading needs in XCom: the ack id and the decoded event (a request id and a revision)."""
+    compact = []
+    for received in messages:
+        try:
+            event = json.loads(base64.b64decode(received.message.data) if isinstance(received.message.data, str)
+                               else received.message.data)
+        except (ValueError, TypeError):
+            event = None
+        compact.append({"ack_id": received.ack_id, "event": event if isinstance(event, dict) else None})
+    return compact
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@dag(
+    dag_id="askflow_evaluate",
+    schedule=dt.timedelta(minutes=15),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True},
+    tags=["askflow", "evaluation"],
+    params={"batch_size": _settings().evaluation_batch_size},
+)
+def askflow_evaluate():
+    settings = _settings()
+    pull = PubSubPullSensor(
+        task_id="pull_events",
+        project_id=settings.project_id,
+        subscription=settings.evaluation_subscription,
+        max_messages=settings.evaluation_max_messages,
+        ack_messages=False,
+        messages_callback=compact_messages,
+        deferrable=False,
+        poke_interval=5,
+        timeout=120,
+        soft_fail=True,
+    )
+
+    @task
+    def grade(pulled: list[dict]) -> list[str]:
+        from askflow.bootstrap import bootstrap
+        from askflow.service_layer.evaluation import grade_events
+
+        components = bootstrap()
+        try:
+            events = [m["event"] for m in pulled if m["event"]]
+            summary = grade_events(events, components=components,
+                                   batch_size=int(get_current_context()["params"]["batch_size"]))
+        finally:
+            components.close()
+        print(f"evaluation summary: {summary}")
+        return [m["ack_id"] for m in pulled]  # malformed events are acknowledged too: they can never succeed
+
+    @task
+    def acknowledge(ack_ids: list[str]) -> int:
+        if ack_ids:
+            PubSubHook().acknowledge(subscription=settings.evaluation_subscription, project_id=settings.project_id,
+                                     ack_ids=ack_ids)
+        return len(ack_ids)
+
+    acknowledge(grade(pull.output))
+
+
+dag = askflow_evaluate()

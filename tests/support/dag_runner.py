@@ -1,0 +1,20 @@
+"""Run a DAG file with ``dag.test()`` in a fresh interpreter (Airflow reads its configuration at import)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("run_dag.py")
+
+
+def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(ROOT / "dags" / dag_file), json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])["state"]

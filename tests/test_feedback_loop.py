@@ -1,0 +1,162 @@
+"""The feedback loop end to end on the emulators: answer → rating → Firestore trigger → Pub/Sub → ``dag.test()`` of
+the evaluation DAG → graded request → good answer retrievable and listed; private answers never stored or listed."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore, pubsub_v1
+
+from askflow.adapters.pgvector_store import PgVectorStore
+from askflow.bootstrap import bootstrap
+from askflow.config import Settings
+from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.indexing import index_documents
+from askflow.ingest.loaders import load_paths
+from askflow.local_stack import ensure_pull_subscription, settings_env
+from askflow.service_layer.evaluation import grade_events
+from tests.support.dag_runner import run_dag
+from tests.test_ask_path import ask, call, wait_terminal
+
+DOCS = Path(__file__).parent / "data" / "docs"
+PROJECT = "askflow-test"
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="module")
+def loop(local_stack, pg_url, minilm, airflow_env, tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("loop-docs")
+    for file in DOCS.rglob("*"):
+        if file.is_file():
+            target = corpus / file.relative_to(DOCS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(file.read_bytes())
+    settings = Settings(
+        database_url=pg_url, collection="loop_docs", requests_collection="loop_requests",
+        evaluation_runs_collection="loop_runs", questions_topic="loop-questions",
+        questions_subscription="loop-questions-worker", evaluation_topic="loop-evaluation",
+        evaluation_subscription="loop-evaluation-airflow", evaluation_batch_size=2,
+    )
+    store = PgVectorStore(url=pg_url, collection=settings.collection)
+    index_documents(load_paths([corpus], source="docs"), store=store, embeddings=minilm,
+                    strategy=ChunkingStrategy(), source="docs")
+    ensure_pull_subscription(settings, topic=settings.evaluation_topic, subscription=settings.evaluation_subscription)
+    api, _ = local_stack.start_functions(settings)
+    local_stack.start_trigger(settings)
+    env = {**airflow_env, **local_stack.env, **settings_env(settings)}
+    yield {"settings": settings, "api": api.url, "env": env, "store": store, "corpus": corpus}
+    store.close()
+
+
+def _request(settings: Settings, request_id: str) -> dict:
+    return firestore.Client(project=PROJECT).collection(settings.requests_collection).document(request_id).get() \
+        .to_dict()
+
+
+def _wait_for_queue(settings: Settings, expected: int, timeout_s: float = 30) -> None:
+    """The trigger publishes asynchronously: wait until the subscription holds ``expected`` undelivered events."""
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(PROJECT, settings.evaluation_subscription)
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline and len(seen) < expected:
+        response = subscriber.pull(request={"subscription": path, "max_messages": 50}, timeout=5)
+        for received in response.received_messages:
+            seen.add(json.loads(received.message.data)["request_id"])
+        if response.received_messages:  # let them be redelivered to the DAG at once
+            subscriber.modify_ack_deadline(request={"subscription": path, "ack_ids": [
+                r.ack_id for r in response.received_messages], "ack_deadline_seconds": 0})
+        time.sleep(0.5)
+    subscriber.close()
+    assert len(seen) >= expected, f"only {len(seen)} of {expected} evaluation events were queued"
+
+
+def test_good_answers_become_sources_private_ones_never_do(loop):
+    settings, api = loop["settings"], loop["api"]
+    good_id = ask(api, "How do tasks pull an XCom value?")
+    private_id = ask(api, "My password=hunter2secret fails; how do I define a connection in an environment variable?")
+    for request_id in (good_id, private_id):
+        assert wait_terminal(api, request_id)["status"] == "complete"
+    status, _ = call("POST", f"{api}requests/{good_id}/feedback", b'{"positive": true, "rater": "ana"}')
+    assert status == 200
+    _wait_for_queue(settings, expected=2)
+
+    assert run_dag("askflow_evaluate.py", {}, loop["env"]) == "success"
+
+    good = _request(settings, good_id)
+    assert good["is_good"] is True and good["grade"]["method"] == "heuristic", (good["grade_reason"], good["grade"])
+    assert good["graded_at"] and good["graded_revision"]
+    private = _request(settings, private_id)
+    assert private["is_good"] is False and private["grade_reason"].startswith("private: password")
+
+    stored = loop["store"].document_fingerprints(f"{settings.answers_source}:")
+    assert set(stored) == {f"answers:{good_id}"}
+
+    status, feed = call("GET", f"{api}requests?good=true")
+    listed = [item["request_id"] for item in feed["items"]]
+    assert good_id in listed and private_id not in listed
+
+    related = wait_terminal(api, ask(api, "How can a task pull XCom values pushed by another task?"))
+    assert f"answers:{good_id}" in [s["doc_id"] for s in related["sources"]]
+    assert any(s["kind"] == "answered_question" for s in related["sources"])
+
+    # every event delivered again: graded once, stored once
+    graded_at = good["graded_at"]
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(PROJECT, settings.evaluation_topic)
+    for request_id in (good_id, private_id):
+        event = {"request_id": request_id, "revision": _request(settings, request_id)["graded_revision"]}
+        publisher.publish(topic, json.dumps(event).encode()).result(timeout=10)
+    assert run_dag("askflow_evaluate.py", {}, loop["env"]) == "success"
+    assert _request(settings, good_id)["graded_at"] == graded_at
+    assert _request(settings, private_id)["graded_at"] == private["graded_at"]
+    runs = sorted((r.to_dict() for r in firestore.Client(project=PROJECT)
+                   .collection(settings.evaluation_runs_collection).stream()), key=lambda r: r["started_at"])
+    assert runs[-1]["skipped"] == 2  # the two redelivered events
+    assert runs[-1]["graded"] == 1  # only the related question, completed since the first run
+
+    # editing a cited source and re-ingesting invalidates the stored answers that cite it
+    answers = settings.answers_source + ":"
+    before = loop["store"].document_metadata(answers)
+    citing = {doc_id for doc_id, meta in before.items() if "docs:xcoms.rst" in meta["cited"]}
+    assert f"answers:{good_id}" in citing
+    xcoms = loop["corpus"] / "xcoms.rst"
+    xcoms.write_text(xcoms.read_text() + "\nXCom values are now stored in object storage by default.\n")
+    result = index_documents(load_paths([loop["corpus"]], source="docs"), store=loop["store"],
+                             embeddings=bootstrap(settings).embeddings, strategy=ChunkingStrategy(), source="docs",
+                             answers_source=settings.answers_source)
+    assert result.answers_invalidated == len(citing)
+    assert set(loop["store"].document_fingerprints(answers)) == set(before) - citing
+
+
+def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, pg_url, wire, collection_name):
+    settings = Settings(
+        database_url=pg_url, collection=collection_name, requests_collection="batch_requests",
+        evaluation_runs_collection="batch_runs", openai_base_url=wire.base_url, openai_api_key="test-key",
+        cheap_model="loopback-cheap", embedding_provider="openai", embedding_model="text-embedding-3-small",
+    )
+    components = bootstrap(settings)
+    client = firestore.Client(project=PROJECT)
+    ids = []
+    for n in range(5):
+        request_id = f"batch-{collection_name}-{n}"
+        client.collection(settings.requests_collection).document(request_id).set({
+            "request_id": request_id, "question": f"How do I configure pools number {n}?", "status": "complete",
+            "answer": "Use a pool [1].", "sources": [], "created_at": firestore.SERVER_TIMESTAMP,
+        })
+        ids.append(request_id)
+    events = [{"request_id": i} for i in ids] * 2  # every event twice
+    summary = grade_events(events, components=components, batch_size=2)
+    grading_calls = [c for c in wire.calls
+                     if c["path"].endswith("/chat/completions") and '"grades"' in c["body"]["messages"][0]["content"]]
+    assert len(grading_calls) == summary["llm_calls"] == math.ceil(5 / 2)
+    assert summary["graded"] == summary["good"] == 5 and summary["method"] == "llm"
+    assert summary["tokens"] > 0
+    again = grade_events(events, components=components, batch_size=2)
+    assert again["graded"] == 0 and again["skipped"] == 5 and again["llm_calls"] == 0
+    components.close()
