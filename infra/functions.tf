@@ -70,3 +70,43 @@ resource "google_cloudfunctions2_function" "answer_worker" {
 output "api_url" {
   value = google_cloudfunctions2_function.api.service_config[0].uri
 }
+
+# Firestore (requests/{id} written, via Eventarc): queues an evaluation event when grading is due.
+resource "google_cloudfunctions2_function" "request_written" {
+  name     = "${var.name_prefix}-request-written"
+  location = var.region
+  build_config {
+    runtime     = "python311"
+    entry_point = "request_written"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = var.function_source_object
+      }
+    }
+  }
+  service_config {
+    max_instance_count    = 10
+    available_memory      = "256Mi"
+    timeout_seconds       = 60
+    service_account_email = google_service_account.trigger.email
+    environment_variables = local.askflow_env
+    ingress_settings      = "ALLOW_INTERNAL_ONLY"
+  }
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.firestore.document.v1.written"
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.trigger.email
+    event_filters {
+      attribute = "database"
+      value     = google_firestore_database.default.name
+    }
+    event_filters {
+      attribute = "document"
+      value     = "${var.requests_collection}/{id}"
+      operator  = "match-path-pattern"
+    }
+  }
+  depends_on = [google_project_service.apis]
+}

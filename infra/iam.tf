@@ -82,3 +82,34 @@ resource "google_storage_bucket_iam_member" "composer_reads_documents" {
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.composer.email}"
 }
+
+resource "google_service_account" "trigger" {
+  account_id   = "${var.name_prefix}-trigger"
+  display_name = "askflow Firestore trigger"
+}
+
+resource "google_project_iam_member" "trigger_receives_events" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "trigger_runs_itself" {
+  location = google_cloudfunctions2_function.request_written.location
+  service  = google_cloudfunctions2_function.request_written.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "trigger_publishes_evaluation" {
+  topic  = google_pubsub_topic.evaluation.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+# The evaluation DAG grades requests and writes good answers back.
+resource "google_project_iam_member" "composer_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.composer.email}"
+}

@@ -28,6 +28,7 @@ locals {
     ASKFLOW_EVALUATION_TOPIC        = var.evaluation_topic
     ASKFLOW_EVALUATION_SUBSCRIPTION = var.evaluation_subscription
     ASKFLOW_DOCUMENTS_BUCKET        = var.documents_bucket
+    ASKFLOW_EVALUATION_RUNS_COLLECTION = var.evaluation_runs_collection
     ASKFLOW_COLLECTION              = var.collection
     ASKFLOW_VECTOR_STORE            = var.vector_store
     ASKFLOW_CHEAP_MODEL             = var.cheap_model

@@ -40,6 +40,11 @@ variable "evaluation_subscription" {
   default = "askflow-evaluation-airflow"
 }
 
+variable "evaluation_runs_collection" {
+  type    = string
+  default = "evaluation_runs"
+}
+
 variable "documents_bucket" {
   type    = string
   default = "askflow-documents"
