@@ -7,32 +7,10 @@ on their own with exponential backoff; only relative paths go through XCom.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-DEFAULT_ARGS = {
-    "retries": 3,
-    "retry_delay": dt.timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(minutes=5),
-}
-
-
-def _components(params: dict):
-    from askflow.bootstrap import bootstrap
-    from askflow.config import Settings
-
-    overrides = {"collection": params["collection"]} if params.get("collection") else {}
-    return bootstrap(Settings(**overrides))
-
-
-def _strategy(params: dict):
-    from askflow.ingest.chunking import ChunkingStrategy
-
-    return ChunkingStrategy(params["splitter"], int(params["chunk_size"]), int(params["chunk_overlap"]))
-
+from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, strategy_from
 
 @dag(
     dag_id="askflow_ingest_docs",
@@ -46,10 +24,7 @@ def _strategy(params: dict):
         "docs_folder": Param("/home/airflow/gcs/data/docs", type="string", description="folder of documentation"),
         "source": Param("docs", type="string", pattern=r"^[a-z0-9_-]+$"),
         "base_url": Param(None, type=["null", "string"], description="URL prefix for source links"),
-        "collection": Param(None, type=["null", "string"], description="collection; default from settings"),
-        "splitter": Param("section", enum=["section", "recursive"]),
-        "chunk_size": Param(1000, type="integer", minimum=200, maximum=8000),
-        "chunk_overlap": Param(150, type="integer", minimum=0, maximum=2000),
+        **STRATEGY_PARAMS,
         "batch_size": Param(50, type="integer", minimum=1, maximum=1000),
     },
 )
@@ -63,13 +38,13 @@ def askflow_ingest_docs():
 
     @task
     def index(relative_paths: list[str]) -> dict:
-        from askflow.ingest.pipeline import index_batch
+        from askflow.ingest.pipeline import components_for, index_batch
 
         params = get_current_context()["params"]
-        components = _components(params)
+        components = components_for(params["collection"])
         try:
             return index_batch(
-                params["docs_folder"], relative_paths, components=components, strategy=_strategy(params),
+                params["docs_folder"], relative_paths, components=components, strategy=strategy_from(params),
                 source=params["source"], base_url=params["base_url"],
             )
         finally:
@@ -77,10 +52,10 @@ def askflow_ingest_docs():
 
     @task(trigger_rule="none_failed")
     def prune(results: list[dict], listed: list[list[str]]) -> dict:
-        from askflow.ingest.pipeline import prune_and_finalize
+        from askflow.ingest.pipeline import components_for, prune_and_finalize
 
         params = get_current_context()["params"]
-        components = _components(params)
+        components = components_for(params["collection"])
         try:
             summary = prune_and_finalize(
                 [p for batch in listed for p in batch], components=components, source=params["source"]

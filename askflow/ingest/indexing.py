@@ -49,10 +49,18 @@ def index_documents(
     prune: bool = True,
     batch_chunks: int = 256,
     answers_source: str | None = None,
+    scope: str | None = None,
 ) -> IndexingResult:
-    """Bring the store's documents of ``source`` in line with ``documents``."""
+    """Bring the store's documents of ``source`` in line with ``documents``.
+
+    :param scope: the doc-id prefix that ``documents`` cover completely (default: the whole source), so that one
+        Slack channel's run prunes only that channel.
+    """
+    scope = scope or f"{source}:"
+    if not scope.startswith(f"{source}:"):
+        raise ValueError(f"scope {scope!r} is not within source {source!r}")
     store.ensure_collection(embeddings.dimension)
-    stored = store.document_fingerprints(prefix=f"{source}:")
+    stored = store.document_fingerprints(prefix=scope)
     result = IndexingResult()
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk]]] = []
@@ -72,8 +80,8 @@ def index_documents(
         pending.clear()
 
     for document in documents:
-        if not document.doc_id.startswith(f"{source}:"):
-            raise ValueError(f"document {document.doc_id!r} is not of source {source!r}")
+        if not document.doc_id.startswith(scope):
+            raise ValueError(f"document {document.doc_id!r} is not within {scope!r}")
         result.documents_seen += 1
         seen.add(document.doc_id)
         sha = strategy.document_sha(document, embeddings.name)
@@ -89,7 +97,7 @@ def index_documents(
     flush()
 
     if prune:
-        pruned, deleted = prune_documents(store, source=source, keep=seen, stored=stored)
+        pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
     if result.changed:
         if answers_source and source != answers_source:
@@ -100,10 +108,11 @@ def index_documents(
 
 
 def prune_documents(
-    store: VectorStore, *, source: str, keep: set[str], stored: dict[str, str] | None = None
+    store: VectorStore, *, scope: str, keep: set[str], stored: dict[str, str] | None = None
 ) -> tuple[int, int]:
-    """Delete the stored documents of ``source`` not in ``keep``; returns (documents, chunks) deleted."""
-    stored = stored if stored is not None else store.document_fingerprints(prefix=f"{source}:")
+    """Delete the stored documents whose id starts with ``scope`` and is not in ``keep``; returns (documents,
+    chunks) deleted."""
+    stored = stored if stored is not None else store.document_fingerprints(prefix=scope)
     gone = sorted(set(stored) - keep)
     return (len(gone), store.delete_documents(gone)) if gone else (0, 0)
 

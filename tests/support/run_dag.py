@@ -4,6 +4,7 @@ import importlib.util
 import json
 import sys
 
+sys.path.insert(0, str(__import__("pathlib").Path(sys.argv[1]).resolve().parent))  # as Airflow puts dags/ on the path
 spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)

@@ -1,0 +1,65 @@
+"""Slack threads as documents: one thread (its root and replies) is one document with its permalink.
+
+``slack_sdk``'s own retry handlers honour ``Retry-After`` on 429 and retry 5xx and dropped connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from askflow.domain.model import Document, SourceKind
+
+
+def slack_client(*, token: str, base_url: str, max_retries: int = 5):
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+        ServerErrorRetryHandler,
+    )
+
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=max_retries),
+            RateLimitErrorRetryHandler(max_retry_count=max_retries),
+            ServerErrorRetryHandler(max_retry_count=max_retries),
+        ],
+    )
+
+
+def _paged(method, key: str, **kwargs: Any) -> Iterator[dict]:
+    cursor = None
+    while True:
+        response = method(cursor=cursor, limit=200, **kwargs)
+        yield from response[key]
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return
+
+
+def load_channel_threads(client, channel: str, *, source: str = "slack") -> list[Document]:
+    """Every thread of ``channel`` (a message with replies, or a lone message) as one document."""
+    documents = []
+    for message in _paged(client.conversations_history, "messages", channel=channel):
+        if message.get("subtype") in ("channel_join", "channel_leave", "bot_add"):
+            continue
+        ts = message["ts"]
+        if message.get("reply_count"):
+            thread = list(_paged(client.conversations_replies, "messages", channel=channel, ts=ts))
+        else:
+            thread = [message]
+        text = "\n\n".join(f"{m.get('user') or m.get('username') or 'someone'}: {m.get('text', '')}" for m in thread)
+        if not text.strip():
+            continue
+        permalink = client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"]
+        first_line = (message.get("text") or "").strip().splitlines()[0][:120] if message.get("text") else ts
+        documents.append(
+            Document(
+                doc_id=f"{source}:{channel}/{ts}", text=text, title=first_line, url=permalink, kind=SourceKind.SLACK,
+                metadata={"format": "text", "channel": channel, "thread_ts": ts, "replies": len(thread) - 1},
+            )
+        )
+    return documents
