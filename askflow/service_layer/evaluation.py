@@ -40,7 +40,7 @@ def evaluation_event(old: dict[str, Any] | None, new: dict[str, Any] | None, req
 
 def grade_events(events: Sequence[dict[str, Any]], *, components, batch_size: int) -> dict[str, Any]:
     """Grade the requests named by ``events`` in batches of ``batch_size``; returns the run summary."""
-    settings, requests, grader = components.settings, components.requests, components.grader
+    requests, grader = components.requests, components.grader
     summary: dict[str, Any] = {"run_id": uuid.uuid4().hex, "method": grader.method, "events": len(events),
                                "graded": 0, "good": 0, "rejected": Counter(), "skipped": 0, "llm_calls": 0,
                                "tokens": 0, "started_at": utcnow()}
