@@ -62,7 +62,9 @@ class Answerer:
         usage: list[Usage] = []
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
-            original = pool.submit(self._retriever.search, question)
+            # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
+            # what the thread is about; the rewordings (with a model) are made stand-alone from the history
+            original = pool.submit(self._retriever.search, _with_context(question, history))
             queries = [question]
             if self._cheap is not None and self._rewordings > 0:
                 reworded, reword_usage = self._reword(question, history)
@@ -105,6 +107,10 @@ class Answerer:
                 )
             )
         return sources
+
+
+def _with_context(question: str, history: Sequence[tuple[str, str]]) -> str:
+    return f"{history[-1][0]}\n{question}" if history else question
 
 
 def _history_block(history: Sequence[tuple[str, str]]) -> str:

@@ -97,6 +97,10 @@ class RequestStore(abc.ABC):
 
 
     @abc.abstractmethod
+    def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:
+        """(question, answer) of the thread's completed requests created before ``before``, oldest first."""
+
+    @abc.abstractmethod
     def update(self, request_id: str, fields: dict[str, Any]) -> None:
         """Write fields on an existing request (grades); never changes its status."""
 

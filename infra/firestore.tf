@@ -6,7 +6,7 @@ resource "google_firestore_database" "default" {
   depends_on              = [google_project_service.apis]
 }
 
-# Thread history: earlier requests of a thread, oldest first.
+# Thread history: the latest earlier requests of a thread.
 resource "google_firestore_index" "requests_by_thread" {
   database   = google_firestore_database.default.name
   collection = var.requests_collection
@@ -16,7 +16,7 @@ resource "google_firestore_index" "requests_by_thread" {
   }
   fields {
     field_path = "created_at"
-    order      = "ASCENDING"
+    order      = "DESCENDING"
   }
 }
 

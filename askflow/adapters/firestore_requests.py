@@ -69,6 +69,21 @@ class FirestoreRequestStore(RequestStore):
 
         return finish_in(self._client.transaction(), self._ref(request_id))
 
+    def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._client.collection(self._collection)
+            .where(filter=FieldFilter("thread_id", "==", thread_id))
+            .where(filter=FieldFilter("created_at", "<", before))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        turns = [s.to_dict() for s in query.stream()]
+        return [(t["question"], t.get("answer", "")) for t in reversed(turns)
+                if t.get("status") == RequestStatus.COMPLETE.value]
+
     def update(self, request_id: str, fields: dict[str, Any]) -> None:
         self._ref(request_id).update(fields)
 

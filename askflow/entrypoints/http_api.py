@@ -1,6 +1,7 @@
 """The HTTPS API: routing, request parsing and the mapping of domain errors to status codes.
 
-``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
+``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``,
+and the web page at ``/``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ _REQUEST_PATH = re.compile(r"^/requests/(?P<request_id>[A-Za-z0-9_-]{1,64})(?P<f
 MAX_BODY_BYTES = 64 * 1024
 
 
-def handle(request, components) -> tuple[str, int, dict[str, str]]:
+def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     """:param request: a ``flask.Request`` as functions-framework passes it."""
+    if request.method == "GET":
+        from askflow.web import static_response
+
+        page = static_response(request.path)
+        if page is not None:
+            return page
     try:
         status, body = _route(request, components)
     except InvalidInput as error:

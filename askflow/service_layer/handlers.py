@@ -89,8 +89,11 @@ def answer_request(request_id: str, *, requests: RequestStore, answerer, setting
     if record is None:
         log.info("request %s: already answered or being answered; nothing to do", request_id)
         return "skipped"
+    history = []
+    if record.get("thread_id") and record["thread_id"] != request_id:
+        history = requests.thread_history(record["thread_id"], before=record["created_at"])
     try:
-        answer = answerer.answer(record["question"])
+        answer = answerer.answer(record["question"], history)
     except AskflowError as error:
         requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": str(error)})
         log.warning("request %s failed: %s", request_id, error)

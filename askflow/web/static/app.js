@@ -1,0 +1,153 @@
+// askflow web page: ask, follow the answer, rate it, ask follow-ups in the same thread. No build step.
+(() => {
+  "use strict";
+  const api = (path) => `${document.baseURI.replace(/\/$/, "")}/${path.replace(/^\//, "")}`;
+  const $ = (id) => document.getElementById(id);
+  const rater = localStorage.getItem("askflow-rater") || `web-${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+  localStorage.setItem("askflow-rater", rater);
+  let threadId = null;
+
+  async function call(method, path, body) {
+    const response = await fetch(api(path), {
+      method,
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    let payload = {};
+    try { payload = await response.json(); } catch (_) { /* not JSON: keep the status */ }
+    if (!response.ok) throw new Error(payload.error || `The server answered ${response.status}.`);
+    return payload;
+  }
+
+  function showError(message) {
+    $("error").textContent = message;
+    $("error").hidden = !message;
+  }
+
+  // "[2]" in the answer becomes a link to source 2; everything else stays text (never HTML).
+  function renderAnswer(container, text, sources) {
+    const byNumber = new Map(sources.map((s) => [s.n, s]));
+    container.replaceChildren();
+    let last = 0;
+    for (const match of text.matchAll(/\[(\d+)\]/g)) {
+      container.append(text.slice(last, match.index));
+      const source = byNumber.get(Number(match[1]));
+      if (source) {
+        const link = document.createElement("a");
+        link.href = source.url;
+        link.textContent = match[0];
+        link.title = source.title;
+        container.append(link);
+      } else {
+        container.append(match[0]);
+      }
+      last = match.index + match[0].length;
+    }
+    container.append(text.slice(last));
+  }
+
+  function renderRecord(record) {
+    const node = $("answer-template").content.firstElementChild.cloneNode(true);
+    node.dataset.requestId = record.request_id;
+    node.querySelector(".question").textContent = record.question;
+    if (record.mode === "extractive") {
+      const note = node.querySelector(".mode-note");
+      note.textContent = "Extractive mode: no language model is configured, so these are quoted passages.";
+      note.hidden = false;
+    }
+    renderAnswer(node.querySelector(".answer-text"), record.answer || "", record.sources || []);
+    const list = node.querySelector(".sources");
+    for (const source of record.sources || []) {
+      const item = document.createElement("li");
+      item.value = source.n;
+      const link = document.createElement("a");
+      link.href = source.url;
+      link.textContent = source.section ? `${source.title} — ${source.section}` : source.title;
+      item.append(link);
+      list.append(item);
+    }
+    for (const button of node.querySelectorAll(".rate")) {
+      button.addEventListener("click", () => rate(node, record.request_id, button.dataset.positive === "true"));
+    }
+    return node;
+  }
+
+  async function rate(node, requestId, positive) {
+    const status = node.querySelector(".rating-status");
+    const comment = node.querySelector(".comment").value.trim();
+    try {
+      await call("POST", `requests/${requestId}/feedback`, { positive, rater, ...(comment ? { comment } : {}) });
+      status.textContent = positive ? "Thanks — glad it helped." : "Thanks — we will use this to improve.";
+    } catch (error) {
+      status.textContent = `Could not save the rating: ${error.message}`;
+    }
+  }
+
+  async function waitForAnswer(requestId) {
+    for (let attempt = 0; attempt < 600; attempt++) {
+      const record = await call("GET", `requests/${requestId}`);
+      if (record.status === "complete" || record.status === "failed") return record;
+      $("status").textContent = record.status === "answering" ? "Working on the answer…" : "Queued…";
+      await new Promise((resolve) => setTimeout(resolve, 700));
+    }
+    throw new Error("The answer is taking too long; please try again.");
+  }
+
+  async function ask(event) {
+    event.preventDefault();
+    const question = $("question").value.trim();
+    if (!question) { showError("Please type a question."); $("question").focus(); return; }
+    showError("");
+    $("ask-button").disabled = true;
+    $("status").textContent = "Sending…";
+    try {
+      const queued = await call("POST", "requests", { question, ...(threadId ? { thread_id: threadId } : {}) });
+      threadId = threadId || queued.request_id;
+      const record = await waitForAnswer(queued.request_id);
+      if (record.status === "failed") throw new Error(`Sorry, this question could not be answered (${record.error}).`);
+      $("thread").append(renderRecord(record));
+      $("status").textContent = "Answer ready. Ask a follow-up below.";
+      $("question").value = "";
+      $("question-label").textContent = "Follow-up question";
+      $("new-thread").hidden = false;
+    } catch (error) {
+      $("status").textContent = "";
+      showError(error.message);
+    } finally {
+      $("ask-button").disabled = false;
+    }
+  }
+
+  async function loadRecent() {
+    try {
+      const feed = await call("GET", "requests?good=true");
+      const list = $("recent");
+      list.replaceChildren();
+      for (const item of feed.items) {
+        const entry = document.createElement("li");
+        const question = document.createElement("strong");
+        question.textContent = item.question;
+        const answer = document.createElement("p");
+        answer.textContent = (item.answer || "").slice(0, 280);
+        entry.append(question, answer);
+        list.append(entry);
+      }
+      if (!feed.items.length) list.append(Object.assign(document.createElement("li"), { textContent: "No rated answers yet." }));
+    } catch (error) {
+      $("recent").textContent = `Could not load recent answers: ${error.message}`;
+    }
+  }
+
+  $("ask-form").addEventListener("submit", ask);
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask-form").requestSubmit();
+  });
+  $("new-thread").addEventListener("click", () => {
+    threadId = null;
+    $("thread").replaceChildren();
+    $("question-label").textContent = "Your question";
+    $("new-thread").hidden = true;
+    $("question").focus();
+  });
+  loadRecent();
+})();

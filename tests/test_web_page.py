@@ -1,0 +1,103 @@
+"""The web page in a real headless Chromium (Debian's, driven by Playwright) against the local stack, at phone width:
+ask → "working" → answer with numbered source links → rate → the rating is in Firestore → follow-up in the thread."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed docs fixture
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def web_api(local_stack, indexed, pg_url) -> str:  # noqa: F811
+    api, _ = local_stack.start_functions(_settings(pg_url, "web"))
+    return api.url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
+    from playwright.sync_api import expect
+
+    page.goto(web_api)
+    question = page.get_by_label("Your question")
+    question.fill("How do tasks pull an XCom value?")
+    question.press("Control+Enter")  # keyboard only
+    page.wait_for_selector(".answer", timeout=90_000)
+
+    answer = page.locator(".answer").first
+    assert "Extractive mode" in answer.locator(".mode-note").inner_text()
+    first_source = answer.locator(".sources a").first
+    assert first_source.get_attribute("href").endswith("xcoms.rst")
+    assert answer.locator(".answer-text a").first.inner_text() == "[1]"  # citations link to their sources
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+
+    answer.get_by_label("Comment (optional)").fill("clear and short")
+    answer.get_by_role("button", name="Helpful", exact=True).click()
+    expect(answer.locator(".rating-status")).to_contain_text("Thanks")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "web-answer-phone.png"), full_page=True)
+
+    request_id = answer.get_attribute("data-request-id")
+    stored = firestore.Client(project="askflow-test").collection("requests").document(request_id).get().to_dict()
+    (rater, rating), = stored["ratings"].items()
+    assert rater.startswith("web-") and rating["positive"] is True and rating["comment"] == "clear and short"
+
+    follow_up = page.get_by_label("Follow-up question")
+    follow_up.fill("And how does a task push one?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator(".answer")).to_have_count(2, timeout=90_000)
+    second_id = page.locator(".answer").nth(1).get_attribute("data-request-id")
+    second = firestore.Client(project="askflow-test").collection("requests").document(second_id).get().to_dict()
+    assert second["thread_id"] == request_id
+
+
+def test_errors_are_shown_in_words(page, web_api):
+    page.route("**/requests", lambda route: route.fulfill(
+        status=503, content_type="application/json", body='{"error": "could not queue the question"}'))
+    page.goto(web_api)
+    page.get_by_label("Your question").fill("Anything?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert alert.inner_text() == "could not queue the question"
+    assert page.get_by_role("button", name="Ask", exact=True).is_enabled()
+
+
+def test_static_files_are_served_with_their_types_and_unknown_ones_are_404(web_api):
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(f"{web_api}assets/app.js") as response:
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert "Content-Security-Policy" in response.headers
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{web_api}assets/config.py")
+    assert missing.value.code == 404
