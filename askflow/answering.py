@@ -84,7 +84,8 @@ class Answerer:
             text = completion.text.strip()
         timings["answer_ms"] = _ms(answer_started)
         timings["total_ms"] = _ms(started)
-        return Answer(text=text, sources=sources, mode=self.mode, queries=queries, usage=usage, timings_ms=timings)
+        return Answer(text=text, sources=sources, mode=self.mode, queries=queries, usage=usage, timings_ms=timings,
+                      context_turns=len(history))
 
     def _reword(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[list[str], Usage]:
         prompt = _history_block(history) + f"Question:\n{clean_query(question).keywords[:4000]}"

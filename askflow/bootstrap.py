@@ -147,6 +147,22 @@ class Components:
         )
 
     @cached_property
+    def slack_replies(self):
+        """``None`` when no Slack bot token is configured (web-only deployments)."""
+        if self.settings.slack_bot_token is None:
+            return None
+        from askflow.adapters.slack_replies import SlackReplies
+
+        return SlackReplies(token=self.settings.slack_bot_token.get_secret_value(),
+                            base_url=self.settings.slack_api_url)
+
+    @cached_property
+    def slack_app(self):
+        from askflow.entrypoints.slack_app import build_app
+
+        return build_app(self)
+
+    @cached_property
     def grader(self):
         from askflow.grading import HeuristicGrader, LLMGrader
 

@@ -236,6 +236,13 @@ class LocalStack:
         ensure_push_subscription(settings, push_endpoint=worker.url)
         return api, worker
 
+    def start_slack(self, settings: Settings | None = None) -> Service:
+        """The Slack webhook function (Events API and interactivity)."""
+        env = {**os.environ, **self.env, **settings_env(settings or self.settings)}
+        function = start_function("slack_events", signature="http", env=env, log_dir=self.log_dir)
+        self.services.append(function)
+        return function
+
     def start_trigger(self, settings: Settings | None = None) -> Service:
         """The Firestore-triggered function on the port the emulator posts to, and its trigger registered."""
         settings = settings or self.settings

@@ -78,7 +78,8 @@ class RequestStore(abc.ABC):
     """The durable record of every question: one document per request."""
 
     @abc.abstractmethod
-    def create(self, request_id: str, record: dict[str, Any]) -> None: ...
+    def create(self, request_id: str, record: dict[str, Any]) -> None:
+        """Store a new request; raises ``Duplicate`` when the id is taken."""
 
     @abc.abstractmethod
     def get(self, request_id: str) -> dict[str, Any] | None: ...

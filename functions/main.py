@@ -25,6 +25,14 @@ def api(request):
     return http_api.handle(request, components())
 
 
+@functions_framework.http
+def slack_events(request):
+    """HTTPS: Slack Events API and interactivity (signed requests; answers come from the worker)."""
+    from askflow.entrypoints import slack_app
+
+    return slack_app.handle(request, components())
+
+
 @functions_framework.cloud_event
 def answer_worker(cloud_event):
     """Pub/Sub (questions topic): answer one request."""

@@ -110,3 +110,42 @@ resource "google_cloudfunctions2_function" "request_written" {
   }
   depends_on = [google_project_service.apis]
 }
+
+# HTTPS: Slack Events API and interactivity (signature-checked by slack_bolt).
+resource "google_cloudfunctions2_function" "slack_events" {
+  name     = "${var.name_prefix}-slack-events"
+  location = var.region
+  build_config {
+    runtime     = "python311"
+    entry_point = "slack_events"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = var.function_source_object
+      }
+    }
+  }
+  service_config {
+    max_instance_count    = 10
+    min_instance_count    = 1 # Slack wants an answer within 3 seconds: no cold starts
+    available_memory      = "512Mi"
+    timeout_seconds       = 10
+    service_account_email = google_service_account.slack.email
+    environment_variables = local.askflow_env
+    ingress_settings      = "ALLOW_ALL"
+    dynamic "secret_environment_variables" {
+      for_each = local.slack_secret_env
+      content {
+        key        = secret_environment_variables.value
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
+        version    = "latest"
+      }
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+output "slack_request_url" {
+  value = google_cloudfunctions2_function.slack_events.service_config[0].uri
+}

@@ -113,3 +113,35 @@ resource "google_project_iam_member" "composer_firestore" {
   role    = "roles/datastore.user"
   member  = "serviceAccount:${google_service_account.composer.email}"
 }
+
+resource "google_service_account" "slack" {
+  account_id   = "${var.name_prefix}-slack"
+  display_name = "askflow Slack webhook"
+}
+
+resource "google_project_iam_member" "slack_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.slack.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "slack_publishes_questions" {
+  topic  = google_pubsub_topic.questions.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.slack.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "slack_reads_secrets" {
+  for_each  = local.slack_secret_env
+  secret_id = google_secret_manager_secret.secrets[each.key].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.slack.email}"
+}
+
+# Slack calls the webhook without Google credentials; the signature is the authentication.
+resource "google_cloud_run_service_iam_member" "public_slack_events" {
+  location = google_cloudfunctions2_function.slack_events.location
+  service  = google_cloudfunctions2_function.slack_events.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

@@ -36,10 +36,17 @@ locals {
     ASKFLOW_EMBEDDING_PROVIDER      = "openai"
     ASKFLOW_EMBEDDING_MODEL         = var.embedding_model
   }
+  # Secrets the answer worker reads (the Slack token: it replies in threads).
   secret_env = {
     openai_api_key   = "ASKFLOW_OPENAI_API_KEY"
     weaviate_url     = "ASKFLOW_WEAVIATE_URL"
     weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY"
+    slack_bot_token  = "ASKFLOW_SLACK_BOT_TOKEN"
+  }
+  # Secrets the Slack webhook reads.
+  slack_secret_env = {
+    slack_signing_secret = "ASKFLOW_SLACK_SIGNING_SECRET"
+    slack_bot_token      = "ASKFLOW_SLACK_BOT_TOKEN"
   }
 }
 

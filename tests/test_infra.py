@@ -93,7 +93,8 @@ def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
     fields = set(Settings.model_fields)
     for name in NAMED_SETTINGS:
         assert f"ASKFLOW_{name.upper()}" in env, f"Terraform does not set {name}"
-    for variable in [*env, *terraform["locals"]["secret_env"].values()]:
+    for variable in [*env, *terraform["locals"]["secret_env"].values(),
+                     *terraform["locals"]["slack_secret_env"].values()]:
         assert variable.removeprefix("ASKFLOW_").lower() in fields, f"{variable} is not a setting"
     for name in NAMED_SETTINGS[1:]:
         default = terraform["variable"].get(name, {}).get("default")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from askflow.domain.errors import Duplicate
 from askflow.domain.model import RequestStatus
 from askflow.ports import RequestStore
 
@@ -23,7 +24,12 @@ class FirestoreRequestStore(RequestStore):
         return self._client.collection(self._collection).document(request_id)
 
     def create(self, request_id: str, record: dict[str, Any]) -> None:
-        self._ref(request_id).create(record)
+        from google.api_core.exceptions import AlreadyExists
+
+        try:
+            self._ref(request_id).create(record)
+        except AlreadyExists as error:
+            raise Duplicate(f"request {request_id} exists") from error
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         snapshot = self._ref(request_id).get()

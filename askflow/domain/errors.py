@@ -17,6 +17,10 @@ class Conflict(AskflowError):
     """The request is valid but the resource is not in a state that allows it (maps to 409)."""
 
 
+class Duplicate(AskflowError):
+    """Something with this id exists already (a retried delivery)."""
+
+
 class ModelUnavailable(AskflowError):
     """The LLM or embeddings endpoint kept failing after every retry."""
 

@@ -119,6 +119,7 @@ class Answer:
     queries: list[str]
     usage: list[Usage]
     timings_ms: dict[str, float]
+    context_turns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +133,7 @@ class Answer:
                 "completion": sum(u.completion_tokens for u in self.usage),
             },
             "timings_ms": self.timings_ms,
+            "context_turns": self.context_turns,
         }
 
 

@@ -30,7 +30,8 @@ def on_question(cloud_event, components) -> str:
         log.error("dropping malformed question message %s", cloud_event["id"])
         return "dropped"
     return handlers.answer_request(
-        request_id, requests=components.requests, answerer=components.answerer, settings=components.settings
+        request_id, requests=components.requests, answerer=components.answerer, settings=components.settings,
+        slack=components.slack_replies,
     )
 
 

@@ -40,15 +40,19 @@ FEED_PUBLIC_FIELDS = ("request_id", "question", "answer", "sources", "created_at
 
 
 def submit_question(
-    command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings
+    command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings,
+    request_id: str | None = None, extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Store and queue a question. A caller with its own idempotency key (Slack's event id) passes it as
+    ``request_id``: a second submission then raises ``Duplicate`` and queues nothing."""
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
-    request_id = uuid.uuid4().hex
+    request_id = request_id or uuid.uuid4().hex
     now = utcnow()
     requests.create(
         request_id,
         {
+            **(extra or {}),
             "request_id": request_id,
             "question": command.question,
             "thread_id": command.thread_id or request_id,
@@ -79,33 +83,43 @@ def get_request(request_id: str, *, requests: RequestStore, settings: Settings) 
     return record
 
 
-def answer_request(request_id: str, *, requests: RequestStore, answerer, settings: Settings) -> str:
+def conversation_history(record: dict[str, Any], *, requests: RequestStore, slack=None) -> list[tuple[str, str]]:
+    """What came before in the conversation: the Slack thread's earlier messages, or the earlier requests of the
+    web thread."""
+    slack_meta = record.get("slack")
+    if slack_meta is not None:
+        if slack is None or not slack_meta.get("in_thread"):
+            return []
+        return slack.thread_history(slack_meta["channel"], slack_meta["thread_ts"], before_ts=slack_meta["ts"])
+    if record.get("thread_id") and record["thread_id"] != record.get("request_id"):
+        return requests.thread_history(record["thread_id"], before=record["created_at"])
+    return []
+
+
+def answer_request(request_id: str, *, requests: RequestStore, answerer, settings: Settings, slack=None) -> str:
     """Answer one queued request at most once; returns what happened (for logs and tests).
 
     Safe under redelivery: the claim is a transaction that refuses terminal requests and live leases; the final
-    write refuses to overwrite a terminal state.
+    write refuses to overwrite a terminal state, and only the worker whose write lands replies in Slack.
     """
     record = requests.claim(request_id, lease_s=settings.request_lease_s)
     if record is None:
         log.info("request %s: already answered or being answered; nothing to do", request_id)
         return "skipped"
-    history = []
-    if record.get("thread_id") and record["thread_id"] != request_id:
-        history = requests.thread_history(record["thread_id"], before=record["created_at"])
     try:
-        answer = answerer.answer(record["question"], history)
+        answer = answerer.answer(record["question"], conversation_history(record, requests=requests, slack=slack))
+        fields = {"status": RequestStatus.COMPLETE.value, "completed_at": utcnow(), **answer.to_dict()}
     except AskflowError as error:
-        requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": str(error)})
         log.warning("request %s failed: %s", request_id, error)
-        return RequestStatus.FAILED.value
+        fields = {"status": RequestStatus.FAILED.value, "error": str(error)}
     except Exception:
         log.exception("request %s failed unexpectedly", request_id)
-        requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "internal error"})
-        return RequestStatus.FAILED.value
-    wrote = requests.finish(
-        request_id, {"status": RequestStatus.COMPLETE.value, "completed_at": utcnow(), **answer.to_dict()}
-    )
-    return RequestStatus.COMPLETE.value if wrote else "skipped"
+        fields = {"status": RequestStatus.FAILED.value, "error": "internal error"}
+    if not requests.finish(request_id, fields):
+        return "skipped"
+    if slack is not None and record.get("slack"):
+        slack.post_answer(record | fields)
+    return fields["status"]
 
 
 def rate_answer(request_id: str, command: RateAnswer, *, requests: RequestStore) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""SlackReplies: what the answer worker says in Slack — thread history, a working reaction, the answer with its
+numbered sources and rating buttons. Uses slack_sdk with its retry handlers (``Retry-After`` honoured)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from askflow.ingest.slack import slack_client
+
+log = logging.getLogger(__name__)
+WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
+RATE_UP, RATE_DOWN = "askflow_rate_up", "askflow_rate_down"
+_MENTION = re.compile(r"<@[A-Z0-9]+>")
+
+
+def question_text(text: str) -> str:
+    """A message without its @-mentions of the bot."""
+    return _MENTION.sub("", text or "").strip()
+
+
+class SlackReplies:
+    def __init__(self, *, token: str, base_url: str) -> None:
+        self._client = slack_client(token=token, base_url=base_url)
+
+    def mark(self, channel: str, ts: str, *, add: str, remove: str | None = None) -> None:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            if remove:
+                self._client.reactions_remove(channel=channel, timestamp=ts, name=remove)
+            self._client.reactions_add(channel=channel, timestamp=ts, name=add)
+        except SlackApiError as error:  # a reaction is a courtesy: never fail the answer for it
+            log.warning("could not update the reaction on %s/%s: %s", channel, ts, error.response.get("error"))
+
+    def thread_history(self, channel: str, thread_ts: str, *, before_ts: str) -> list[tuple[str, str]]:
+        """Earlier messages of the thread, as (message, "") turns the question can be made stand-alone with."""
+        response = self._client.conversations_replies(channel=channel, ts=thread_ts, limit=50)
+        return [(question_text(m.get("text", "")), "") for m in response["messages"]
+                if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
+
+    def post_answer(self, record: dict[str, Any]) -> None:
+        slack = record["slack"]
+        if record["status"] == "complete":
+            text = record["answer"]
+            blocks = answer_blocks(record)
+        else:
+            text = "Sorry, I could not answer that one."
+            blocks = None
+        self._client.chat_postMessage(channel=slack["channel"], thread_ts=slack["thread_ts"], text=text,
+                                      blocks=blocks, unfurl_links=False)
+        self.mark(slack["channel"], slack["ts"], add=DONE if record["status"] == "complete" else FAILED,
+                  remove=WORKING)
+
+
+def answer_blocks(record: dict[str, Any]) -> list[dict]:
+    sources = "\n".join(f"[{s['n']}] <{s['url']}|{s['title']}>" for s in record.get("sources", []))
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": record["answer"][:2900]}}]
+    if sources:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sources*\n{sources}"[:2900]}})
+    if record.get("mode") == "extractive":
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": "Extractive mode: no language model is configured."}]})
+    blocks.append({"type": "actions", "elements": [
+        {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
+         "value": record["request_id"]},
+        {"type": "button", "action_id": RATE_DOWN, "text": {"type": "plain_text", "text": "👎 Not helpful"},
+         "value": record["request_id"]},
+    ]})
+    return blocks

@@ -1,0 +1,94 @@
+"""The Slack app (slack_bolt): Events API and interactivity on one HTTPS endpoint.
+
+Bolt verifies the signature and timestamp (401 when bad or stale) and answers ``url_verification``. A mention or a
+direct message becomes a request queued for the answer worker, never answered inside the webhook call. The request
+id derives from Slack's event id, so Slack's retries (``X-Slack-Retry-Num``) and duplicates map to the one request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from askflow.adapters.slack_replies import RATE_DOWN, RATE_UP, WORKING, SlackReplies, question_text
+from askflow.domain.errors import Duplicate
+from askflow.service_layer import handlers
+
+log = logging.getLogger(__name__)
+
+
+def build_app(components):
+    from slack_bolt import App
+
+    settings = components.settings
+    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
+        from askflow.domain.errors import ConfigurationError
+
+        raise ConfigurationError("the Slack app needs ASKFLOW_SLACK_BOT_TOKEN and ASKFLOW_SLACK_SIGNING_SECRET")
+    from askflow.ingest.slack import slack_client
+
+    token = settings.slack_bot_token.get_secret_value()
+    app = App(
+        client=slack_client(token=token, base_url=settings.slack_api_url),
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        process_before_response=True,  # a function has no life after the response: work, then answer fast
+        token_verification_enabled=False,
+        ignoring_self_events_enabled=True,
+    )
+    replies = SlackReplies(token=token, base_url=settings.slack_api_url)
+
+    def queue(event: dict, body: dict) -> None:
+        question = question_text(event.get("text", ""))
+        if not question:
+            return
+        thread_ts = event.get("thread_ts") or event["ts"]
+        try:
+            handlers.submit_question(
+                handlers.AskQuestion(question=question[: settings.max_question_chars],
+                                     thread_id=f"slack-{event['channel']}-{thread_ts}".replace(".", "_")),
+                requests=components.requests, events=components.events, settings=settings,
+                request_id=f"slack-{body['event_id']}",
+                extra={"slack": {"channel": event["channel"], "ts": event["ts"], "thread_ts": thread_ts,
+                                 "user": event.get("user"), "in_thread": "thread_ts" in event}},
+            )
+        except Duplicate:
+            log.info("Slack event %s already queued (a retry)", body["event_id"])
+            return
+        replies.mark(event["channel"], event["ts"], add=WORKING)
+
+    @app.event("app_mention")
+    def on_mention(event, body):
+        queue(event, body)
+
+    @app.event("message")
+    def on_message(event, body):
+        if event.get("channel_type") == "im" and not event.get("subtype") and not event.get("bot_id"):
+            queue(event, body)
+
+    def rate(positive: bool):
+        def handler(ack, body, action):
+            ack()
+            handlers.rate_answer(
+                action["value"],
+                handlers.RateAnswer(positive=positive, rater=f"slack-{body['user']['id']}"),
+                requests=components.requests,
+            )
+
+        return handler
+
+    app.action(RATE_UP)(rate(True))
+    app.action(RATE_DOWN)(rate(False))
+    return app
+
+
+def handle(request, components):
+    """Bolt's handler, after refusing bodies Bolt would crash on (a signed but broken JSON body is a 400)."""
+    import json
+
+    from slack_bolt.adapter.google_cloud_functions import SlackRequestHandler
+
+    if request.method == "POST" and request.mimetype == "application/json":
+        try:
+            json.loads(request.get_data(cache=True) or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return json.dumps({"error": "body is not valid JSON"}), 400, {"Content-Type": "application/json"}
+    return SlackRequestHandler(components.slack_app).handle(request)

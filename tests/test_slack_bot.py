@@ -1,0 +1,139 @@
+"""The Slack bot over real HTTP: signed Events API and interactivity payloads to the function under
+functions-framework; replies go to the loopback Slack Web API, answers come from the real answer worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from google.cloud import firestore
+from slack_sdk.signature import SignatureVerifier
+
+from tests.support.loopback_apis import SlackAPI
+from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed docs fixture
+
+SECRET = "test-signing-secret"
+
+
+@pytest.fixture(scope="module")
+def slack_api():
+    api = SlackAPI()
+    api.channels["C9"] = [{"ts": "1700000500.000100", "text": "We are upgrading our scheduler setup", "replies": [
+        {"ts": "1700000501.000100", "text": "Catchup keeps creating old runs"}]}]
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def bot(local_stack, indexed, pg_url, slack_api) -> str:  # noqa: F811
+    settings = _settings(pg_url, "slack", slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
+                         slack_api_url=slack_api.base_url)
+    local_stack.start_functions(settings)
+    return local_stack.start_slack(settings).url
+
+
+def post(url: str, body: bytes, *, content_type="application/json", timestamp: int | None = None,
+         secret: str = SECRET, headers: dict | None = None):
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signature = SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body.decode())
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": content_type, "X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": signature,
+        **(headers or {})})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode(), time.monotonic() - started
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), time.monotonic() - started
+
+
+def event(event_id: str, text: str, **fields) -> bytes:
+    return json.dumps({
+        "token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": event_id,
+        "event_time": int(time.time()), "authorizations": [{"user_id": "UBOT", "is_bot": True}],
+        "event": {"type": "app_mention", "user": "U5", "text": f"<@UBOT> {text}", "channel": "C9",
+                  "ts": f"{int(time.time())}.000200", "event_ts": f"{int(time.time())}.000200", **fields},
+    }).encode()
+
+
+def wait_for(predicate, timeout_s: float = 90):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail("timed out waiting")
+
+
+def test_url_verification_is_answered(bot):
+    status, body, _ = post(bot, json.dumps({"type": "url_verification", "challenge": "c-123", "token": "t"}).encode())
+    assert status == 200 and "c-123" in body
+
+
+@pytest.mark.parametrize("case", ["bad-signature", "stale-timestamp"])
+def test_bad_signature_and_stale_timestamp_are_401(bot, case):
+    kwargs = {"secret": "wrong"} if case == "bad-signature" else {"timestamp": int(time.time()) - 600}
+    status, _, _ = post(bot, event("Ev-bad", "hello"), **kwargs)
+    assert status == 401
+
+
+def test_mention_is_acknowledged_fast_and_answered_in_the_thread_once(bot, slack_api):
+    body = event("Ev-1", "How do tasks pull an XCom value?")
+    status, _, seconds = post(bot, body)
+    assert status == 200 and seconds < 3
+    retry_status, _, _ = post(bot, body, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert retry_status == 200
+    posted = wait_for(lambda: [p for p in slack_api.posted if p.get("channel") == "C9"])
+    reply = posted[0]
+    mention_ts = json.loads(body)["event"]["ts"]
+    assert reply["thread_ts"] == mention_ts
+    blocks = reply["blocks"] if isinstance(reply["blocks"], list) else json.loads(reply["blocks"])
+    assert "xcoms.rst|XComs>" in json.dumps(blocks)  # numbered sources as links
+    actions = next(b for b in blocks if b["type"] == "actions")
+    assert [e["value"] for e in actions["elements"]] == ["slack-Ev-1", "slack-Ev-1"]
+    reactions = [(r["method"], r["name"]) for r in slack_api.reactions if r["timestamp"] == mention_ts]
+    assert ("reactions.add", "hourglass_flowing_sand") in reactions and ("reactions.add", "white_check_mark") in reactions
+    time.sleep(2)
+    assert len([p for p in slack_api.posted if p["thread_ts"] == mention_ts]) == 1  # the retry made no 2nd answer
+
+
+def test_thread_history_makes_the_question_stand_alone(bot, slack_api):
+    body = event("Ev-2", "how do I stop that?", thread_ts="1700000500.000100")
+    assert post(bot, body)[0] == 200
+    record = wait_for(lambda: (firestore.Client(project="askflow-test").collection("requests")
+                               .document("slack-Ev-2").get().to_dict() or {}).get("sources") and
+                      firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-2").get()
+                      .to_dict())
+    assert record["context_turns"] == 2  # the thread's two earlier messages
+    assert record["sources"][0]["doc_id"] == "docs:scheduling.md"  # "that" = catchup, from the thread
+
+
+def test_button_click_becomes_a_rating(bot, slack_api):
+    post(bot, event("Ev-3", "Where do connections come from?"))
+    wait_for(lambda: (firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-3").get()
+                      .to_dict() or {}).get("status") == "complete")
+    payload = {"type": "block_actions", "user": {"id": "U7", "username": "ana"}, "team": {"id": "T1"},
+               "api_app_id": "A1", "token": "t", "trigger_id": "1.2", "container": {"type": "message"},
+               "channel": {"id": "C9"}, "response_url": f"{slack_api.url}/response",
+               "actions": [{"type": "button", "action_id": "askflow_rate_down", "block_id": "b",
+                            "value": "slack-Ev-3", "action_ts": str(time.time())}]}
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    status, _, _ = post(bot, body, content_type="application/x-www-form-urlencoded")
+    assert status == 200
+    stored = firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-3").get().to_dict()
+    assert stored["ratings"]["slack-U7"]["positive"] is False
+
+
+def test_unknown_event_type_and_malformed_json(bot):
+    unknown = json.dumps({"type": "event_callback", "event_id": "Ev-4", "team_id": "T1",
+                          "event": {"type": "reaction_added", "user": "U1"}}).encode()
+    status, _, _ = post(bot, unknown)
+    assert status == 404  # Bolt: no listener for this event; acknowledged as unhandled, nothing queued
+    assert firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-4").get().exists is False
+    status, _, _ = post(bot, b'{"type": "event_callback", "event": ')
+    assert status == 400
