@@ -71,7 +71,7 @@ class Answerer:
                 usage.append(reword_usage)
                 queries += reworded
                 timings["reword_ms"] = _ms(started)
-            results = [original.result(), *pool.map(self._retriever.search, queries[1:])]
+            results = [original.result(), *self._retriever.search_each(queries[1:], pool)]
         chunks = fuse_queries(results)
         timings["retrieve_ms"] = _ms(started)
         sources = self._select_sources(chunks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from askflow.adapters.fusion import weighted_rrf
@@ -66,6 +67,17 @@ class Retriever:
         query = clean_query(question)
         vector = self._embeddings.embed_query(query.dense)
         return self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha)
+
+    def search_each(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
+        """Several questions: one embedding call for all of them, then the store searches in parallel."""
+        if not questions:
+            return []
+        queries = [clean_query(q) for q in questions]
+        vectors = self._embeddings.embed_documents([q.dense for q in queries])
+        return list(pool.map(
+            lambda qv: self._store.hybrid_search(qv[0].keywords, qv[1], limit=self._candidates, alpha=self._alpha),
+            zip(queries, vectors),
+        ))
 
 
 def fuse_results(results: Sequence[Sequence[ScoredChunk]], *, weights: Sequence[float]) -> list[ScoredChunk]:

@@ -17,6 +17,12 @@ def components():
     return bootstrap()
 
 
+@functions_framework.errorhandler(404)
+def not_found(error):
+    """Paths Flask's router itself refuses (control characters) get the same JSON error as the API's own 404s."""
+    return {"error": "not found"}, 404
+
+
 @functions_framework.http
 def api(request):
     """HTTPS: POST /requests, GET /requests/{id}."""

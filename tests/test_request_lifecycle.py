@@ -33,7 +33,7 @@ class ExplodingAnswerer:
         self.error = error
         self.calls = 0
 
-    def answer(self, question):
+    def answer(self, question, history=()):
         self.calls += 1
         raise self.error
 

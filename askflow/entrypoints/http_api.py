@@ -30,8 +30,12 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
         page = static_response(request.path)
         if page is not None:
             return page
+    headers = {"Content-Type": "application/json"}
     try:
         status, body = _route(request, components)
+    except _MethodNotAllowed as error:
+        status, body = 405, {"error": f"{request.method} not allowed on {request.path}"}
+        headers["Allow"] = ", ".join(error.allowed)
     except InvalidInput as error:
         status, body = 400, {"error": str(error)}
     except NotFound as error:
@@ -44,7 +48,13 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     except Exception:
         log.exception("unexpected error")
         status, body = 500, {"error": "internal error"}
-    return json.dumps(body, default=_json_default), status, {"Content-Type": "application/json"}
+    return json.dumps(body, default=_json_default), status, headers
+
+
+class _MethodNotAllowed(Exception):
+    def __init__(self, *allowed: str) -> None:
+        super().__init__(", ".join(allowed))
+        self.allowed = allowed
 
 
 def _route(request, components) -> tuple[int, dict[str, Any]]:
@@ -55,7 +65,7 @@ def _route(request, components) -> tuple[int, dict[str, Any]]:
                 raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
             return 200, handlers.recent_good_answers(requests=components.requests)
         if request.method != "POST":
-            return 405, {"error": f"{request.method} not allowed on /requests"}
+            raise _MethodNotAllowed("GET", "POST")
         command = _parse(request, handlers.AskQuestion)
         return 202, handlers.submit_question(
             command, requests=components.requests, events=components.events, settings=components.settings
@@ -63,12 +73,12 @@ def _route(request, components) -> tuple[int, dict[str, Any]]:
     match = _REQUEST_PATH.match(request.path)
     if match and match["feedback"]:
         if request.method != "POST":
-            return 405, {"error": f"{request.method} not allowed on {request.path}"}
+            raise _MethodNotAllowed("POST")
         command = _parse(request, handlers.RateAnswer)
         return 200, handlers.rate_answer(match["request_id"], command, requests=components.requests)
     if match:
         if request.method != "GET":
-            return 405, {"error": f"{request.method} not allowed on {request.path}"}
+            raise _MethodNotAllowed("GET")
         return 200, handlers.get_request(
             match["request_id"], requests=components.requests, settings=components.settings
         )

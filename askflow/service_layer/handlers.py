@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class AskQuestion(BaseModel):
     """``POST /requests`` body."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     question: StrictStr = Field(min_length=1)
     thread_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -29,7 +29,7 @@ class AskQuestion(BaseModel):
 class RateAnswer(BaseModel):
     """``POST /requests/{id}/feedback`` body. ``rater`` identifies the person (a browser id, a Slack user id)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     positive: StrictBool
     comment: str | None = Field(default=None, max_length=2000)
@@ -47,6 +47,9 @@ def submit_question(
     ``request_id``: a second submission then raises ``Duplicate`` and queues nothing."""
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
+    question = command.question.strip()
+    if not question:
+        raise InvalidInput("question: must not be blank")
     request_id = request_id or uuid.uuid4().hex
     now = utcnow()
     requests.create(
@@ -54,7 +57,7 @@ def submit_question(
         {
             **(extra or {}),
             "request_id": request_id,
-            "question": command.question,
+            "question": question,
             "thread_id": command.thread_id or request_id,
             "status": RequestStatus.PENDING.value,
             "created_at": now,

@@ -1,0 +1,54 @@
+"""What the benchmarks share: the local stack with indexed test docs and the loopback OpenAI-wire server."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DOCS = ROOT / "tests" / "data" / "docs"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))], 1)
+
+
+def summary_ms(values: list[float]) -> dict:
+    return {"n": len(values), "p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95),
+            "mean_ms": round(statistics.fmean(values), 1)}
+
+
+def post_json(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def ask_and_wait(api_url: str, question: str, *, poll_s: float = 0.01, timeout_s: float = 120) -> tuple[dict, float]:
+    started = time.perf_counter()
+    request_id = post_json(f"{api_url}requests", {"question": question})["request_id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = get_json(f"{api_url}requests/{request_id}")
+        if record["status"] in ("complete", "failed"):
+            return record, (time.perf_counter() - started) * 1000
+        time.sleep(poll_s)
+    raise TimeoutError(request_id)
+
+
+def temp_data_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="askflow-bench-"))

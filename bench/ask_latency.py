@@ -1,0 +1,65 @@
+"""Ask latency: POST /requests to ``complete`` through the local stack, with the loopback OpenAI-wire server adding
+a fixed latency L to every model call. Target: p50 ≤ 2.1 × L + 50 ms (rewording and searches overlap; the answer
+call follows). Prints one JSON object as its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from _stack import DOCS, ask_and_wait, summary_ms, temp_data_dir
+
+QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "Where do connections come from?",
+             "What is an XCom backend?", "How is a DAG scheduled?"]
+
+
+def main(requests_per_latency: int = 20) -> dict:
+    data_dir = temp_data_dir()
+    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
+    from askflow.bootstrap import bootstrap
+    from askflow.config import Settings
+    from askflow.ingest.indexing import index_documents
+    from askflow.ingest.loaders import load_paths
+    from askflow.local_stack import LocalStack
+    from tests.support.openai_wire import OpenAIWireServer
+
+    wire = OpenAIWireServer().start()
+    settings = Settings(project_id="askflow-bench", collection="bench_docs", openai_base_url=wire.base_url,
+                        openai_api_key="bench", cheap_model="bench-cheap", strong_model="bench-strong")
+    components = bootstrap(settings)
+    index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
+                    strategy=components.strategy(), source="docs")
+    settings = settings.model_copy(update={"database_url": components.database_url})
+    stack = LocalStack(settings=settings, log_dir=data_dir / "logs")
+    results: dict = {}
+    try:
+        stack.start_emulators()
+        api, _ = stack.start_functions(settings)
+        for _ in range(3):  # warm: model load, connection pools
+            ask_and_wait(api.url, QUESTIONS[0])
+        for latency_ms in (0, 500):
+            wire.latency_s = latency_ms / 1000
+            client, pipeline = [], []
+            for i in range(requests_per_latency):
+                record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
+                assert record["status"] == "complete", record
+                client.append(elapsed)
+                pipeline.append(record["timings_ms"]["total_ms"])
+            bound = 2.1 * latency_ms + 50
+            results[f"L{latency_ms}"] = {
+                "post_to_complete": summary_ms(client),
+                "worker_pipeline": summary_ms(pipeline),
+                "bound_ms": bound,
+                "worker_pipeline_within_bound": summary_ms(pipeline)["p50_ms"] <= bound,
+                "post_to_complete_within_bound": summary_ms(client)["p50_ms"] <= bound,
+            }
+        results["overhead_at_L0_ms"] = results["L0"]["post_to_complete"]["p50_ms"]
+    finally:
+        stack.stop()
+        components.close()
+        wire.stop()
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

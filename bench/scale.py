@@ -1,0 +1,109 @@
+"""Scale: retrieval latency and ask overhead of pgvector at 10k and 100k chunks (1M with ``--million``, about 20
+minutes), with synthetic clustered vectors and synthetic text; and which HNSW ``ef_search`` holds recall@10 ≥ 0.95
+against exact search. Prints one JSON object as its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from _stack import summary_ms, temp_data_dir
+
+DIM = 384
+WORDS = [f"term{i}" for i in range(5000)]
+
+
+def synthetic(n: int, rng: np.random.Generator, centers: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    labels = rng.integers(0, len(centers), n)
+    vectors = centers[labels] + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [" ".join(rng.choice(WORDS, 60)) for _ in range(n)]
+    return vectors.astype(np.float32), texts
+
+
+def load(store, url: str, table: str, n: int, rng, centers) -> float:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    store.ensure_collection(DIM)
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f'DROP INDEX IF EXISTS "{table}_embedding"')
+        done = 0
+        while done < n:
+            batch = min(20000, n - done)
+            vectors, texts = synthetic(batch, rng, centers)
+            with conn.cursor().copy(
+                f'COPY "{table}" (id, doc_id, chunk_index, content, sha, kind, embedding) FROM STDIN'
+            ) as copy:
+                for i in range(batch):
+                    copy.write_row((f"00000000-0000-4000-8000-{done + i:012d}", f"synthetic:{(done + i) // 5}",
+                                    (done + i) % 5, texts[i], "s", "docs", vectors[i]))
+            done += batch
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(f'CREATE INDEX "{table}_embedding" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
+                     "WITH (m = 16, ef_construction = 64)")
+        conn.execute(f'ANALYZE "{table}"')
+    store.finalize_writes()
+    return time.perf_counter() - started
+
+
+def recall(url: str, table: str, queries: np.ndarray, ef_search: int) -> tuple[float, float]:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    hits, latencies = 0, []
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        for q in queries:
+            conn.execute("SET enable_indexscan = off")
+            exact = {r[0] for r in conn.execute(
+                f'SELECT id FROM "{table}" ORDER BY embedding <=> %s LIMIT 10', (q,))}
+            conn.execute("SET enable_indexscan = on")
+            conn.execute(f"SET hnsw.ef_search = {ef_search}")
+            started = time.perf_counter()
+            approx = {r[0] for r in conn.execute(
+                f'SELECT id FROM "{table}" ORDER BY embedding <=> %s LIMIT 10', (q,))}
+            latencies.append((time.perf_counter() - started) * 1000)
+            hits += len(exact & approx)
+    return hits / (10 * len(queries)), float(np.median(latencies))
+
+
+def main(sizes: list[int]) -> dict:
+    os.environ["ASKFLOW_DATA_DIR"] = str(temp_data_dir())
+    from askflow.adapters.embedded_postgres import embedded_postgres_url
+    from askflow.adapters.pgvector_store import PgVectorStore
+    from askflow.config import Settings
+
+    url = embedded_postgres_url(Settings().data_dir)
+    rng = np.random.default_rng(7)
+    centers = rng.standard_normal((200, DIM)).astype(np.float32)
+    results = {}
+    for n in sizes:
+        table = f"scale_{n}"
+        store = PgVectorStore(url=url, collection=table)
+        load_s = load(store, url, table, n, rng, centers)
+        queries, texts = synthetic(50, rng, centers)
+        latencies = []
+        for q, text in zip(queries, texts):
+            started = time.perf_counter()
+            store.hybrid_search(" ".join(text.split()[:8]), q, limit=40, alpha=0.5)
+            latencies.append((time.perf_counter() - started) * 1000)
+        sweep = {}
+        for ef in (40, 100, 200):
+            r, ms = recall(url, table, queries[:20], ef)
+            sweep[f"ef_search={ef}"] = {"recall@10": round(r, 3), "p50_ms": round(ms, 2)}
+        holding = [k for k, v in sweep.items() if v["recall@10"] >= 0.95]
+        results[str(n)] = {"load_and_index_s": round(load_s, 1), "hybrid_search": summary_ms(latencies),
+                           "hnsw": sweep, "lowest_setting_with_recall_0.95": holding[0] if holding else None}
+        store.close()
+    return results
+
+
+if __name__ == "__main__":
+    sizes = [10_000, 100_000] + ([1_000_000] if "--million" in sys.argv else [])
+    print(json.dumps(main(sizes)))
