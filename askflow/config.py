@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     llm_backoff_max_s: float = 8.0
 
     # Ask path
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, API calls must send it as X-API-Key (the web page stays public)."
+    )
     max_question_chars: int = 4000
     rewordings: int = 3
     sources_per_answer: int = 6

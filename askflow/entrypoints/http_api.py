@@ -31,6 +31,8 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
         if page is not None:
             return page
     headers = {"Content-Type": "application/json"}
+    if not _authenticated(request, components.settings):
+        return json.dumps({"error": "missing or wrong API key (X-API-Key)"}), 401, headers
     try:
         status, body = _route(request, components)
     except _MethodNotAllowed as error:
@@ -49,6 +51,15 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
         log.exception("unexpected error")
         status, body = 500, {"error": "internal error"}
     return json.dumps(body, default=_json_default), status, headers
+
+
+def _authenticated(request, settings) -> bool:
+    if settings.api_key is None:
+        return True
+    import hmac
+
+    sent = request.headers.get("X-API-Key", "")
+    return hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode())
 
 
 class _MethodNotAllowed(Exception):
