@@ -4,6 +4,7 @@ call follows). Prints one JSON object as its last line."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
@@ -39,16 +40,22 @@ def main(requests_per_latency: int = 20) -> dict:
             ask_and_wait(api.url, QUESTIONS[0])
         for latency_ms in (0, 500):
             wire.latency_s = latency_ms / 1000
-            client, pipeline = [], []
+            client, pipeline, queued, stored = [], [], [], []
             for i in range(requests_per_latency):
                 record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
                 assert record["status"] == "complete", record
                 client.append(elapsed)
                 pipeline.append(record["timings_ms"]["total_ms"])
+                created, claimed, completed = (dt.datetime.fromisoformat(record[k])
+                                               for k in ("created_at", "claimed_at", "completed_at"))
+                queued.append((claimed - created).total_seconds() * 1000)
+                stored.append((completed - claimed).total_seconds() * 1000 - pipeline[-1])
             bound = 2.1 * latency_ms + 50
             results[f"L{latency_ms}"] = {
                 "post_to_complete": summary_ms(client),
                 "worker_pipeline": summary_ms(pipeline),
+                "created_to_claimed": summary_ms(queued),
+                "claimed_to_completed_minus_pipeline": summary_ms(stored),
                 "bound_ms": bound,
                 "worker_pipeline_within_bound": summary_ms(pipeline)["p50_ms"] <= bound,
                 "post_to_complete_within_bound": summary_ms(client)["p50_ms"] <= bound,

@@ -29,6 +29,15 @@ resource "google_cloudfunctions2_function" "api" {
     service_account_email = google_service_account.api.email
     environment_variables = local.askflow_env
     ingress_settings      = "ALLOW_ALL"
+    dynamic "secret_environment_variables" {
+      for_each = var.api_authenticated ? { api_key = "ASKFLOW_API_KEY" } : {}
+      content {
+        key        = secret_environment_variables.value
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
+        version    = "latest"
+      }
+    }
   }
   depends_on = [google_project_service.apis]
 }

@@ -145,3 +145,10 @@ resource "google_cloud_run_service_iam_member" "public_slack_events" {
   role     = "roles/run.invoker"
   member   = "allUsers"
 }
+
+resource "google_secret_manager_secret_iam_member" "api_reads_api_key" {
+  count     = var.api_authenticated ? 1 : 0
+  secret_id = google_secret_manager_secret.secrets["api_key"].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.api.email}"
+}

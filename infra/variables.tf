@@ -89,6 +89,13 @@ variable "secrets" {
     slack_bot_token      = "askflow-slack-bot-token"
     weaviate_url         = "askflow-weaviate-url"
     weaviate_api_key     = "askflow-weaviate-api-key"
+    api_key              = "askflow-api-key"
   }
   description = "Setting name -> Secret Manager secret id."
+}
+
+variable "api_authenticated" {
+  type        = bool
+  default     = false
+  description = "Require the X-API-Key header (secret askflow-api-key) on API calls; the web page stays public."
 }
