@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     chunk_size: int = 1000
     chunk_overlap: int = 150
     hybrid_alpha: float = 0.5
-    retrieval_candidates: int = 40
+    retrieval_candidates: int = 80
 
     # Slack and GitHub
     slack_bot_token: SecretStr | None = None
