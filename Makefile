@@ -14,10 +14,15 @@ $(BIN)/.installed: pyproject.toml requirements-dev.txt dags/requirements.txt
 
 venv: $(BIN)/.installed
 
+# checkov has its own environment: its pins would fight the project's.
+.venv-checkov/bin/checkov:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check "checkov>=3,<4"
+
 demo: venv
 	$(BIN)/askflow demo
 
-test: venv
+test: venv .venv-checkov/bin/checkov
 	$(BIN)/pytest
 
 eval: venv

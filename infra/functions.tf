@@ -6,10 +6,14 @@ resource "google_storage_bucket" "function_source" {
   versioning {
     enabled = true
   }
+  logging {
+    log_bucket = google_storage_bucket.access_logs.name
+  }
 }
 
 # HTTPS: POST /requests, GET /requests/{id}.
 resource "google_cloudfunctions2_function" "api" {
+  # checkov:skip=CKV_GCP_124:serves the public web page and API (set api_authenticated for an API key)
   name     = "${var.name_prefix}-api"
   location = var.region
   build_config {
@@ -122,6 +126,7 @@ resource "google_cloudfunctions2_function" "request_written" {
 
 # HTTPS: Slack Events API and interactivity (signature-checked by slack_bolt).
 resource "google_cloudfunctions2_function" "slack_events" {
+  # checkov:skip=CKV_GCP_124:Slack must reach it; every request is signature-checked
   name     = "${var.name_prefix}-slack-events"
   location = var.region
   build_config {

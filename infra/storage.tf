@@ -6,4 +6,18 @@ resource "google_storage_bucket" "documents" {
   versioning {
     enabled = true
   }
+  logging {
+    log_bucket = google_storage_bucket.access_logs.name
+  }
+}
+
+resource "google_storage_bucket" "access_logs" {
+  # checkov:skip=CKV_GCP_62:this is the access-log sink of the other buckets; it does not log itself
+  name                        = "${var.project_id}-${var.name_prefix}-access-logs"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
 }
