@@ -41,6 +41,16 @@ class SlackReplies:
                 if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
 
     def post_answer(self, record: dict[str, Any]) -> None:
+        """Reply in the thread. The answer is already stored: a Slack failure is logged, never raised (a raise
+        would only make Pub/Sub redeliver a request that is finished and will not be answered again)."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self._post_answer(record)
+        except SlackApiError as error:
+            log.error("could not reply in Slack for %s: %s", record["request_id"], error.response.get("error"))
+
+    def _post_answer(self, record: dict[str, Any]) -> None:
         slack = record["slack"]
         if record["status"] == "complete":
             text = record["answer"]
