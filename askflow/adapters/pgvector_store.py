@@ -56,6 +56,7 @@ class PgVectorStore(VectorStore):
                     min_size=1,
                     max_size=self._pool_size,
                     configure=register_vector,
+                    check=ConnectionPool.check_connection,  # a restarted server: reconnect, don't fail the call
                     open=True,
                 )
             return self._pool
