@@ -8,14 +8,18 @@ is extractive (quoted passages with citations) and says so.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage
 from askflow.ports import ChatModel
 from askflow.retrieval import Retriever, clean_query, fuse_queries, rank_documents
+
+log = logging.getLogger(__name__)
 
 REWORD_SYSTEM = (
     "You rewrite a user's question about software documentation into {n} different stand-alone search queries "
@@ -67,9 +71,12 @@ class Answerer:
             original = pool.submit(self._retriever.search, _with_context(question, history))
             queries = [question]
             if self._cheap is not None and self._rewordings > 0:
-                reworded, reword_usage = self._reword(question, history)
-                usage.append(reword_usage)
-                queries += reworded
+                try:
+                    reworded, reword_usage = self._reword(question, history)
+                    usage.append(reword_usage)
+                    queries += reworded
+                except ModelUnavailable as error:  # rewording only widens the search: answer without it
+                    log.warning("rewording failed, searching the question alone: %s", error)
                 timings["reword_ms"] = _ms(started)
             results = [original.result(), *self._retriever.search_each(queries[1:], pool)]
         chunks = fuse_queries(results)

@@ -124,6 +124,14 @@ def test_persistent_model_failure_fails_the_request_with_a_reason(llm_api, wire)
     assert "model endpoint failed 4 times" in record["error"]
 
 
+def test_a_failed_rewording_still_answers_from_the_question_alone(llm_api, wire):
+    wire.failures.extend([500] * 4)  # every attempt of the rewording call
+    record = wait_terminal(llm_api, ask(llm_api, "How do I stop catchup of old DAG runs?"))
+    assert record["status"] == "complete", record
+    assert record["queries"] == ["How do I stop catchup of old DAG runs?"]
+    assert record["models"] == ["loopback-strong"] and record["sources"][0]["doc_id"] == "docs:scheduling.md"
+
+
 def test_duplicate_delivery_answers_once(llm_api, wire, local_stack):
     from google.cloud import pubsub_v1
 
