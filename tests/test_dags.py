@@ -10,6 +10,7 @@ import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
 from tests.support.dag_runner import run_dag
+from tests.support.git_repo import commit
 
 DOCS = Path(__file__).parent / "data" / "docs"
 
@@ -27,7 +28,7 @@ def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, co
         "OPENAI_BASE_URL": wire.base_url,
         "OPENAI_API_KEY": "test-key",
     }
-    conf = {"docs_folder": str(corpus), "collection": collection_name, "batch_size": 2}
+    conf = {"docs_location": str(corpus), "collection": collection_name, "batch_size": 2}
     store = PgVectorStore(url=pg_url, collection=collection_name)
 
     assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
@@ -48,4 +49,31 @@ def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, co
     assert set(after) == {"docs:xcoms.rst", "docs:scheduling.md"}
     assert after["docs:xcoms.rst"] != first["docs:xcoms.rst"]
     assert after["docs:scheduling.md"] == first["docs:scheduling.md"]
+    store.close()
+
+
+def test_docs_dag_reads_a_git_repository_and_a_gcs_prefix(airflow_env, pg_url, wire, collection_name, git_docs,
+                                                          gcs_server):
+    from google.cloud import storage
+
+    env = {**airflow_env, "ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_EMBEDDING_PROVIDER": "openai",
+           "ASKFLOW_EMBEDDING_MODEL": "text-embedding-3-small", "OPENAI_BASE_URL": wire.base_url,
+           "OPENAI_API_KEY": "test-key", "STORAGE_EMULATOR_HOST": gcs_server.url}
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+
+    (git_docs / "docs" / "scheduling.md").unlink()
+    head = commit(git_docs, "drop a page")  # the DAG reads the branch as it is now
+    conf = {"docs_location": f"git+{git_docs.as_uri()}@main#subdirectory=docs", "source": "handbook",
+            "collection": collection_name, "batch_size": 1}
+    assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
+    assert set(store.document_fingerprints("handbook:")) == {"handbook:xcoms.rst", "handbook:guides/connections.html"}
+    assert {hit.chunk.url for hit in store.keyword_search("XCom push pull", limit=20)
+            if hit.chunk.doc_id == "handbook:xcoms.rst"} == {f"{git_docs.as_uri()}@{head}#docs/xcoms.rst"}
+
+    bucket = storage.Client().create_bucket(f"docs-{collection_name.replace('_', '-')}")
+    bucket.blob("guides/scheduling.md").upload_from_filename(DOCS / "scheduling.md")
+    conf = {"docs_location": f"gs://{bucket.name}/guides", "source": "site", "collection": collection_name}
+    assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
+    assert set(store.document_fingerprints("site:")) == {"site:scheduling.md"}
+    assert len(store.document_fingerprints("handbook:")) == 2  # another source's run prunes nothing of this one
     store.close()

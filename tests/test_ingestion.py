@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from askflow.domain.errors import InvalidInput
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.loaders import load_paths, parse_document
+from askflow.ingest.locations import load_locations, open_location
+from tests.support.git_repo import commit, git
 
 DOCS = Path(__file__).parent / "data" / "docs"
 
@@ -96,3 +100,62 @@ def test_incremental_indexing_skips_updates_prunes_and_follows_the_strategy(
     other = index_documents([], store=store, embeddings=hash_embeddings, strategy=strategy, source="slack")
     assert other.documents_pruned == 0 and len(store.document_fingerprints("docs:")) == 2
     store.close()
+
+
+def test_git_location_reads_the_pinned_commit_of_a_ref(git_docs, tmp_path):
+    location = open_location(f"git+{git_docs.as_uri()}@main#subdirectory=docs", cache_dir=tmp_path / "cache")
+    pinned = location.pin()
+    first_commit = git(git_docs, "rev-parse", "HEAD")
+    assert pinned == f"git+{git_docs.as_uri()}@{first_commit}#subdirectory=docs"
+    assert location.list() == ["guides/connections.html", "scheduling.md", "xcoms.rst"]  # README.md is outside docs/
+
+    (git_docs / "docs" / "xcoms.rst").unlink()
+    (git_docs / "docs" / "new.md").write_text("# New page\n\nFresh words.\n")
+    second_commit = commit(git_docs, "second")
+
+    same_version = open_location(pinned, cache_dir=tmp_path / "cache")  # what every batch of a run opens
+    assert same_version.list() == ["guides/connections.html", "scheduling.md", "xcoms.rst"]
+    document = same_version.load("xcoms.rst", source="docs", base_url=None)
+    assert document.doc_id == "docs:xcoms.rst" and document.title == "XComs"
+    assert document.url == f"{git_docs.as_uri()}@{first_commit}#docs/xcoms.rst"
+
+    latest = open_location(f"git+{git_docs.as_uri()}@main#subdirectory=docs", cache_dir=tmp_path / "cache")
+    assert latest.pin().endswith(f"@{second_commit}#subdirectory=docs")
+    assert latest.list() == ["guides/connections.html", "new.md", "scheduling.md"]
+    assert latest.load("new.md", source="docs", base_url="https://docs.example.org").url == \
+        "https://docs.example.org/new.md"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("git+{repo}@no-such-branch", "couldn't find remote ref no-such-branch"),
+    ("git+{repo}#subdirectory=nowhere", "no folder 'nowhere'"),
+    ("git+{repo}#egg=docs", "#subdirectory=DIR"),
+    ("git+file:///no/such/repository", "cannot fetch"),
+    ("gs://", "no bucket"),
+])
+def test_bad_locations_are_invalid_input(git_docs, tmp_path, spec, message):
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        location = open_location(spec.format(repo=git_docs.as_uri()), cache_dir=tmp_path / "cache")
+        location.list()
+
+
+def test_gcs_location_lists_a_prefix_and_loads_its_documents(gcs_server):
+    from google.cloud import storage
+
+    bucket = storage.Client().create_bucket(f"docs-{uuid.uuid4().hex[:8]}")
+    for path in DOCS.rglob("*"):
+        if path.is_file():
+            bucket.blob(f"site/{path.relative_to(DOCS).as_posix()}").upload_from_filename(path)
+    bucket.blob("site/logo.png").upload_from_string(b"\x89PNG")
+    bucket.blob("site-old/xcoms.rst").upload_from_string("Old\n===\n")  # shares the prefix's letters, not its folder
+
+    location = open_location(f"gs://{bucket.name}/site")
+    assert location.list() == ["guides/connections.html", "scheduling.md", "xcoms.rst"]
+    html = location.load("guides/connections.html", source="web", base_url=None)
+    assert html.doc_id == "web:guides/connections.html" and html.title == "Managing Connections"
+    assert html.url == f"gs://{bucket.name}/site/guides/connections.html"
+    documents = load_locations([f"gs://{bucket.name}/site/"], source="web", base_url="https://docs.example.org/")
+    assert [d.url for d in documents][-1] == "https://docs.example.org/xcoms.rst"
+
+    with pytest.raises(InvalidInput, match="no such bucket"):
+        open_location(f"gs://missing-{uuid.uuid4().hex[:8]}/docs").list()

@@ -41,12 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the full answer record as JSON")
     ask.set_defaults(run=_ask)
 
-    ingest = commands.add_parser("ingest", help="index .md/.mdx/.rst/.html files or folders")
-    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest = commands.add_parser("ingest", help="index .md/.mdx/.rst/.html from files, folders, GCS or git")
+    ingest.add_argument("paths", nargs="+", metavar="LOCATION",
+                        help="a file or folder, gs://BUCKET/PREFIX, or git+URL[@REF][#subdirectory=DIR]")
     ingest.add_argument("--source", default="docs", help="source name; pruning stays within it (default: docs)")
     ingest.add_argument("--base-url", help="URL prefix for the documents' links (default: file URLs)")
     _strategy_options(ingest)
-    ingest.add_argument("--no-prune", action="store_true", help="keep stored documents missing from PATHS")
+    ingest.add_argument("--no-prune", action="store_true", help="keep stored documents missing from the locations")
     ingest.set_defaults(run=_ingest)
 
     demo = commands.add_parser("demo", help="start the local stack, ingest this project's docs, ask, keep running")
@@ -105,11 +106,11 @@ def _ask(args) -> int:
 def _ingest(args) -> int:
     from askflow.bootstrap import bootstrap
     from askflow.ingest.indexing import index_documents
-    from askflow.ingest.loaders import load_paths
+    from askflow.ingest.locations import load_locations
 
     components = bootstrap()
     strategy = _strategy(args, components.settings)
-    documents = load_paths(args.paths, source=args.source, base_url=args.base_url)
+    documents = load_locations(args.paths, source=args.source, base_url=args.base_url)
     result = index_documents(
         documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
         source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,

@@ -4,33 +4,26 @@ paths) travel between tasks."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents, invalidate_answers, prune_documents
-from askflow.ingest.loaders import DOC_SUFFIXES, load_file
+from askflow.ingest.locations import open_location
 
 
-def list_documents(root: Path) -> list[str]:
-    """Relative paths of the documentation files under ``root``."""
-    root = Path(root)
-    if not root.is_dir():
-        from askflow.domain.errors import InvalidInput
-
-        raise InvalidInput(f"no such folder: {root}")
-    return sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in DOC_SUFFIXES and not any(s.startswith(".") for s in p.parts)
-    )
+def list_documents(location: str) -> tuple[str, list[str]]:
+    """The location pinned to the version being read (a git ref becomes its commit) and the relative paths of its
+    documentation files. Every batch then reads that pinned location, so one run indexes one version."""
+    opened = open_location(location)
+    return opened.pin(), opened.list()
 
 
 def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def index_batch(root: Path, relative_paths: list[str], *, components, strategy: ChunkingStrategy, source: str,
+def index_batch(location: str, relative_paths: list[str], *, components, strategy: ChunkingStrategy, source: str,
                 base_url: str | None = None) -> dict:
-    documents = [load_file(Path(root) / relative, relative, source, base_url) for relative in relative_paths]
+    opened = open_location(location)
+    documents = [opened.load(relative, source=source, base_url=base_url) for relative in relative_paths]
     result = index_documents(
         documents, store=components.store, embeddings=components.embeddings, strategy=strategy, source=source,
         prune=False,
