@@ -148,6 +148,8 @@ def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, 
         client.collection(settings.requests_collection).document(request_id).set({
             "request_id": request_id, "question": f"How do I configure pools number {n}?", "status": "complete",
             "answer": "Use a pool [1].", "sources": [], "created_at": firestore.SERVER_TIMESTAMP,
+            # the first one graded is rejected (its asker said no) while the collection does not exist yet
+            "ratings": {"web-u": {"positive": n != 0}},
         })
         ids.append(request_id)
     events = [{"request_id": i} for i in ids] * 2  # every event twice
@@ -155,7 +157,7 @@ def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, 
     grading_calls = [c for c in wire.calls
                      if c["path"].endswith("/chat/completions") and '"grades"' in c["body"]["messages"][0]["content"]]
     assert len(grading_calls) == summary["llm_calls"] == math.ceil(5 / 2)
-    assert summary["graded"] == summary["good"] == 5 and summary["method"] == "llm"
+    assert summary["graded"] == 5 and summary["good"] == 4 and summary["method"] == "llm"
     assert summary["tokens"] > 0
     again = grade_events(events, components=components, batch_size=2)
     assert again["graded"] == 0 and again["skipped"] == 5 and again["llm_calls"] == 0

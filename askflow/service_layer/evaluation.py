@@ -52,6 +52,8 @@ def grade_events(events: Sequence[dict[str, Any]], *, components, batch_size: in
             summary["skipped"] += 1
             continue
         items.append(record | {"request_id": request_id, "revision": revision})
+    if items:  # a rejected answer is deleted from the store: the collection must exist even on a fresh deploy
+        components.store.ensure_collection(components.embeddings.dimension)
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         grades, usage = grader.grade(batch)
