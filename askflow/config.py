@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     sources_per_answer: int = 6
     request_lease_s: float = 300.0
     request_deadline_s: float = 900.0
+    requeue_after_s: float = Field(default=120.0, description=(
+        "an unfinished request untouched this long is queued again by the requeue sweep (a lost or dead-lettered"
+        " message); past request_deadline_s it is failed instead"))
+    requeue_batch: int = 500
 
     # Evaluation loop
     evaluation_batch_size: int = 20

@@ -118,8 +118,9 @@ def register_firestore_trigger(emulator_url: str, settings: Settings, trigger_id
         pass
 
 
-def start_pubsub_emulator(log_dir: Path, project_id: str) -> Service:
-    host = f"127.0.0.1:{free_port()}"
+def start_pubsub_emulator(log_dir: Path, project_id: str, *, host: str | None = None) -> Service:
+    """:param host: ``HOST:PORT`` to listen on (a restart reuses its predecessor's); default a free port."""
+    host = host or f"127.0.0.1:{free_port()}"
     return _start(
         "pubsub-emulator",
         ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={host}", f"--project={project_id}",

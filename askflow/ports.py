@@ -96,6 +96,9 @@ class RequestStore(abc.ABC):
     def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
         """Atomically write a terminal state unless one is already there; returns whether it wrote."""
 
+    @abc.abstractmethod
+    def unfinished(self, *, updated_before: Any, limit: int) -> list[dict[str, Any]]:
+        """Requests not yet in a terminal state and last changed before ``updated_before``, oldest first."""
 
     @abc.abstractmethod
     def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:

@@ -39,6 +39,14 @@ def slack_events(request):
     return slack_app.handle(request, components())
 
 
+@functions_framework.http
+def requeue_unfinished(request):
+    """HTTPS, private (Cloud Scheduler with an OIDC token): queue again what waited too long, fail what is late."""
+    from askflow.entrypoints import http_api
+
+    return http_api.handle_requeue(request, components())
+
+
 @functions_framework.cloud_event
 def answer_worker(cloud_event):
     """Pub/Sub (questions topic): answer one request."""

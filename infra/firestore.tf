@@ -33,3 +33,17 @@ resource "google_firestore_index" "good_requests_by_recency" {
     order      = "DESCENDING"
   }
 }
+
+# The requeue sweep: unfinished requests, least recently changed first.
+resource "google_firestore_index" "unfinished_requests_by_update" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+}

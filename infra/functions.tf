@@ -163,3 +163,45 @@ resource "google_cloudfunctions2_function" "slack_events" {
 output "slack_request_url" {
   value = google_cloudfunctions2_function.slack_events.service_config[0].uri
 }
+
+# HTTPS, private: Cloud Scheduler's requeue sweep. A request whose message was lost (dead-lettered) is queued
+# again; one past its deadline is failed. Only the scheduler's service account may invoke it.
+resource "google_cloudfunctions2_function" "requeue_unfinished" {
+  # checkov:skip=CKV_GCP_124:Cloud Scheduler calls from outside the VPC; IAM admits only the scheduler's account
+  name     = "${var.name_prefix}-requeue-unfinished"
+  location = var.region
+  build_config {
+    runtime     = "python311"
+    entry_point = "requeue_unfinished"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = var.function_source_object
+      }
+    }
+  }
+  service_config {
+    max_instance_count    = 1
+    available_memory      = "256Mi"
+    timeout_seconds       = 120
+    service_account_email = google_service_account.requeue.email
+    environment_variables = local.askflow_env
+    ingress_settings      = "ALLOW_ALL"
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_cloud_scheduler_job" "requeue_unfinished" {
+  name     = "${var.name_prefix}-requeue-unfinished"
+  region   = var.region
+  schedule = var.requeue_schedule
+  http_target {
+    http_method = "POST"
+    uri         = google_cloudfunctions2_function.requeue_unfinished.service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = google_cloudfunctions2_function.requeue_unfinished.service_config[0].uri
+    }
+  }
+  depends_on = [google_project_service.apis]
+}

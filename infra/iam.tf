@@ -155,3 +155,33 @@ resource "google_secret_manager_secret_iam_member" "api_reads_api_key" {
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.api.email}"
 }
+
+# The requeue sweep reads and updates requests and queues questions again; the scheduler may only invoke it.
+resource "google_service_account" "requeue" {
+  account_id   = "${var.name_prefix}-requeue"
+  display_name = "askflow requeue sweep"
+}
+
+resource "google_project_iam_member" "requeue_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.requeue.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "requeue_publishes_questions" {
+  topic  = google_pubsub_topic.questions.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.requeue.email}"
+}
+
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.name_prefix}-scheduler"
+  display_name = "Cloud Scheduler identity for the requeue sweep"
+}
+
+resource "google_cloud_run_service_iam_member" "scheduler_runs_requeue" {
+  location = google_cloudfunctions2_function.requeue_unfinished.location
+  service  = google_cloudfunctions2_function.requeue_unfinished.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}

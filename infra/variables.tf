@@ -99,3 +99,9 @@ variable "api_authenticated" {
   default     = false
   description = "Require the X-API-Key header (secret askflow-api-key) on API calls; the web page stays public."
 }
+
+variable "requeue_schedule" {
+  description = "cron schedule of the requeue sweep (Cloud Scheduler)"
+  type        = string
+  default     = "*/5 * * * *"
+}

@@ -104,6 +104,16 @@ def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
             assert default == getattr(Settings(), name), f"variable {name} default drifted from the settings"
 
 
+def test_the_requeue_sweep_is_scheduled_privately(terraform):
+    job = next(iter(terraform["resource"]["google_cloud_scheduler_job"].values()))
+    target = job["http_target"][0]
+    assert "google_cloudfunctions2_function.requeue_unfinished" in target["uri"]
+    scheduler = re.search(r"google_service_account\.(\w+)\.", target["oidc_token"][0]["service_account_email"])[1]
+    invokers = [m for m in terraform["resource"]["google_cloud_run_service_iam_member"].values()
+                if "requeue_unfinished" in m["service"]]
+    assert [m["member"] for m in invokers] == [f"serviceAccount:${{google_service_account.{scheduler}.email}}"]
+
+
 def test_every_secret_setting_has_a_secret_and_back(terraform):
     secret_settings = {
         name for name, field in Settings.model_fields.items()
@@ -147,7 +157,7 @@ def test_cloudbuild_deploys_the_same_functions(terraform):
     assert deployed == terraform_entries
     for step in build["steps"]:
         args = step.get("args", [])
-        if "--entry-point=answer_worker" in args:
+        if "--entry-point=answer_worker" in args or "--entry-point=requeue_unfinished" in args:
             assert "--no-allow-unauthenticated" in args
     assert {"test", "package", "sync-dags", "smoke"} <= {step["id"] for step in build["steps"]}
 

@@ -3,6 +3,7 @@ authenticated mode, and prompt injection that cannot reach the system prompt or 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from askflow.adapters.firestore_requests import utcnow
 from askflow.answering import ANSWER_SYSTEM
 from tests.test_ask_path import _settings, ask, call, indexed, llm_api, wait_terminal  # noqa: F401
 
@@ -109,3 +111,57 @@ def test_a_store_restart_mid_run_loses_no_request(burst_api, data_dir):
         records = list(pool.map(lambda request_id: wait_terminal(burst_api, request_id, timeout_s=300), ids))
     assert all(r["status"] == "complete" or (r["status"] == "failed" and r["error"]) for r in records)
     assert all(r["status"] == "complete" for r in records[20:])  # after the restart the pool reconnects
+
+
+def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url, monkeypatch, tmp_path):  # noqa: F811
+    """Questions queued while the worker is down are lost with the restarted emulator's memory, as a dead-lettered
+    message would be; the requeue sweep queues them again, and each is answered once. One past the deadline fails."""
+    from google.cloud import firestore
+
+    from askflow.local_stack import (ensure_push_subscription, settings_env, start_function,
+                                     start_pubsub_emulator)
+
+    settings = _settings(pg_url, "restart", requests_collection="requests_restart", requeue_after_s=1)
+    pubsub = start_pubsub_emulator(tmp_path, settings.project_id)
+    host = pubsub.url.removeprefix("http://")
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
+    env = {**os.environ, **settings_env(settings)}
+    services = [pubsub]
+
+    def start(target: str, signature: str, port: int | None = None):
+        services.append(start_function(target, signature=signature, env=env, log_dir=tmp_path, port=port))
+        return services[-1]
+
+    try:
+        api, worker, sweep = start("api", "http"), start("answer_worker", "cloudevent"), start("requeue_unfinished", "http")
+        ensure_push_subscription(settings, push_endpoint=worker.url)
+        assert wait_terminal(api.url, ask(api.url, "How do tasks pull XCom values?"))["status"] == "complete"
+
+        worker.stop()  # the worker is down: questions wait in Pub/Sub ...
+        waiting = [ask(api.url, f"How is catchup disabled, while the worker is down {i}?") for i in range(5)]
+        pubsub.stop()  # ... and the emulator restarts, forgetting them
+        services.append(start_pubsub_emulator(tmp_path, settings.project_id, host=host))
+        start("answer_worker", "cloudevent", port=int(worker.url.rstrip("/").rsplit(":", 1)[1]))
+        ensure_push_subscription(settings, push_endpoint=worker.url)  # the deployment's topic and subscription
+
+        after = [ask(api.url, f"How is catchup disabled, after the restart {i}?") for i in range(3)]
+        assert all(wait_terminal(api.url, i)["status"] == "complete" for i in after)
+        assert {call("GET", f"{api.url}requests/{i}")[1]["status"] for i in waiting} == {"pending"}  # lost
+
+        late = "restart-late"
+        created = utcnow() - dt.timedelta(seconds=settings.request_deadline_s + 60)
+        firestore.Client(project=settings.project_id).collection(settings.requests_collection).document(late).set(
+            {"request_id": late, "question": "q", "status": "pending", "created_at": created, "updated_at": created})
+        time.sleep(settings.requeue_after_s)
+        status, summary = call("POST", sweep.url, b"")
+        assert status == 200 and summary == {"requeued": 5, "timed_out": 1, "still_answering": 0}
+        records = [wait_terminal(api.url, i) for i in waiting]
+        assert [r["status"] for r in records] == ["complete"] * 5 and all(r["attempts"] == 1 for r in records)
+        status, late_record = call("GET", f"{api.url}requests/{late}")
+        assert status == 200 and late_record["status"] == "failed" and late_record["error"] == "timed out"
+        status, again = call("POST", sweep.url, b"")
+        assert status == 200 and again["requeued"] == 0  # nothing is left waiting
+        assert call("GET", sweep.url)[0] == 405
+    finally:
+        for service in reversed(services):
+            service.stop()

@@ -75,6 +75,19 @@ class FirestoreRequestStore(RequestStore):
 
         return finish_in(self._client.transaction(), self._ref(request_id))
 
+    def unfinished(self, *, updated_before: Any, limit: int) -> list[dict[str, Any]]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        unfinished = [s.value for s in RequestStatus if not s.terminal]
+        query = (
+            self._client.collection(self._collection)
+            .where(filter=FieldFilter("status", "in", unfinished))
+            .where(filter=FieldFilter("updated_at", "<", updated_before))
+            .order_by("updated_at")
+            .limit(limit)
+        )
+        return [snapshot.to_dict() for snapshot in query.stream()]
+
     def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter

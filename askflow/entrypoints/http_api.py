@@ -53,6 +53,22 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     return json.dumps(body, default=_json_default), status, headers
 
 
+def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:
+    """``POST`` runs the requeue sweep once and returns its summary. The function is private: Cloud Run checks the
+    caller's (Cloud Scheduler's) OIDC token before a request gets here."""
+    headers = {"Content-Type": "application/json"}
+    if request.method != "POST":
+        return json.dumps({"error": f"{request.method} not allowed; POST runs the sweep"}), 405, headers | {
+            "Allow": "POST"}
+    try:
+        summary = handlers.requeue_unfinished(requests=components.requests, events=components.events,
+                                              settings=components.settings)
+    except Exception:
+        log.exception("requeue sweep failed")
+        return json.dumps({"error": "internal error"}), 500, headers
+    return json.dumps(summary), 200, headers
+
+
 def _authenticated(request, settings) -> bool:
     if settings.api_key is None:
         return True

@@ -125,6 +125,34 @@ def answer_request(request_id: str, *, requests: RequestStore, answerer, setting
     return fields["status"]
 
 
+def requeue_unfinished(*, requests: RequestStore, events: EventBus, settings: Settings) -> dict[str, Any]:
+    """The sweep that makes "every request ends in a terminal state" hold when a message is lost: a request left
+    unfinished for ``requeue_after_s`` (its message dead-lettered, or gone with a restarted emulator) is queued
+    again, and one past ``request_deadline_s`` is failed. Queuing twice is safe: the worker's claim answers once."""
+    import datetime as dt
+
+    now = utcnow()
+    summary = {"requeued": 0, "timed_out": 0, "still_answering": 0}
+    stale = requests.unfinished(updated_before=now - dt.timedelta(seconds=settings.requeue_after_s),
+                                limit=settings.requeue_batch)
+    for record in stale:
+        request_id = record["request_id"]
+        claimed_at = record.get("claimed_at")
+        if (now - record["created_at"]).total_seconds() > settings.request_deadline_s:
+            if requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "timed out"}):
+                summary["timed_out"] += 1
+        elif (record["status"] == RequestStatus.ANSWERING.value and claimed_at
+              and (now - claimed_at).total_seconds() < settings.request_lease_s):
+            summary["still_answering"] += 1  # a worker holds a live lease
+        else:
+            events.publish(settings.questions_topic, {"request_id": request_id})
+            requests.update(request_id, {"updated_at": now, "requeued_at": now})
+            summary["requeued"] += 1
+    if stale:
+        log.warning("requeue sweep: %s", summary)
+    return summary
+
+
 def rate_answer(request_id: str, command: RateAnswer, *, requests: RequestStore) -> dict[str, Any]:
     """One rating per request and rater: a later rating replaces the earlier one."""
     rating = {"positive": command.positive, "comment": command.comment, "at": utcnow()}
