@@ -118,8 +118,12 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
     message would be; the requeue sweep queues them again, and each is answered once. One past the deadline fails."""
     from google.cloud import firestore
 
-    from askflow.local_stack import (ensure_push_subscription, settings_env, start_function,
-                                     start_pubsub_emulator)
+    from askflow.local_stack import (
+        ensure_push_subscription,
+        settings_env,
+        start_function,
+        start_pubsub_emulator,
+    )
 
     settings = _settings(pg_url, "restart", requests_collection="requests_restart", requeue_after_s=1)
     pubsub = start_pubsub_emulator(tmp_path, settings.project_id)
