@@ -41,7 +41,9 @@ class Components:
 
         from askflow.adapters.pubsub_events import PubSubEventBus
 
-        return PubSubEventBus(publisher=pubsub_v1.PublisherClient(), project_id=self.settings.project_id)
+        # one message per call, sent at once: the default batching would hold each question up to 10 ms
+        publisher = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
+        return PubSubEventBus(publisher=publisher, project_id=self.settings.project_id)
 
     # -- retrieval ---------------------------------------------------------------------------------------------
     @cached_property

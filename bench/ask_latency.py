@@ -41,11 +41,14 @@ def main(requests_per_latency: int = 20) -> dict:
         for latency_ms in (0, 500):
             wire.latency_s = latency_ms / 1000
             client, pipeline, queued, stored = [], [], [], []
+            stages: dict[str, list[float]] = {}
             for i in range(requests_per_latency):
                 record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
                 assert record["status"] == "complete", record
                 client.append(elapsed)
                 pipeline.append(record["timings_ms"]["total_ms"])
+                for stage, ms in record["timings_ms"].items():
+                    stages.setdefault(stage, []).append(ms)
                 created, claimed, completed = (dt.datetime.fromisoformat(record[k])
                                                for k in ("created_at", "claimed_at", "completed_at"))
                 queued.append((claimed - created).total_seconds() * 1000)
@@ -54,6 +57,7 @@ def main(requests_per_latency: int = 20) -> dict:
             results[f"L{latency_ms}"] = {
                 "post_to_complete": summary_ms(client),
                 "worker_pipeline": summary_ms(pipeline),
+                "worker_stages_p50_ms": {stage: summary_ms(values)["p50_ms"] for stage, values in stages.items()},
                 "created_to_claimed": summary_ms(queued),
                 "claimed_to_completed_minus_pipeline": summary_ms(stored),
                 "bound_ms": bound,
