@@ -159,3 +159,11 @@ def test_gcs_location_lists_a_prefix_and_loads_its_documents(gcs_server):
 
     with pytest.raises(InvalidInput, match="no such bucket"):
         open_location(f"gs://missing-{uuid.uuid4().hex[:8]}/docs").list()
+
+
+def test_git_credentials_never_reach_links_or_errors(tmp_path):
+    location = open_location("git+https://x-access-token:s3cr3t@127.0.0.1:9/org/docs.git@main", cache_dir=tmp_path)
+    with pytest.raises(InvalidInput) as raised:
+        location.list()
+    assert "s3cr3t" not in str(raised.value) and raised.value.__cause__ is None
+    assert "https://127.0.0.1:9/org/docs.git" in str(raised.value)

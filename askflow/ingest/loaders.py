@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document, SourceKind
@@ -76,14 +76,16 @@ def html_to_markdown(raw: str) -> tuple[str, str]:
     return title, text.strip()
 
 
+def is_doc_path(relative: str) -> bool:
+    """A documentation file by its suffix, not inside a hidden folder (``.git``, ``.github``) nor hidden itself."""
+    path = PurePosixPath(relative)
+    return path.suffix.lower() in DOC_SUFFIXES and not any(part.startswith(".") for part in path.parts)
+
+
 def _doc_files(folder: Path) -> Iterator[Path]:
     for file in folder.rglob("*"):
-        if file.is_file() and file.suffix.lower() in DOC_SUFFIXES and not _hidden(file.relative_to(folder)):
+        if file.is_file() and is_doc_path(file.relative_to(folder).as_posix()):
             yield file
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def load_file(file: Path, relative: str, source: str, base_url: str | None) -> Document:

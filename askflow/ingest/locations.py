@@ -18,13 +18,14 @@ import hashlib
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document
-from askflow.ingest.loaders import DOC_SUFFIXES, parse_document
+from askflow.ingest.loaders import is_doc_path, load_file, load_paths, parse_document
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -37,11 +38,6 @@ class DocsLocation(Protocol):
         """Relative paths of the documentation files, sorted."""
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document: ...
-
-
-def is_doc_path(relative: str) -> bool:
-    path = PurePosixPath(relative)
-    return path.suffix.lower() in DOC_SUFFIXES and not any(part.startswith(".") for part in path.parts)
 
 
 def open_location(spec: str, *, cache_dir: Path | None = None) -> DocsLocation:
@@ -72,8 +68,6 @@ class FolderLocation:
         return sorted(relative for relative in relative_paths if is_doc_path(relative))
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
-        from askflow.ingest.loaders import load_file
-
         return load_file(self.root / relative, relative, source, base_url)
 
 
@@ -81,6 +75,7 @@ class FolderLocation:
 class GcsLocation:
     bucket: str
     prefix: str = ""  # empty, or a folder ending in "/"
+    _storage: object = field(default=None, init=False, repr=False)
 
     def pin(self) -> str:
         return f"gs://{self.bucket}/{self.prefix}"
@@ -107,7 +102,7 @@ class GcsLocation:
     def _client(self):
         from google.cloud import storage
 
-        if not hasattr(self, "_storage"):
+        if self._storage is None:
             self._storage = storage.Client()
         return self._storage
 
@@ -118,6 +113,7 @@ class GitLocation:
     ref: str = "HEAD"
     subdirectory: str = ""
     cache_dir: Path | None = None
+    _checked_out: Path | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str, *, cache_dir: Path | None = None) -> GitLocation:
@@ -143,31 +139,37 @@ class GitLocation:
         return FolderLocation(self._root()).list()
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
-        from askflow.ingest.loaders import load_file
-
         document = load_file(self._root() / relative, relative, source, base_url)
         if base_url:
             return document
         return dataclasses.replace(document, url=self._link(relative))  # the repository's, not this worker's copy
 
+    @property
+    def public_url(self) -> str:
+        """The URL without credentials (``https://x-access-token:TOKEN@github.com/...``): what links and errors show."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
     def _link(self, relative: str) -> str:
         path = f"{self.subdirectory}/{relative}" if self.subdirectory else relative
         commit = self._checkout().name
-        if self.url.startswith("https://github.com/"):
-            return f"{self.url.removesuffix('.git')}/blob/{commit}/{path}"
-        return f"{self.url}@{commit}#{path}"
+        if self.public_url.startswith("https://github.com/"):
+            return f"{self.public_url.removesuffix('.git')}/blob/{commit}/{path}"
+        return f"{self.public_url}@{commit}#{path}"
 
     def _root(self) -> Path:
         root = self._checkout() / self.subdirectory
         if not root.is_dir():
-            raise InvalidInput(f"{self.url}@{self.ref}: no folder {self.subdirectory!r} in the repository")
+            raise InvalidInput(f"{self.public_url}@{self.ref}: no folder {self.subdirectory!r} in the repository")
         return root
 
     def _checkout(self) -> Path:
         """A shallow checkout of the ref, kept per commit under the cache folder: batches that run on the same
         worker fetch a pinned commit once. Each fetch goes to its own scratch folder that is renamed into place,
         so tasks running side by side on one worker never share a half-made checkout."""
-        if getattr(self, "_checked_out", None) is not None:
+        if self._checked_out is not None:
             return self._checked_out
         from git import GitCommandError, Repo
 
@@ -188,7 +190,8 @@ class GitLocation:
                     scratch.rename(target)  # atomic
         except GitCommandError as error:
             fatal = [line.split("fatal:", 1)[1].strip(" '") for line in str(error.stderr).splitlines() if "fatal:" in line]
-            raise InvalidInput(f"git: cannot fetch {self.ref!r} from {self.url}: {fatal[0] if fatal else error}") from error
+            reason = (fatal[0] if fatal else "git failed").replace(self.url, self.public_url)
+            raise InvalidInput(f"git: cannot fetch {self.ref!r} from {self.public_url}: {reason}") from None
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -198,8 +201,6 @@ class GitLocation:
 
 def load_locations(specs: list[str], *, source: str, base_url: str | None = None) -> list[Document]:
     """Every documentation file of the given locations; local files may be named one by one."""
-    from askflow.ingest.loaders import load_paths
-
     documents: list[Document] = []
     for spec in map(str, specs):
         if spec.startswith(("gs://", "git+")):
