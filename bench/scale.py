@@ -13,14 +13,14 @@ import numpy as np
 from _stack import summary_ms, temp_data_dir
 
 DIM = 384
-WORDS = [f"term{i}" for i in range(5000)]
+WORDS = np.array([f"term{i}" for i in range(5000)])
 
 
 def synthetic(n: int, rng: np.random.Generator, centers: np.ndarray) -> tuple[np.ndarray, list[str]]:
     labels = rng.integers(0, len(centers), n)
     vectors = centers[labels] + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    texts = [" ".join(rng.choice(WORDS, 60)) for _ in range(n)]
+    texts = [" ".join(row) for row in WORDS[rng.integers(0, len(WORDS), (n, 60))]]
     return vectors.astype(np.float32), texts
 
 
