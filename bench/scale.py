@@ -100,6 +100,7 @@ def main(sizes: list[int]) -> dict:
         holding = [k for k, v in sweep.items() if v["recall@10"] >= 0.95]
         results[str(n)] = {"load_and_index_s": round(load_s, 1), "hybrid_search": summary_ms(latencies),
                            "hnsw": sweep, "lowest_setting_with_recall_0.95": holding[0] if holding else None}
+        print(json.dumps({str(n): results[str(n)]}), file=sys.stderr, flush=True)  # survives a cut-off run
         store.close()
     return results
 
