@@ -223,25 +223,25 @@ class PgVectorStore(VectorStore):
             }
             if not weighted:
                 return []
-            words, idfs = list(weighted), list(weighted.values())
+            # One sum of per-lexeme ranks per row, not a join of rows with lexemes and a GROUP BY: the same scores,
+            # three to four times faster at 100k chunks (bench/scale.py).
+            score = sql.SQL(" + ").join(
+                [sql.SQL("%s * ts_rank(tsv, to_tsquery('simple', %s), 1)")] * len(weighted)
+            )
+            score_params = [value for word, idf in weighted.items() for value in (idf, _quote_lexeme(word))]
             statement = sql.SQL(
-                """WITH terms AS (
-                       SELECT to_tsquery('simple', quote_literal(w)) AS tq, idf
-                       FROM unnest(%s::text[], %s::float8[]) AS q(w, idf)
-                   ), hits AS (
-                       SELECT id, tsv FROM {t} WHERE tsv @@ to_tsquery('simple', %s)
-                   ), scored AS (
-                       SELECT hits.id, sum(terms.idf * ts_rank(hits.tsv, terms.tq, 1)) AS score
-                       FROM hits JOIN terms ON hits.tsv @@ terms.tq
-                       GROUP BY hits.id ORDER BY score DESC LIMIT %s
+                """WITH scored AS (
+                       SELECT id, {score} AS score FROM {t} WHERE tsv @@ to_tsquery('simple', %s)
+                       ORDER BY score DESC LIMIT %s
                    )
                    SELECT {cols}, scored.score FROM scored JOIN {t} c USING (id) ORDER BY scored.score DESC"""
             ).format(
+                score=score,
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in _COLUMNS.split(", ")),
             )
-            disjunction = " | ".join(_quote_lexeme(w) for w in words)
-            rows = conn.execute(statement, (words, idfs, disjunction, limit)).fetchall()
+            disjunction = " | ".join(_quote_lexeme(w) for w in weighted)
+            rows = conn.execute(statement, (*score_params, disjunction, limit)).fetchall()
         return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
 
 
