@@ -36,11 +36,12 @@ def askflow_ingest_docs():
     @task
     def list_batches() -> list[dict]:
         from askflow.config import Settings
+        from askflow.ingest.locations import public_spec
         from askflow.ingest.pipeline import batches, list_documents
 
         params = get_current_context()["params"]
         location, paths = list_documents(params["docs_location"] or f"gs://{Settings().documents_bucket}/")
-        print(f"{len(paths)} documents at {location}")
+        print(f"{len(paths)} documents at {public_spec(location)}")
         return [{"location": location, "paths": batch} for batch in batches(paths, int(params["batch_size"]))]
 
     @task

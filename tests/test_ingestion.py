@@ -14,7 +14,7 @@ from askflow.domain.errors import InvalidInput
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.loaders import load_paths, parse_document
-from askflow.ingest.locations import load_locations, open_location
+from askflow.ingest.locations import load_locations, open_location, public_spec
 from tests.support.git_repo import commit, git
 
 DOCS = Path(__file__).parent / "data" / "docs"
@@ -167,3 +167,5 @@ def test_git_credentials_never_reach_links_or_errors(tmp_path):
         location.list()
     assert "s3cr3t" not in str(raised.value) and raised.value.__cause__ is None
     assert "https://127.0.0.1:9/org/docs.git" in str(raised.value)
+    assert public_spec("git+https://x-access-token:s3cr3t@github.com/o/r.git@main#subdirectory=d") == \
+        "git+https://github.com/o/r.git@main#subdirectory=d"

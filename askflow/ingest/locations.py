@@ -54,6 +54,14 @@ def open_location(spec: str, *, cache_dir: Path | None = None) -> DocsLocation:
     return FolderLocation(Path(spec))
 
 
+def public_spec(spec: str) -> str:
+    """The location as logs may show it: a git URL without its credentials."""
+    if not spec.startswith("git+"):
+        return spec
+    location = GitLocation.parse(spec)
+    return spec.replace(location.url, location.public_url, 1)
+
+
 @dataclass
 class FolderLocation:
     root: Path
