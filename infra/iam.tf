@@ -18,17 +18,20 @@ resource "google_service_account" "composer" {
   display_name = "askflow Cloud Composer"
 }
 
-# Firestore has no per-collection IAM: both functions need datastore.user on the project.
-resource "google_project_iam_member" "api_firestore" {
+# Firestore has no per-collection IAM: every account that reads or writes requests needs datastore.user on the
+# project — the API and the worker, the Slack webhook, the requeue sweep, and Composer (the evaluation DAG writes
+# grades back).
+resource "google_project_iam_member" "firestore_users" {
+  for_each = {
+    api      = google_service_account.api.email
+    worker   = google_service_account.worker.email
+    slack    = google_service_account.slack.email
+    requeue  = google_service_account.requeue.email
+    composer = google_service_account.composer.email
+  }
   project = var.project_id
   role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.api.email}"
-}
-
-resource "google_project_iam_member" "worker_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.worker.email}"
+  member  = "serviceAccount:${each.value}"
 }
 
 resource "google_project_iam_member" "composer_worker" {
@@ -109,22 +112,9 @@ resource "google_pubsub_topic_iam_member" "trigger_publishes_evaluation" {
   member = "serviceAccount:${google_service_account.trigger.email}"
 }
 
-# The evaluation DAG grades requests and writes good answers back.
-resource "google_project_iam_member" "composer_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.composer.email}"
-}
-
 resource "google_service_account" "slack" {
   account_id   = "${var.name_prefix}-slack"
   display_name = "askflow Slack webhook"
-}
-
-resource "google_project_iam_member" "slack_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.slack.email}"
 }
 
 resource "google_pubsub_topic_iam_member" "slack_publishes_questions" {
@@ -156,16 +146,10 @@ resource "google_secret_manager_secret_iam_member" "api_reads_api_key" {
   member    = "serviceAccount:${google_service_account.api.email}"
 }
 
-# The requeue sweep reads and updates requests and queues questions again; the scheduler may only invoke it.
+# The requeue sweep queues questions again (its Firestore access is above); the scheduler may only invoke it.
 resource "google_service_account" "requeue" {
   account_id   = "${var.name_prefix}-requeue"
   display_name = "askflow requeue sweep"
-}
-
-resource "google_project_iam_member" "requeue_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.requeue.email}"
 }
 
 resource "google_pubsub_topic_iam_member" "requeue_publishes_questions" {
