@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
-from tests.support.dag_runner import run_dag
+from tests.support.dag_runner import dag_env, run_dag
 from tests.support.git_repo import commit
 
 DOCS = Path(__file__).parent / "data" / "docs"
@@ -20,14 +20,7 @@ pytestmark = pytest.mark.airflow
 def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, collection_name, tmp_path):
     corpus = tmp_path / "docs"
     shutil.copytree(DOCS, corpus)
-    env = {
-        **airflow_env,
-        "ASKFLOW_DATABASE_URL": pg_url,
-        "ASKFLOW_EMBEDDING_PROVIDER": "openai",
-        "ASKFLOW_EMBEDDING_MODEL": "text-embedding-3-small",
-        "OPENAI_BASE_URL": wire.base_url,
-        "OPENAI_API_KEY": "test-key",
-    }
+    env = dag_env(airflow_env, pg_url, wire, collection_name)
     conf = {"docs_location": str(corpus), "collection": collection_name, "batch_size": 2}
     store = PgVectorStore(url=pg_url, collection=collection_name)
 
@@ -56,9 +49,7 @@ def test_docs_dag_reads_a_git_repository_and_a_gcs_prefix(airflow_env, pg_url, w
                                                           gcs_server):
     from google.cloud import storage
 
-    env = {**airflow_env, "ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_EMBEDDING_PROVIDER": "openai",
-           "ASKFLOW_EMBEDDING_MODEL": "text-embedding-3-small", "OPENAI_BASE_URL": wire.base_url,
-           "OPENAI_API_KEY": "test-key", "STORAGE_EMULATOR_HOST": gcs_server.url}
+    env = {**dag_env(airflow_env, pg_url, wire, collection_name), "STORAGE_EMULATOR_HOST": gcs_server.url}
     store = PgVectorStore(url=pg_url, collection=collection_name)
 
     (git_docs / "docs" / "scheduling.md").unlink()

@@ -6,12 +6,10 @@ from __future__ import annotations
 import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
-from askflow.config import Settings
 from askflow.domain.model import SourceKind
 from askflow.ingest.github_issues import github_client, load_repo_issues
 from askflow.ingest.slack import load_channel_threads, slack_client
-from askflow.local_stack import settings_env
-from tests.support.dag_runner import run_dag
+from tests.support.dag_runner import dag_env, run_dag
 from tests.support.loopback_apis import GitHubAPI, SlackAPI
 
 
@@ -72,20 +70,13 @@ def test_github_issues_keep_state_labels_and_comments_and_skip_pull_requests(git
     assert fixed.url == "https://github.com/acme/pipes/issues/1"
 
 
-def _dag_env(airflow_env, pg_url, wire, collection, **overrides) -> dict[str, str]:
-    settings = Settings(database_url=pg_url, collection=collection, embedding_provider="openai",
-                        embedding_model="text-embedding-3-small", openai_base_url=wire.base_url,
-                        openai_api_key="test-key", **overrides)
-    return {**airflow_env, **settings_env(settings)}
-
-
 def _embedding_calls(wire) -> int:
     return len([c for c in wire.calls if c["path"].endswith("/embeddings")])
 
 
 @pytest.mark.airflow
 def test_slack_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, wire, slack, collection_name):
-    env = _dag_env(airflow_env, pg_url, wire, collection_name, slack_api_url=slack.base_url,
+    env = dag_env(airflow_env, pg_url, wire, collection_name, slack_api_url=slack.base_url,
                    slack_bot_token="xoxb-test", slack_channels=["C1"])
     store = PgVectorStore(url=pg_url, collection=collection_name)
     slack.fail("conversations.history", 429, {"Retry-After": "1"})
@@ -109,7 +100,7 @@ def test_slack_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, 
 
 @pytest.mark.airflow
 def test_github_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, wire, github, collection_name):
-    env = _dag_env(airflow_env, pg_url, wire, collection_name, github_api_url=github.url,
+    env = dag_env(airflow_env, pg_url, wire, collection_name, github_api_url=github.url,
                    github_repos=["acme/pipes"])
     store = PgVectorStore(url=pg_url, collection=collection_name)
     github.fail("/comments", 500, times=2)

@@ -18,3 +18,14 @@ def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])["state"]
+
+
+def dag_env(airflow_env: dict[str, str], pg_url: str, wire, collection: str, **overrides) -> dict[str, str]:
+    """The Airflow environment plus askflow settings: pgvector at ``pg_url``, embeddings from the loopback server."""
+    from askflow.config import Settings
+    from askflow.local_stack import settings_env
+
+    settings = Settings(database_url=pg_url, collection=collection, embedding_provider="openai",
+                        embedding_model="text-embedding-3-small", openai_base_url=wire.base_url,
+                        openai_api_key="test-key", **overrides)
+    return {**airflow_env, **settings_env(settings)}
