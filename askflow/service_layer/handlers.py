@@ -78,12 +78,22 @@ def get_request(request_id: str, *, requests: RequestStore, settings: Settings) 
     record = requests.get(request_id)
     if record is None:
         raise NotFound(f"no request {request_id}")
-    status = RequestStatus(record["status"])
-    if not status.terminal and (utcnow() - record["created_at"]).total_seconds() > settings.request_deadline_s:
-        if requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "timed out"}):
-            log.warning("request %s timed out in state %s", request_id, status.value)
+    if not RequestStatus(record["status"]).terminal and _past_deadline(record, utcnow(), settings):
+        _fail_late(request_id, record["status"], requests=requests)
         record = requests.get(request_id) or record
     return record
+
+
+def _past_deadline(record: dict[str, Any], now, settings: Settings) -> bool:
+    return (now - record["created_at"]).total_seconds() > settings.request_deadline_s
+
+
+def _fail_late(request_id: str, status: str, *, requests: RequestStore) -> bool:
+    """Fail a request that outlived its deadline, unless it reached a terminal state meanwhile."""
+    if not requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "timed out"}):
+        return False
+    log.warning("request %s timed out in state %s", request_id, status)
+    return True
 
 
 def conversation_history(record: dict[str, Any], *, requests: RequestStore, slack=None) -> list[tuple[str, str]]:
@@ -138,9 +148,8 @@ def requeue_unfinished(*, requests: RequestStore, events: EventBus, settings: Se
     for record in stale:
         request_id = record["request_id"]
         claimed_at = record.get("claimed_at")
-        if (now - record["created_at"]).total_seconds() > settings.request_deadline_s:
-            if requests.finish(request_id, {"status": RequestStatus.FAILED.value, "error": "timed out"}):
-                summary["timed_out"] += 1
+        if _past_deadline(record, now, settings):
+            summary["timed_out"] += _fail_late(request_id, record["status"], requests=requests)
         elif (record["status"] == RequestStatus.ANSWERING.value and claimed_at
               and (now - claimed_at).total_seconds() < settings.request_lease_s):
             summary["still_answering"] += 1  # a worker holds a live lease
