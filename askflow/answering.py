@@ -78,8 +78,8 @@ class Answerer:
                 except ModelUnavailable as error:  # rewording only widens the search: answer without it
                     log.warning("rewording failed, searching the question alone: %s", error)
                 timings["reword_ms"] = _ms(started)
-            results = [original.result(), *self._retriever.search_each(queries[1:], pool)]
-        chunks = fuse_queries(results)
+            reworded = self._retriever.search_keywords(queries[1:], pool)
+            chunks = fuse_queries(original.result(), reworded, reworded_weight=self._retriever.keyword_weight)
         timings["retrieve_ms"] = _ms(started)
         sources = self._select_sources(chunks)
         answer_started = time.perf_counter()

@@ -40,6 +40,10 @@ class VectorStore(abc.ABC):
         """Keyword and vector search fused; ``alpha`` = 1 is pure vector, 0 pure keyword."""
 
     @abc.abstractmethod
+    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+        """Keyword search alone (BM25 or the like), best first; a query with no known word finds nothing."""
+
+    @abc.abstractmethod
     def count(self) -> int:
         """How many chunks the collection holds."""
 

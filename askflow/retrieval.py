@@ -68,16 +68,20 @@ class Retriever:
         vector = self._embeddings.embed_query(query.dense)
         return self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha)
 
-    def search_each(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
-        """Several questions: one embedding call for all of them, then the store searches in parallel."""
-        if not questions:
-            return []
-        queries = [clean_query(q) for q in questions]
-        vectors = self._embeddings.embed_documents([q.dense for q in queries])
+    def search_keywords(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
+        """Rewordings of a question: keyword search only, in parallel. Their worth is other words for the same thing,
+        which only the keyword side can use: a paraphrase's sentence embedding lands next to the question's own.
+        Embedding them would also put an embedding call (a network round trip with hosted embeddings) on the
+        critical path between the rewording and the answer."""
         return list(pool.map(
-            lambda qv: self._store.hybrid_search(qv[0].keywords, qv[1], limit=self._candidates, alpha=self._alpha),
-            zip(queries, vectors),
+            lambda question: self._store.keyword_search(clean_query(question).keywords, limit=self._candidates),
+            questions,
         ))
+
+    @property
+    def keyword_weight(self) -> float:
+        """The share of a hybrid search that is keywords: the weight a keyword-only result list fuses with."""
+        return 1 - self._alpha
 
 
 def fuse_results(results: Sequence[Sequence[ScoredChunk]], *, weights: Sequence[float]) -> list[ScoredChunk]:
@@ -86,11 +90,12 @@ def fuse_results(results: Sequence[Sequence[ScoredChunk]], *, weights: Sequence[
     return [ScoredChunk(by_id[cid], score) for cid, score in fused]
 
 
-def fuse_queries(results: Sequence[Sequence[ScoredChunk]]) -> list[ScoredChunk]:
-    """Results of several forms of one question fused; the user's own question (first) weighs most."""
-    if len(results) == 1:
-        return list(results[0])
-    return fuse_results(results, weights=[1.5] + [1.0] * (len(results) - 1))
+def fuse_queries(original: Sequence[ScoredChunk], reworded: Sequence[Sequence[ScoredChunk]], *,
+                 reworded_weight: float) -> list[ScoredChunk]:
+    """The user's own question's results (weighing most) fused with those of its rewordings."""
+    if not reworded:
+        return list(original)
+    return fuse_results([original, *reworded], weights=[1.5] + [reworded_weight] * len(reworded))
 
 
 def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> list[RankedDocument]:

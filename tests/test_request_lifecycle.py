@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.cloud import firestore
@@ -43,6 +44,32 @@ def test_a_live_lease_blocks_a_second_claim_and_an_expired_one_does_not(requests
     assert requests.claim(request_id, lease_s=60)["attempts"] == 1
     assert requests.claim(request_id, lease_s=60) is None
     assert requests.claim(request_id, lease_s=0)["attempts"] == 2
+
+
+def _worker_store() -> FirestoreRequestStore:
+    """What another worker instance has: its own client and its own memory of its claims."""
+    return FirestoreRequestStore(
+        client=firestore.Client(project="askflow-test"), collection="lifecycle", runs_collection="lifecycle_runs"
+    )
+
+
+def test_concurrent_claims_from_several_workers_let_exactly_one_answer(requests):
+    request_id = _pending(requests)
+    workers = [_worker_store() for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        claims = list(pool.map(lambda worker: worker.claim(request_id, lease_s=60), workers))
+    assert sum(claim is not None for claim in claims) == 1
+    assert requests.get(request_id)["attempts"] == 1
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_answer_of_the_one_that_took_over(requests):
+    request_id = _pending(requests)
+    slow, fast = _worker_store(), _worker_store()
+    assert slow.claim(request_id, lease_s=60)["attempts"] == 1
+    assert fast.claim(request_id, lease_s=0)["attempts"] == 2  # the lease expired: another worker takes over
+    assert fast.finish(request_id, {"status": "complete", "answer": "from the second worker"})
+    assert not slow.finish(request_id, {"status": "complete", "answer": "from the first worker"})
+    assert requests.get(request_id)["answer"] == "from the second worker"
 
 
 def test_terminal_state_is_never_overwritten(requests):

@@ -62,6 +62,15 @@ def test_hybrid_search_by_keywords_and_by_vector(store):
     assert hit.url.startswith("https://example.org/") and hit.section == "Intro" and hit.metadata == {"lang": "en"}
 
 
+def test_keyword_search_alone(store):
+    store.upsert(CHUNKS, VECTORS)
+    store.finalize_writes()
+    found = store.keyword_search("how do pools limit concurrency", limit=3)
+    assert found[0].chunk.doc_id == "slack:c"
+    assert all(sc.chunk.chunk_id != CHUNKS[2].chunk_id for sc in found)  # shares no word with the query
+    assert store.keyword_search("zeppelin", limit=3) == []
+
+
 def test_fingerprints_by_source_prefix_and_delete_by_document(store):
     store.upsert(CHUNKS, VECTORS)
     assert store.document_fingerprints("docs:") == {"docs:a.md": "v1", "docs:b.md": "v1"}

@@ -1,13 +1,18 @@
-"""FirestoreRequestStore: ``{collection}/{request_id}`` documents, state changes in transactions."""
+"""FirestoreRequestStore: ``{collection}/{request_id}`` documents; state changes are conditional on what was read
+(a write with an update-time precondition, or a transaction)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 from askflow.domain.errors import Duplicate
 from askflow.domain.model import RequestStatus
 from askflow.ports import RequestStore
+
+
+_CONDITIONAL_ATTEMPTS = 5
 
 
 def utcnow() -> dt.datetime:
@@ -19,6 +24,8 @@ class FirestoreRequestStore(RequestStore):
         self._client = client
         self._collection = collection
         self._runs_collection = runs_collection
+        self._claims: dict[str, Any] = {}  # request id -> update time of this process's claim, for finish()
+        self._claims_lock = threading.Lock()
 
     def _ref(self, request_id: str):
         return self._client.collection(self._collection).document(request_id)
@@ -36,11 +43,13 @@ class FirestoreRequestStore(RequestStore):
         return snapshot.to_dict() if snapshot.exists else None
 
     def claim(self, request_id: str, *, lease_s: float) -> dict[str, Any] | None:
-        from google.cloud import firestore
+        """A read and a write conditional on the document's update time (two round trips; a transaction takes
+        three): if anyone else wrote in between, the write is refused and the claim reads again."""
+        from google.api_core.exceptions import FailedPrecondition
 
-        @firestore.transactional
-        def claim_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
+        ref = self._ref(request_id)
+        for _ in range(_CONDITIONAL_ATTEMPTS):
+            snapshot = ref.get()
             if not snapshot.exists:
                 return None
             record = snapshot.to_dict()
@@ -57,13 +66,31 @@ class FirestoreRequestStore(RequestStore):
                 "attempts": int(record.get("attempts", 0)) + 1,
                 "updated_at": now,
             }
-            transaction.update(ref, changes)
+            try:
+                written = ref.update(changes, option=self._client.write_option(last_update_time=snapshot.update_time))
+            except FailedPrecondition:
+                continue
+            with self._claims_lock:
+                self._claims[request_id] = written.update_time
             return record | changes
-
-        return claim_in(self._client.transaction(), self._ref(request_id))
+        return None  # contended that hard: another worker is on it
 
     def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
+        """One conditional write when nothing touched the request since this process claimed it (the usual case);
+        otherwise a transaction that refuses to overwrite a terminal state."""
+        from google.api_core.exceptions import FailedPrecondition
         from google.cloud import firestore
+
+        ref = self._ref(request_id)
+        with self._claims_lock:
+            claimed = self._claims.pop(request_id, None)
+        if claimed is not None:
+            try:
+                unchanged = self._client.write_option(last_update_time=claimed)
+                ref.update(fields | {"updated_at": utcnow()}, option=unchanged)
+                return True
+            except FailedPrecondition:
+                pass
 
         @firestore.transactional
         def finish_in(transaction, ref):
@@ -73,7 +100,7 @@ class FirestoreRequestStore(RequestStore):
             transaction.update(ref, fields | {"updated_at": utcnow()})
             return True
 
-        return finish_in(self._client.transaction(), self._ref(request_id))
+        return finish_in(self._client.transaction(), ref)
 
     def unfinished(self, *, updated_before: Any, limit: int) -> list[dict[str, Any]]:
         from google.cloud.firestore_v1.base_query import FieldFilter

@@ -108,7 +108,16 @@ class WeaviateVectorStore(VectorStore):
 
         response = self._collection().query.hybrid(
             query=text, vector=list(vector), alpha=alpha, limit=limit, fusion_type=HybridFusion.RELATIVE_SCORE,
-            query_properties=["title^2", "section^2", "content"], return_metadata=MetadataQuery(score=True),
+            query_properties=list(_QUERY_PROPERTIES), return_metadata=MetadataQuery(score=True),
+        )
+        return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
+
+    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+        from weaviate.classes.query import MetadataQuery
+
+        response = self._collection().query.bm25(
+            query=text, limit=limit, query_properties=list(_QUERY_PROPERTIES),
+            return_metadata=MetadataQuery(score=True),
         )
         return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
 
@@ -120,6 +129,9 @@ class WeaviateVectorStore(VectorStore):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+_QUERY_PROPERTIES = ("title^2", "section^2", "content")  # headings weigh twice the body in BM25
 
 
 def _class_name(collection: str) -> str:

@@ -112,7 +112,7 @@ def conversation_history(record: dict[str, Any], *, requests: RequestStore, slac
 def answer_request(request_id: str, *, requests: RequestStore, answerer, settings: Settings, slack=None) -> str:
     """Answer one queued request at most once; returns what happened (for logs and tests).
 
-    Safe under redelivery: the claim is a transaction that refuses terminal requests and live leases; the final
+    Safe under redelivery: the claim is an atomic write that refuses terminal requests and live leases; the final
     write refuses to overwrite a terminal state, and only the worker whose write lands replies in Slack.
     """
     record = requests.claim(request_id, lease_s=settings.request_lease_s)
