@@ -3,6 +3,7 @@ subscription to the answer worker, pgvector, and (in LLM mode) the loopback Open
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.error
@@ -107,6 +108,10 @@ def test_llm_answer_rewords_and_cites(llm_api, wire):
     assert record["tokens"]["prompt"] > 0 and record["tokens"]["completion"] > 0
     chats = [c for c in wire.calls if c["path"].endswith("/chat/completions")]
     assert [c["body"]["model"] for c in chats] == ["loopback-cheap", "loopback-strong"]
+    # the request's clock: the queue's publish time and the worker's receipt sit between creation and completion
+    moments = [dt.datetime.fromisoformat(record[key]) for key in
+               ("created_at", "published_at", "received_at", "claimed_at", "completed_at")]
+    assert moments == sorted(moments)
 
 
 def test_transient_model_failures_are_retried_then_complete(llm_api, wire):

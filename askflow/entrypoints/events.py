@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import binascii
 import json
 import logging
@@ -31,8 +32,18 @@ def on_question(cloud_event, components) -> str:
         return "dropped"
     return handlers.answer_request(
         request_id, requests=components.requests, answerer=components.answerer, settings=components.settings,
-        slack=components.slack_replies,
+        slack=components.slack_replies, published_at=publish_time(cloud_event),
     )
+
+
+def publish_time(cloud_event) -> dt.datetime | None:
+    """When Pub/Sub accepted the message (its ``publishTime``), so the request shows how long delivery took."""
+    from google.api_core.datetime_helpers import from_rfc3339
+
+    try:
+        return from_rfc3339(cloud_event.data["message"]["publishTime"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def firestore_documents(cloud_event) -> tuple[dict | None, dict | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -109,12 +110,19 @@ def conversation_history(record: dict[str, Any], *, requests: RequestStore, slac
     return []
 
 
-def answer_request(request_id: str, *, requests: RequestStore, answerer, settings: Settings, slack=None) -> str:
+def answer_request(
+    request_id: str, *, requests: RequestStore, answerer, settings: Settings, slack=None,
+    published_at: dt.datetime | None = None,
+) -> str:
     """Answer one queued request at most once; returns what happened (for logs and tests).
+
+    ``published_at`` (when the queue accepted the message) and the time the worker received it are kept on the
+    request, so queueing delay shows apart from the worker's own time.
 
     Safe under redelivery: the claim is an atomic write that refuses terminal requests and live leases; the final
     write refuses to overwrite a terminal state, and only the worker whose write lands replies in Slack.
     """
+    received_at = utcnow()
     record = requests.claim(request_id, lease_s=settings.request_lease_s)
     if record is None:
         log.info("request %s: already answered or being answered; nothing to do", request_id)
@@ -128,6 +136,7 @@ def answer_request(request_id: str, *, requests: RequestStore, answerer, setting
     except Exception:
         log.exception("request %s failed unexpectedly", request_id)
         fields = {"status": RequestStatus.FAILED.value, "error": "internal error"}
+    fields |= {"received_at": received_at, "published_at": published_at}
     if not requests.finish(request_id, fields):
         return "skipped"
     if slack is not None and record.get("slack"):
