@@ -58,9 +58,16 @@ class OpenAIEmbeddings(Embeddings):
         self._retrying = retrying
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        from openai.types import CreateEmbeddingResponse
+
+        from askflow.adapters.openai_chat import EMBEDDINGS_PATH
+
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._batch_size):
             batch = list(texts[start : start + self._batch_size])
-            response = self._retrying(self._client.embeddings.create, model=self.name, input=batch)
+            response = self._retrying(
+                self._client.post, EMBEDDINGS_PATH, body={"model": self.name, "input": batch},
+                cast_to=CreateEmbeddingResponse,
+            )
             vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         return vectors

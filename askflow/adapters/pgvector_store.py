@@ -45,17 +45,11 @@ class PgVectorStore(VectorStore):
     def _connections(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
-                with psycopg.connect(self._url, autocommit=True) as conn:
-                    conn.execute("SELECT pg_advisory_lock(4242)")
-                    try:
-                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                    finally:
-                        conn.execute("SELECT pg_advisory_unlock(4242)")
                 self._pool = ConnectionPool(
                     self._url,
                     min_size=1,
                     max_size=self._pool_size,
-                    configure=register_vector,
+                    configure=_register_vector,
                     check=ConnectionPool.check_connection,  # a restarted server: reconnect, don't fail the call
                     open=True,
                 )
@@ -243,6 +237,19 @@ class PgVectorStore(VectorStore):
             disjunction = " | ".join(_quote_lexeme(w) for w in weighted)
             rows = conn.execute(statement, (*score_params, disjunction, limit)).fetchall()
         return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
+
+
+def _register_vector(conn: psycopg.Connection) -> None:
+    """Each new connection learns the ``vector`` type; the first one to a fresh database creates the extension
+    (under an advisory lock, since several processes may start at once)."""
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:  # "vector type not found in the database"
+        conn.rollback()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('CREATE EXTENSION vector'))")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
 
 
 def _quote_lexeme(word: str) -> str:
