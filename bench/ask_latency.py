@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
+import time
 
 from _stack import DOCS, ask_and_wait, summary_ms, temp_data_dir
 
@@ -38,11 +40,15 @@ def main(requests_per_latency: int = 20) -> dict:
         api, _ = stack.start_functions(settings)
         for _ in range(3):  # warm: model load, connection pools
             ask_and_wait(api.url, QUESTIONS[0])
+        pauses = random.Random(7)
         for latency_ms in (0, 500):
             wire.latency_s = latency_ms / 1000
             client, pipeline, queued, delivery, stored = [], [], [], [], []
             stages: dict[str, list[float]] = {}
             for i in range(requests_per_latency):
+                # A random pause between questions: back-to-back requests of near-constant length would fall into
+                # step with the emulator's 100 ms push loop and all wait the same part of it.
+                time.sleep(pauses.uniform(0, 0.1))
                 record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
                 assert record["status"] == "complete", record
                 client.append(elapsed)
