@@ -79,3 +79,29 @@ def test_fingerprints_by_source_prefix_and_delete_by_document(store):
     assert store.delete_documents([]) == 0
     assert set(store.document_fingerprints()) == {"docs:b.md", "slack:c"}
     assert store.document_metadata("slack:") == {"slack:c": {"lang": "en"}}
+
+
+def test_pgvector_keyword_search_selects_rows_by_the_rarest_words_within_its_budget(pg_url, collection_name):
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    common = [_chunk(f"docs:common{i}.md", 0, f"Every task of this DAG runs daily, number {i}.") for i in range(6)]
+    rare = [_chunk("docs:rare.md", 0, "A task killed by SIGSEGV in the DAG."),
+            _chunk("docs:rarer.md", 0, "SIGSEGV again.")]
+    chunks = common + rare
+    vectors = [[1, 0, 0, 0]] * len(chunks)
+    unbounded = PgVectorStore(url=pg_url, collection=collection_name)
+    unbounded.ensure_collection(4)
+    unbounded.upsert(chunks, vectors)
+    unbounded.finalize_writes()
+    query = "why is my DAG task killed with SIGSEGV"
+    everything = unbounded.keyword_search(query, limit=10)
+    assert len(everything) == len(chunks)  # "task" and "dag" alone match every row
+
+    bounded = PgVectorStore(url=pg_url, collection=collection_name, keyword_rows=3)
+    selected = bounded.keyword_search(query, limit=10)
+    # "sigsegv" (2 rows) and "kill" (1 row) fit the budget of 3 rows; "task" and "dag" only add to the score
+    assert [sc.chunk.doc_id for sc in selected] == ["docs:rare.md", "docs:rarer.md"]
+    assert [sc.chunk.doc_id for sc in everything[:2]] == ["docs:rare.md", "docs:rarer.md"]
+    assert selected[0].score == pytest.approx(everything[0].score)
+    unbounded.close()
+    bounded.close()

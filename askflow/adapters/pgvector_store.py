@@ -30,9 +30,13 @@ _COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, me
 class PgVectorStore(VectorStore):
     """:param url: a libpq URL. :param collection: the table name (from settings)."""
 
-    def __init__(self, *, url: str, collection: str, pool_size: int = 8, ef_search: int = 200) -> None:
-        """:param ef_search: HNSW search breadth; 200 holds recall@10 ≥ 0.95 at 100k chunks (bench/scale.py)."""
+    def __init__(
+        self, *, url: str, collection: str, pool_size: int = 8, ef_search: int = 200, keyword_rows: int = 10_000
+    ) -> None:
+        """:param ef_search: HNSW search breadth; 200 holds recall@10 ≥ 0.95 at 100k chunks (bench/scale.py).
+        :param keyword_rows: about how many rows a keyword search may rank (see ``keyword_search``)."""
         self._ef_search = ef_search
+        self._keyword_rows = keyword_rows
         self._url = url
         self._collection = collection
         self._table = sql.Identifier(collection)
@@ -193,7 +197,14 @@ class PgVectorStore(VectorStore):
         return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
 
     def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
-        """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes."""
+        """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes.
+
+        Postgres ranks every row that matches, so the cost grows with how many rows the query's words occur in.
+        Rows are selected by the query's rarest lexemes, as many as keep the rows to rank under ``keyword_rows``
+        (at least one); the commoner ones still add to the score of the rows selected. Like Lucene's common-terms
+        query: on a corpus of no more rows than the budget nothing changes, and on a large one a word that occurs
+        everywhere ("dag", "task") no longer makes the search rank the whole table.
+        """
         with self._connections().connection() as conn:
             lexemes = [
                 row[0]
@@ -234,7 +245,13 @@ class PgVectorStore(VectorStore):
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in _COLUMNS.split(", ")),
             )
-            disjunction = " | ".join(_quote_lexeme(w) for w in weighted)
+            selecting, matching = [], 0
+            for word in sorted(weighted, key=frequencies.__getitem__):
+                if selecting and total > self._keyword_rows and matching + frequencies[word] > self._keyword_rows:
+                    break
+                selecting.append(word)
+                matching += frequencies[word]
+            disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
             rows = conn.execute(statement, (*score_params, disjunction, limit)).fetchall()
         return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
 
