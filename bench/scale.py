@@ -118,7 +118,7 @@ def main(sizes: list[int]) -> dict:
         keyword = keyword_budget(store, PgVectorStore(url=url, collection=table, keyword_rows=n),
                                  [" ".join(text.split()[:8]) for text in texts[:KEYWORD_QUERIES]])
         sweep = {}
-        for ef in (40, 100, 200):
+        for ef in (40, 100, 200, 400):
             r, ms = recall(url, table, queries[:20], ef)
             sweep[f"ef_search={ef}"] = {"recall@10": round(r, 3), "p50_ms": round(ms, 2)}
         holding = [k for k, v in sweep.items() if v["recall@10"] >= 0.95]
