@@ -55,7 +55,8 @@ class Components:
         if s.vector_store == "pgvector":
             from askflow.adapters.pgvector_store import PgVectorStore
 
-            return PgVectorStore(url=self.database_url, collection=collection)
+            return PgVectorStore(url=self.database_url, collection=collection, ef_search=s.pgvector_ef_search,
+                                 keyword_rows=s.pgvector_keyword_rows)
         if s.vector_store == "weaviate":
             if not s.weaviate_url:
                 raise ConfigurationError("ASKFLOW_VECTOR_STORE=weaviate needs ASKFLOW_WEAVIATE_URL")
