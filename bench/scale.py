@@ -110,13 +110,14 @@ def main(sizes: list[int]) -> dict:
         store = PgVectorStore(url=url, collection=table)
         load_s = load(store, url, table, n, rng, centers)
         queries, texts = synthetic(50, rng, centers)
+        query_texts = [" ".join(text.split()[:8]) for text in texts]
         latencies = []
-        for q, text in zip(queries, texts):
+        for q, text in zip(queries, query_texts):
             started = time.perf_counter()
-            store.hybrid_search(" ".join(text.split()[:8]), q, limit=40, alpha=0.5)
+            store.hybrid_search(text, q, limit=40, alpha=0.5)
             latencies.append((time.perf_counter() - started) * 1000)
         keyword = keyword_budget(store, PgVectorStore(url=url, collection=table, keyword_rows=n),
-                                 [" ".join(text.split()[:8]) for text in texts[:KEYWORD_QUERIES]])
+                                 query_texts[:KEYWORD_QUERIES])
         sweep = {}
         for ef in (40, 100, 200, 400):
             r, ms = recall(url, table, queries[:20], ef)

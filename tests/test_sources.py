@@ -77,7 +77,7 @@ def _embedding_calls(wire) -> int:
 @pytest.mark.airflow
 def test_slack_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, wire, slack, collection_name):
     env = dag_env(airflow_env, pg_url, wire, collection_name, slack_api_url=slack.base_url,
-                   slack_bot_token="xoxb-test", slack_channels=["C1"])
+                  slack_bot_token="xoxb-test", slack_channels=["C1"])
     store = PgVectorStore(url=pg_url, collection=collection_name)
     slack.fail("conversations.history", 429, {"Retry-After": "1"})
     slack.fail("chat.getPermalink", 503)
@@ -101,7 +101,7 @@ def test_slack_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, 
 @pytest.mark.airflow
 def test_github_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, wire, github, collection_name):
     env = dag_env(airflow_env, pg_url, wire, collection_name, github_api_url=github.url,
-                   github_repos=["acme/pipes"])
+                  github_repos=["acme/pipes"])
     store = PgVectorStore(url=pg_url, collection=collection_name)
     github.fail("/comments", 500, times=2)
     assert run_dag("askflow_ingest_github.py", {}, env) == "success"

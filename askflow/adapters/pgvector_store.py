@@ -246,15 +246,20 @@ class PgVectorStore(VectorStore):
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in _COLUMNS.split(", ")),
             )
-            selecting, matching = [], 0
-            for word in sorted(weighted, key=frequencies.__getitem__):
-                if selecting and total > self._keyword_rows and matching + frequencies[word] > self._keyword_rows:
-                    break
-                selecting.append(word)
-                matching += frequencies[word]
+            selecting = list(weighted) if total <= self._keyword_rows else self._rarest(weighted, frequencies)
             disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
             rows = conn.execute(statement, (*score_params, disjunction, limit)).fetchall()
         return [ScoredChunk(_chunk(row), float(row[-1])) for row in rows]
+
+    def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:
+        """The rarest words whose rows add up to at most ``keyword_rows`` (at least the rarest one)."""
+        selecting, matching = [], 0
+        for word in sorted(words, key=frequencies.__getitem__):
+            if selecting and matching + frequencies[word] > self._keyword_rows:
+                break
+            selecting.append(word)
+            matching += frequencies[word]
+        return selecting
 
 
 def _register_vector(conn: psycopg.Connection) -> None:
