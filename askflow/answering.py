@@ -106,7 +106,8 @@ class Answerer:
 
     def _select_sources(self, chunks: Sequence[ScoredChunk]) -> list[Source]:
         sources = []
-        for number, document in enumerate(rank_documents(chunks)[: self._sources], start=1):
+        distinct = [document for document in rank_documents(chunks) if document.repeats is None]
+        for number, document in enumerate(distinct[: self._sources], start=1):
             best = document.chunks[0].chunk
             sources.append(
                 Source(

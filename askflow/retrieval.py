@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from askflow.adapters.fusion import weighted_rrf
 from askflow.domain.model import ScoredChunk
@@ -49,9 +49,13 @@ def clean_query(question: str) -> Query:
 
 @dataclass(frozen=True)
 class RankedDocument:
+    """A document's place in a result. ``repeats`` names a higher-ranked document that already holds most of the
+    passages this one matched, word for word."""
+
     doc_id: str
     score: float
     chunks: list[ScoredChunk]
+    repeats: str | None = None
 
 
 class Retriever:
@@ -114,4 +118,23 @@ def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> li
     for doc_id, hits in grouped.items():
         scores = sorted(((h.score - low) / spread for h in hits), reverse=True)
         ranked.append(RankedDocument(doc_id, scores[0] + support * sum(scores[1:]), hits))
-    return sorted(ranked, key=lambda d: d.score, reverse=True)
+    return _repeats_last(sorted(ranked, key=lambda d: d.score, reverse=True))
+
+
+def _repeats_last(ranked: Sequence[RankedDocument]) -> list[RankedDocument]:
+    """Move below the others each document at least half of whose matched passages a higher-ranked document holds
+    word for word: a page kept in two places of a docs tree, or an old and a new version of it. Listed twice, it
+    would take two of the few sources an answer cites and show the reader the same text twice."""
+    held: dict[str, str] = {}
+    distinct: list[RankedDocument] = []
+    repeats: list[RankedDocument] = []
+    for document in ranked:
+        passages = {" ".join(hit.chunk.content.split()) for hit in document.chunks}
+        owners = [held[passage] for passage in passages if passage in held]
+        if 2 * len(owners) >= len(passages):
+            repeats.append(replace(document, repeats=max(set(owners), key=owners.count)))
+            continue
+        distinct.append(document)
+        for passage in passages:
+            held.setdefault(passage, document.doc_id)
+    return distinct + repeats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,22 @@ def test_ingest_then_ask_prints_answer_and_sources(pg_url, collection_name):
     assert answer.returncode == 0, answer.stderr
     assert "[1] Scheduling DAG runs" in answer.stdout
     assert "extractive mode" in answer.stdout
+
+
+def test_a_page_kept_in_two_places_is_cited_once(pg_url, collection_name, tmp_path):
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    (docs / "old").mkdir()
+    shutil.copy(docs / "xcoms.rst", docs / "old" / "xcoms.rst")
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    assert askflow("ingest", str(docs), env=env).returncode == 0
+
+    answer = askflow("ask", "How do I pull an XCom?", env=env)
+    assert answer.returncode == 0, answer.stderr
+    sources = [line for line in answer.stdout.splitlines() if line.startswith("  [")]
+    assert sources[0].startswith("  [1] XComs")
+    assert sum(" XComs" in line for line in sources) == 1
+    assert len(sources) == 3, sources
 
 
 def test_bad_input_gives_a_message_and_a_non_zero_exit(pg_url, collection_name, tmp_path):
