@@ -78,9 +78,9 @@ class Components:
     def embeddings(self) -> Embeddings:
         s = self.settings
         if s.embedding_provider == "local":
-            from askflow.adapters.embeddings import MiniLMEmbeddings
+            from askflow.adapters.embeddings import LocalEmbeddings
 
-            return MiniLMEmbeddings()
+            return LocalEmbeddings(model=s.embedding_model, cache_dir=s.data_dir / "models")
         if s.embedding_provider == "openai":
             from askflow.adapters.embeddings import OpenAIEmbeddings
 

@@ -67,10 +67,10 @@ def wire(openai_server):
 
 
 @pytest.fixture(scope="session")
-def minilm():
-    from askflow.adapters.embeddings import MiniLMEmbeddings
+def minilm(tmp_path_factory):
+    from askflow.adapters.embeddings import LocalEmbeddings
 
-    return MiniLMEmbeddings()
+    return LocalEmbeddings(cache_dir=tmp_path_factory.mktemp("models"))
 
 
 class HashEmbeddings(Embeddings):

