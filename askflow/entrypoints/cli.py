@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -134,11 +135,18 @@ def _eval_retrieval(args) -> int:
     strategy = _strategy(args, components.settings)
     summary = evaluate(
         corpus=args.corpus, questions_file=args.questions, components=components, strategy=strategy,
-        collection=f"{components.settings.collection}_eval", details_path=args.details,
+        collection=f"{components.settings.collection}_eval_{_identifier(components.embeddings.name)}",
+        details_path=args.details,
     )
     print(f"per-question results: {args.details}")
     print(json.dumps(summary))
     return 0
+
+
+def _identifier(name: str) -> str:
+    """A model name as part of a collection name: one evaluation collection per embedding model, so that models
+    can be compared without re-embedding and a collection never mixes dimensions."""
+    return re.sub(r"\W+", "_", name).strip("_").lower()
 
 
 def _demo(args) -> int:
