@@ -111,6 +111,7 @@ class LocalEmbeddings(Embeddings):
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars on a CLI's stderr
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                 self._model = LOCAL_MODELS[self.name].load(self._cache_dir)
             return self._model
