@@ -1,39 +1,58 @@
-"""The composition root: the only place that picks concrete adapters from settings.
+"""The composition root: the only place that picks concrete adapters from settings and builds SDK clients.
 
 Every component is built on first use, so an entry point pays only for what it touches (the HTTPS ask function
-never loads the vector store or an LLM client).
+never loads the vector store or an LLM client). ``Components`` is a context manager: leaving it closes what it
+opened (``with bootstrap() as components: ...``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
-from askflow.config import Settings
-from askflow.domain.errors import ConfigurationError
-from askflow.ports import ChatModel, Embeddings, EventBus, RequestStore, VectorStore
+from askflow.config import Settings, load_settings
+from askflow.domain.errors import ConfigurationError, InvalidInput
+from askflow.ports import ChatModel, DocsLocation, Embeddings, EvaluationRuns, EventBus, RequestStore, VectorStore
 
-VECTOR_STORES = ("pgvector", "weaviate")
-EMBEDDING_PROVIDERS = ("local", "openai")
 OPENAI_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
                                "text-embedding-ada-002": 1536}
 
 
 class Components:
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or load_settings()
+
+    def __enter__(self) -> Components:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for name in ("store", "firestore_client"):  # what holds connections; the rest are built per call
+            if name in self.__dict__:
+                self.__dict__[name].close()
 
     # -- Google Cloud ------------------------------------------------------------------------------------------
     @cached_property
-    def requests(self) -> RequestStore:
+    def firestore_client(self):
         from google.cloud import firestore
 
+        return firestore.Client(project=self.settings.project_id)
+
+    @cached_property
+    def requests(self) -> RequestStore:
         from askflow.adapters.firestore_requests import FirestoreRequestStore
 
-        client = firestore.Client(project=self.settings.project_id)
-        return FirestoreRequestStore(
-            client=client, collection=self.settings.requests_collection,
-            runs_collection=self.settings.evaluation_runs_collection,
-        )
+        return FirestoreRequestStore(client=self.firestore_client, collection=self.settings.requests_collection)
+
+    @cached_property
+    def evaluation_runs(self) -> EvaluationRuns:
+        from askflow.adapters.firestore_requests import FirestoreEvaluationRuns
+
+        return FirestoreEvaluationRuns(client=self.firestore_client,
+                                       collection=self.settings.evaluation_runs_collection)
 
     @cached_property
     def events(self) -> EventBus:
@@ -45,6 +64,55 @@ class Components:
         publisher = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
         return PubSubEventBus(publisher=publisher, project_id=self.settings.project_id)
 
+    @cached_property
+    def storage_client(self):
+        from google.cloud import storage
+
+        return storage.Client()
+
+    # -- documents ---------------------------------------------------------------------------------------------
+    def location(self, spec: str, *, cache_dir: Path | None = None) -> DocsLocation:
+        """A documentation location by its one-string name: a folder, ``gs://BUCKET/PREFIX`` or
+        ``git+URL[@REF][#subdirectory=DIR]`` (``askflow.ingest.sources.locations``)."""
+        spec = str(spec).strip()
+        if not spec:
+            raise InvalidInput("a documentation location is empty")
+        if spec.startswith("gs://"):
+            from askflow.adapters.gcs_documents import GcsLocation
+
+            return GcsLocation.parse(spec, storage=lambda: self.storage_client)
+        if spec.startswith("git+"):
+            from askflow.adapters.git_documents import GitLocation
+
+            return GitLocation.parse(spec, cache_dir=cache_dir)
+        from askflow.ingest.sources.locations import FolderLocation
+
+        return FolderLocation(Path(spec))
+
+    def strategy(self, **overrides: Any):
+        """The chunking strategy of the settings, with ``overrides`` (``splitter``, ``chunk_size``,
+        ``chunk_overlap``) where not ``None``."""
+        from askflow.ingest.chunking import ChunkingStrategy
+
+        s = self.settings
+        chosen = {"splitter": s.splitter, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap}
+        chosen |= {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return ChunkingStrategy(**chosen)
+        except ValueError as error:
+            raise InvalidInput(str(error)) from error
+
+    @cached_property
+    def github_client(self):
+        """PyGithub on the configured base URL (github.com or Enterprise); ``GithubRetry`` retries rate limits and
+        5xx with backoff."""
+        from github import Auth, Github, GithubRetry
+
+        token = self.settings.github_token
+        return Github(base_url=self.settings.github_api_url,
+                      auth=Auth.Token(token.get_secret_value()) if token else None,
+                      retry=GithubRetry(total=5, backoff_factor=0.2), seconds_between_requests=0.25)
+
     # -- retrieval ---------------------------------------------------------------------------------------------
     @cached_property
     def store(self) -> VectorStore:
@@ -52,11 +120,6 @@ class Components:
 
     def vector_store(self, collection: str) -> VectorStore:
         s = self.settings
-        if s.vector_store == "pgvector":
-            from askflow.adapters.pgvector_store import PgVectorStore
-
-            return PgVectorStore(url=self.database_url, collection=collection, ef_search=s.pgvector_ef_search,
-                                 keyword_rows=s.pgvector_keyword_rows)
         if s.vector_store == "weaviate":
             if not s.weaviate_url:
                 raise ConfigurationError("ASKFLOW_VECTOR_STORE=weaviate needs ASKFLOW_WEAVIATE_URL")
@@ -64,7 +127,10 @@ class Components:
 
             key = s.weaviate_api_key.get_secret_value() if s.weaviate_api_key else None
             return WeaviateVectorStore(url=s.weaviate_url, api_key=key, collection=collection)
-        raise ConfigurationError(f"unknown vector store {s.vector_store!r}; choose one of {VECTOR_STORES}")
+        from askflow.adapters.pgvector_store import PgVectorStore
+
+        return PgVectorStore(url=self.database_url, collection=collection, ef_search=s.pgvector_ef_search,
+                             keyword_rows=s.pgvector_keyword_rows)
 
     @cached_property
     def database_url(self) -> str:
@@ -77,25 +143,21 @@ class Components:
     @cached_property
     def embeddings(self) -> Embeddings:
         s = self.settings
-        if s.embedding_provider == "local":
-            from askflow.adapters.embeddings import LocalEmbeddings
-
-            return LocalEmbeddings(model=s.embedding_model, cache_dir=s.data_dir / "models")
         if s.embedding_provider == "openai":
-            from askflow.adapters.embeddings import OpenAIEmbeddings
+            from askflow.adapters.openai_wire import OpenAIEmbeddings
 
             dimension = OPENAI_EMBEDDING_DIMENSIONS.get(s.embedding_model)
             if dimension is None:
                 raise ConfigurationError(
-                    f"unknown embedding model {s.embedding_model!r}; "
+                    f"ASKFLOW_EMBEDDING_MODEL: unknown OpenAI embedding model {s.embedding_model!r}; "
                     f"choose one of {', '.join(OPENAI_EMBEDDING_DIMENSIONS)}"
                 )
             return OpenAIEmbeddings(
                 client=self.openai_client, model=s.embedding_model, dimension=dimension, retrying=self.retrying
             )
-        raise ConfigurationError(
-            f"unknown embedding provider {s.embedding_provider!r}; choose one of {EMBEDDING_PROVIDERS}"
-        )
+        from askflow.adapters.local_embeddings import LocalEmbeddings
+
+        return LocalEmbeddings(model=s.embedding_model, cache_dir=s.data_dir / "models")
 
     @cached_property
     def retriever(self):
@@ -103,7 +165,7 @@ class Components:
 
     def retriever_for(self, store: VectorStore):
         """The production retrieval settings over any store (the evaluation uses its own collection)."""
-        from askflow.retrieval import Retriever
+        from askflow.retrieval.retriever import Retriever
 
         return Retriever(
             store=store, embeddings=self.embeddings, alpha=self.settings.hybrid_alpha,
@@ -125,20 +187,21 @@ class Components:
 
     @cached_property
     def retrying(self):
-        from askflow.adapters.openai_chat import retrying_call
+        from askflow.adapters.openai_wire import retrying_call
 
         return retrying_call(attempts=self.settings.llm_max_attempts, backoff_max_s=self.settings.llm_backoff_max_s)
 
     def chat_model(self, model: str) -> ChatModel | None:
+        """``None`` when no chat endpoint is configured: answers are then extractive and grading heuristic."""
         if not self.settings.llm_configured:
             return None
-        from askflow.adapters.openai_chat import OpenAIChatModel
+        from askflow.adapters.openai_wire import OpenAIChatModel
 
         return OpenAIChatModel(client=self.openai_client, model=model, retrying=self.retrying)
 
     @cached_property
     def answerer(self):
-        from askflow.answering import Answerer
+        from askflow.service_layer.answering import Answerer
 
         s = self.settings
         return Answerer(
@@ -150,38 +213,44 @@ class Components:
         )
 
     @cached_property
-    def slack_replies(self):
-        """``None`` when no Slack bot token is configured (web-only deployments)."""
-        if self.settings.slack_bot_token is None:
-            return None
-        from askflow.adapters.slack_replies import SlackReplies
-
-        return SlackReplies(token=self.settings.slack_bot_token.get_secret_value(),
-                            base_url=self.settings.slack_api_url)
-
-    @cached_property
-    def slack_app(self):
-        from askflow.entrypoints.slack_app import build_app
-
-        return build_app(self)
-
-    @cached_property
     def grader(self):
-        from askflow.grading import HeuristicGrader, LLMGrader
+        from askflow.grading.graders import HeuristicGrader, LLMGrader
 
         model = self.chat_model(self.settings.cheap_model)
         return LLMGrader(model=model) if model is not None else HeuristicGrader()
 
-    def strategy(self):
-        from askflow.ingest.chunking import ChunkingStrategy
+    # -- Slack -------------------------------------------------------------------------------------------------
+    @cached_property
+    def slack_client(self):
+        """slack_sdk's WebClient with its retry handlers (``Retry-After`` honoured on 429, 5xx and dropped
+        connections retried); ``None`` when no bot token is configured (web-only deployments)."""
+        if self.settings.slack_bot_token is None:
+            return None
+        from slack_sdk import WebClient
+        from slack_sdk.http_retry.builtin_handlers import (
+            ConnectionErrorRetryHandler,
+            RateLimitErrorRetryHandler,
+            ServerErrorRetryHandler,
+        )
 
-        s = self.settings
-        return ChunkingStrategy(s.splitter, s.chunk_size, s.chunk_overlap)
+        return WebClient(
+            token=self.settings.slack_bot_token.get_secret_value(),
+            base_url=self.settings.slack_api_url,
+            retry_handlers=[handler(max_retry_count=5) for handler in (
+                ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, ServerErrorRetryHandler)],
+        )
 
-    def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
+    @cached_property
+    def slack_replies(self):
+        """``None`` when no Slack bot token is configured."""
+        if self.slack_client is None:
+            return None
+        from askflow.adapters.slack_replies import SlackReplies
+
+        return SlackReplies(client=self.slack_client)
 
 
 def bootstrap(settings: Settings | None = None) -> Components:
+    """The components for ``settings`` (default: from the environment; a bad setting is a ``ConfigurationError``
+    that names it)."""
     return Components(settings)

@@ -7,10 +7,20 @@ also accept the conventional ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from askflow.domain.errors import ConfigurationError
+
+# The one list of each choice: the settings validate against them, the CLI and the DAG params offer them.
+Splitter = Literal["section", "recursive"]
+SPLITTERS: tuple[str, ...] = get_args(Splitter)
+VectorStoreName = Literal["pgvector", "weaviate"]
+VECTOR_STORES: tuple[str, ...] = get_args(VectorStoreName)
+EmbeddingProvider = Literal["local", "openai"]
+EMBEDDING_PROVIDERS: tuple[str, ...] = get_args(EmbeddingProvider)
 
 
 class Settings(BaseSettings):
@@ -27,7 +37,7 @@ class Settings(BaseSettings):
     evaluation_runs_collection: str = "evaluation_runs"
 
     # Vector store
-    vector_store: Literal["pgvector", "weaviate"] = "pgvector"
+    vector_store: VectorStoreName = "pgvector"
     collection: str = "askflow_docs"
     database_url: str | None = Field(
         default=None, description="Postgres URL; unset means the embedded server under data_dir."
@@ -45,7 +55,7 @@ class Settings(BaseSettings):
     )
     cheap_model: str = "gpt-4o-mini"
     strong_model: str = "gpt-4o"
-    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_provider: EmbeddingProvider = "local"
     embedding_model: str = "all-mpnet-base-v2"
     llm_timeout_s: float = 60.0
     llm_max_attempts: int = 4
@@ -72,7 +82,7 @@ class Settings(BaseSettings):
     answers_base_url: str = "/requests"
 
     # Ingestion and retrieval
-    splitter: Literal["section", "recursive"] = "section"
+    splitter: Splitter = "section"
     chunk_size: int = 1000
     chunk_overlap: int = 150
     hybrid_alpha: float = 0.5
@@ -92,3 +102,18 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return self.openai_api_key is not None or self.openai_base_url is not None
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment (and ``overrides``). A bad value is a ``ConfigurationError`` naming the
+    variable and what it accepts, never a traceback."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        secret = {name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)}
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            got = "" if field in secret else f" (got {item['input']!r})"
+            problems.append(f"ASKFLOW_{field.upper()}: {item['msg']}{got}")
+        raise ConfigurationError("bad setting: " + "; ".join(problems)) from None

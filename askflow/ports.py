@@ -1,13 +1,16 @@
-"""The ports: small interfaces the domain talks to. Adapters in ``askflow.adapters`` implement them."""
+"""The ports: small interfaces the core talks to. The adapters (one module per technology) implement them; the
+composition root picks which."""
 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from askflow.domain.model import Chunk, ScoredChunk, Usage
+from askflow.domain.messages import Message
+from askflow.domain.model import Chunk, Document, EvaluationRun, Graded, Rating, Request, ScoredChunk, Usage
 
 
 class VectorStore(abc.ABC):
@@ -26,8 +29,12 @@ class VectorStore(abc.ABC):
         """Remove every chunk of these documents; returns how many chunks went."""
 
     @abc.abstractmethod
-    def document_fingerprints(self, prefix: str = "") -> dict[str, str]:
+    def document_fingerprints(self, prefix: str) -> dict[str, str]:
         """``doc_id -> sha`` for the stored documents whose id starts with ``prefix``."""
+
+    @abc.abstractmethod
+    def fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """``doc_id -> sha`` for those of ``doc_ids`` that are stored (an indexed lookup, not a scan)."""
 
     @abc.abstractmethod
     def document_metadata(self, prefix: str) -> dict[str, dict[str, Any]]:
@@ -47,10 +54,10 @@ class VectorStore(abc.ABC):
     def count(self) -> int:
         """How many chunks the collection holds."""
 
-    def finalize_writes(self) -> None:  # noqa: B027 - optional hook
+    def finalize_writes(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
         """Called once after a batch of writes, to refresh whatever the store derives from its content."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
         """Release connections."""
 
 
@@ -79,53 +86,79 @@ class ChatModel(abc.ABC):
 
 
 class RequestStore(abc.ABC):
-    """The durable record of every question: one document per request."""
+    """The durable record of every question: one ``Request`` per id. State changes are atomic; the rules that decide
+    them are the ``Request``'s own."""
 
     @abc.abstractmethod
-    def create(self, request_id: str, record: dict[str, Any]) -> None:
+    def create(self, request: Request) -> None:
         """Store a new request; raises ``Duplicate`` when the id is taken."""
 
     @abc.abstractmethod
-    def get(self, request_id: str) -> dict[str, Any] | None: ...
+    def get(self, request_id: str) -> Request | None: ...
 
     @abc.abstractmethod
-    def claim(self, request_id: str, *, lease_s: float) -> dict[str, Any] | None:
-        """Atomically move a request to ``answering`` for this worker.
+    def claim(self, request_id: str, *, lease_s: float) -> Request | None:
+        """Atomically move a request to ``answering`` for this worker (``Request.claimed``).
 
-        Returns the record when this worker may answer it, ``None`` when it is already terminal or another worker
-        holds an unexpired lease.
+        Returns the claimed request when this worker may answer it, ``None`` when it is unknown, terminal, or
+        another worker holds an unexpired lease (``Request.claimable``).
         """
 
     @abc.abstractmethod
-    def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
-        """Atomically write a terminal state unless one is already there; returns whether it wrote."""
+    def finish(self, request: Request) -> bool:
+        """Atomically write the request's outcome (``Request.OUTCOME_FIELDS``) unless a terminal state is already
+        stored; returns whether it wrote."""
 
     @abc.abstractmethod
-    def unfinished(self, *, updated_before: Any, limit: int) -> list[dict[str, Any]]:
+    def unfinished(self, *, updated_before: dt.datetime, limit: int) -> list[Request]:
         """Requests not yet in a terminal state and last changed before ``updated_before``, oldest first."""
 
     @abc.abstractmethod
-    def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:
+    def thread_history(self, thread_id: str, *, before: dt.datetime, limit: int = 4) -> list[tuple[str, str]]:
         """(question, answer) of the thread's completed requests created before ``before``, oldest first."""
 
     @abc.abstractmethod
-    def update(self, request_id: str, fields: dict[str, Any]) -> None:
-        """Write fields on an existing request (grades); never changes its status."""
+    def mark_requeued(self, request_id: str, *, at: dt.datetime) -> None:
+        """Note that the request was queued again (the requeue sweep), so the next sweep waits for it."""
 
     @abc.abstractmethod
-    def save_evaluation_run(self, run_id: str, summary: dict[str, Any]) -> None:
-        """Keep one evaluation run's summary."""
+    def save_grade(self, request_id: str, graded: Graded) -> None:
+        """Write a grading run's verdict; never changes the status."""
 
     @abc.abstractmethod
-    def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:
-        """Set ``rater``'s rating on a request (replacing theirs); returns the record, ``None`` if unknown."""
+    def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
+        """Set ``rater``'s rating on a completed request (replacing theirs); returns the request as it now is
+        (unchanged when it is not complete), ``None`` if unknown."""
 
     @abc.abstractmethod
-    def recent_good(self, limit: int) -> list[dict[str, Any]]:
+    def recent_good(self, limit: int) -> list[Request]:
         """The most recent requests graded good and public, newest first."""
+
+
+class EvaluationRuns(abc.ABC):
+    """Summaries of the evaluation loop's grading runs."""
+
+    @abc.abstractmethod
+    def save(self, run: EvaluationRun) -> None: ...
+
+
+class DocsLocation(Protocol):
+    """Where documentation files live, named by one string (a folder, ``gs://BUCKET/PREFIX``, ``git+URL@REF``)."""
+
+    def pin(self) -> str:
+        """This location as a string that names one fixed version of it."""
+
+    @property
+    def public(self) -> str:
+        """This location as logs may show it: without credentials."""
+
+    def list(self) -> list[str]:
+        """Relative paths of the documentation files, sorted."""
+
+    def load(self, relative: str, *, source: str, base_url: str | None) -> Document: ...
 
 
 class EventBus(abc.ABC):
     @abc.abstractmethod
-    def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:
-        """Publish a JSON payload; returns the message id."""
+    def publish(self, topic: str, message: Message, **attributes: str) -> str:
+        """Publish a message as JSON; returns the message id."""

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from askflow.domain.model import RequestStatus
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -44,7 +46,7 @@ def ask_and_wait(api_url: str, question: str, *, poll_s: float = 0.01, timeout_s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         record = get_json(f"{api_url}requests/{request_id}")
-        if record["status"] in ("complete", "failed"):
+        if RequestStatus(record["status"]).terminal:
             return record, (time.perf_counter() - started) * 1000
         time.sleep(poll_s)
     raise TimeoutError(request_id)

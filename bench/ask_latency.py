@@ -12,6 +12,8 @@ import time
 
 from _stack import DOCS, ask_and_wait, summary_ms, temp_data_dir
 
+from askflow.domain.model import RequestStatus
+
 QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "Where do connections come from?",
              "What is an XCom backend?", "How is a DAG scheduled?"]
 
@@ -19,12 +21,12 @@ QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "W
 def main(requests_per_latency: int = 20) -> dict:
     data_dir = temp_data_dir()
     os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
-    from askflow.adapters.embeddings import MINILM
+    from askflow.adapters.local_embeddings import MINILM
     from askflow.bootstrap import bootstrap
     from askflow.config import Settings
+    from askflow.dev.local_stack import LocalStack
     from askflow.ingest.indexing import index_documents
-    from askflow.ingest.loaders import load_paths
-    from askflow.local_stack import LocalStack
+    from askflow.ingest.sources.files import load_paths
     from tests.support.openai_wire import OpenAIWireServer
 
     wire = OpenAIWireServer().start()
@@ -53,7 +55,7 @@ def main(requests_per_latency: int = 20) -> dict:
                 # step with the emulator's 100 ms push loop and all wait the same part of it.
                 time.sleep(pauses.uniform(0, 0.1))
                 record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
-                assert record["status"] == "complete", record
+                assert record["status"] == RequestStatus.COMPLETE, record
                 client.append(elapsed)
                 pipeline.append(record["timings_ms"]["total_ms"])
                 for stage, ms in record["timings_ms"].items():
@@ -65,7 +67,7 @@ def main(requests_per_latency: int = 20) -> dict:
                 delivery.append((received - published).total_seconds() * 1000)
                 stored.append((completed - claimed).total_seconds() * 1000 - pipeline[-1])
             bound = 2.1 * latency_ms + 50
-            less_delivery = summary_ms([c - d for c, d in zip(client, delivery)])
+            less_delivery = summary_ms([c - d for c, d in zip(client, delivery, strict=True)])
             results[f"L{latency_ms}"] = {
                 "post_to_complete": summary_ms(client),
                 "worker_pipeline": summary_ms(pipeline),

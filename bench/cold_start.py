@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _stack import DOCS, ROOT, post_json, temp_data_dir
 
+from askflow.domain.model import RequestStatus
+
 HELLO = '''import functions_framework
 
 @functions_framework.http
@@ -66,9 +68,9 @@ def main(repeats: int = 3) -> dict:
     os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
     from askflow.bootstrap import bootstrap
     from askflow.config import Settings
+    from askflow.dev.local_stack import FUNCTIONS_SOURCE, LocalStack, ensure_topic, free_port, settings_env
     from askflow.ingest.indexing import index_documents
-    from askflow.ingest.loaders import load_paths
-    from askflow.local_stack import FUNCTIONS_SOURCE, LocalStack, ensure_topic, free_port, settings_env
+    from askflow.ingest.sources.files import load_paths
     from tests.support.openai_wire import OpenAIWireServer
 
     wire = OpenAIWireServer().start()
@@ -103,15 +105,16 @@ def main(repeats: int = 3) -> dict:
             request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=json.dumps(body).encode(),
                                              method="POST", headers={"Content-Type": "application/json"})
             urllib.request.urlopen(request, timeout=120).read()
-            assert components.requests.get(request_id)["status"] == "complete"
+            assert components.requests.get(request_id).status is RequestStatus.COMPLETE
         return push
 
     def stored_question() -> str:
         from askflow.service_layer import handlers
+        from askflow.service_layer.commands import AskQuestion
 
         return handlers.submit_question(
-            handlers.AskQuestion(question="How do tasks pull an XCom value?"), requests=components.requests,
-            events=_NullBus(), settings=settings)["request_id"]
+            AskQuestion(question="How do tasks pull an XCom value?"), requests=components.requests,
+            events=_NullBus(), settings=settings).request_id
 
     results = {}
     try:
@@ -148,7 +151,7 @@ def main(repeats: int = 3) -> dict:
 
 
 class _NullBus:
-    def publish(self, topic, payload, **attributes):
+    def publish(self, topic, message, **attributes):
         return "not-published"
 
 

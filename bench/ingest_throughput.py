@@ -17,11 +17,11 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "airflow-docs"
 
 def main(corpus: Path) -> dict:
     os.environ["ASKFLOW_DATA_DIR"] = str(temp_data_dir())
-    from askflow.adapters.embeddings import MINILM
+    from askflow.adapters.local_embeddings import MINILM
     from askflow.bootstrap import bootstrap
     from askflow.config import Settings
     from askflow.ingest.indexing import index_documents
-    from askflow.ingest.loaders import load_paths
+    from askflow.ingest.sources.files import load_paths
 
     # The faster offline model: the pipeline's own cost is the larger share next to it, so the stricter test.
     components = bootstrap(Settings(project_id="askflow-bench", collection="bench_ingest", embedding_model=MINILM))

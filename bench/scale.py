@@ -112,7 +112,7 @@ def main(sizes: list[int]) -> dict:
         queries, texts = synthetic(50, rng, centers)
         query_texts = [" ".join(text.split()[:8]) for text in texts]
         latencies = []
-        for q, text in zip(queries, query_texts):
+        for q, text in zip(queries, query_texts, strict=True):
             started = time.perf_counter()
             store.hybrid_search(text, q, limit=40, alpha=0.5)
             latencies.append((time.perf_counter() - started) * 1000)

@@ -1,10 +1,14 @@
-"""What the askflow DAGs share: retry policy and the chunking-strategy params (not a DAG itself)."""
+"""What the askflow DAGs share: retry policy, the chunking-strategy params, the components of a run, and the DAG
+shape of a source ingested item by item (not a DAG itself)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from airflow.sdk import Param
+
+from askflow.config import SPLITTERS
 
 # Every task that touches a network retries with exponential backoff.
 DEFAULT_ARGS = {
@@ -16,23 +20,32 @@ DEFAULT_ARGS = {
 
 STRATEGY_PARAMS = {
     "collection": Param(None, type=["null", "string"], description="collection; default from settings"),
-    "splitter": Param("section", enum=["section", "recursive"]),
+    "splitter": Param(SPLITTERS[0], enum=list(SPLITTERS)),
     "chunk_size": Param(1000, type="integer", minimum=200, maximum=8000),
     "chunk_overlap": Param(150, type="integer", minimum=0, maximum=2000),
 }
 
 
-def strategy_from(params: dict):
-    from askflow.ingest.chunking import ChunkingStrategy
+def components_for(params: dict):
+    """The components of a task (``with components_for(params) as components:``), writing to the params'
+    collection when one is given (another chunking experiment)."""
+    from askflow.bootstrap import bootstrap
+    from askflow.config import load_settings
 
-    return ChunkingStrategy(params["splitter"], int(params["chunk_size"]), int(params["chunk_overlap"]))
+    return bootstrap(load_settings(**({"collection": params["collection"]} if params.get("collection") else {})))
 
 
-def source_ingestion_dag(*, dag_id: str, schedule: str, items_param: str, setting: str, index: str, doc: str):
+def strategy_from(params: dict, components):
+    return components.strategy(splitter=params["splitter"], chunk_size=int(params["chunk_size"]),
+                               chunk_overlap=int(params["chunk_overlap"]))
+
+
+def source_ingestion_dag(*, dag_id: str, schedule: str, items_param: str, setting: str,
+                         index: Callable[..., dict], doc: str):
     """A DAG with one mapped task per item of a source (Slack channel, GitHub repository).
 
     :param items_param: the param listing the items; empty means the ``setting`` of askflow's settings.
-    :param index: the name of the ``askflow.ingest.pipeline`` function that indexes one item.
+    :param index: ``index(item, components=..., strategy=...)`` indexes one item and returns its summary.
     """
     import pendulum
     from airflow.sdk import dag, get_current_context, task
@@ -52,20 +65,15 @@ def source_ingestion_dag(*, dag_id: str, schedule: str, items_param: str, settin
     def source_ingestion():
         @task
         def items() -> list[str]:
-            from askflow.config import Settings
+            from askflow.config import load_settings
 
-            return get_current_context()["params"][items_param] or getattr(Settings(), setting)
+            return get_current_context()["params"][items_param] or getattr(load_settings(), setting)
 
         @task
         def index_item(item: str) -> dict:
-            from askflow.ingest import pipeline
-
             params = get_current_context()["params"]
-            components = pipeline.components_for(params["collection"])
-            try:
-                return getattr(pipeline, index)(item, components=components, strategy=strategy_from(params))
-            finally:
-                components.close()
+            with components_for(params) as components:
+                return index(item, components=components, strategy=strategy_from(params, components))
 
         index_item.expand(item=items())
 

@@ -10,31 +10,35 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 
 import pendulum
 from airflow.providers.google.cloud.hooks.pubsub import PubSubHook
 from airflow.providers.google.cloud.sensors.pubsub import PubSubPullSensor
 from airflow.sdk import dag, get_current_context, task
 
-from askflow.config import Settings
+from askflow.config import Settings, load_settings
 
 
 def compact_messages(messages, context) -> list[dict]:
-    """Keep what the grading needs in XCom: the ack id and the decoded event (a request id and a revision)."""
+    """Keep what the grading needs in XCom: the ack id and the event (a request id and a revision), parsed here
+    once; a malformed one is ``None``."""
+    from pydantic import ValidationError
+
+    from askflow.domain.messages import GradingDue
+
     compact = []
     for received in messages:
+        data = received.message.data
         try:
-            event = json.loads(base64.b64decode(received.message.data) if isinstance(received.message.data, str)
-                               else received.message.data)
-        except (ValueError, TypeError):
+            event = GradingDue.model_validate_json(base64.b64decode(data) if isinstance(data, str) else data)
+        except (ValidationError, ValueError):
             event = None
-        compact.append({"ack_id": received.ack_id, "event": event if isinstance(event, dict) else None})
+        compact.append({"ack_id": received.ack_id, "event": event.model_dump() if event else None})
     return compact
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 @dag(
@@ -65,16 +69,18 @@ def askflow_evaluate():
     @task
     def grade(pulled: list[dict]) -> list[str]:
         from askflow.bootstrap import bootstrap
+        from askflow.domain.messages import GradingDue
         from askflow.service_layer.evaluation import grade_events
 
-        components = bootstrap()
-        try:
-            events = [m["event"] for m in pulled if m["event"]]
-            summary = grade_events(events, components=components,
-                                   batch_size=int(get_current_context()["params"]["batch_size"]))
-        finally:
-            components.close()
-        print(f"evaluation summary: {summary}")
+        with bootstrap() as c:
+            run = grade_events(
+                [GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests,
+                runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings, grader=c.grader,
+                strategy=c.strategy(), answers_source=c.settings.answers_source,
+                answers_base_url=c.settings.answers_base_url,
+                batch_size=int(get_current_context()["params"]["batch_size"]),
+            )
+        print(f"evaluation summary: {run.model_dump(mode='json')}")
         return [m["ack_id"] for m in pulled]  # malformed events are acknowledged too: they can never succeed
 
     @task

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, strategy_from
+from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, components_for, strategy_from
+
 
 @dag(
     dag_id="askflow_ingest_docs",
@@ -35,41 +36,38 @@ from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, strategy_from
 def askflow_ingest_docs():
     @task
     def list_batches() -> list[dict]:
-        from askflow.config import Settings
-        from askflow.ingest.locations import public_spec
         from askflow.ingest.pipeline import batches, list_documents
 
         params = get_current_context()["params"]
-        location, paths = list_documents(params["docs_location"] or f"gs://{Settings().documents_bucket}/")
-        print(f"{len(paths)} documents at {public_spec(location)}")
+        with components_for(params) as components:
+            opened = components.location(params["docs_location"] or f"gs://{components.settings.documents_bucket}/")
+            location, paths = list_documents(opened)
+            print(f"{len(paths)} documents at {components.location(location).public}")
         return [{"location": location, "paths": batch} for batch in batches(paths, int(params["batch_size"]))]
 
     @task
     def index(batch: dict) -> dict:
-        from askflow.ingest.pipeline import components_for, index_batch
+        from askflow.ingest.pipeline import index_batch
 
         params = get_current_context()["params"]
-        components = components_for(params["collection"])
-        try:
+        with components_for(params) as components:
             return index_batch(
-                batch["location"], batch["paths"], components=components, strategy=strategy_from(params),
+                components.location(batch["location"]), batch["paths"], store=components.store,
+                embeddings=components.embeddings, strategy=strategy_from(params, components),
                 source=params["source"], base_url=params["base_url"],
             )
-        finally:
-            components.close()
 
     @task(trigger_rule="none_failed")
     def prune(results: list[dict], listed: list[dict]) -> dict:
-        from askflow.ingest.pipeline import components_for, prune_and_finalize
+        from askflow.ingest.pipeline import prune_and_finalize
 
         params = get_current_context()["params"]
-        components = components_for(params["collection"])
-        try:
+        with components_for(params) as components:
             summary = prune_and_finalize(
-                [p for batch in listed for p in batch["paths"]], components=components, source=params["source"]
+                [p for batch in listed for p in batch["paths"]], store=components.store,
+                embeddings=components.embeddings, source=params["source"],
+                answers_source=components.settings.answers_source,
             )
-        finally:
-            components.close()
         for key in ("documents_written", "documents_skipped", "chunks_written"):
             summary[key] = sum(r[key] for r in results)
         print(f"ingestion summary: {summary}")

@@ -1,13 +1,19 @@
-"""Cloud Functions entry points. Thin: parse at the edge, hand to askflow's handlers.
+"""Cloud Functions entry points. Thin: each hands its request or event to ``askflow.entrypoints``.
 
-Nothing is built at import time: the components are created on the first call of each instance.
+Nothing is built at import time: the components are created on the first call of each instance. A bad setting
+answers 500 with a JSON error and logs which setting and why.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import functions_framework
+
+from askflow.domain.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -17,15 +23,28 @@ def components():
     return bootstrap()
 
 
+@functools.cache
+def slack_app():
+    from askflow.entrypoints.slack_app import build_app
+
+    return build_app(components())
+
+
 @functions_framework.errorhandler(404)
 def not_found(error):
     """Paths Flask's router itself refuses (control characters) get the same JSON error as the API's own 404s."""
     return {"error": "not found"}, 404
 
 
+@functions_framework.errorhandler(ConfigurationError)
+def misconfigured(error):
+    log.error("askflow is misconfigured: %s", error)
+    return {"error": "askflow is misconfigured; the function's log says which setting"}, 500
+
+
 @functions_framework.http
 def api(request):
-    """HTTPS: POST /requests, GET /requests/{id}."""
+    """HTTPS: the JSON API (ask, read a request, rate it, the feed of good answers) and the web page."""
     from askflow.entrypoints import http_api
 
     return http_api.handle(request, components())
@@ -34,9 +53,9 @@ def api(request):
 @functions_framework.http
 def slack_events(request):
     """HTTPS: Slack Events API and interactivity (signed requests; answers come from the worker)."""
-    from askflow.entrypoints import slack_app
+    from askflow.entrypoints import slack_app as slack
 
-    return slack_app.handle(request, components())
+    return slack.handle(request, slack_app())
 
 
 @functions_framework.http
@@ -57,7 +76,7 @@ def answer_worker(cloud_event):
 
 @functions_framework.cloud_event
 def request_written(cloud_event):
-    """Firestore (requests/{id} written, via Eventarc): queue an evaluation event when grading is due."""
+    """Firestore (requests/{id} written, via Eventarc): queue a grading event when grading is due."""
     from askflow.entrypoints import events
 
     events.on_request_written(cloud_event, components())

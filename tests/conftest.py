@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from askflow.adapters.embeddings import MINILM
+from askflow.adapters.local_embeddings import MINILM
 from askflow.config import Settings
 from askflow.ports import Embeddings
 from tests.support.git_repo import commit
@@ -40,7 +40,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_stack(data_dir):
-    from askflow.local_stack import LocalStack
+    from askflow.dev.local_stack import LocalStack
 
     stack = LocalStack(settings=Settings(), log_dir=data_dir / "logs")
     stack.start_emulators()
@@ -73,7 +73,7 @@ def wire(openai_server):
 
 @pytest.fixture(scope="session")
 def minilm(tmp_path_factory):
-    from askflow.adapters.embeddings import LocalEmbeddings
+    from askflow.adapters.local_embeddings import LocalEmbeddings
 
     return LocalEmbeddings(model=MINILM, cache_dir=tmp_path_factory.mktemp("models"))
 

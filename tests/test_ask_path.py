@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from askflow.config import Settings
+from askflow.domain.model import RequestStatus
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.loaders import load_paths
+from askflow.ingest.sources.files import load_paths
 
 DOCS = Path(__file__).parent / "data" / "docs"
 COLLECTION = "ask_path_docs"
@@ -33,7 +34,7 @@ def call(method: str, url: str, body: bytes | None = None, content_type: str = "
 def ask(api_url: str, question: str) -> str:
     status, body = call("POST", f"{api_url}requests", json.dumps({"question": question}).encode())
     assert status == 202, body
-    assert body["status"] == "pending"
+    assert body["status"] == RequestStatus.PENDING
     return body["request_id"]
 
 
@@ -42,7 +43,7 @@ def wait_terminal(api_url: str, request_id: str, timeout_s: float = 120) -> dict
     while time.monotonic() < deadline:
         status, record = call("GET", f"{api_url}requests/{request_id}")
         assert status == 200, record
-        if record["status"] in ("complete", "failed"):
+        if RequestStatus(record["status"]).terminal:
             return record
         time.sleep(0.2)
     pytest.fail(f"request {request_id} still {record['status']} after {timeout_s}s")
@@ -86,7 +87,7 @@ def llm_api(local_stack, indexed, pg_url, openai_server) -> str:
 
 def test_question_gets_an_extractive_answer_with_cited_sources(extractive_api):
     record = wait_terminal(extractive_api, ask(extractive_api, "How do tasks pull an XCom value?"))
-    assert record["status"] == "complete", record
+    assert record["status"] == RequestStatus.COMPLETE, record
     assert record["mode"] == "extractive"
     assert "no language model is configured" in record["answer"]
     assert "[1]" in record["answer"]
@@ -99,7 +100,7 @@ def test_question_gets_an_extractive_answer_with_cited_sources(extractive_api):
 
 def test_llm_answer_rewords_and_cites(llm_api, wire):
     record = wait_terminal(llm_api, ask(llm_api, "How do I stop catchup of old DAG runs?"))
-    assert record["status"] == "complete", record
+    assert record["status"] == RequestStatus.COMPLETE, record
     assert record["mode"] == "llm"
     assert record["answer"].endswith("[1][2].")
     assert record["sources"][0]["doc_id"] == "docs:scheduling.md"
@@ -117,7 +118,7 @@ def test_llm_answer_rewords_and_cites(llm_api, wire):
 def test_transient_model_failures_are_retried_then_complete(llm_api, wire):
     wire.failures.extend([429, 503, "timeout"])
     record = wait_terminal(llm_api, ask(llm_api, "Where do I define a connection as an environment variable?"))
-    assert record["status"] == "complete", record
+    assert record["status"] == RequestStatus.COMPLETE, record
     assert record["sources"][0]["doc_id"] == "docs:guides/connections.html"
     assert len([c for c in wire.calls if c["path"].endswith("/chat/completions")]) == 5  # 3 failed + 2 good
 
@@ -125,14 +126,14 @@ def test_transient_model_failures_are_retried_then_complete(llm_api, wire):
 def test_persistent_model_failure_fails_the_request_with_a_reason(llm_api, wire):
     wire.failures.extend([500] * 20)
     record = wait_terminal(llm_api, ask(llm_api, "What is an XCom backend?"))
-    assert record["status"] == "failed"
+    assert record["status"] == RequestStatus.FAILED
     assert "model endpoint failed 4 times" in record["error"]
 
 
 def test_a_failed_rewording_still_answers_from_the_question_alone(llm_api, wire):
     wire.failures.extend([500] * 4)  # every attempt of the rewording call
     record = wait_terminal(llm_api, ask(llm_api, "How do I stop catchup of old DAG runs?"))
-    assert record["status"] == "complete", record
+    assert record["status"] == RequestStatus.COMPLETE, record
     assert record["queries"] == ["How do I stop catchup of old DAG runs?"]
     assert record["models"] == ["loopback-strong"] and record["sources"][0]["doc_id"] == "docs:scheduling.md"
 
@@ -145,7 +146,7 @@ def test_duplicate_delivery_answers_once(llm_api, wire, local_stack):
     topic = publisher.topic_path("askflow-test", "questions-llm")
     publisher.publish(topic, json.dumps({"request_id": request_id}).encode()).result(timeout=10)
     first = wait_terminal(llm_api, request_id)
-    assert first["status"] == "complete"
+    assert first["status"] == RequestStatus.COMPLETE
     # a late redelivery after completion
     publisher.publish(topic, json.dumps({"request_id": request_id}).encode()).result(timeout=10)
     time.sleep(3)
@@ -192,12 +193,24 @@ def test_unknown_request_is_a_404_and_wrong_method_a_405(extractive_api):
 def test_feedback_is_one_rating_per_rater_stored_on_the_request(extractive_api):
     from google.cloud import firestore
 
+    from askflow.adapters.firestore_requests import FirestoreRequestStore
+    from askflow.domain.clock import utcnow
+    from askflow.domain.model import Request
+
+    # stored but never queued: it stays pending, and rating waits for the answer
+    store = FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection="requests")
+    unanswered = Request(request_id=f"unanswered-{time.time_ns()}", question="How do pools work?", created_at=utcnow())
+    store.create(unanswered)
+    status, payload = call("POST", f"{extractive_api}requests/{unanswered.request_id}/feedback", b'{"positive": true}')
+    assert status == 409 and "only answered requests" in payload["error"]
+    assert call("GET", f"{extractive_api}requests/{unanswered.request_id}")[1]["ratings"] == {}
+
     request_id = ask(extractive_api, "How do tasks push an XCom?")
-    status, payload = call("POST", f"{extractive_api}requests/{request_id}/feedback", b'{"positive": true}')
-    if status == 409:  # not answered yet: rating waits for the answer
-        assert "only answered requests" in payload["error"]
-    assert wait_terminal(extractive_api, request_id)["status"] == "complete"
-    rate = lambda body: call("POST", f"{extractive_api}requests/{request_id}/feedback", json.dumps(body).encode())
+    assert wait_terminal(extractive_api, request_id)["status"] == RequestStatus.COMPLETE
+
+    def rate(body):
+        return call("POST", f"{extractive_api}requests/{request_id}/feedback", json.dumps(body).encode())
+
     assert rate({"positive": True, "rater": "ana"})[0] == 200
     assert rate({"positive": False, "comment": "missing the example", "rater": "ana"})[0] == 200
     assert rate({"positive": True, "rater": "bo"})[0] == 200
@@ -207,7 +220,9 @@ def test_feedback_is_one_rating_per_rater_stored_on_the_request(extractive_api):
     assert stored["ratings"]["bo"]["positive"] is True
 
     assert call("POST", f"{extractive_api}requests/nope/feedback", b'{"positive": true}')[0] == 404
-    for bad in (b'{"positive": "yes"}', b'{}', b'{"positive": true, "stars": 5}', b'{"positive": true, "rater": "a.b"}'):
+    bad_bodies = (b'{"positive": "yes"}', b'{}', b'{"positive": true, "stars": 5}',
+                  b'{"positive": true, "rater": "a.b"}')
+    for bad in bad_bodies:
         status, payload = call("POST", f"{extractive_api}requests/{request_id}/feedback", bad)
         assert status == 400, bad
 

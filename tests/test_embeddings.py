@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from askflow.adapters.embeddings import MPNET, LocalEmbeddings
+from askflow.adapters.local_embeddings import MPNET, LocalEmbeddings
 from askflow.domain.errors import ConfigurationError
 
 

@@ -14,10 +14,13 @@ from google.cloud import firestore, pubsub_v1
 from askflow.adapters.pgvector_store import PgVectorStore
 from askflow.bootstrap import bootstrap
 from askflow.config import Settings
+from askflow.dev.local_stack import ensure_pull_subscription, settings_env
+from askflow.domain.clock import utcnow
+from askflow.domain.messages import GradingDue
+from askflow.domain.model import RequestStatus
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.loaders import load_paths
-from askflow.local_stack import ensure_pull_subscription, settings_env
+from askflow.ingest.sources.files import load_paths
 from askflow.service_layer.evaluation import grade_events
 from tests.support.dag_runner import run_dag
 from tests.test_ask_path import ask, call, wait_terminal
@@ -81,7 +84,7 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     good_id = ask(api, "How do tasks pull an XCom value?")
     private_id = ask(api, "My password=hunter2secret fails; how do I define a connection in an environment variable?")
     for request_id in (good_id, private_id):
-        assert wait_terminal(api, request_id)["status"] == "complete"
+        assert wait_terminal(api, request_id)["status"] == RequestStatus.COMPLETE
     status, _ = call("POST", f"{api}requests/{good_id}/feedback", b'{"positive": true, "rater": "ana"}')
     assert status == 200
     _wait_for_queue(settings, expected=2)
@@ -140,25 +143,35 @@ def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, 
         evaluation_runs_collection="batch_runs", openai_base_url=wire.base_url, openai_api_key="test-key",
         cheap_model="loopback-cheap", embedding_provider="openai", embedding_model="text-embedding-3-small",
     )
-    components = bootstrap(settings)
     client = firestore.Client(project=PROJECT)
     ids = []
     for n in range(5):
         request_id = f"batch-{collection_name}-{n}"
         client.collection(settings.requests_collection).document(request_id).set({
-            "request_id": request_id, "question": f"How do I configure pools number {n}?", "status": "complete",
+            "request_id": request_id, "question": f"How do I configure pools number {n}?",
+            "status": RequestStatus.COMPLETE.value,
             "answer": "Use a pool [1].", "sources": [], "created_at": firestore.SERVER_TIMESTAMP,
             # the first one graded is rejected (its asker said no) while the collection does not exist yet
-            "ratings": {"web-u": {"positive": n != 0}},
+            "ratings": {"web-u": {"positive": n != 0, "at": utcnow()}},
         })
         ids.append(request_id)
-    events = [{"request_id": i} for i in ids] * 2  # every event twice
-    summary = grade_events(events, components=components, batch_size=2)
-    grading_calls = [c for c in wire.calls
-                     if c["path"].endswith("/chat/completions") and '"grades"' in c["body"]["messages"][0]["content"]]
-    assert len(grading_calls) == summary["llm_calls"] == math.ceil(5 / 2)
-    assert summary["graded"] == 5 and summary["good"] == 4 and summary["method"] == "llm"
-    assert summary["tokens"] > 0
-    again = grade_events(events, components=components, batch_size=2)
-    assert again["graded"] == 0 and again["skipped"] == 5 and again["llm_calls"] == 0
-    components.close()
+    events = [GradingDue(request_id=i, revision="seen") for i in ids] * 2  # every event twice
+    with bootstrap(settings) as c:
+        def grade():
+            return grade_events(events, requests=c.requests, runs=c.evaluation_runs, store=c.store,
+                                embeddings=c.embeddings, grader=c.grader, strategy=c.strategy(),
+                                answers_source=settings.answers_source, answers_base_url=settings.answers_base_url,
+                                batch_size=2)
+
+        run = grade()
+        grading_calls = [call for call in wire.calls if call["path"].endswith("/chat/completions")
+                         and '"grades"' in call["body"]["messages"][0]["content"]]
+        assert len(grading_calls) == run.llm_calls == math.ceil(5 / 2)
+        assert run.graded == 5 and run.good == 4 and run.method == "llm"
+        assert run.tokens > 0
+        # the four good answers went into the store in one indexing call: one embeddings request
+        embedding_calls = [call for call in wire.calls if call["path"].endswith("/embeddings")]
+        assert len(embedding_calls) == 1 and len(embedding_calls[0]["body"]["input"]) == 4
+        assert set(c.store.document_fingerprints("answers:")) == {f"answers:{i}" for i in ids[1:]}
+        again = grade()
+        assert again.graded == 0 and again.skipped == 5 and again.llm_calls == 0

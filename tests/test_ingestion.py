@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
+from askflow.bootstrap import bootstrap
+from askflow.config import Settings
 from askflow.domain.errors import InvalidInput
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.loaders import load_paths, parse_document
-from askflow.ingest.locations import load_locations, open_location, public_spec
+from askflow.ingest.sources.files import load_paths, parse_document
+from askflow.ingest.sources.locations import load_locations
 from tests.support.git_repo import commit, git
+
+
+def open_location(spec: str, cache_dir=None):
+    """A location as the CLI and the DAGs open it."""
+    return bootstrap(Settings()).location(spec, cache_dir=cache_dir)
 
 DOCS = Path(__file__).parent / "data" / "docs"
 
@@ -154,7 +161,8 @@ def test_gcs_location_lists_a_prefix_and_loads_its_documents(gcs_server):
     html = location.load("guides/connections.html", source="web", base_url=None)
     assert html.doc_id == "web:guides/connections.html" and html.title == "Managing Connections"
     assert html.url == f"gs://{bucket.name}/site/guides/connections.html"
-    documents = load_locations([f"gs://{bucket.name}/site/"], source="web", base_url="https://docs.example.org/")
+    documents = load_locations([f"gs://{bucket.name}/site/"], open_location=open_location, source="web",
+                               base_url="https://docs.example.org/")
     assert [d.url for d in documents][-1] == "https://docs.example.org/xcoms.rst"
 
     with pytest.raises(InvalidInput, match="no such bucket"):
@@ -167,5 +175,5 @@ def test_git_credentials_never_reach_links_or_errors(tmp_path):
         location.list()
     assert "s3cr3t" not in str(raised.value) and raised.value.__cause__ is None
     assert "https://127.0.0.1:9/org/docs.git" in str(raised.value)
-    assert public_spec("git+https://x-access-token:s3cr3t@github.com/o/r.git@main#subdirectory=d") == \
+    assert open_location("git+https://x-access-token:s3cr3t@github.com/o/r.git@main#subdirectory=d").public == \
         "git+https://github.com/o/r.git@main#subdirectory=d"

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from askflow.adapters.firestore_requests import utcnow
-from askflow.answering import ANSWER_SYSTEM
+from askflow.domain.clock import utcnow
+from askflow.domain.model import RequestStatus
+from askflow.service_layer.answering import ANSWER_SYSTEM
 from tests.test_ask_path import _settings, ask, call, indexed, llm_api, wait_terminal  # noqa: F401
 
 BURST = 500
@@ -30,8 +31,8 @@ def test_thirty_percent_model_faults_leave_no_request_unfinished(llm_api, wire):
         ids = list(pool.map(lambda i: ask(llm_api, f"How do tasks pull XCom value number {i}?"), range(20)))
         records = list(pool.map(lambda request_id: wait_terminal(llm_api, request_id, timeout_s=180), ids))
     statuses = [r["status"] for r in records]
-    assert all(s in ("complete", "failed") for s in statuses)
-    assert statuses.count("complete") >= 15  # retries absorb most faults
+    assert all(RequestStatus(s).terminal for s in statuses)
+    assert statuses.count(RequestStatus.COMPLETE) >= 15  # retries absorb most faults
     chat_calls = [c for c in wire.calls if c["path"].endswith("/chat/completions")]
     assert len(chat_calls) > 40  # more than two calls a question: the faults happened and were retried
 
@@ -43,7 +44,7 @@ def test_a_burst_of_500_questions_all_reach_a_terminal_state(burst_api):
         records = list(pool.map(lambda request_id: wait_terminal(burst_api, request_id, timeout_s=600), ids))
     seconds = time.monotonic() - started
     assert len(set(ids)) == BURST
-    assert [r["status"] for r in records].count("complete") == BURST
+    assert [r["status"] for r in records].count(RequestStatus.COMPLETE) == BURST
     print(f"\n{BURST} questions answered in {seconds:.1f}s ({BURST / seconds:.1f}/s)")
 
 
@@ -70,7 +71,7 @@ def test_prompt_injection_stays_data(llm_api, wire, attempt):  # noqa: F811
     wait_terminal(llm_api, ask(llm_api, secret_question))
     wire.calls.clear()
     record = wait_terminal(llm_api, ask(llm_api, attempt))
-    assert record["status"] == "complete"
+    assert record["status"] == RequestStatus.COMPLETE
     answer_calls = [c["body"]["messages"] for c in wire.calls
                     if c["path"].endswith("/chat/completions") and c["body"]["model"] == "loopback-strong"]
     (messages,) = answer_calls
@@ -109,8 +110,9 @@ def test_a_store_restart_mid_run_loses_no_request(burst_api, data_dir):
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data_dir / "pgdata", user=user)
         ids += list(pool.map(lambda i: ask(burst_api, f"How is catchup disabled, after restart {i}?"), range(10)))
         records = list(pool.map(lambda request_id: wait_terminal(burst_api, request_id, timeout_s=300), ids))
-    assert all(r["status"] == "complete" or (r["status"] == "failed" and r["error"]) for r in records)
-    assert all(r["status"] == "complete" for r in records[20:])  # after the restart the pool reconnects
+    assert all(r["status"] == RequestStatus.COMPLETE or (r["status"] == RequestStatus.FAILED and r["error"])
+               for r in records)
+    assert all(r["status"] == RequestStatus.COMPLETE for r in records[20:])  # after the restart the pool reconnects
 
 
 def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url, monkeypatch, tmp_path):  # noqa: F811
@@ -118,7 +120,7 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
     message would be; the requeue sweep queues them again, and each is answered once. One past the deadline fails."""
     from google.cloud import firestore
 
-    from askflow.local_stack import (
+    from askflow.dev.local_stack import (
         ensure_push_subscription,
         settings_env,
         start_function,
@@ -137,9 +139,11 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
         return services[-1]
 
     try:
-        api, worker, sweep = start("api", "http"), start("answer_worker", "cloudevent"), start("requeue_unfinished", "http")
+        api, worker = start("api", "http"), start("answer_worker", "cloudevent")
+        sweep = start("requeue_unfinished", "http")
         ensure_push_subscription(settings, push_endpoint=worker.url)
-        assert wait_terminal(api.url, ask(api.url, "How do tasks pull XCom values?"))["status"] == "complete"
+        first = wait_terminal(api.url, ask(api.url, "How do tasks pull XCom values?"))
+        assert first["status"] == RequestStatus.COMPLETE
 
         worker.stop()  # the worker is down: questions wait in Pub/Sub ...
         waiting = [ask(api.url, f"How is catchup disabled, while the worker is down {i}?") for i in range(5)]
@@ -149,20 +153,23 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
         ensure_push_subscription(settings, push_endpoint=worker.url)  # the deployment's topic and subscription
 
         after = [ask(api.url, f"How is catchup disabled, after the restart {i}?") for i in range(3)]
-        assert all(wait_terminal(api.url, i)["status"] == "complete" for i in after)
-        assert {call("GET", f"{api.url}requests/{i}")[1]["status"] for i in waiting} == {"pending"}  # lost
+        assert all(wait_terminal(api.url, i)["status"] == RequestStatus.COMPLETE for i in after)
+        lost = {call("GET", f"{api.url}requests/{i}")[1]["status"] for i in waiting}
+        assert lost == {RequestStatus.PENDING.value}
 
         late = "restart-late"
         created = utcnow() - dt.timedelta(seconds=settings.request_deadline_s + 60)
         firestore.Client(project=settings.project_id).collection(settings.requests_collection).document(late).set(
-            {"request_id": late, "question": "q", "status": "pending", "created_at": created, "updated_at": created})
+            {"request_id": late, "question": "q", "status": RequestStatus.PENDING.value, "created_at": created,
+             "updated_at": created})
         time.sleep(settings.requeue_after_s)
         status, summary = call("POST", sweep.url, b"")
         assert status == 200 and summary == {"requeued": 5, "timed_out": 1, "still_answering": 0}
         records = [wait_terminal(api.url, i) for i in waiting]
-        assert [r["status"] for r in records] == ["complete"] * 5 and all(r["attempts"] == 1 for r in records)
+        assert [r["status"] for r in records] == [RequestStatus.COMPLETE] * 5
+        assert all(r["attempts"] == 1 for r in records)
         status, late_record = call("GET", f"{api.url}requests/{late}")
-        assert status == 200 and late_record["status"] == "failed" and late_record["error"] == "timed out"
+        assert status == 200 and late_record["status"] == RequestStatus.FAILED and late_record["error"] == "timed out"
         status, again = call("POST", sweep.url, b"")
         assert status == 200 and again["requeued"] == 0  # nothing is left waiting
         assert call("GET", sweep.url)[0] == 405

@@ -13,6 +13,7 @@ import pytest
 from google.cloud import firestore
 from slack_sdk.signature import SignatureVerifier
 
+from askflow.domain.model import RequestStatus
 from tests.support.loopback_apis import SlackAPI
 from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed docs fixture
 
@@ -118,7 +119,7 @@ def test_thread_history_makes_the_question_stand_alone(bot, slack_api):
 def test_button_click_becomes_a_rating(bot, slack_api):
     post(bot, event("Ev-3", "Where do connections come from?"))
     wait_for(lambda: (firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-3").get()
-                      .to_dict() or {}).get("status") == "complete")
+                      .to_dict() or {}).get("status") == RequestStatus.COMPLETE)
     payload = {"type": "block_actions", "user": {"id": "U7", "username": "ana"}, "team": {"id": "T1"},
                "api_app_id": "A1", "token": "t", "trigger_id": "1.2", "container": {"type": "message"},
                "channel": {"id": "C9"}, "response_url": f"{slack_api.url}/response",

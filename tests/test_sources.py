@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from askflow.adapters.pgvector_store import PgVectorStore
+from askflow.bootstrap import bootstrap
+from askflow.config import Settings
 from askflow.domain.model import SourceKind
-from askflow.ingest.github_issues import github_client, load_repo_issues
-from askflow.ingest.slack import load_channel_threads, slack_client
+from askflow.ingest.sources.github_issues import load_repo_issues
+from askflow.ingest.sources.slack import load_channel_threads
 from tests.support.dag_runner import dag_env, run_dag
 from tests.support.loopback_apis import GitHubAPI, SlackAPI
 
@@ -44,7 +46,8 @@ def github():
 def test_slack_threads_become_documents_with_permalinks_through_rate_limits(slack):
     slack.fail("conversations.history", 429, {"Retry-After": "1"})
     slack.fail("conversations.replies", 500)
-    documents = load_channel_threads(slack_client(token="xoxb-test", base_url=slack.base_url), "C1")
+    client = bootstrap(Settings(slack_bot_token="xoxb-test", slack_api_url=slack.base_url)).slack_client
+    documents = load_channel_threads(client, "C1")
     assert [d.doc_id for d in documents] == ["slack:C1/1700000000.000100", "slack:C1/1700000100.000100"]
     thread = documents[0]
     assert thread.kind is SourceKind.SLACK and thread.title == "How do I retry a sensor?"
@@ -58,8 +61,8 @@ def test_slack_threads_become_documents_with_permalinks_through_rate_limits(slac
 
 def test_github_issues_keep_state_labels_and_comments_and_skip_pull_requests(github):
     github.fail("/issues", 502)
-    documents = load_repo_issues(github_client(base_url=github.url, token="ghp_test", seconds_between_requests=0),
-                                 "acme/pipes")
+    client = bootstrap(Settings(github_api_url=github.url, github_token="ghp_test")).github_client
+    documents = load_repo_issues(client, "acme/pipes")
     assert [d.doc_id for d in documents] == ["github:acme/pipes/issues/1", "github:acme/pipes/issues/2"]
     fixed = documents[0]
     assert fixed.text.startswith("Issue #1 in acme/pipes — closed (closed 2024-03-10); labels: bug, scheduler")

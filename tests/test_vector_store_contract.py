@@ -77,8 +77,14 @@ def test_fingerprints_by_source_prefix_and_delete_by_document(store):
     assert store.delete_documents(["docs:a.md"]) == 2
     assert store.count() == 2
     assert store.delete_documents([]) == 0
-    assert set(store.document_fingerprints()) == {"docs:b.md", "slack:c"}
+    assert set(store.document_fingerprints("")) == {"docs:b.md", "slack:c"}
     assert store.document_metadata("slack:") == {"slack:c": {"lang": "en"}}
+
+
+def test_fingerprints_by_document_id(store):
+    store.upsert(CHUNKS, VECTORS)
+    assert store.fingerprints(["docs:a.md", "slack:c", "docs:missing.md"]) == {"docs:a.md": "v1", "slack:c": "v1"}
+    assert store.fingerprints([]) == {}
 
 
 def test_pgvector_keyword_search_selects_rows_by_the_rarest_words_within_its_budget(pg_url, collection_name):

@@ -1,48 +1,65 @@
-"""FirestoreRequestStore: ``{collection}/{request_id}`` documents; state changes are conditional on what was read
-(a write with an update-time precondition, or a transaction)."""
+"""FirestoreRequestStore and FirestoreEvaluationRuns: ``{collection}/{id}`` documents.
+
+This module is where a ``Request`` becomes a Firestore document and back (``to_document``, ``from_document``). State
+changes are conditional on what was read: a write with an update-time precondition, or a transaction.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
 import threading
 from typing import Any
 
+from pydantic import ValidationError
+
+from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import RequestStatus
-from askflow.ports import RequestStore
+from askflow.domain.model import EvaluationRun, Graded, Rating, Request, RequestStatus
+from askflow.ports import EvaluationRuns, RequestStore
 
-
+log = logging.getLogger(__name__)
 _CONDITIONAL_ATTEMPTS = 5
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+def to_document(request: Request, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """The Firestore fields of a request (all, or only ``fields``); times stay datetimes (Firestore timestamps)."""
+    return request.model_dump(include=fields, exclude_none=fields is None)
+
+
+def from_document(fields: dict[str, Any] | None) -> Request | None:
+    """A stored document as a ``Request``; ``None`` for no document or one that is not a request."""
+    if not fields:
+        return None
+    try:
+        return Request.model_validate(fields)
+    except ValidationError as error:
+        log.error("a document in the requests collection is not a request: %s", error)
+        return None
 
 
 class FirestoreRequestStore(RequestStore):
-    def __init__(self, *, client: Any, collection: str, runs_collection: str) -> None:
+    def __init__(self, *, client: Any, collection: str) -> None:
         self._client = client
         self._collection = collection
-        self._runs_collection = runs_collection
         self._claims: dict[str, Any] = {}  # request id -> update time of this process's claim, for finish()
         self._claims_lock = threading.Lock()
 
     def _ref(self, request_id: str):
         return self._client.collection(self._collection).document(request_id)
 
-    def create(self, request_id: str, record: dict[str, Any]) -> None:
+    def create(self, request: Request) -> None:
         from google.api_core.exceptions import AlreadyExists
 
         try:
-            self._ref(request_id).create(record)
+            self._ref(request.request_id).create(to_document(request))
         except AlreadyExists as error:
-            raise Duplicate(f"request {request_id} exists") from error
+            raise Duplicate(f"request {request.request_id} exists") from error
 
-    def get(self, request_id: str) -> dict[str, Any] | None:
+    def get(self, request_id: str) -> Request | None:
         snapshot = self._ref(request_id).get()
-        return snapshot.to_dict() if snapshot.exists else None
+        return from_document(snapshot.to_dict()) if snapshot.exists else None
 
-    def claim(self, request_id: str, *, lease_s: float) -> dict[str, Any] | None:
+    def claim(self, request_id: str, *, lease_s: float) -> Request | None:
         """A read and a write conditional on the document's update time (two round trips; a transaction takes
         three): if anyone else wrote in between, the write is refused and the claim reads again."""
         from google.api_core.exceptions import FailedPrecondition
@@ -50,44 +67,34 @@ class FirestoreRequestStore(RequestStore):
         ref = self._ref(request_id)
         for _ in range(_CONDITIONAL_ATTEMPTS):
             snapshot = ref.get()
-            if not snapshot.exists:
-                return None
-            record = snapshot.to_dict()
-            status = RequestStatus(record["status"])
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
             now = utcnow()
-            if status.terminal:
+            if request is None or not request.claimable(now, lease_s):
                 return None
-            claimed_at = record.get("claimed_at")
-            if status is RequestStatus.ANSWERING and claimed_at and (now - claimed_at).total_seconds() < lease_s:
-                return None
-            changes = {
-                "status": RequestStatus.ANSWERING.value,
-                "claimed_at": now,
-                "attempts": int(record.get("attempts", 0)) + 1,
-                "updated_at": now,
-            }
+            claimed = request.claimed(now)
+            changes = to_document(claimed, frozenset({"status", "claimed_at", "attempts", "updated_at"}))
             try:
                 written = ref.update(changes, option=self._client.write_option(last_update_time=snapshot.update_time))
             except FailedPrecondition:
                 continue
             with self._claims_lock:
                 self._claims[request_id] = written.update_time
-            return record | changes
+            return claimed
         return None  # contended that hard: another worker is on it
 
-    def finish(self, request_id: str, fields: dict[str, Any]) -> bool:
+    def finish(self, request: Request) -> bool:
         """One conditional write when nothing touched the request since this process claimed it (the usual case);
         otherwise a transaction that refuses to overwrite a terminal state."""
         from google.api_core.exceptions import FailedPrecondition
         from google.cloud import firestore
 
-        ref = self._ref(request_id)
+        ref = self._ref(request.request_id)
+        fields = to_document(request, Request.OUTCOME_FIELDS) | {"updated_at": utcnow()}
         with self._claims_lock:
-            claimed = self._claims.pop(request_id, None)
+            claimed = self._claims.pop(request.request_id, None)
         if claimed is not None:
             try:
-                unchanged = self._client.write_option(last_update_time=claimed)
-                ref.update(fields | {"updated_at": utcnow()}, option=unchanged)
+                ref.update(fields, option=self._client.write_option(last_update_time=claimed))
                 return True
             except FailedPrecondition:
                 pass
@@ -97,12 +104,12 @@ class FirestoreRequestStore(RequestStore):
             snapshot = ref.get(transaction=transaction)
             if not snapshot.exists or RequestStatus(snapshot.get("status")).terminal:
                 return False
-            transaction.update(ref, fields | {"updated_at": utcnow()})
+            transaction.update(ref, fields)
             return True
 
         return finish_in(self._client.transaction(), ref)
 
-    def unfinished(self, *, updated_before: Any, limit: int) -> list[dict[str, Any]]:
+    def unfinished(self, *, updated_before, limit: int) -> list[Request]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         unfinished = [s.value for s in RequestStatus if not s.terminal]
@@ -113,9 +120,9 @@ class FirestoreRequestStore(RequestStore):
             .order_by("updated_at")
             .limit(limit)
         )
-        return [snapshot.to_dict() for snapshot in query.stream()]
+        return self._requests(query)
 
-    def thread_history(self, thread_id: str, *, before: Any, limit: int = 4) -> list[tuple[str, str]]:
+    def thread_history(self, thread_id: str, *, before, limit: int = 4) -> list[tuple[str, str]]:
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -126,35 +133,32 @@ class FirestoreRequestStore(RequestStore):
             .order_by("created_at", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
-        turns = [s.to_dict() for s in query.stream()]
-        return [(t["question"], t.get("answer", "")) for t in reversed(turns)
-                if t.get("status") == RequestStatus.COMPLETE.value]
+        turns = self._requests(query)
+        return [(t.question, t.answer or "") for t in reversed(turns) if t.status is RequestStatus.COMPLETE]
 
-    def update(self, request_id: str, fields: dict[str, Any]) -> None:
-        self._ref(request_id).update(fields)
+    def mark_requeued(self, request_id: str, *, at) -> None:
+        self._ref(request_id).update({"updated_at": at, "requeued_at": at})
 
-    def save_evaluation_run(self, run_id: str, summary: dict[str, Any]) -> None:
-        self._client.collection(self._runs_collection).document(run_id).set(summary)
+    def save_grade(self, request_id: str, graded: Graded) -> None:
+        self._ref(request_id).update(graded.model_dump())
 
-    def rate(self, request_id: str, rater: str, rating: dict[str, Any]) -> dict[str, Any] | None:
+    def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
         from google.cloud import firestore
         from google.cloud.firestore_v1.field_path import FieldPath
 
         @firestore.transactional
         def rate_in(transaction, ref):
             snapshot = ref.get(transaction=transaction)
-            if not snapshot.exists:
-                return None
-            record = snapshot.to_dict()
-            if record.get("status") == RequestStatus.COMPLETE.value:
-                transaction.update(ref, {FieldPath("ratings", rater).to_api_repr(): rating,
-                                         "rated_at": rating["at"]})
-                record.setdefault("ratings", {})[rater] = rating
-            return record
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or request.status is not RequestStatus.COMPLETE:
+                return request
+            transaction.update(ref, {FieldPath("ratings", rater).to_api_repr(): rating.model_dump(),
+                                     "rated_at": rating.at})
+            return request.model_copy(update={"ratings": request.ratings | {rater: rating}, "rated_at": rating.at})
 
         return rate_in(self._client.transaction(), self._ref(request_id))
 
-    def recent_good(self, limit: int) -> list[dict[str, Any]]:
+    def recent_good(self, limit: int) -> list[Request]:
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -164,4 +168,17 @@ class FirestoreRequestStore(RequestStore):
             .order_by("created_at", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
-        return [snapshot.to_dict() for snapshot in query.stream()]
+        return self._requests(query)
+
+    @staticmethod
+    def _requests(query) -> list[Request]:
+        return [request for snapshot in query.stream() if (request := from_document(snapshot.to_dict()))]
+
+
+class FirestoreEvaluationRuns(EvaluationRuns):
+    def __init__(self, *, client: Any, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    def save(self, run: EvaluationRun) -> None:
+        self._client.collection(self._collection).document(run.run_id).set(run.model_dump())

@@ -1,10 +1,10 @@
-"""PubSubEventBus: JSON payloads on Pub/Sub topics named by settings."""
+"""PubSubEventBus: messages as JSON on Pub/Sub topics named by settings."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from askflow.domain.messages import Message
 from askflow.ports import EventBus
 
 
@@ -14,7 +14,7 @@ class PubSubEventBus(EventBus):
         self._project_id = project_id
         self._timeout_s = timeout_s
 
-    def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:
+    def publish(self, topic: str, message: Message, **attributes: str) -> str:
         path = self._publisher.topic_path(self._project_id, topic)
-        future = self._publisher.publish(path, json.dumps(payload).encode("utf-8"), **attributes)
+        future = self._publisher.publish(path, message.model_dump_json().encode("utf-8"), **attributes)
         return future.result(timeout=self._timeout_s)

@@ -1,5 +1,6 @@
 """SlackReplies: what the answer worker says in Slack — thread history, a working reaction, the answer with its
-numbered sources and rating buttons. Uses slack_sdk with its retry handlers (``Retry-After`` honoured)."""
+numbered sources and rating buttons. The client is slack_sdk's WebClient as ``bootstrap`` builds it (retry handlers,
+``Retry-After`` honoured)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from askflow.ingest.slack import slack_client
+from askflow.domain.model import Request, RequestStatus
 
 log = logging.getLogger(__name__)
 WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
@@ -21,8 +22,8 @@ def question_text(text: str) -> str:
 
 
 class SlackReplies:
-    def __init__(self, *, token: str, base_url: str) -> None:
-        self._client = slack_client(token=token, base_url=base_url)
+    def __init__(self, *, client: Any) -> None:
+        self._client = client
 
     def mark(self, channel: str, ts: str, *, add: str, remove: str | None = None) -> None:
         from slack_sdk.errors import SlackApiError
@@ -40,42 +41,42 @@ class SlackReplies:
         return [(question_text(m.get("text", "")), "") for m in response["messages"]
                 if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
 
-    def post_answer(self, record: dict[str, Any]) -> None:
+    def post_answer(self, request: Request) -> None:
         """Reply in the thread. The answer is already stored: a Slack failure is logged, never raised (a raise
         would only make Pub/Sub redeliver a request that is finished and will not be answered again)."""
         from slack_sdk.errors import SlackApiError
 
         try:
-            self._post_answer(record)
+            self._post_answer(request)
         except SlackApiError as error:
-            log.error("could not reply in Slack for %s: %s", record["request_id"], error.response.get("error"))
+            log.error("could not reply in Slack for %s: %s", request.request_id, error.response.get("error"))
 
-    def _post_answer(self, record: dict[str, Any]) -> None:
-        slack = record["slack"]
-        if record["status"] == "complete":
-            text = record["answer"]
-            blocks = answer_blocks(record)
+    def _post_answer(self, request: Request) -> None:
+        slack = request.slack
+        complete = request.status is RequestStatus.COMPLETE
+        if complete:
+            text = request.answer or ""
+            blocks = answer_blocks(request)
         else:
             text = "Sorry, I could not answer that one."
             blocks = None
-        self._client.chat_postMessage(channel=slack["channel"], thread_ts=slack["thread_ts"], text=text,
+        self._client.chat_postMessage(channel=slack.channel, thread_ts=slack.thread_ts, text=text,
                                       blocks=blocks, unfurl_links=False)
-        self.mark(slack["channel"], slack["ts"], add=DONE if record["status"] == "complete" else FAILED,
-                  remove=WORKING)
+        self.mark(slack.channel, slack.ts, add=DONE if complete else FAILED, remove=WORKING)
 
 
-def answer_blocks(record: dict[str, Any]) -> list[dict]:
-    sources = "\n".join(f"[{s['n']}] <{s['url']}|{s['title']}>" for s in record.get("sources", []))
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": record["answer"][:2900]}}]
+def answer_blocks(request: Request) -> list[dict]:
+    sources = "\n".join(f"[{s.n}] <{s.url}|{s.title}>" for s in request.sources)
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": (request.answer or "")[:2900]}}]
     if sources:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sources*\n{sources}"[:2900]}})
-    if record.get("mode") == "extractive":
+    if request.mode == "extractive":
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": "Extractive mode: no language model is configured."}]})
     blocks.append({"type": "actions", "elements": [
         {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
-         "value": record["request_id"]},
+         "value": request.request_id},
         {"type": "button", "action_id": RATE_DOWN, "text": {"type": "plain_text", "text": "👎 Not helpful"},
-         "value": record["request_id"]},
+         "value": request.request_id},
     ]})
     return blocks

@@ -85,7 +85,21 @@ class WeaviateVectorStore(VectorStore):
         result = self._collection().data.delete_many(where=Filter.by_property("source").contains_any(list(doc_ids)))
         return result.successful
 
-    def document_fingerprints(self, prefix: str = "") -> dict[str, str]:
+    def fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        from weaviate.classes.query import Filter
+
+        fingerprints: dict[str, str] = {}
+        wanted = sorted(set(doc_ids))
+        for start in range(0, len(wanted), 100):  # a filter per hundred ids; the first chunk of each is enough
+            response = self._collection().query.fetch_objects(
+                filters=Filter.by_property("source").contains_any(wanted[start : start + 100])
+                & Filter.by_property("chunk_index").equal(0),
+                limit=100, return_properties=["source", "sha"],
+            )
+            fingerprints |= {obj.properties["source"]: obj.properties["sha"] for obj in response.objects}
+        return fingerprints
+
+    def document_fingerprints(self, prefix: str) -> dict[str, str]:
         fingerprints = {}
         for obj in self._collection().iterator(return_properties=["source", "sha"]):
             source = obj.properties["source"]

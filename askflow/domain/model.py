@@ -1,12 +1,16 @@
-"""The domain's value objects: documents, chunks, sources, requests and answers."""
+"""The domain's records: documents, chunks, sources, answers, and the request with its rules."""
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c3f0e-4b7a-4f57-9a55-2b1d0c0a5e11")
 
@@ -80,28 +84,18 @@ class ScoredChunk:
     score: float
 
 
-@dataclass(frozen=True)
-class Source:
-    """A numbered source as cited in an answer: ``[n]`` in the text maps to ``number``."""
+class Source(BaseModel):
+    """A numbered source as cited in an answer: ``[n]`` in the text cites the source numbered ``n``."""
 
-    number: int
+    model_config = ConfigDict(frozen=True)
+
+    n: int
     title: str
     url: str
-    doc_id: str
-    section: str
-    kind: str
-    excerpt: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.number,
-            "title": self.title,
-            "url": self.url,
-            "doc_id": self.doc_id,
-            "section": self.section,
-            "kind": self.kind,
-            "excerpt": self.excerpt,
-        }
+    doc_id: str = ""
+    section: str = ""
+    kind: str = SourceKind.DOCS.value
+    excerpt: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +103,11 @@ class Usage:
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class Tokens(BaseModel):
+    prompt: int = 0
+    completion: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,20 +120,153 @@ class Answer:
     timings_ms: dict[str, float]
     context_turns: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "answer": self.text,
-            "sources": [s.to_dict() for s in self.sources],
-            "mode": self.mode,
-            "queries": self.queries,
-            "models": sorted({u.model for u in self.usage}),
-            "tokens": {
-                "prompt": sum(u.prompt_tokens for u in self.usage),
-                "completion": sum(u.completion_tokens for u in self.usage),
-            },
-            "timings_ms": self.timings_ms,
-            "context_turns": self.context_turns,
-        }
+    @property
+    def models(self) -> list[str]:
+        return sorted({u.model for u in self.usage})
+
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens(prompt=sum(u.prompt_tokens for u in self.usage),
+                      completion=sum(u.completion_tokens for u in self.usage))
+
+
+class Rating(BaseModel):
+    """One person's rating of an answer; a later one from the same rater replaces it."""
+
+    positive: bool
+    comment: str | None = None
+    at: dt.datetime
+
+
+class SlackThread(BaseModel):
+    """Where a question asked in Slack came from, so the answer goes back to its thread."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    user: str | None = None
+    in_thread: bool = False
+
+
+class Grade(BaseModel):
+    """The evaluation loop's judgement of an answer (``method``: ``llm`` or ``heuristic``)."""
+
+    helpfulness: int = Field(ge=1, le=5)
+    relevance: int = Field(ge=1, le=5)
+    public: bool
+    reason: str = ""
+    method: str = "heuristic"
+
+
+class Request(BaseModel):
+    """One question's durable record, from the moment the API stores it to its grade.
+
+    The rules that decide what may happen to it next (the worker's lease, the deadline, what grading depends on)
+    are its methods; stores read and write it, and never decide.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str
+    question: str
+    thread_id: str | None = None
+    status: RequestStatus = RequestStatus.PENDING
+    created_at: dt.datetime
+    updated_at: dt.datetime | None = None
+    attempts: int = 0
+    slack: SlackThread | None = None
+    # the worker's progress
+    published_at: dt.datetime | None = None
+    received_at: dt.datetime | None = None
+    claimed_at: dt.datetime | None = None
+    requeued_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    error: str | None = None
+    # the answer
+    answer: str | None = None
+    sources: list[Source] = []
+    mode: str | None = None
+    queries: list[str] = []
+    models: list[str] = []
+    tokens: Tokens | None = None
+    timings_ms: dict[str, float] = {}
+    context_turns: int = 0
+    # feedback and grading
+    ratings: dict[str, Rating] = {}
+    rated_at: dt.datetime | None = None
+    grade: Grade | None = None
+    is_good: bool | None = None
+    grade_reason: str | None = None
+    graded_at: dt.datetime | None = None
+    graded_revision: str | None = None
+
+    #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
+    OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "status", "error", "answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
+        "context_turns", "completed_at", "received_at", "published_at"})
+    #: what a grading run sets
+    GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
+
+    @field_serializer("status")
+    def _status_value(self, status: RequestStatus) -> str:
+        return status.value
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def in_web_thread(self) -> bool:
+        """A follow-up in a web thread: the thread began with another request."""
+        return bool(self.thread_id) and self.thread_id != self.request_id
+
+    def lease_held(self, now: dt.datetime, lease_s: float) -> bool:
+        """A worker claimed it less than ``lease_s`` ago and may still be answering."""
+        return (self.status is RequestStatus.ANSWERING and self.claimed_at is not None
+                and (now - self.claimed_at).total_seconds() < lease_s)
+
+    def claimable(self, now: dt.datetime, lease_s: float) -> bool:
+        return not self.terminal and not self.lease_held(now, lease_s)
+
+    def claimed(self, now: dt.datetime) -> Request:
+        return self.model_copy(update={"status": RequestStatus.ANSWERING, "claimed_at": now,
+                                       "attempts": self.attempts + 1, "updated_at": now})
+
+    def past_deadline(self, now: dt.datetime, deadline_s: float) -> bool:
+        return (now - self.created_at).total_seconds() > deadline_s
+
+    def completed(self, answer: Answer, *, at: dt.datetime) -> Request:
+        return self.model_copy(update={
+            "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
+            "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
+            "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
+            "context_turns": answer.context_turns})
+
+    def failed(self, error: str) -> Request:
+        return self.model_copy(update={"status": RequestStatus.FAILED, "error": error})
+
+    def revision(self) -> str | None:
+        """What grading depends on: a completed answer and its ratings. ``None`` when there is nothing to grade."""
+        if self.status is not RequestStatus.COMPLETE:
+            return None
+        ratings = {rater: rating.positive for rater, rating in self.ratings.items()}
+        return content_hash(self.answer or "", json.dumps(ratings, sort_keys=True))[:16]
+
+    @property
+    def net_rating(self) -> int:
+        """Thumbs up minus thumbs down."""
+        return sum(1 if rating.positive else -1 for rating in self.ratings.values())
+
+
+class Graded(BaseModel):
+    """What a grading run writes on a request."""
+
+    grade: Grade
+    is_good: bool
+    grade_reason: str
+    graded_at: dt.datetime
+    graded_revision: str
 
 
 def content_hash(*parts: str) -> str:
@@ -143,3 +275,19 @@ def content_hash(*parts: str) -> str:
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+class EvaluationRun(BaseModel):
+    """One grading run's summary: what it graded, kept and rejected (by reason), and what the model calls cost."""
+
+    run_id: str
+    method: str
+    events: int
+    graded: int = 0
+    good: int = 0
+    rejected: dict[str, int] = {}
+    skipped: int = 0
+    llm_calls: int = 0
+    tokens: int = 0
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None

@@ -10,7 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from askflow.domain.errors import AskflowError
+from askflow.config import SPLITTERS
+from askflow.domain.errors import AskflowError, InvalidInput
 
 SAMPLE_QUESTION = "How does askflow answer a question, and what happens when no LLM is configured?"
 
@@ -68,56 +69,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _strategy_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--splitter", choices=("section", "recursive"), help="chunking strategy (default: settings)")
+    parser.add_argument("--splitter", choices=SPLITTERS, help="chunking strategy (default: settings)")
     parser.add_argument("--chunk-size", type=int)
     parser.add_argument("--chunk-overlap", type=int)
 
 
-def _strategy(args, settings):
-    from askflow.ingest.chunking import ChunkingStrategy
-
-    try:
-        return ChunkingStrategy(
-            splitter=args.splitter or settings.splitter,
-            chunk_size=args.chunk_size or settings.chunk_size,
-            chunk_overlap=args.chunk_overlap if args.chunk_overlap is not None else settings.chunk_overlap,
-        )
-    except ValueError as error:
-        from askflow.domain.errors import InvalidInput
-
-        raise InvalidInput(str(error)) from error
+def _strategy(args, components):
+    return components.strategy(splitter=args.splitter, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
 
 
 def _ask(args) -> int:
     from askflow.bootstrap import bootstrap
+    from askflow.entrypoints.answer_text import answer_json, format_answer
 
     if not args.question.strip():
-        print("askflow: the question is empty", file=sys.stderr)
-        return 2
-    components = bootstrap()
-    answer = components.answerer.answer(args.question)
-    if args.json:
-        print(json.dumps(answer.to_dict(), indent=2))
-    else:
-        print(format_answer(answer.to_dict()))
-    components.close()
+        raise InvalidInput("the question is empty")
+    with bootstrap() as components:
+        answer = components.answerer.answer(args.question)
+    print(json.dumps(answer_json(answer), indent=2) if args.json else format_answer(answer_json(answer)))
     return 0
 
 
 def _ingest(args) -> int:
     from askflow.bootstrap import bootstrap
     from askflow.ingest.indexing import index_documents
-    from askflow.ingest.locations import load_locations
+    from askflow.ingest.sources.locations import load_locations
 
-    components = bootstrap()
-    strategy = _strategy(args, components.settings)
-    documents = load_locations(args.paths, source=args.source, base_url=args.base_url)
-    result = index_documents(
-        documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
-        source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
-    )
+    with bootstrap() as components:
+        strategy = _strategy(args, components)
+        documents = load_locations(args.paths, open_location=components.location, source=args.source,
+                                   base_url=args.base_url)
+        result = index_documents(
+            documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
+            source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
+        )
     print(json.dumps(result.to_dict()))
-    components.close()
     return 0
 
 
@@ -126,18 +112,19 @@ def _eval_retrieval(args) -> int:
     from askflow.evaluation.retrieval_eval import evaluate
 
     if not args.corpus.is_dir():
-        print(f"askflow: --corpus {args.corpus} is not a folder", file=sys.stderr)
-        return 2
+        raise InvalidInput(f"--corpus {args.corpus} is not a folder")
     if not args.questions.is_file():
-        print(f"askflow: --questions {args.questions} is not a file", file=sys.stderr)
-        return 2
-    components = bootstrap()
-    strategy = _strategy(args, components.settings)
-    summary = evaluate(
-        corpus=args.corpus, questions_file=args.questions, components=components, strategy=strategy,
-        collection=f"{components.settings.collection}_eval_{_identifier(components.embeddings.name)}",
-        details_path=args.details,
-    )
+        raise InvalidInput(f"--questions {args.questions} is not a file")
+    with bootstrap() as components:
+        strategy = _strategy(args, components)
+        store = components.vector_store(
+            f"{components.settings.collection}_eval_{_identifier(components.embeddings.name)}")
+        try:
+            summary = evaluate(corpus=args.corpus, questions_file=args.questions, store=store,
+                               embeddings=components.embeddings, retriever=components.retriever_for(store),
+                               strategy=strategy, details_path=args.details)
+        finally:
+            store.close()
     print(f"per-question results: {args.details}")
     print(json.dumps(summary))
     return 0
@@ -150,19 +137,9 @@ def _identifier(name: str) -> str:
 
 
 def _demo(args) -> int:
-    from askflow.demo import run_demo
+    from askflow.dev.demo import run_demo
 
     return run_demo(question=args.question, wait=not args.no_wait)
-
-
-def format_answer(record: dict) -> str:
-    lines = [record.get("answer", ""), "", "Sources:"]
-    for source in record.get("sources", []):
-        section = f" — {source['section']}" if source.get("section") else ""
-        lines.append(f"  [{source['n']}] {source['title']}{section}  {source['url']}")
-    if record.get("mode") == "extractive":
-        lines += ["", "(extractive mode: no LLM configured)"]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,67 +1,74 @@
-"""CloudEvent handlers: the Pub/Sub-triggered answer worker."""
+"""CloudEvent handlers: the Pub/Sub-pushed answer worker and the Firestore trigger that queues grading.
+
+Each event is parsed here, once, into a typed message or ``Request``; the service layer never sees a CloudEvent.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import datetime as dt
-import json
 import logging
 
+from pydantic import ValidationError
+
+from askflow.domain.messages import QuestionQueued
+from askflow.domain.model import Request
 from askflow.service_layer import handlers
+from askflow.service_layer.evaluation import grading_due
 
 log = logging.getLogger(__name__)
 
 
-def pubsub_payload(cloud_event) -> dict | None:
-    """The JSON payload of a ``google.cloud.pubsub.topic.v1.messagePublished`` event; ``None`` if malformed."""
+def question_message(cloud_event) -> QuestionQueued | None:
+    """The message of a ``google.cloud.pubsub.topic.v1.messagePublished`` event, with the time Pub/Sub accepted it
+    (``publishTime``); ``None`` if malformed."""
     try:
-        data = cloud_event.data["message"]["data"]
-        payload = json.loads(base64.b64decode(data))
-    except (KeyError, TypeError, ValueError, binascii.Error):
+        message = cloud_event.data["message"]
+        question = QuestionQueued.model_validate_json(base64.b64decode(message["data"]))
+    except (KeyError, TypeError, ValueError, binascii.Error, ValidationError):
         return None
-    return payload if isinstance(payload, dict) else None
+    return question.model_copy(update={"published_at": _publish_time(message)})
 
 
-def on_question(cloud_event, components) -> str:
-    payload = pubsub_payload(cloud_event)
-    request_id = payload.get("request_id") if payload else None
-    if not isinstance(request_id, str) or not request_id:
-        # A malformed message can never succeed: acknowledge it (by returning) instead of looping on it.
-        log.error("dropping malformed question message %s", cloud_event["id"])
-        return "dropped"
-    return handlers.answer_request(
-        request_id, requests=components.requests, answerer=components.answerer, settings=components.settings,
-        slack=components.slack_replies, published_at=publish_time(cloud_event),
-    )
-
-
-def publish_time(cloud_event) -> dt.datetime | None:
-    """When Pub/Sub accepted the message (its ``publishTime``), so the request shows how long delivery took."""
+def _publish_time(message: dict) -> dt.datetime | None:
     from google.api_core.datetime_helpers import from_rfc3339
 
     try:
-        return from_rfc3339(cloud_event.data["message"]["publishTime"])
+        return from_rfc3339(message["publishTime"])
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def firestore_documents(cloud_event) -> tuple[dict | None, dict | None]:
-    """(old, new) documents of a ``google.cloud.firestore.document.v1.written`` event, as plain dicts.
+def on_question(cloud_event, components) -> str:
+    """Answer the request a question message names."""
+    message = question_message(cloud_event)
+    if message is None:
+        # A malformed message can never succeed: acknowledge it (by returning) instead of looping on it.
+        log.error("dropping malformed question message %s", cloud_event["id"])
+        return "dropped"
+    return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
+                                   settings=components.settings, slack=components.slack_replies)
+
+
+def firestore_requests(cloud_event) -> tuple[Request | None, Request | None]:
+    """(old, new) requests of a ``google.cloud.firestore.document.v1.written`` event.
 
     Eventarc sends the ``DocumentEventData`` protobuf; the emulator sends it base64-encoded.
     """
     from google.events.cloud.firestore import DocumentEventData
+
+    from askflow.adapters.firestore_requests import from_document
 
     data = cloud_event.data
     if isinstance(data, str):
         data = data.encode()
     try:
         payload = DocumentEventData.deserialize(data)
-    except Exception:  # noqa: BLE001 - protobuf raises several types; retry as base64 once
+    except Exception:  # protobuf's DecodeError and friends: the emulator's base64 form, then
         payload = DocumentEventData.deserialize(base64.b64decode(data))
-    old = _fields(payload.old_value.fields) if payload.old_value.name else None
-    new = _fields(payload.value.fields) if payload.value.name else None
+    old = from_document(_fields(payload.old_value.fields)) if payload.old_value.name else None
+    new = from_document(_fields(payload.value.fields)) if payload.value.name else None
     return old, new
 
 
@@ -83,13 +90,10 @@ def _value(value):
 
 
 def on_request_written(cloud_event, components) -> str:
-    """Queue an evaluation event when a request completes or its ratings change; nothing for other writes."""
-    from askflow.service_layer.evaluation import evaluation_event
-
-    request_id = cloud_event["subject"].rsplit("/", 1)[-1]
-    old, new = firestore_documents(cloud_event)
-    event = evaluation_event(old, new, request_id)
-    if event is None:
+    """Queue a grading event when a request completes or its ratings change; nothing for other writes."""
+    old, new = firestore_requests(cloud_event)
+    due = grading_due(old, new)
+    if due is None:
         return "ignored"
-    components.events.publish(components.settings.evaluation_topic, event, request_id=request_id)
+    components.events.publish(components.settings.evaluation_topic, due, request_id=due.request_id)
     return "queued"

@@ -1,4 +1,5 @@
-"""The HTTPS API: routing, request parsing and the mapping of domain errors to status codes.
+"""The HTTPS API: routing (werkzeug's, which Flask under functions-framework already carries), request parsing and
+the mapping of domain errors to status codes.
 
 ``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``,
 and the web page at ``/``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
@@ -6,38 +7,70 @@ and the web page at ``/``. Every error is a JSON ``{"error": ...}``; no stack tr
 
 from __future__ import annotations
 
-import datetime as dt
+import hmac
 import json
 import logging
-import re
 from typing import Any
 
 from pydantic import ValidationError
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from askflow.domain.errors import AskflowError, Conflict, InvalidInput, NotFound
 from askflow.service_layer import handlers
+from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
-_REQUEST_PATH = re.compile(r"^/requests/(?P<request_id>[A-Za-z0-9_-]{1,64})(?P<feedback>/feedback)?/?$")
 MAX_BODY_BYTES = 64 * 1024
 
 
+class RequestIdConverter(BaseConverter):
+    regex = r"[A-Za-z0-9_-]{1,64}"
+
+
+ROUTES = Map(
+    [
+        Rule("/", methods=["GET"], endpoint="page"),
+        Rule("/index.html", methods=["GET"], endpoint="page"),
+        Rule("/assets/<path:name>", methods=["GET"], endpoint="page"),
+        Rule("/requests", methods=["GET"], endpoint="feed"),
+        Rule("/requests", methods=["POST"], endpoint="ask"),
+        Rule("/requests/<request_id:request_id>", methods=["GET"], endpoint="read"),
+        Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
+    ],
+    strict_slashes=False,
+    converters={"request_id": RequestIdConverter},
+)
+
+
 def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
-    """:param request: a ``flask.Request`` as functions-framework passes it."""
-    if request.method == "GET":
+    """The API function: the web page (public), then the JSON API (behind ``X-API-Key`` when one is set).
+
+    :param request: a ``flask.Request`` as functions-framework passes it.
+    """
+    headers = {"Content-Type": "application/json"}
+    try:
+        endpoint, arguments = ROUTES.bind("", url_scheme=request.scheme).match(request.path, method=request.method)
+    except MethodNotAllowed as error:
+        endpoint, arguments = None, {}
+        allowed = error.valid_methods or []
+    except NoRoute:
+        endpoint, arguments, allowed = None, {}, []
+    if endpoint == "page":
         from askflow.web import static_response
 
-        page = static_response(request.path)
-        if page is not None:
-            return page
-    headers = {"Content-Type": "application/json"}
+        return static_response(arguments.get("name", "index.html"))
     if not _authenticated(request, components.settings):
         return json.dumps({"error": "missing or wrong API key (X-API-Key)"}), 401, headers
     try:
-        status, body = _route(request, components)
-    except _MethodNotAllowed as error:
-        status, body = 405, {"error": f"{request.method} not allowed on {request.path}"}
-        headers["Allow"] = ", ".join(error.allowed)
+        if endpoint is None and allowed:
+            status, body = 405, {"error": f"{request.method} not allowed on {request.path}"}
+            headers["Allow"] = ", ".join(allowed)
+        elif endpoint is None:
+            status, body = 404, {"error": f"no route {request.method} {request.path}"}
+        else:
+            status, body = _ENDPOINTS[endpoint](request, components, **arguments)
     except InvalidInput as error:
         status, body = 400, {"error": str(error)}
     except NotFound as error:
@@ -50,7 +83,32 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     except Exception:
         log.exception("unexpected error")
         status, body = 500, {"error": "internal error"}
-    return json.dumps(body, default=_json_default), status, headers
+    return json.dumps(body), status, headers
+
+
+def _feed(request, components) -> tuple[int, dict[str, Any]]:
+    if request.args.get("good") != "true" or set(request.args) - {"good"}:
+        raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
+    good = handlers.recent_good_answers(requests=components.requests)
+    return 200, {"items": [r.model_dump(mode="json", include=handlers.FEED_PUBLIC_FIELDS) for r in good]}
+
+
+def _ask(request, components) -> tuple[int, dict[str, Any]]:
+    queued = handlers.submit_question(_parse(request, AskQuestion), requests=components.requests,
+                                      events=components.events, settings=components.settings)
+    return 202, {"request_id": queued.request_id, "status": queued.status.value}
+
+
+def _read(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
+    stored = handlers.get_request(request_id, requests=components.requests, settings=components.settings)
+    return 200, stored.model_dump(mode="json", exclude_none=True)
+
+
+def _rate(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
+    return 200, handlers.rate_answer(request_id, _parse(request, RateAnswer), requests=components.requests)
+
+
+_ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}
 
 
 def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:
@@ -72,44 +130,8 @@ def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:
 def _authenticated(request, settings) -> bool:
     if settings.api_key is None:
         return True
-    import hmac
-
     sent = request.headers.get("X-API-Key", "")
     return hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode())
-
-
-class _MethodNotAllowed(Exception):
-    def __init__(self, *allowed: str) -> None:
-        super().__init__(", ".join(allowed))
-        self.allowed = allowed
-
-
-def _route(request, components) -> tuple[int, dict[str, Any]]:
-    path = request.path.rstrip("/") or "/"
-    if path == "/requests":
-        if request.method == "GET":
-            if request.args.get("good") != "true" or set(request.args) - {"good"}:
-                raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
-            return 200, handlers.recent_good_answers(requests=components.requests)
-        if request.method != "POST":
-            raise _MethodNotAllowed("GET", "POST")
-        command = _parse(request, handlers.AskQuestion)
-        return 202, handlers.submit_question(
-            command, requests=components.requests, events=components.events, settings=components.settings
-        )
-    match = _REQUEST_PATH.match(request.path)
-    if match and match["feedback"]:
-        if request.method != "POST":
-            raise _MethodNotAllowed("POST")
-        command = _parse(request, handlers.RateAnswer)
-        return 200, handlers.rate_answer(match["request_id"], command, requests=components.requests)
-    if match:
-        if request.method != "GET":
-            raise _MethodNotAllowed("GET")
-        return 200, handlers.get_request(
-            match["request_id"], requests=components.requests, settings=components.settings
-        )
-    return 404, {"error": f"no route {request.method} {request.path}"}
 
 
 def _parse(request, model):
@@ -135,9 +157,3 @@ def _describe(error: ValidationError) -> str:
         field = ".".join(str(p) for p in item["loc"]) or "body"
         problems.append(f"{field}: {item['msg']}")
     return "; ".join(problems)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -7,34 +7,33 @@ id derives from Slack's event id, so Slack's retries (``X-Slack-Retry-Num``) and
 
 from __future__ import annotations
 
+import json
 import logging
 
-from askflow.adapters.slack_replies import RATE_DOWN, RATE_UP, WORKING, SlackReplies, question_text
-from askflow.domain.errors import Duplicate
+from askflow.adapters.slack_replies import RATE_DOWN, RATE_UP, WORKING, question_text
+from askflow.domain.errors import ConfigurationError, Duplicate
+from askflow.domain.model import SlackThread
 from askflow.service_layer import handlers
+from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 
 
 def build_app(components):
+    """The Bolt app over the components' Slack client and stores (built once per instance by the function)."""
     from slack_bolt import App
 
     settings = components.settings
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
-        from askflow.domain.errors import ConfigurationError
-
+    if components.slack_client is None or settings.slack_signing_secret is None:
         raise ConfigurationError("the Slack app needs ASKFLOW_SLACK_BOT_TOKEN and ASKFLOW_SLACK_SIGNING_SECRET")
-    from askflow.ingest.slack import slack_client
-
-    token = settings.slack_bot_token.get_secret_value()
     app = App(
-        client=slack_client(token=token, base_url=settings.slack_api_url),
+        client=components.slack_client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=True,  # a function has no life after the response: work, then answer fast
         token_verification_enabled=False,
         ignoring_self_events_enabled=True,
     )
-    replies = SlackReplies(token=token, base_url=settings.slack_api_url)
+    replies = components.slack_replies
 
     def queue(event: dict, body: dict) -> None:
         question = question_text(event.get("text", ""))
@@ -43,12 +42,12 @@ def build_app(components):
         thread_ts = event.get("thread_ts") or event["ts"]
         try:
             handlers.submit_question(
-                handlers.AskQuestion(question=question[: settings.max_question_chars],
-                                     thread_id=f"slack-{event['channel']}-{thread_ts}".replace(".", "_")),
+                AskQuestion(question=question[: settings.max_question_chars],
+                            thread_id=f"slack-{event['channel']}-{thread_ts}".replace(".", "_")),
                 requests=components.requests, events=components.events, settings=settings,
                 request_id=f"slack-{body['event_id']}",
-                extra={"slack": {"channel": event["channel"], "ts": event["ts"], "thread_ts": thread_ts,
-                                 "user": event.get("user"), "in_thread": "thread_ts" in event}},
+                slack=SlackThread(channel=event["channel"], ts=event["ts"], thread_ts=thread_ts,
+                                  user=event.get("user"), in_thread="thread_ts" in event),
             )
         except Duplicate:
             log.info("Slack event %s already queued (a retry)", body["event_id"])
@@ -67,11 +66,8 @@ def build_app(components):
     def rate(positive: bool):
         def handler(ack, body, action):
             ack()
-            handlers.rate_answer(
-                action["value"],
-                handlers.RateAnswer(positive=positive, rater=f"slack-{body['user']['id']}"),
-                requests=components.requests,
-            )
+            handlers.rate_answer(action["value"], RateAnswer(positive=positive, rater=f"slack-{body['user']['id']}"),
+                                 requests=components.requests)
 
         return handler
 
@@ -80,10 +76,8 @@ def build_app(components):
     return app
 
 
-def handle(request, components):
+def handle(request, app):
     """Bolt's handler, after refusing bodies Bolt would crash on (a signed but broken JSON body is a 400)."""
-    import json
-
     from slack_bolt.adapter.google_cloud_functions import SlackRequestHandler
 
     if request.method == "POST" and request.mimetype == "application/json":
@@ -91,4 +85,4 @@ def handle(request, components):
             json.loads(request.get_data(cache=True) or b"")
         except (json.JSONDecodeError, UnicodeDecodeError):
             return json.dumps({"error": "body is not valid JSON"}), 400, {"Content-Type": "application/json"}
-    return SlackRequestHandler(components.slack_app).handle(request)
+    return SlackRequestHandler(app).handle(request)

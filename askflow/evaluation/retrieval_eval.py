@@ -13,8 +13,10 @@ from pathlib import Path
 from askflow.domain.errors import InvalidInput
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.loaders import load_paths
-from askflow.retrieval import rank_documents
+from askflow.ingest.sources.files import load_paths
+from askflow.ports import Embeddings, VectorStore
+from askflow.retrieval.ranking import rank_documents
+from askflow.retrieval.retriever import Retriever
 
 EVAL_SOURCE = "eval"
 CUTOFFS = (1, 3, 5, 10)
@@ -47,16 +49,15 @@ def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
 
 
 def evaluate(
-    *, corpus: Path, questions_file: Path, components, strategy: ChunkingStrategy, collection: str,
-    details_path: Path,
+    *, corpus: Path, questions_file: Path, store: VectorStore, embeddings: Embeddings, retriever: Retriever,
+    strategy: ChunkingStrategy, details_path: Path,
 ) -> dict[str, float]:
+    """Index ``corpus`` into ``store`` (the evaluation's own collection), then score ``retriever`` over it."""
     questions = load_questions(questions_file)
-    store = components.vector_store(collection)
     index_documents(
-        load_paths([corpus], source=EVAL_SOURCE), store=store, embeddings=components.embeddings,
-        strategy=strategy, source=EVAL_SOURCE,
+        load_paths([corpus], source=EVAL_SOURCE), store=store, embeddings=embeddings, strategy=strategy,
+        source=EVAL_SOURCE,
     )
-    retriever = components.retriever_for(store)
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     details_path.parent.mkdir(parents=True, exist_ok=True)
     with details_path.open("w", encoding="utf-8") as details:
@@ -66,7 +67,6 @@ def evaluate(
             for key, value in metrics.items():
                 totals[key] += value
             details.write(json.dumps({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics}) + "\n")
-    store.close()
     summary = {"questions": len(questions)}
     summary.update({key: round(value / len(questions), 4) for key, value in totals.items()})
     return summary

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import PurePosixPath
 
+from askflow.config import SPLITTERS
 from askflow.domain.model import Chunk, Document, content_hash
 from askflow.ingest.sections import Section, blocks, markdown_sections, rst_sections
 
-STRATEGIES = ("section", "recursive")
 _STRATEGY_VERSION = "2"
 
 
@@ -26,8 +26,8 @@ class ChunkingStrategy:
     chunk_overlap: int = 150
 
     def __post_init__(self) -> None:
-        if self.splitter not in STRATEGIES:
-            raise ValueError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.splitter not in SPLITTERS:
+            raise ValueError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise ValueError("chunk_overlap must be at least 0 and smaller than chunk_size")
 

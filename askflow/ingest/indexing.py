@@ -60,7 +60,11 @@ def index_documents(
     if not scope.startswith(f"{source}:"):
         raise ValueError(f"scope {scope!r} is not within source {source!r}")
     store.ensure_collection(embeddings.dimension)
-    stored = store.document_fingerprints(prefix=scope)
+    if prune:  # what the source no longer lists is pruned: every stored document of the scope counts
+        stored = store.document_fingerprints(prefix=scope)
+    else:  # only these documents count: look them up by id instead of listing the scope
+        documents = list(documents)
+        stored = store.fingerprints([document.doc_id for document in documents])
     result = IndexingResult()
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk]]] = []
@@ -122,10 +126,11 @@ def invalidate_answers(store: VectorStore, *, answers_source: str) -> int:
     answers = store.document_metadata(f"{answers_source}:")
     if not answers:
         return 0
-    current = store.document_fingerprints("")
+    cited = sorted({doc_id for metadata in answers.values() for doc_id in metadata.get("cited") or {}})
+    current = store.fingerprints(cited)
     stale = [
         doc_id for doc_id, metadata in answers.items()
-        if any(current.get(cited) != sha for cited, sha in (metadata.get("cited") or {}).items())
+        if any(current.get(doc_id) != sha for doc_id, sha in (metadata.get("cited") or {}).items())
     ]
     if stale:
         store.delete_documents(stale)

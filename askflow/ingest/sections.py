@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 _ADORNMENT = re.compile(r"^([=\-~^\"'`#*+:._<>])\1{2,}\s*$")
 _FENCE = re.compile(r"^(```|~~~)")
-_RST_DIRECTIVE_WITH_BODY = re.compile(r"^\s*(\.\. (code-block|code|sourcecode|literalinclude|exampleinclude)::|.*::\s*$)")
+_RST_DIRECTIVE_WITH_BODY = re.compile(
+    r"^\s*(\.\. (code-block|code|sourcecode|literalinclude|exampleinclude)::|.*::\s*$)"
+)
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,9 @@ SECURITY_HEADERS = {
 }
 
 
-def static_response(path: str) -> tuple[bytes, int, dict[str, str]] | None:
-    """``/`` and ``/assets/<file>`` (Flask, under functions-framework, keeps ``/static`` for itself); ``None`` for
-    any other path."""
-    if path in ("/", "/index.html"):
-        name = "index.html"
-    elif path.startswith("/assets/"):
-        name = path.removeprefix("/assets/")
-    else:
-        return None
+def static_response(name: str) -> tuple[bytes, int, dict[str, str]]:
+    """A file of the page (``index.html``, or an asset under ``/assets/``: Flask, under functions-framework, keeps
+    ``/static`` for itself); a 404 for any name that is not one of them."""
     files = resources.files("askflow.web") / "static"
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
     if "/" in name or suffix not in CONTENT_TYPES or not (files / name).is_file():

@@ -23,7 +23,7 @@ def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
 def dag_env(airflow_env: dict[str, str], pg_url: str, wire, collection: str, **overrides) -> dict[str, str]:
     """The Airflow environment plus askflow settings: pgvector at ``pg_url``, embeddings from the loopback server."""
     from askflow.config import Settings
-    from askflow.local_stack import settings_env
+    from askflow.dev.local_stack import settings_env
 
     settings = Settings(database_url=pg_url, collection=collection, embedding_provider="openai",
                         embedding_model="text-embedding-3-small", openai_base_url=wire.base_url,

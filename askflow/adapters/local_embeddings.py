@@ -1,4 +1,4 @@
-"""Embeddings adapters: any OpenAI-compatible endpoint, or an offline model shipped in wheels (dev/test/demo)."""
+"""LocalEmbeddings: an offline sentence-transformers model shipped in wheels (dev, tests, demo; never deployed)."""
 
 from __future__ import annotations
 
@@ -127,29 +127,3 @@ class LocalEmbeddings(Embeddings):
                 list(texts), batch_size=self._batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return vectors.tolist()
-
-
-class OpenAIEmbeddings(Embeddings):
-    """Embeddings over the OpenAI wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp server)."""
-
-    def __init__(self, *, client: Any, model: str, dimension: int, batch_size: int = 256, retrying: Any) -> None:
-        self._client = client
-        self.name = model
-        self.dimension = dimension
-        self._batch_size = batch_size
-        self._retrying = retrying
-
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        from openai.types import CreateEmbeddingResponse
-
-        from askflow.adapters.openai_chat import EMBEDDINGS_PATH
-
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            batch = list(texts[start : start + self._batch_size])
-            response = self._retrying(
-                self._client.post, EMBEDDINGS_PATH, body={"model": self.name, "input": batch},
-                cast_to=CreateEmbeddingResponse,
-            )
-            vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
-        return vectors

@@ -1,21 +1,12 @@
 """GitHub issues with their comments as documents, through PyGithub (any base URL: github.com or Enterprise).
 
 State, labels and closed-at are kept in the metadata *and* in the text's first line, so that retrieval and the
-answer can tell a fixed bug from an open one. PyGithub's ``GithubRetry`` retries rate limits and 5xx with backoff.
+answer can tell a fixed bug from an open one. The client is PyGithub's, as ``bootstrap`` builds it.
 """
 
 from __future__ import annotations
 
 from askflow.domain.model import Document, SourceKind
-
-
-def github_client(*, base_url: str, token: str | None, retries: int = 5, seconds_between_requests: float = 0.25):
-    from github import Auth, Github, GithubRetry
-
-    return Github(
-        base_url=base_url, auth=Auth.Token(token) if token else None,
-        retry=GithubRetry(total=retries, backoff_factor=0.2), seconds_between_requests=seconds_between_requests,
-    )
 
 
 def load_repo_issues(client, repo: str, *, source: str = "github") -> list[Document]:

@@ -17,7 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage
 from askflow.ports import ChatModel
-from askflow.retrieval import Retriever, clean_query, fuse_queries, rank_documents
+from askflow.retrieval.fusion import fuse_queries
+from askflow.retrieval.query import clean_query
+from askflow.retrieval.ranking import rank_documents
+from askflow.retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ class Answerer:
             best = document.chunks[0].chunk
             sources.append(
                 Source(
-                    number=number, title=best.title, url=best.url, doc_id=best.doc_id, section=best.section,
+                    n=number, title=best.title, url=best.url, doc_id=best.doc_id, section=best.section,
                     kind=best.kind.value, excerpt=best.content,
                 )
             )
@@ -131,7 +134,7 @@ def _history_block(history: Sequence[tuple[str, str]]) -> str:
 
 def _answer_prompt(question: str, history: Sequence[tuple[str, str]], sources: Sequence[Source]) -> str:
     numbered = "\n\n".join(
-        f"[{s.number}] {s.title}{' > ' + s.section if s.section else ''}\n{s.excerpt}" for s in sources
+        f"[{s.n}] {s.title}{' > ' + s.section if s.section else ''}\n{s.excerpt}" for s in sources
     )
     return f"{_history_block(history)}Sources:\n{numbered}\n\nQuestion:\n{question}"
 
@@ -145,7 +148,7 @@ def _extractive_answer(question: str, sources: Sequence[Source]) -> str:
         sentences = re.split(r"(?<=[.!?])\s+|\n{2,}", source.excerpt)
         best = sorted(sentences, key=lambda s: -len(terms & {w.lower() for w in re.findall(r"[A-Za-z_]{4,}", s)}))
         passage = " ".join(s.strip() for s in best[:2] if s.strip())[:500]
-        quotes.append(f"> {passage} [{source.number}]")
+        quotes.append(f"> {passage} [{source.n}]")
     return EXTRACTIVE_NOTE + "\n\n" + "\n\n".join(quotes)
 
 

@@ -1,14 +1,15 @@
-"""OpenAIChatModel: chat completions over the OpenAI wire format, retried with backoff on 429, 5xx and timeouts."""
+"""The OpenAI wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp server): ``OpenAIChatModel``, ``OpenAIEmbeddings``
+and the retry policy they share (tenacity: backoff on 429, 5xx, time-outs and dropped connections)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Usage
-from askflow.ports import ChatModel, Completion
+from askflow.ports import ChatModel, Completion, Embeddings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,3 +87,27 @@ class OpenAIChatModel(ChatModel):
                 completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             ),
         )
+
+
+class OpenAIEmbeddings(Embeddings):
+    """Embeddings over the OpenAI wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp server)."""
+
+    def __init__(self, *, client: Any, model: str, dimension: int, batch_size: int = 256, retrying: Any) -> None:
+        self._client = client
+        self.name = model
+        self.dimension = dimension
+        self._batch_size = batch_size
+        self._retrying = retrying
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        from openai.types import CreateEmbeddingResponse
+
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = list(texts[start : start + self._batch_size])
+            response = self._retrying(
+                self._client.post, EMBEDDINGS_PATH, body={"model": self.name, "input": batch},
+                cast_to=CreateEmbeddingResponse,
+            )
+            vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        return vectors

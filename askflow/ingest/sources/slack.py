@@ -1,6 +1,6 @@
 """Slack threads as documents: one thread (its root and replies) is one document with its permalink.
 
-``slack_sdk``'s own retry handlers honour ``Retry-After`` on 429 and retry 5xx and dropped connections.
+The client is slack_sdk's ``WebClient`` as ``bootstrap`` builds it (its retry handlers honour ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -9,25 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from askflow.domain.model import Document, SourceKind
-
-
-def slack_client(*, token: str, base_url: str, max_retries: int = 5):
-    from slack_sdk import WebClient
-    from slack_sdk.http_retry.builtin_handlers import (
-        ConnectionErrorRetryHandler,
-        RateLimitErrorRetryHandler,
-        ServerErrorRetryHandler,
-    )
-
-    return WebClient(
-        token=token,
-        base_url=base_url,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=max_retries),
-            RateLimitErrorRetryHandler(max_retry_count=max_retries),
-            ServerErrorRetryHandler(max_retry_count=max_retries),
-        ],
-    )
 
 
 def _paged(method, key: str, **kwargs: Any) -> Iterator[dict]:

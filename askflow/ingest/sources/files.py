@@ -1,4 +1,4 @@
-"""Loaders for documentation files: .md, .mdx, .rst and .html, from a folder, single files or raw bytes (GCS, git).
+"""Documentation files as documents: .md, .mdx, .rst and .html, from a folder, single files or raw text (GCS, git).
 
 Each ``load_*`` returns ``Document``s whose ``doc_id`` is ``"<source>:<relative path>"``; the source prefix is what
 ingestion prunes within, so one source's run never deletes another's documents.

@@ -7,9 +7,11 @@ import time
 import urllib.request
 
 from askflow.bootstrap import bootstrap
+from askflow.dev.local_stack import REPO_ROOT, LocalStack
+from askflow.domain.model import RequestStatus
+from askflow.entrypoints.answer_text import format_answer
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.loaders import load_paths
-from askflow.local_stack import REPO_ROOT, LocalStack
+from askflow.ingest.sources.files import load_paths
 
 PROJECT_DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs"]
 
@@ -26,16 +28,18 @@ def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300) -> dic
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/requests/{request_id}", timeout=30) as response:
             record = json.load(response)
-        if record["status"] in ("complete", "failed"):
+        if RequestStatus(record["status"]).terminal:
             return record
         time.sleep(0.3)
     raise TimeoutError(f"request {request_id} not answered within {timeout_s:.0f}s")
 
 
 def run_demo(*, question: str, wait: bool) -> int:
-    from askflow.entrypoints.cli import format_answer
+    with bootstrap() as components:
+        return _run(components, question=question, wait=wait)
 
-    components = bootstrap()
+
+def _run(components, *, question: str, wait: bool) -> int:
     settings = components.settings
     stack = LocalStack(settings=settings, log_dir=settings.data_dir / "logs")
     try:
@@ -46,8 +50,7 @@ def run_demo(*, question: str, wait: bool) -> int:
         documents = load_paths([p for p in PROJECT_DOCS if p.exists()], source="askflow")
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings,
-            strategy=components.strategy(),
-            source="askflow",
+            strategy=components.strategy(), source="askflow",
         )
         print(f"  {result.documents_seen} documents, {result.chunks_written} chunks written, "
               f"{result.documents_skipped} unchanged", flush=True)
@@ -55,7 +58,7 @@ def run_demo(*, question: str, wait: bool) -> int:
         api, worker = stack.start_functions()
         print(f"\nQ: {question}\n", flush=True)
         record = ask_over_http(api.url, question)
-        if record["status"] != "complete":
+        if record["status"] != RequestStatus.COMPLETE.value:
             print(f"the request failed: {record.get('error')}")
             return 1
         print(format_answer(record))
@@ -74,4 +77,3 @@ def run_demo(*, question: str, wait: bool) -> int:
         return 0
     finally:
         stack.stop()
-        components.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from askflow.config import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
 
 

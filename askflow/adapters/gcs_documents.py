@@ -1,0 +1,54 @@
+"""GcsLocation: documentation files under a GCS prefix (``gs://bucket/prefix/``), read with google-cloud-storage.
+``STORAGE_EMULATOR_HOST`` points the client (built by ``bootstrap``) at a fake server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from askflow.domain.errors import InvalidInput
+from askflow.domain.model import Document
+from askflow.ingest.sources.files import is_doc_path, parse_document
+
+
+@dataclass
+class GcsLocation:
+    """:param storage: gives the ``google.cloud.storage.Client`` when the location is first read."""
+
+    storage: Callable[[], Any]
+    bucket: str
+    prefix: str = ""  # empty, or a folder ending in "/"
+
+    @classmethod
+    def parse(cls, spec: str, *, storage: Callable[[], Any]) -> GcsLocation:
+        bucket, _, prefix = spec.removeprefix("gs://").partition("/")
+        if not bucket:
+            raise InvalidInput(f"{spec}: no bucket named (gs://BUCKET/PREFIX)")
+        return cls(storage, bucket, prefix.strip("/") + "/" if prefix.strip("/") else "")
+
+    @property
+    def public(self) -> str:
+        return self.pin()
+
+    def pin(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}"
+
+    def list(self) -> list[str]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            blobs = self.storage().list_blobs(self.bucket, prefix=self.prefix)
+            names = [blob.name for blob in blobs]
+        except NotFound as error:
+            raise InvalidInput(f"no such bucket: gs://{self.bucket}") from error
+        return sorted(r for name in names if is_doc_path(r := name[len(self.prefix):]))
+
+    def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
+        name = f"{self.prefix}{relative}"
+        try:
+            raw = self.storage().bucket(self.bucket).blob(name).download_as_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidInput(f"gs://{self.bucket}/{name}: not UTF-8 text") from error
+        url = f"{base_url.rstrip('/')}/{relative}" if base_url else f"gs://{self.bucket}/{name}"
+        return parse_document(relative, raw, source=source, url=url)
