@@ -25,6 +25,7 @@ demo: venv
 	$(BIN)/askflow demo
 
 test: venv .venv-checkov/bin/checkov
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 eval: venv

@@ -5,18 +5,16 @@ resource "google_composer_environment" "askflow" {
     software_config {
       image_version = "composer-3-airflow-3"
       pypi_packages = {
-        "apache-airflow-providers-openai"   = ""
-        "apache-airflow-providers-slack"    = ""
-        "apache-airflow-providers-github"   = ""
-        "apache-airflow-providers-weaviate" = ""
-        "langchain-text-splitters"          = ">=0.3"
-        "beautifulsoup4"                    = ">=4.12"
-        "slack-sdk"                         = ">=3.27"
-        "GitPython"                         = ">=3.1"
-        "pgvector"                          = ">=0.2.5"
-        "psycopg"                           = "[binary,pool]>=3.1"
-        "pydantic-settings"                 = ">=2.3"
-        "weaviate-client"                   = ">=4.9,<5"
+        "langchain-text-splitters" = ">=0.3"
+        "beautifulsoup4"           = ">=4.12"
+        "slack-sdk"                = ">=3.27"
+        "GitPython"                = ">=3.1"
+        "PyGithub"                 = ">=2.1"
+        "openai"                   = ">=1.60"
+        "pgvector"                 = ">=0.2.5"
+        "psycopg"                  = "[binary,pool]>=3.1"
+        "pydantic-settings"        = ">=2.3"
+        "weaviate-client"          = ">=4.9,<5"
       }
       env_variables = local.askflow_env
     }

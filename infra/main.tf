@@ -21,20 +21,20 @@ locals {
   ]
   # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
   askflow_env = {
-    ASKFLOW_PROJECT_ID              = var.project_id
-    ASKFLOW_REQUESTS_COLLECTION     = var.requests_collection
-    ASKFLOW_QUESTIONS_TOPIC         = var.questions_topic
-    ASKFLOW_QUESTIONS_SUBSCRIPTION  = var.questions_subscription
-    ASKFLOW_EVALUATION_TOPIC        = var.evaluation_topic
-    ASKFLOW_EVALUATION_SUBSCRIPTION = var.evaluation_subscription
-    ASKFLOW_DOCUMENTS_BUCKET        = var.documents_bucket
+    ASKFLOW_PROJECT_ID                 = var.project_id
+    ASKFLOW_REQUESTS_COLLECTION        = var.requests_collection
+    ASKFLOW_QUESTIONS_TOPIC            = var.questions_topic
+    ASKFLOW_QUESTIONS_SUBSCRIPTION     = var.questions_subscription
+    ASKFLOW_EVALUATION_TOPIC           = var.evaluation_topic
+    ASKFLOW_EVALUATION_SUBSCRIPTION    = var.evaluation_subscription
+    ASKFLOW_DOCUMENTS_BUCKET           = var.documents_bucket
     ASKFLOW_EVALUATION_RUNS_COLLECTION = var.evaluation_runs_collection
-    ASKFLOW_COLLECTION              = var.collection
-    ASKFLOW_VECTOR_STORE            = var.vector_store
-    ASKFLOW_CHEAP_MODEL             = var.cheap_model
-    ASKFLOW_STRONG_MODEL            = var.strong_model
-    ASKFLOW_EMBEDDING_PROVIDER      = "openai"
-    ASKFLOW_EMBEDDING_MODEL         = var.embedding_model
+    ASKFLOW_COLLECTION                 = var.collection
+    ASKFLOW_VECTOR_STORE               = var.vector_store
+    ASKFLOW_CHEAP_MODEL                = var.cheap_model
+    ASKFLOW_STRONG_MODEL               = var.strong_model
+    ASKFLOW_EMBEDDING_PROVIDER         = "openai"
+    ASKFLOW_EMBEDDING_MODEL            = var.embedding_model
   }
   # Secrets the answer worker reads (the Slack token: it replies in threads).
   secret_env = {

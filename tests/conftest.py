@@ -5,7 +5,6 @@ Every one starts on a free port (or a private socket) and stops at the end of th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from askflow.adapters.local_embeddings import MINILM
 from askflow.config import Settings
-from askflow.ports import Embeddings
+from tests.fakes import HashEmbeddings
 from tests.support.git_repo import commit
 from tests.support.openai_wire import OpenAIWireServer
 
@@ -76,27 +75,6 @@ def minilm(tmp_path_factory):
     from askflow.adapters.local_embeddings import LocalEmbeddings
 
     return LocalEmbeddings(model=MINILM, cache_dir=tmp_path_factory.mktemp("models"))
-
-
-class HashEmbeddings(Embeddings):
-    """Deterministic bag-of-words vectors: a fake for tests of the indexing mechanics (counts what it embeds)."""
-
-    name = "hash-embeddings"
-    dimension = 64
-
-    def __init__(self) -> None:
-        self.embedded: list[str] = []
-
-    def embed_documents(self, texts):
-        self.embedded.extend(texts)
-        vectors = []
-        for text in texts:
-            vector = [0.0] * self.dimension
-            for word in text.lower().split():
-                vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension] += 1.0
-            norm = sum(v * v for v in vector) ** 0.5 or 1.0
-            vectors.append([v / norm for v in vector])
-        return vectors
 
 
 @pytest.fixture

@@ -95,3 +95,12 @@ def test_eval_retrieval_prints_metrics_as_the_last_line(pg_url, collection_name,
     questions.write_text('{"question": "no gold"}\n')
     bad = askflow("eval", "retrieval", "--corpus", str(DOCS), "--questions", str(questions), env=env)
     assert bad.returncode == 2 and "gold" in bad.stderr
+
+
+def test_a_bad_setting_is_named_with_its_choices_not_a_traceback():
+    run = askflow("ask", "hi", env={"ASKFLOW_VECTOR_STORE": "milvus"})
+    assert run.returncode == 2
+    assert run.stderr.startswith("askflow: bad setting: ASKFLOW_VECTOR_STORE")
+    assert "'pgvector' or 'weaviate'" in run.stderr and "Traceback" not in run.stderr
+    secret = askflow("ask", "hi", env={"ASKFLOW_SLACK_CHANNELS": "not json"})
+    assert secret.returncode == 2 and "ASKFLOW_SLACK_CHANNELS" in secret.stderr

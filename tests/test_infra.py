@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import hcl2
@@ -180,3 +182,21 @@ def test_checkov_passes_and_every_skipped_check_says_why():
     for check in terraform["results"]["skipped_checks"]:
         reason = check["check_result"].get("suppress_comment") or "No comment provided"
         assert reason != "No comment provided", f"{check['check_id']} skipped without a reason"
+
+
+def test_the_functions_package_holds_the_core_without_the_dev_room(tmp_path):
+    """What Cloud Build (and the README's deploy steps) package: the entry points, their requirements, and the core
+    as a local package, never the local stack and the demo."""
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    package = next(step for step in build["steps"] if step["id"] == "package")
+    assert package["args"] == ["infra/package-functions.sh"]
+    for name in ("askflow", "functions", "infra", "pyproject.toml", "README.md"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    subprocess.run(["bash", str(tmp_path / "infra" / "package-functions.sh")], check=True, capture_output=True)
+    with zipfile.ZipFile(tmp_path / "build" / "functions-source.zip") as archive:
+        names = set(archive.namelist())
+    assert {"main.py", "requirements.txt", "askflow_core/pyproject.toml", "askflow_core/askflow/bootstrap.py",
+            "askflow_core/askflow/web/static/index.html"} <= names
+    assert not [name for name in names if "/dev/" in name or "__pycache__" in name]
+    assert "./askflow_core" in (ROOT / "functions" / "requirements.txt").read_text()

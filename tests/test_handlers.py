@@ -1,0 +1,201 @@
+"""The service layer on fakes of its ports: the ask path's handlers, the requeue sweep, ratings, and the grading
+loop. Fast (no emulator, no model); the emulator-backed suite checks the same paths through the real adapters."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from askflow.config import Settings
+from askflow.domain.clock import utcnow
+from askflow.domain.errors import AskflowError, Conflict, InvalidInput, ModelUnavailable, NotFound
+from askflow.domain.messages import GradingDue, QuestionQueued
+from askflow.domain.model import Answer, Rating, Request, RequestStatus, Source, Usage
+from askflow.grading.graders import HeuristicGrader
+from askflow.ingest.chunking import ChunkingStrategy
+from askflow.service_layer import handlers
+from askflow.service_layer.commands import AskQuestion, RateAnswer
+from askflow.service_layer.evaluation import grade_events, grading_due
+from tests.fakes import FakeEvaluationRuns, FakeEventBus, FakeRequestStore, FakeVectorStore, HashEmbeddings
+
+SETTINGS = Settings(request_lease_s=60, request_deadline_s=900, requeue_after_s=120)
+
+
+class CannedAnswerer:
+    """Answers every question the same way, or raises what it is given; counts its calls."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.questions: list[tuple[str, list]] = []
+
+    def answer(self, question, history=()):
+        self.questions.append((question, list(history)))
+        if self.error is not None:
+            raise self.error
+        source = Source(n=1, title="XComs", url="https://docs/xcoms", doc_id="docs:xcoms.rst",
+                        excerpt="Tasks pull XComs with xcom_pull.")
+        return Answer(text="Use xcom_pull [1].", sources=[source], mode="llm", queries=[question],
+                      usage=[Usage("strong", 10, 5)], timings_ms={"total_ms": 1.0})
+
+
+def _ask(requests, events, question="How do tasks pull XComs?", **command) -> Request:
+    return handlers.submit_question(AskQuestion(question=question, **command), requests=requests, events=events,
+                                    settings=SETTINGS)
+
+
+def test_a_question_is_stored_pending_and_queued_once():
+    requests, events = FakeRequestStore(), FakeEventBus()
+    request = _ask(requests, events, "  How do tasks pull XComs?  ")
+    stored = requests.get(request.request_id)
+    assert stored.status is RequestStatus.PENDING and stored.question == "How do tasks pull XComs?"
+    assert stored.thread_id == request.request_id  # a new conversation
+    assert events.published == [(SETTINGS.questions_topic, QuestionQueued(request_id=request.request_id))]
+
+
+@pytest.mark.parametrize(("question", "message"), [(" \n ", "blank"), ("x" * 4001, "at most 4000")])
+def test_bad_questions_are_refused_and_nothing_is_queued(question, message):
+    requests, events = FakeRequestStore(), FakeEventBus()
+    with pytest.raises(InvalidInput, match=message):
+        _ask(requests, events, question)
+    assert requests.requests == {} and events.published == []
+
+
+def test_a_question_the_queue_refuses_ends_failed_not_pending():
+    requests = FakeRequestStore()
+    with pytest.raises(AskflowError, match="could not queue"):
+        _ask(requests, FakeEventBus(failing=True))
+    (stored,) = requests.requests.values()
+    assert stored.status is RequestStatus.FAILED and stored.error == "could not queue the question"
+
+
+def test_a_queued_question_is_answered_once_however_often_it_is_delivered():
+    requests, events, answerer = FakeRequestStore(), FakeEventBus(), CannedAnswerer()
+    request = _ask(requests, events)
+    published = utcnow()
+    message = QuestionQueued(request_id=request.request_id, published_at=published)
+    assert handlers.answer_request(message, requests=requests, answerer=answerer, settings=SETTINGS) == "complete"
+    assert handlers.answer_request(message, requests=requests, answerer=answerer, settings=SETTINGS) == "skipped"
+    stored = requests.get(request.request_id)
+    assert len(answerer.questions) == 1 and stored.attempts == 1
+    assert stored.answer == "Use xcom_pull [1]." and stored.sources[0].doc_id == "docs:xcoms.rst"
+    assert stored.models == ["strong"] and stored.tokens.prompt == 10 and stored.tokens.completion == 5
+    assert stored.published_at == published <= stored.received_at <= stored.completed_at
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (ModelUnavailable("model endpoint failed 4 times: RateLimitError"), "model endpoint failed 4 times"),
+    (KeyError("secret internals"), "internal error"),
+])
+def test_a_failing_answer_ends_failed_with_a_reason_that_leaks_nothing(error, reason):
+    requests, events = FakeRequestStore(), FakeEventBus()
+    request = _ask(requests, events)
+    outcome = handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
+                                      answerer=CannedAnswerer(error), settings=SETTINGS)
+    assert outcome == RequestStatus.FAILED
+    assert requests.get(request.request_id).error.startswith(reason)
+    assert "secret internals" not in requests.get(request.request_id).error
+
+
+def test_a_follow_up_in_a_web_thread_carries_the_earlier_turns():
+    requests, events, answerer = FakeRequestStore(), FakeEventBus(), CannedAnswerer()
+    first = _ask(requests, events, "How do tasks pull XComs?")
+    handlers.answer_request(QuestionQueued(request_id=first.request_id), requests=requests, answerer=answerer,
+                            settings=SETTINGS)
+    follow_up = _ask(requests, events, "And in Airflow 3?", thread_id=first.request_id)
+    handlers.answer_request(QuestionQueued(request_id=follow_up.request_id), requests=requests, answerer=answerer,
+                            settings=SETTINGS)
+    assert answerer.questions[1] == ("And in Airflow 3?", [("How do tasks pull XComs?", "Use xcom_pull [1].")])
+
+
+def test_the_requeue_sweep_queues_the_stale_fails_the_late_and_leaves_live_leases():
+    requests, events = FakeRequestStore(), FakeEventBus()
+    now = utcnow()
+
+    def stored(request_id: str, age_s: float, **fields) -> None:
+        at = now - dt.timedelta(seconds=age_s)
+        requests.create(Request(request_id=request_id, question="q?", created_at=at, updated_at=at, **fields))
+
+    stored("lost", 300)
+    stored("late", 1000)
+    stored("busy", 300, status=RequestStatus.ANSWERING, claimed_at=now - dt.timedelta(seconds=10))
+    stored("fresh", 5)
+    summary = handlers.requeue_unfinished(requests=requests, events=events, settings=SETTINGS)
+    assert summary == {"requeued": 1, "timed_out": 1, "still_answering": 1}
+    assert events.published == [(SETTINGS.questions_topic, QuestionQueued(request_id="lost"))]
+    assert requests.get("late").status is RequestStatus.FAILED and requests.get("late").error == "timed out"
+    again = handlers.requeue_unfinished(requests=requests, events=events, settings=SETTINGS)
+    assert again["requeued"] == 0  # the requeued one waits its turn again
+
+
+def test_ratings_wait_for_the_answer_and_one_rater_has_one_rating():
+    requests, events = FakeRequestStore(), FakeEventBus()
+    request = _ask(requests, events)
+    with pytest.raises(Conflict, match="only answered requests"):
+        handlers.rate_answer(request.request_id, RateAnswer(positive=True), requests=requests)
+    with pytest.raises(NotFound):
+        handlers.rate_answer("nope", RateAnswer(positive=True), requests=requests)
+    handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
+                            answerer=CannedAnswerer(), settings=SETTINGS)
+    handlers.rate_answer(request.request_id, RateAnswer(positive=True, rater="ana"), requests=requests)
+    handlers.rate_answer(request.request_id, RateAnswer(positive=False, rater="ana", comment="no example"),
+                         requests=requests)
+    ratings = requests.get(request.request_id).ratings
+    assert set(ratings) == {"ana"} and ratings["ana"].positive is False and ratings["ana"].comment == "no example"
+
+
+def _complete(request_id: str, question: str, answer: str, **fields) -> Request:
+    source = Source(n=1, title="Pools", url="https://docs/pools", doc_id="docs:pools.rst",
+                    excerpt="Pools limit how many tasks run at once.")
+    return Request(request_id=request_id, question=question, answer=answer, status=RequestStatus.COMPLETE,
+                   sources=[source], created_at=utcnow(), **fields)
+
+
+def test_grading_is_due_when_the_answer_or_its_ratings_change_and_not_for_grade_writes():
+    pending = Request(request_id="r", question="q?", created_at=utcnow())
+    done = _complete("r", "How do pools work?", "Pools limit slots [1].")
+    assert grading_due(None, pending) is None
+    due = grading_due(pending, done)
+    assert due is not None and due.request_id == "r"
+    rated = done.model_copy(update={"ratings": {"ana": Rating(positive=True, at=utcnow())}})
+    assert grading_due(done, rated).revision != due.revision
+    graded = rated.model_copy(update={"is_good": True, "graded_revision": rated.revision()})
+    assert grading_due(rated, graded) is None
+
+
+def test_a_grading_run_grades_once_keeps_good_answers_and_never_stores_private_ones():
+    requests, runs, store, embeddings = FakeRequestStore(), FakeEvaluationRuns(), FakeVectorStore(), HashEmbeddings()
+    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1]."))
+    requests.create(_complete("good-2", "What is a pool slot?", "A slot is one running task in a pool [1]."))
+    requests.create(_complete("leaky", "My password=hunter2secret fails, why?", "Check the pool [1]."))
+    requests.create(_complete("down", "How do pools work?", "Pools limit tasks [1].",
+                              ratings={"bo": Rating(positive=False, at=utcnow())}))
+    store.upsert(*_cited_page(embeddings))
+    events = [GradingDue(request_id=r, revision="seen") for r in ("good-1", "good-2", "leaky", "down")] * 2
+
+    def grade():
+        return grade_events(events, requests=requests, runs=runs, store=store, embeddings=embeddings,
+                            grader=HeuristicGrader(), strategy=ChunkingStrategy(), answers_source="answers",
+                            answers_base_url="/requests", batch_size=3)
+
+    calls_before = embeddings.calls
+    run = grade()
+    assert (run.graded, run.good, run.skipped, run.method) == (4, 2, 0, "heuristic")
+    assert run.rejected == {"private": 1, "rated down": 1}
+    assert requests.get("leaky").is_good is False and requests.get("leaky").grade_reason.startswith("private")
+    assert set(store.document_fingerprints("answers:")) == {"answers:good-1", "answers:good-2"}
+    assert embeddings.calls - calls_before == 1  # both good answers embedded in one indexing call
+    stored = store.document_metadata("answers:good-1")["answers:good-1"]
+    assert stored["cited"] == {"docs:pools.rst": "page-v1"}
+    assert runs.runs == [run]
+
+    again = grade()  # every event delivered again: nothing graded twice
+    assert (again.graded, again.skipped) == (0, 4) and embeddings.calls - calls_before == 1
+
+
+def _cited_page(embeddings):
+    from askflow.domain.model import Chunk
+
+    chunk = Chunk(doc_id="docs:pools.rst", index=0, content="Pools limit how many tasks run at once.",
+                  title="Pools", section="", url="https://docs/pools", sha="page-v1")
+    return [chunk], embeddings.embed_documents([chunk.embedding_text])
