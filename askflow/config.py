@@ -6,11 +6,12 @@ also accept the conventional ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from askflow.domain.errors import ConfigurationError
 
@@ -117,3 +118,7 @@ def load_settings(**overrides) -> Settings:
             got = "" if field in secret else f" (got {item['input']!r})"
             problems.append(f"ASKFLOW_{field.upper()}: {item['msg']}{got}")
         raise ConfigurationError("bad setting: " + "; ".join(problems)) from None
+    except SettingsError as error:  # a list or other JSON-valued setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(error))
+        name = f"ASKFLOW_{field.group(1).upper()}" if field else "a setting"
+        raise ConfigurationError(f"bad setting: {name}: not valid JSON (a list is written [\"a\", \"b\"])") from None

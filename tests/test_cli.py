@@ -102,5 +102,5 @@ def test_a_bad_setting_is_named_with_its_choices_not_a_traceback():
     assert run.returncode == 2
     assert run.stderr.startswith("askflow: bad setting: ASKFLOW_VECTOR_STORE")
     assert "'pgvector' or 'weaviate'" in run.stderr and "Traceback" not in run.stderr
-    secret = askflow("ask", "hi", env={"ASKFLOW_SLACK_CHANNELS": "not json"})
-    assert secret.returncode == 2 and "ASKFLOW_SLACK_CHANNELS" in secret.stderr
+    not_json = askflow("ask", "hi", env={"ASKFLOW_SLACK_CHANNELS": "not json"})
+    assert not_json.returncode == 2 and "ASKFLOW_SLACK_CHANNELS: not valid JSON" in not_json.stderr

@@ -176,3 +176,18 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def test_a_bad_setting_answers_500_with_a_json_error_and_the_log_names_it(tmp_path):
+    from askflow.dev.local_stack import start_function
+
+    env = {**os.environ, "ASKFLOW_VECTOR_STORE": "milvus"}
+    api = start_function("api", signature="http", env=env, log_dir=tmp_path)
+    try:
+        status, body = call("POST", f"{api.url}requests", b'{"question": "hi"}')
+        assert status == 500 and "misconfigured" in body["error"]
+        assert "milvus" not in body["error"]  # the detail is for the operator's log
+    finally:
+        api.stop()
+    log = api.log_path.read_text()
+    assert "ASKFLOW_VECTOR_STORE" in log and "'pgvector' or 'weaviate'" in log
