@@ -7,13 +7,26 @@ opened (``with bootstrap() as components: ...``).
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from askflow.config import Settings, load_settings
 from askflow.domain.errors import ConfigurationError, InvalidInput
-from askflow.ports import ChatModel, DocsLocation, Embeddings, EvaluationRuns, EventBus, RequestStore, VectorStore
+from askflow.domain.model import Serving
+from askflow.ports import (
+    ChatModel,
+    DocsLocation,
+    Embeddings,
+    EmbeddingTrainer,
+    EvaluationRuns,
+    EventBus,
+    FinetuneRuns,
+    RequestStore,
+    ServingIndex,
+    VectorStore,
+)
 
 OPENAI_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
                                "text-embedding-ada-002": 1536}
@@ -22,6 +35,9 @@ OPENAI_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3
 class Components:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
+        self._serving: tuple[float, Serving] | None = None
+        self._pairs: dict[tuple[str, str], tuple[VectorStore, Embeddings]] = {}
+        self._answerers: dict[tuple[str, str], Any] = {}
 
     def __enter__(self) -> Components:
         return self
@@ -30,9 +46,10 @@ class Components:
         self.close()
 
     def close(self) -> None:
-        for name in ("store", "firestore_client"):  # what holds connections; the rest are built per call
-            if name in self.__dict__:
-                self.__dict__[name].close()
+        for store, _ in self._pairs.values():  # what holds connections; the rest are built per call
+            store.close()
+        if "firestore_client" in self.__dict__:
+            self.firestore_client.close()
 
     # -- Google Cloud ------------------------------------------------------------------------------------------
     @cached_property
@@ -114,9 +131,41 @@ class Components:
                       retry=GithubRetry(total=5, backoff_factor=0.2), seconds_between_requests=0.25)
 
     # -- retrieval ---------------------------------------------------------------------------------------------
+    # -- the serving pair: which embedding model and collection answer questions now ---------------------------
     @cached_property
+    def serving_index(self) -> ServingIndex:
+        s = self.settings
+        if s.vector_store == "weaviate":
+            from askflow.adapters.serving_index import FirestoreServingIndex
+
+            return FirestoreServingIndex(client=self.firestore_client, collection=s.serving_collection,
+                                         name=s.collection)
+        from askflow.adapters.serving_index import PgServingIndex
+
+        return PgServingIndex(url=self.database_url, name=s.collection)
+
+    def serving(self) -> Serving:
+        """The pair promoted by fine-tuning when it derives from the configured model; otherwise the configured
+        ``ASKFLOW_EMBEDDING_MODEL`` and ``ASKFLOW_COLLECTION``. Read again after ``serving_refresh_s``."""
+        now = time.monotonic()
+        if self._serving is None or now - self._serving[0] >= self.settings.serving_refresh_s:
+            s = self.settings
+            configured = Serving(model=s.embedding_model, collection=s.collection, base_model=s.embedding_model)
+            promoted = self.serving_index.get()
+            usable = promoted is not None and promoted.base_model == s.embedding_model
+            self._serving = (now, promoted if usable else configured)
+        return self._serving[1]
+
+    def _pair(self, serving: Serving) -> tuple[VectorStore, Embeddings]:
+        key = (serving.model, serving.collection)
+        if key not in self._pairs:
+            self._pairs[key] = (self.vector_store(serving.collection), self.embeddings_for(serving.model))
+        return self._pairs[key]
+
+    @property
     def store(self) -> VectorStore:
-        return self.vector_store(self.settings.collection)
+        """The serving collection."""
+        return self._pair(self.serving())[0]
 
     def vector_store(self, collection: str) -> VectorStore:
         s = self.settings
@@ -140,35 +189,39 @@ class Components:
 
         return embedded_postgres_url(self.settings.data_dir)
 
-    @cached_property
+    @property
     def embeddings(self) -> Embeddings:
+        """The serving embedding model."""
+        return self._pair(self.serving())[1]
+
+    def embeddings_for(self, model: str) -> Embeddings:
         s = self.settings
         if s.embedding_provider == "openai":
             from askflow.adapters.openai_wire import OpenAIEmbeddings
 
-            dimension = OPENAI_EMBEDDING_DIMENSIONS.get(s.embedding_model)
+            dimension = OPENAI_EMBEDDING_DIMENSIONS.get(model)
             if dimension is None:
                 raise ConfigurationError(
-                    f"ASKFLOW_EMBEDDING_MODEL: unknown OpenAI embedding model {s.embedding_model!r}; "
+                    f"ASKFLOW_EMBEDDING_MODEL: unknown OpenAI embedding model {model!r}; "
                     f"choose one of {', '.join(OPENAI_EMBEDDING_DIMENSIONS)}"
                 )
-            return OpenAIEmbeddings(
-                client=self.openai_client, model=s.embedding_model, dimension=dimension, retrying=self.retrying
-            )
+            return OpenAIEmbeddings(client=self.openai_client, model=model, dimension=dimension,
+                                    retrying=self.retrying)
         from askflow.adapters.local_embeddings import LocalEmbeddings
 
-        return LocalEmbeddings(model=s.embedding_model, cache_dir=s.data_dir / "models")
+        return LocalEmbeddings(model=model, cache_dir=self.models_dir)
 
-    @cached_property
-    def retriever(self):
-        return self.retriever_for(self.store)
+    @property
+    def models_dir(self) -> Path:
+        """Where local models are unpacked and fine-tuned ones saved."""
+        return self.settings.data_dir / "models"
 
-    def retriever_for(self, store: VectorStore):
-        """The production retrieval settings over any store (the evaluation uses its own collection)."""
+    def retriever_for(self, store: VectorStore, embeddings: Embeddings | None = None):
+        """The production retrieval settings over any store and model (the evaluation uses its own collection)."""
         from askflow.retrieval.retriever import Retriever
 
         return Retriever(
-            store=store, embeddings=self.embeddings, alpha=self.settings.hybrid_alpha,
+            store=store, embeddings=embeddings or self.embeddings, alpha=self.settings.hybrid_alpha,
             candidates=self.settings.retrieval_candidates,
         )
 
@@ -199,18 +252,40 @@ class Components:
 
         return OpenAIChatModel(client=self.openai_client, model=model, retrying=self.retrying)
 
-    @cached_property
+    @property
     def answerer(self):
+        """The answerer of the serving pair: take it once per question, and the whole question is answered with
+        one model and its own collection, whatever a promotion switches meanwhile."""
         from askflow.service_layer.answering import Answerer
 
-        s = self.settings
-        return Answerer(
-            retriever=self.retriever,
-            cheap_model=self.chat_model(s.cheap_model),
-            strong_model=self.chat_model(s.strong_model),
-            rewordings=s.rewordings,
-            sources=s.sources_per_answer,
-        )
+        serving = self.serving()
+        key = (serving.model, serving.collection)
+        if key not in self._answerers:
+            s = self.settings
+            store, embeddings = self._pair(serving)
+            self._answerers[key] = Answerer(
+                retriever=self.retriever_for(store, embeddings), collection=serving.collection,
+                cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
+                rewordings=s.rewordings, sources=s.sources_per_answer,
+            )
+        return self._answerers[key]
+
+    @cached_property
+    def finetune_runs(self) -> FinetuneRuns:
+        from askflow.adapters.firestore_requests import FirestoreFinetuneRuns
+
+        return FirestoreFinetuneRuns(client=self.firestore_client, collection=self.settings.finetune_runs_collection)
+
+    def trainer(self, *, progress: bool = False) -> EmbeddingTrainer:
+        """Trains from the serving model: a fresh copy of it, loaded apart from the one answering questions."""
+        from askflow.adapters.sentence_transformers_training import SentenceTransformersTrainer
+
+        if self.settings.embedding_provider != "local":
+            raise ConfigurationError("fine-tuning trains a local model: set ASKFLOW_EMBEDDING_PROVIDER=local "
+                                     "(the trained model can then be served by any OpenAI-compatible endpoint)")
+        serving = self.serving().model
+        return SentenceTransformersTrainer(base=lambda: self.embeddings_for(serving).sentence_transformer(),
+                                           base_name=serving, progress=progress)
 
     @cached_property
     def grader(self):

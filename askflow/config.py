@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     evaluation_subscription: str = "askflow-evaluation-airflow"
     documents_bucket: str = "askflow-documents"
     evaluation_runs_collection: str = "evaluation_runs"
+    finetune_runs_collection: str = "finetune_runs"
+    serving_collection: str = Field(default="serving", description=(
+        "Firestore collection of the serving model + collection pair, when the vector store is Weaviate (with pgvector"
+        " it is a table in the same database)"))
 
     # Vector store
     vector_store: VectorStoreName = "pgvector"
@@ -90,6 +94,18 @@ class Settings(BaseSettings):
     retrieval_candidates: int = 80
     pgvector_ef_search: int = 200  # recall@10 ≥ 0.95 up to 100k chunks; 0.915-0.975 at 1M, 400 gave 0.965
     pgvector_keyword_rows: int = 10_000  # rows a keyword search may rank (see PgVectorStore.keyword_search)
+    serving_refresh_s: float = 10.0  # how long a process keeps the serving pair before it reads it again
+
+    # Fine-tuning the embedding model (askflow finetune, the askflow_finetune_embeddings DAG)
+    finetune_steps: int = 100
+    finetune_batch_size: int = 32
+    finetune_learning_rate: float = 3e-5
+    finetune_metric: str = "mrr@10"
+    finetune_margin: float = 0.01
+    finetune_questions: Path | None = Field(default=None, description=(
+        "question set (askflow eval retrieval's JSONL) that judges champion and challenger"))
+    training_queue: str = Field(default="default", description=(
+        "Airflow queue of the training task: a worker pool with more CPU or memory (see README)"))
 
     # Slack and GitHub
     slack_bot_token: SecretStr | None = None

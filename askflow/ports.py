@@ -7,10 +7,23 @@ import abc
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from askflow.domain.messages import Message
-from askflow.domain.model import Chunk, Document, EvaluationRun, Graded, Rating, Request, ScoredChunk, Usage
+from askflow.domain.model import (
+    Chunk,
+    Document,
+    EvaluationRun,
+    FinetuneRun,
+    Graded,
+    Rating,
+    Request,
+    ScoredChunk,
+    Serving,
+    TrainedModel,
+    Usage,
+)
 
 
 class VectorStore(abc.ABC):
@@ -54,6 +67,11 @@ class VectorStore(abc.ABC):
     def count(self) -> int:
         """How many chunks the collection holds."""
 
+    @abc.abstractmethod
+    def chunks(self, *, after: str | None, limit: int) -> list[Chunk]:
+        """Up to ``limit`` stored chunks in chunk-id order, starting after the chunk id ``after`` (paging through the
+        whole collection, to embed it again with another model)."""
+
     def finalize_writes(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
         """Called once after a batch of writes, to refresh whatever the store derives from its content."""
 
@@ -70,6 +88,15 @@ class Embeddings(abc.ABC):
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """One training example: a query, the passage it should find, and one it should not."""
+
+    anchor: str
+    positive: str
+    negative: str
 
 
 @dataclass(frozen=True)
@@ -156,6 +183,35 @@ class DocsLocation(Protocol):
         """Relative paths of the documentation files, sorted."""
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document: ...
+
+
+class ServingIndex(abc.ABC):
+    """Which embedding model and collection answer questions now; one atomic record."""
+
+    @abc.abstractmethod
+    def get(self) -> Serving | None:
+        """The serving pair, or ``None`` when none was ever switched to (the settings' model and collection)."""
+
+    @abc.abstractmethod
+    def switch(self, serving: Serving) -> None:
+        """Make ``serving`` the pair that answers, in one write."""
+
+
+class EmbeddingTrainer(abc.ABC):
+    """Trains a challenger embedding model from the serving one."""
+
+    @abc.abstractmethod
+    def train(self, pairs: Sequence[TrainingRow], *, models_dir: Path, steps: int, batch_size: int,
+              learning_rate: float, seed: int) -> TrainedModel:
+        """Fine-tune on (anchor, positive, negative) rows and save the model under ``models_dir`` as
+        ``<base>-ft-<hash of its weights>``."""
+
+
+class FinetuneRuns(abc.ABC):
+    """Summaries of fine-tuning runs."""
+
+    @abc.abstractmethod
+    def save(self, run: FinetuneRun) -> None: ...
 
 
 class EventBus(abc.ABC):

@@ -99,7 +99,7 @@ class FakeVectorStore(VectorStore):
     """Chunks in a dict; keyword search counts shared words, vector search is a dot product."""
 
     def __init__(self) -> None:
-        self.chunks: dict[str, tuple[Chunk, list[float]]] = {}
+        self.stored: dict[str, tuple[Chunk, list[float]]] = {}
         self.finalized = 0
 
     def ensure_collection(self, dimension: int) -> None:
@@ -107,32 +107,32 @@ class FakeVectorStore(VectorStore):
 
     def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
         for chunk, vector in zip(chunks, vectors, strict=True):
-            self.chunks[chunk.chunk_id] = (chunk, list(vector))
+            self.stored[chunk.chunk_id] = (chunk, list(vector))
         return len(chunks)
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
-        gone = [cid for cid, (chunk, _) in self.chunks.items() if chunk.doc_id in set(doc_ids)]
+        gone = [cid for cid, (chunk, _) in self.stored.items() if chunk.doc_id in set(doc_ids)]
         for cid in gone:
-            del self.chunks[cid]
+            del self.stored[cid]
         return len(gone)
 
     def document_fingerprints(self, prefix: str) -> dict[str, str]:
-        return {c.doc_id: c.sha for c, _ in self.chunks.values() if c.doc_id.startswith(prefix)}
+        return {c.doc_id: c.sha for c, _ in self.stored.values() if c.doc_id.startswith(prefix)}
 
     def fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
-        return {c.doc_id: c.sha for c, _ in self.chunks.values() if c.doc_id in set(doc_ids)}
+        return {c.doc_id: c.sha for c, _ in self.stored.values() if c.doc_id in set(doc_ids)}
 
     def document_metadata(self, prefix: str) -> dict[str, dict]:
-        return {c.doc_id: c.metadata for c, _ in sorted(self.chunks.values(), key=lambda cv: -cv[0].index)
+        return {c.doc_id: c.metadata for c, _ in sorted(self.stored.values(), key=lambda cv: -cv[0].index)
                 if c.doc_id.startswith(prefix)}
 
     def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
         words = _words(text)
-        scored = [ScoredChunk(c, float(len(words & _words(c.embedding_text)))) for c, _ in self.chunks.values()]
+        scored = [ScoredChunk(c, float(len(words & _words(c.embedding_text)))) for c, _ in self.stored.values()]
         return sorted((s for s in scored if s.score > 0), key=lambda s: -s.score)[:limit]
 
     def hybrid_search(self, text: str, vector: Sequence[float], *, limit: int, alpha: float) -> list[ScoredChunk]:
-        dense = sorted(self.chunks.values(), key=lambda cv: -sum(a * b for a, b in zip(cv[1], vector, strict=True)))
+        dense = sorted(self.stored.values(), key=lambda cv: -sum(a * b for a, b in zip(cv[1], vector, strict=True)))
         sparse = self.keyword_search(text, limit=limit)
         by_id = {c.chunk_id: c for c, _ in dense}
         fused = weighted_rrf([[c.chunk_id for c, _ in dense[:limit]], [s.chunk.chunk_id for s in sparse]],
@@ -140,7 +140,11 @@ class FakeVectorStore(VectorStore):
         return [ScoredChunk(by_id[cid], score) for cid, score in fused[:limit]]
 
     def count(self) -> int:
-        return len(self.chunks)
+        return len(self.stored)
+
+    def chunks(self, *, after: str | None, limit: int) -> list[Chunk]:
+        ids = sorted(cid for cid in self.stored if after is None or cid > after)[:limit]
+        return [self.stored[cid][0] for cid in ids]
 
     def finalize_writes(self) -> None:
         self.finalized += 1

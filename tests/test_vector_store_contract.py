@@ -81,6 +81,18 @@ def test_fingerprints_by_source_prefix_and_delete_by_document(store):
     assert store.document_metadata("slack:") == {"slack:c": {"lang": "en"}}
 
 
+def test_every_chunk_can_be_read_back_page_by_page(store):
+    store.upsert(CHUNKS, VECTORS)
+    pages, after = [], None
+    while page := store.chunks(after=after, limit=3):
+        pages.append(page)
+        after = page[-1].chunk_id
+    assert [len(page) for page in pages] == [3, 1]
+    read = [chunk for page in pages for chunk in page]
+    assert sorted(c.chunk_id for c in read) == sorted(c.chunk_id for c in CHUNKS)
+    assert {c.chunk_id: c for c in read}[CHUNKS[3].chunk_id] == CHUNKS[3]
+
+
 def test_fingerprints_by_document_id(store):
     store.upsert(CHUNKS, VECTORS)
     assert store.fingerprints(["docs:a.md", "slack:c", "docs:missing.md"]) == {"docs:a.md": "v1", "slack:c": "v1"}

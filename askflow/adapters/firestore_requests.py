@@ -1,4 +1,4 @@
-"""FirestoreRequestStore and FirestoreEvaluationRuns: ``{collection}/{id}`` documents.
+"""FirestoreRequestStore, FirestoreEvaluationRuns and FirestoreFinetuneRuns: ``{collection}/{id}`` documents.
 
 This module is where a ``Request`` becomes a Firestore document and back (``to_document``, ``from_document``). State
 changes are conditional on what was read: a write with an update-time precondition, or a transaction.
@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import EvaluationRun, Graded, Rating, Request, RequestStatus
-from askflow.ports import EvaluationRuns, RequestStore
+from askflow.domain.model import EvaluationRun, FinetuneRun, Graded, Rating, Request, RequestStatus
+from askflow.ports import EvaluationRuns, FinetuneRuns, RequestStore
 
 log = logging.getLogger(__name__)
 _CONDITIONAL_ATTEMPTS = 5
@@ -181,4 +181,13 @@ class FirestoreEvaluationRuns(EvaluationRuns):
         self._collection = collection
 
     def save(self, run: EvaluationRun) -> None:
+        self._client.collection(self._collection).document(run.run_id).set(run.model_dump())
+
+
+class FirestoreFinetuneRuns(FinetuneRuns):
+    def __init__(self, *, client: Any, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    def save(self, run: FinetuneRun) -> None:
         self._client.collection(self._collection).document(run.run_id).set(run.model_dump())

@@ -96,24 +96,35 @@ class LocalEmbeddings(Embeddings):
     compute). Loaded on first use, never at import."""
 
     def __init__(self, *, model: str, cache_dir: Path, batch_size: int = 64) -> None:
-        if model not in LOCAL_MODELS:
+        """:param model: a bundled model's name, or a fine-tuned one's: a folder under ``cache_dir`` (where
+        ``askflow finetune`` saves them) or a path to a sentence-transformers folder."""
+        self._folder = None if model in LOCAL_MODELS else _fine_tuned_folder(model, cache_dir)
+        if model not in LOCAL_MODELS and self._folder is None:
             raise ConfigurationError(
-                f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}"
+                f"unknown local embedding model {model!r}; choose one of {', '.join(LOCAL_MODELS)}, or a fine-tuned"
+                f" model's name (a folder under {cache_dir}) or path"
             )
-        self.name = model
-        self.dimension = LOCAL_MODELS[model].dimension
+        self.name = self._folder.name if self._folder else model
+        self.dimension = LOCAL_MODELS[model].dimension if self._folder is None else _dimension(self._folder)
+        self._model_name = model
         self._cache_dir = cache_dir
         self._batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _loaded(self) -> Any:
+    def sentence_transformer(self) -> Any:
+        """The loaded sentence-transformers model (what fine-tuning starts from)."""
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars on a CLI's stderr
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                self._model = LOCAL_MODELS[self.name].load(self._cache_dir)
+                if self._folder is not None:
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(str(self._folder), device="cpu")
+                else:
+                    self._model = LOCAL_MODELS[self._model_name].load(self._cache_dir)
             return self._model
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
@@ -121,9 +132,32 @@ class LocalEmbeddings(Embeddings):
             return []
         import torch
 
-        model = self._loaded()
+        model = self.sentence_transformer()
         with torch.inference_mode():  # no autograd bookkeeping: about a quarter off a short query's time
             vectors = model.encode(
                 list(texts), batch_size=self._batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return vectors.tolist()
+
+
+def _fine_tuned_folder(model: str, cache_dir: Path) -> Path | None:
+    for folder in (cache_dir / model, Path(model).expanduser()):
+        if (folder / "modules.json").is_file():
+            return folder.resolve()
+    return None
+
+
+def _dimension(folder: Path) -> int:
+    """A sentence-transformers folder's output dimension, read from its pooling module without loading weights."""
+    import json
+
+    dimension = 0
+    for module in json.loads((folder / "modules.json").read_text()):  # the last module that sets one decides
+        kind = module["type"].rsplit(".", 1)[-1]
+        if kind in ("Pooling", "Dense"):
+            config = json.loads((folder / module["path"] / "config.json").read_text())
+            dimension = config.get("out_features") or config.get("embedding_dimension") or config.get(
+                "word_embedding_dimension") or dimension
+    if not dimension:
+        raise ConfigurationError(f"{folder}: no output dimension in its pooling or dense module")
+    return int(dimension)

@@ -162,6 +162,13 @@ class PgVectorStore(VectorStore):
         with self._connections().connection() as conn:
             return {doc_id: metadata or {} for doc_id, metadata in conn.execute(statement, (prefix,))}
 
+    def chunks(self, *, after: str | None, limit: int) -> list[Chunk]:
+        statement = sql.SQL(
+            "SELECT " + COLUMNS + " FROM {t} WHERE %s::uuid IS NULL OR id > %s::uuid ORDER BY id LIMIT %s"
+        ).format(t=self._table)
+        with self._connections().connection() as conn:
+            return [chunk_from_row(row) for row in conn.execute(statement, (after, after, limit))]
+
     def count(self) -> int:
         with self._connections().connection() as conn:
             return conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=self._table)).fetchone()[0]

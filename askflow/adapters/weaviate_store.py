@@ -135,6 +135,10 @@ class WeaviateVectorStore(VectorStore):
         )
         return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
 
+    def chunks(self, *, after: str | None, limit: int) -> list[Chunk]:
+        response = self._collection().query.fetch_objects(after=after, limit=limit)  # cursor: uuid order
+        return [_chunk(obj.properties) for obj in response.objects]
+
     def count(self) -> int:
         return self._collection().aggregate.over_all(total_count=True).total_count
 

@@ -119,6 +119,8 @@ class Answer:
     usage: list[Usage]
     timings_ms: dict[str, float]
     context_turns: int = 0
+    embedding_model: str = ""  # the serving pair that found the sources
+    collection: str = ""
 
     @property
     def models(self) -> list[str]:
@@ -191,6 +193,8 @@ class Request(BaseModel):
     tokens: Tokens | None = None
     timings_ms: dict[str, float] = {}
     context_turns: int = 0
+    embedding_model: str | None = None  # the serving pair that found the sources
+    collection: str | None = None
     # feedback and grading
     ratings: dict[str, Rating] = {}
     rated_at: dt.datetime | None = None
@@ -203,7 +207,7 @@ class Request(BaseModel):
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
-        "context_turns", "completed_at", "received_at", "published_at"})
+        "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
@@ -241,7 +245,8 @@ class Request(BaseModel):
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
             "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
-            "context_turns": answer.context_turns})
+            "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
+            "collection": answer.collection or None})
 
     def failed(self, error: str) -> Request:
         return self.model_copy(update={"status": RequestStatus.FAILED, "error": error})
@@ -289,5 +294,52 @@ class EvaluationRun(BaseModel):
     skipped: int = 0
     llm_calls: int = 0
     tokens: int = 0
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+
+
+class Serving(BaseModel):
+    """The embedding model and the collection of its vectors that questions are answered from. They change
+    together, in one write, so no question is embedded with one model and searched against another's vectors."""
+
+    model: str
+    collection: str
+    base_model: str = ""  # the configured model it derives from: it serves only while that is still configured
+    switched_at: dt.datetime | None = None
+    reason: str = ""
+    previous: Serving | None = None
+
+
+class TrainedModel(BaseModel):
+    """A fine-tuned embedding model as saved: its name (``base-ft-<hash>``), where it is, and what it cost."""
+
+    name: str
+    path: str
+    sha256: str
+    base_model: str
+    pairs: int
+    steps: int
+    seconds: float
+    cpu_seconds: float
+    size_bytes: int
+
+
+class FinetuneRun(BaseModel):
+    """One fine-tuning run: the pairs, the training cost, champion and challenger side by side, the decision."""
+
+    run_id: str
+    base_model: str
+    pairs_fingerprint: str
+    pairs: int
+    pairs_by_kind: dict[str, int]
+    challenger: TrainedModel | None = None
+    trained_now: bool = False
+    champion_metrics: dict[str, float] = {}
+    challenger_metrics: dict[str, float] = {}
+    metric: str = "mrr@10"
+    margin: float = 0.0
+    promoted: bool = False
+    decision: str = ""
+    serving: Serving | None = None
     started_at: dt.datetime
     finished_at: dt.datetime | None = None

@@ -13,6 +13,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "answer": answer.text, "sources": [s.model_dump() for s in answer.sources], "mode": answer.mode,
         "queries": answer.queries, "models": answer.models, "tokens": answer.tokens.model_dump(),
         "timings_ms": answer.timings_ms, "context_turns": answer.context_turns,
+        "embedding_model": answer.embedding_model, "collection": answer.collection,
     }
 
 

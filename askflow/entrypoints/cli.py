@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import warnings
 from pathlib import Path
 
 from askflow.config import SPLITTERS
+from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, InvalidInput
 
 SAMPLE_QUESTION = "How does askflow answer a question, and what happens when no LLM is configured?"
@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     _strategy_options(ingest)
     ingest.add_argument("--no-prune", action="store_true", help="keep stored documents missing from the locations")
     ingest.set_defaults(run=_ingest)
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune the embedding model on the corpus; promote it only if it retrieves better")
+    finetune.add_argument("--corpus", metavar="LOCATION",
+                          help="the documentation: a folder, gs://BUCKET/PREFIX or git+URL[@REF][#subdirectory=DIR]")
+    finetune.add_argument("--source", default="docs", help="the source name it is ingested under (default: docs)")
+    finetune.add_argument("--questions", type=Path, help="question set that judges (default: settings)")
+    finetune.add_argument("--steps", type=int, help="training steps (default: settings)")
+    finetune.add_argument("--batch-size", type=int)
+    finetune.add_argument("--learning-rate", type=float)
+    finetune.add_argument("--metric", help="what must improve: hit@1, hit@3, hit@5, hit@10 or mrr@10")
+    finetune.add_argument("--margin", type=float, help="by how much at least (default: settings)")
+    finetune.add_argument("--answers", action="store_true", help="also learn from good answers (reads Firestore)")
+    finetune.add_argument("--rollback", action="store_true", help="serve the model served before the last promotion")
+    finetune.set_defaults(run=_finetune)
 
     demo = commands.add_parser("demo", help="start the local stack, ingest this project's docs, ask, keep running")
     demo.add_argument("--question", default=SAMPLE_QUESTION)
@@ -109,7 +124,8 @@ def _ingest(args) -> int:
 
 def _eval_retrieval(args) -> int:
     from askflow.bootstrap import bootstrap
-    from askflow.evaluation.retrieval_eval import evaluate
+    from askflow.entrypoints.finetune_steps import identifier
+    from askflow.evaluation.retrieval_eval import evaluate, load_corpus, load_questions
 
     if not args.corpus.is_dir():
         raise InvalidInput(f"--corpus {args.corpus} is not a folder")
@@ -118,11 +134,12 @@ def _eval_retrieval(args) -> int:
     with bootstrap() as components:
         strategy = _strategy(args, components)
         store = components.vector_store(
-            f"{components.settings.collection}_eval_{_identifier(components.embeddings.name)}")
+            f"{components.settings.collection}_eval_{identifier(components.embeddings.name)}")
         try:
-            summary = evaluate(corpus=args.corpus, questions_file=args.questions, store=store,
-                               embeddings=components.embeddings, retriever=components.retriever_for(store),
-                               strategy=strategy, details_path=args.details)
+            summary = evaluate(documents=load_corpus(args.corpus), questions=load_questions(args.questions),
+                               store=store, embeddings=components.embeddings,
+                               retriever=components.retriever_for(store), strategy=strategy,
+                               details_path=args.details)
         finally:
             store.close()
     print(f"per-question results: {args.details}")
@@ -130,10 +147,39 @@ def _eval_retrieval(args) -> int:
     return 0
 
 
-def _identifier(name: str) -> str:
-    """A model name as part of a collection name: one evaluation collection per embedding model, so that models
-    can be compared without re-embedding and a collection never mixes dimensions."""
-    return re.sub(r"\W+", "_", name).strip("_").lower()
+def _finetune(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.entrypoints import finetune_steps as steps
+    from askflow.service_layer.finetuning import TrainingParams
+
+    with bootstrap() as components:
+        if args.rollback:
+            print(json.dumps(steps.rollback(components)))
+            return 0
+        s = components.settings
+        questions = args.questions or s.finetune_questions
+        if not args.corpus or not questions:
+            raise InvalidInput("finetune needs --corpus and --questions (or ASKFLOW_FINETUNE_QUESTIONS)")
+        params = TrainingParams(steps=args.steps or s.finetune_steps,
+                                batch_size=args.batch_size or s.finetune_batch_size,
+                                learning_rate=args.learning_rate or s.finetune_learning_rate)
+        started = utcnow()
+        pairs = steps.build_pairs(components, location=args.corpus, source=args.source, answers=args.answers)
+        print(f"{sum(pairs['by_kind'].values())} training pairs {pairs['by_kind']}"
+              f"{' (reused)' if pairs['reused'] else ''}", file=sys.stderr, flush=True)
+        trained = steps.train(components, pairs, params, progress=True)
+        figures = steps.compare(components, location=args.corpus, questions=str(questions),
+                                challenger=trained["model"]["name"])
+        run = steps.decide_and_promote(components, pairs=pairs, trained=trained, figures=figures,
+                                       metric=args.metric or s.finetune_metric,
+                                       margin=s.finetune_margin if args.margin is None else args.margin,
+                                       started_at=started)
+        record = steps.workdir(components) / "runs" / f"{run.run_id}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(run.model_dump_json(indent=2))
+    print(f"{run.decision}\nthe model: {run.challenger.path}\nthe run: {record}", file=sys.stderr)
+    print(run.model_dump_json())
+    return 0
 
 
 def _demo(args) -> int:

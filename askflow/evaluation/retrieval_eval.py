@@ -1,7 +1,8 @@
 """Retrieval evaluation: hit@k and MRR@10 of the production retrieval code on a corpus and a question set.
 
 The corpus is indexed into the evaluation collection with the configured strategy (incrementally: whatever the
-collection held for another corpus or strategy is pruned or re-embedded, so the result equals a fresh index).
+collection held for another corpus or strategy is pruned or re-embedded, so the result equals a fresh index). Gold
+pages are named by their path relative to the corpus folder.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from askflow.domain.errors import InvalidInput
+from askflow.domain.model import Document
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
@@ -49,24 +51,27 @@ def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
 
 
 def evaluate(
-    *, corpus: Path, questions_file: Path, store: VectorStore, embeddings: Embeddings, retriever: Retriever,
-    strategy: ChunkingStrategy, details_path: Path,
+    *, documents: Sequence[Document], questions: Sequence[dict], store: VectorStore, embeddings: Embeddings,
+    retriever: Retriever, strategy: ChunkingStrategy, details_path: Path | None = None,
 ) -> dict[str, float]:
-    """Index ``corpus`` into ``store`` (the evaluation's own collection), then score ``retriever`` over it."""
-    questions = load_questions(questions_file)
-    index_documents(
-        load_paths([corpus], source=EVAL_SOURCE), store=store, embeddings=embeddings, strategy=strategy,
-        source=EVAL_SOURCE,
-    )
+    """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
+    collection), then score ``retriever`` over it; per-question rows go to ``details_path`` when given."""
+    index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
-    details_path.parent.mkdir(parents=True, exist_ok=True)
-    with details_path.open("w", encoding="utf-8") as details:
-        for row in questions:
-            ranked = [d.doc_id.split(":", 1)[1] for d in rank_documents(retriever.search(row["question"]))][:10]
-            metrics = score(ranked, set(row["gold"]))
-            for key, value in metrics.items():
-                totals[key] += value
-            details.write(json.dumps({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics}) + "\n")
+    rows = []
+    for row in questions:
+        ranked = [d.doc_id.split(":", 1)[1] for d in rank_documents(retriever.search(row["question"]))][:10]
+        metrics = score(ranked, set(row["gold"]))
+        for key, value in metrics.items():
+            totals[key] += value
+        rows.append({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics})
+    if details_path is not None:
+        details_path.parent.mkdir(parents=True, exist_ok=True)
+        details_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     summary = {"questions": len(questions)}
     summary.update({key: round(value / len(questions), 4) for key, value in totals.items()})
     return summary
+
+
+def load_corpus(corpus: Path) -> list[Document]:
+    return load_paths([corpus], source=EVAL_SOURCE)

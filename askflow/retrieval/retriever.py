@@ -35,6 +35,10 @@ class Retriever:
         ))
 
     @property
+    def embedding_model(self) -> str:
+        return self._embeddings.name
+
+    @property
     def keyword_weight(self) -> float:
         """The share of a hybrid search that is keywords: the weight a keyword-only result list fuses with."""
         return 1 - self._alpha

@@ -49,12 +49,14 @@ class Answerer:
         self,
         *,
         retriever: Retriever,
+        collection: str = "",
         cheap_model: ChatModel | None,
         strong_model: ChatModel | None,
         rewordings: int,
         sources: int,
     ) -> None:
         self._retriever = retriever
+        self._collection = collection
         self._cheap = cheap_model
         self._strong = strong_model
         self._rewordings = rewordings
@@ -95,7 +97,8 @@ class Answerer:
         timings["answer_ms"] = _ms(answer_started)
         timings["total_ms"] = _ms(started)
         return Answer(text=text, sources=sources, mode=self.mode, queries=queries, usage=usage, timings_ms=timings,
-                      context_turns=len(history))
+                      context_turns=len(history), embedding_model=self._retriever.embedding_model,
+                      collection=self._collection)
 
     def _reword(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[list[str], Usage]:
         prompt = _history_block(history) + f"Question:\n{clean_query(question).keywords[:4000]}"

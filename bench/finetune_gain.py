@@ -1,0 +1,72 @@
+"""Fine-tuning's gain and cost: the serving embedding model (champion) against one fine-tuned for one epoch on the
+corpus's own training pairs (challenger), on a question set, with the production hybrid retrieval. The questions
+only judge: none is a training pair, and nothing is tuned on them (the params are the settings' defaults), so the
+two halves (even and odd lines) are reported apart to show how much of a difference is noise.
+
+    cd bench && ASKFLOW_EMBEDDING_MODEL=all-MiniLM-L6-v2 ../.venv/bin/python finetune_gain.py \\
+        ../../shared/corpus/airflow-docs ../../shared/eval/airflow-so-dev.jsonl
+
+Progress on stderr; one JSON object as the last line of stdout. Uses a data folder of its own (models, collections).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from _stack import temp_data_dir
+
+
+def main(corpus: Path, questions: Path) -> dict:
+    os.environ.setdefault("ASKFLOW_DATA_DIR", str(temp_data_dir()))
+    os.environ.setdefault("ASKFLOW_COLLECTION", "bench_finetune")
+    from askflow.bootstrap import bootstrap
+    from askflow.entrypoints import finetune_steps as steps
+    from askflow.evaluation.retrieval_eval import EVAL_SOURCE, evaluate, load_questions
+    from askflow.service_layer.finetuning import TrainingParams
+
+    with bootstrap() as components:
+        s = components.settings
+        started = time.perf_counter()
+        # the serving collection holds the corpus: hard negatives come from its keyword search
+        opened = components.location(str(corpus))
+        documents = [opened.load(r, source="docs", base_url=None) for r in opened.list()]
+        from askflow.ingest.indexing import index_documents
+
+        index_documents(documents, store=components.store, embeddings=components.embeddings,
+                        strategy=components.strategy(), source="docs")
+        pairs = steps.build_pairs(components, location=str(corpus), source="docs", answers=False)
+        count = sum(pairs["by_kind"].values())
+        params = TrainingParams(steps=math.ceil(count / s.finetune_batch_size), batch_size=s.finetune_batch_size,
+                                learning_rate=s.finetune_learning_rate)
+        print(f"{count} pairs {pairs['by_kind']}; one epoch = {params.steps} steps", file=sys.stderr, flush=True)
+        trained = steps.train(components, pairs, params, progress=True)
+        rows = load_questions(questions)
+        halves = {"all": rows, "even": rows[0::2], "odd": rows[1::2]}
+        eval_docs = [opened.load(r, source=EVAL_SOURCE, base_url=None) for r in opened.list()]
+        figures: dict = {}
+        for role, model in (("champion", components.serving().model), ("challenger", trained["model"]["name"])):
+            embeddings = components.embeddings_for(model)
+            store = components.vector_store(f"{s.collection}_eval_{steps.identifier(model)}")
+            retriever = components.retriever_for(store, embeddings)
+            figures[role] = {name: evaluate(documents=eval_docs, questions=part, store=store, embeddings=embeddings,
+                                            retriever=retriever, strategy=components.strategy())
+                             for name, part in halves.items()}
+            print(f"{role} {model}: {figures[role]['all']}", file=sys.stderr, flush=True)
+            store.close()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+    gain = {half: {m: round(figures["challenger"][half][m] - figures["champion"][half][m], 4)
+                   for m in ("hit@1", "hit@5", "hit@10", "mrr@10")} for half in halves}
+    return {"base_model": s.embedding_model, "pairs": count, "pairs_by_kind": pairs["by_kind"],
+            "training": trained["model"] | {"trained_now": trained["trained_now"]}, "figures": figures, "gain": gain,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]), Path(sys.argv[2]))))
