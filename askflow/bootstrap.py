@@ -66,10 +66,9 @@ class Components:
 
     @cached_property
     def evaluation_runs(self) -> EvaluationRuns:
-        from askflow.adapters.firestore_requests import FirestoreEvaluationRuns
+        from askflow.adapters.firestore_requests import FirestoreRuns
 
-        return FirestoreEvaluationRuns(client=self.firestore_client,
-                                       collection=self.settings.evaluation_runs_collection)
+        return FirestoreRuns(client=self.firestore_client, collection=self.settings.evaluation_runs_collection)
 
     @cached_property
     def events(self) -> EventBus:
@@ -272,9 +271,9 @@ class Components:
 
     @cached_property
     def finetune_runs(self) -> FinetuneRuns:
-        from askflow.adapters.firestore_requests import FirestoreFinetuneRuns
+        from askflow.adapters.firestore_requests import FirestoreRuns
 
-        return FirestoreFinetuneRuns(client=self.firestore_client, collection=self.settings.finetune_runs_collection)
+        return FirestoreRuns(client=self.firestore_client, collection=self.settings.finetune_runs_collection)
 
     def trainer(self, *, progress: bool = False) -> EmbeddingTrainer:
         """Trains from the serving model: a fresh copy of it, loaded apart from the one answering questions."""

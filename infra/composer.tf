@@ -16,7 +16,9 @@ resource "google_composer_environment" "askflow" {
         "pydantic-settings"        = ">=2.3"
         "weaviate-client"          = ">=4.9,<5"
       }
-      env_variables = local.askflow_env
+      # The data folder is the environment bucket's data/, which every worker mounts: the fine-tuning DAG's pairs
+      # and models written by one task are read by the next, wherever it runs.
+      env_variables = merge(local.askflow_env, { ASKFLOW_DATA_DIR = "/home/airflow/gcs/data/askflow" })
     }
     node_config {
       service_account = google_service_account.composer.email

@@ -29,6 +29,8 @@ locals {
     ASKFLOW_EVALUATION_SUBSCRIPTION    = var.evaluation_subscription
     ASKFLOW_DOCUMENTS_BUCKET           = var.documents_bucket
     ASKFLOW_EVALUATION_RUNS_COLLECTION = var.evaluation_runs_collection
+    ASKFLOW_FINETUNE_RUNS_COLLECTION   = var.finetune_runs_collection
+    ASKFLOW_SERVING_COLLECTION         = var.serving_collection
     ASKFLOW_COLLECTION                 = var.collection
     ASKFLOW_VECTOR_STORE               = var.vector_store
     ASKFLOW_CHEAP_MODEL                = var.cheap_model

@@ -45,6 +45,17 @@ variable "evaluation_runs_collection" {
   default = "evaluation_runs"
 }
 
+variable "finetune_runs_collection" {
+  type    = string
+  default = "finetune_runs"
+}
+
+variable "serving_collection" {
+  type        = string
+  default     = "serving"
+  description = "Firestore collection of the serving embedding model + collection pair (Weaviate deployments)."
+}
+
 variable "documents_bucket" {
   type    = string
   default = "askflow-documents"

@@ -24,7 +24,8 @@ VAR = re.compile(r"\$\{var\.(\w+)\}")
 # Settings that name a cloud resource or a model: Terraform must set every one of them on the functions.
 NAMED_SETTINGS = (
     "project_id", "requests_collection", "questions_topic", "questions_subscription", "evaluation_topic",
-    "evaluation_subscription", "evaluation_runs_collection", "documents_bucket", "collection", "cheap_model",
+    "evaluation_subscription", "evaluation_runs_collection", "finetune_runs_collection", "serving_collection",
+    "documents_bucket", "collection", "cheap_model",
     "strong_model", "embedding_model",
 )
 

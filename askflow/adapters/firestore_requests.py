@@ -1,4 +1,4 @@
-"""FirestoreRequestStore, FirestoreEvaluationRuns and FirestoreFinetuneRuns: ``{collection}/{id}`` documents.
+"""FirestoreRequestStore and FirestoreRuns (evaluation and fine-tuning run records): ``{collection}/{id}`` documents.
 
 This module is where a ``Request`` becomes a Firestore document and back (``to_document``, ``from_document``). State
 changes are conditional on what was read: a write with an update-time precondition, or a transaction.
@@ -175,19 +175,12 @@ class FirestoreRequestStore(RequestStore):
         return [request for snapshot in query.stream() if (request := from_document(snapshot.to_dict()))]
 
 
-class FirestoreEvaluationRuns(EvaluationRuns):
+class FirestoreRuns(EvaluationRuns, FinetuneRuns):
+    """Run records (evaluation runs, fine-tuning runs): one document per run, named by its ``run_id``."""
+
     def __init__(self, *, client: Any, collection: str) -> None:
         self._client = client
         self._collection = collection
 
-    def save(self, run: EvaluationRun) -> None:
-        self._client.collection(self._collection).document(run.run_id).set(run.model_dump())
-
-
-class FirestoreFinetuneRuns(FinetuneRuns):
-    def __init__(self, *, client: Any, collection: str) -> None:
-        self._client = client
-        self._collection = collection
-
-    def save(self, run: FinetuneRun) -> None:
+    def save(self, run: EvaluationRun | FinetuneRun) -> None:
         self._client.collection(self._collection).document(run.run_id).set(run.model_dump())

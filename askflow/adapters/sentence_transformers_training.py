@@ -45,7 +45,8 @@ class SentenceTransformersTrainer(EmbeddingTrainer):
         with tempfile.TemporaryDirectory(dir=models_dir, prefix=".training-") as scratch:
             arguments = SentenceTransformerTrainingArguments(
                 output_dir=str(Path(scratch) / "checkpoints"), max_steps=steps, per_device_train_batch_size=batch_size,
-                learning_rate=learning_rate, warmup_ratio=0.1, seed=seed, save_strategy="no", report_to="none",
+                learning_rate=learning_rate, warmup_steps=max(1, steps // 10), seed=seed, save_strategy="no",
+                report_to="none",
                 logging_steps=max(1, steps // 10), use_cpu=True, disable_tqdm=not self._progress,
                 batch_sampler=BatchSamplers.NO_DUPLICATES,  # an in-batch negative is never a copy of the positive
                 dataloader_drop_last=len(pairs) > batch_size,
