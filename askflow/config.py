@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     finetune_learning_rate: float = 3e-5
     finetune_metric: str = "mrr@10"
     finetune_margin: float = 0.01
+    finetune_synthetic_passages: int = Field(default=0, ge=0, description=(
+        "passages the cheap model writes a training question for (0: none); each is asked once, ever"))
     finetune_questions: Path | None = Field(default=None, description=(
         "question set (askflow eval retrieval's JSONL) that judges champion and challenger"))
     training_queue: str = Field(default="default", description=(

@@ -48,6 +48,8 @@ _settings = load_settings()
         "metric": Param(_settings.finetune_metric, enum=["hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"]),
         "margin": Param(_settings.finetune_margin, type="number", minimum=-1, maximum=1),
         "answers": Param(True, type="boolean", description="also learn from the feedback loop's good answers"),
+        "synthetic": Param(_settings.finetune_synthetic_passages, type="integer", minimum=0, description=(
+            "passages the cheap model writes a question for (needs a chat model; each asked once, ever)")),
         "rollback": Param(False, type="boolean", description="serve the previous model and collection, nothing else"),
     },
 )
@@ -73,7 +75,7 @@ def askflow_finetune_embeddings():
         with components_for({}) as components:
             location = params["docs_location"] or f"gs://{components.settings.documents_bucket}/"
             pairs = steps.build_pairs(components, location=location, source=params["source"],
-                                      answers=params["answers"])
+                                      answers=params["answers"], synthetic=int(params["synthetic"]))
         print(f"training pairs: {pairs}")
         return pairs | {"location": location, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 

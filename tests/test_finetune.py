@@ -62,6 +62,40 @@ def test_hard_negatives_are_keyword_matches_from_another_page():
     assert not slot.negative.startswith("Pools")  # from another page than the positive's
 
 
+def test_synthetic_questions_come_from_the_cheap_model_once_per_passage(wire, tmp_path):
+    from askflow.adapters.openai_wire import OpenAIChatModel, retrying_call
+    from askflow.service_layer.finetuning import build_pairs, read_pairs
+
+    model = OpenAIChatModel(client=_openai_client(wire), model="loopback-cheap",
+                            retrying=retrying_call(attempts=2, backoff_max_s=0.1))
+    documents = load_paths([CORPUS], source="docs")
+
+    def build(limit: int):
+        return build_pairs(documents, answers=[], strategy=ChunkingStrategy(), store=FakeVectorStore(),
+                           workdir=tmp_path, chat_model=model, synthetic_limit=limit)
+
+    first = build(3)
+    synthetic = [p for p in read_pairs(first.path) if p.kind == "synthetic"]
+    calls = [c for c in wire.calls if c["path"].endswith("/chat/completions")]
+    assert len(synthetic) == 3 and len(calls) == 1  # one batched call for three passages
+    assert all(p.anchor.startswith("How does this work:") and p.negative for p in synthetic)
+    assert {p.doc_id for p in synthetic} == {"docs:concepts.rst", "docs:guides/deferral.md", "docs:guides/writing.md"}
+    wire.failures.extend([500] * 4)  # the model is down: the two new passages get no question, nothing fails
+    broken = build(5)
+    assert broken.by_kind["synthetic"] == 3 and not broken.reused
+    wire.failures.clear()
+    more = build(5)  # the three asked before are not asked again
+    assert more.by_kind["synthetic"] == 5
+    last = [c for c in wire.calls if c["path"].endswith("/chat/completions")][-1]
+    assert len(json.loads(last["body"]["messages"][1]["content"])["passages"]) == 2
+
+
+def _openai_client(wire):
+    import openai
+
+    return openai.OpenAI(api_key="test-key", base_url=wire.base_url, max_retries=0, timeout=5)
+
+
 def test_the_challenger_is_promoted_only_when_it_wins_by_the_margin():
     champion = {"hit@1": 0.3, "hit@3": 0.5, "hit@5": 0.6, "hit@10": 0.7, "mrr@10": 0.40}
     better = champion | {"mrr@10": 0.43}

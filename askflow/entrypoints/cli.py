@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--metric", help="what must improve: hit@1, hit@3, hit@5, hit@10 or mrr@10")
     finetune.add_argument("--margin", type=float, help="by how much at least (default: settings)")
     finetune.add_argument("--answers", action="store_true", help="also learn from good answers (reads Firestore)")
+    finetune.add_argument("--synthetic", type=int, metavar="N",
+                          help="the cheap model writes a question for N passages (default: settings; needs a model)")
     finetune.add_argument("--rollback", action="store_true", help="serve the model served before the last promotion")
     finetune.set_defaults(run=_finetune)
 
@@ -164,7 +166,8 @@ def _finetune(args) -> int:
                                 batch_size=args.batch_size or s.finetune_batch_size,
                                 learning_rate=args.learning_rate or s.finetune_learning_rate)
         started = utcnow()
-        pairs = steps.build_pairs(components, location=args.corpus, source=args.source, answers=args.answers)
+        pairs = steps.build_pairs(components, location=args.corpus, source=args.source, answers=args.answers,
+                                  synthetic=s.finetune_synthetic_passages if args.synthetic is None else args.synthetic)
         print(f"{sum(pairs['by_kind'].values())} training pairs {pairs['by_kind']}"
               f"{' (reused)' if pairs['reused'] else ''}", file=sys.stderr, flush=True)
         trained = steps.train(components, pairs, params, progress=True)

@@ -22,13 +22,16 @@ def workdir(components) -> Path:
     return components.settings.data_dir / "finetune"
 
 
-def build_pairs(components, *, location: str, source: str, answers: bool) -> dict[str, Any]:
+def build_pairs(components, *, location: str, source: str, answers: bool, synthetic: int = 0) -> dict[str, Any]:
+    """:param synthetic: passages the cheap model writes a question for (none without a chat model)."""
     opened = components.location(location)
     documents = [opened.load(relative, source=source, base_url=None) for relative in opened.list()]
     good = components.requests.recent_good(1000) if answers else []
     components.store.ensure_collection(components.embeddings.dimension)  # hard negatives come from its keywords
     pair_set = finetuning.build_pairs(documents, answers=good, strategy=components.strategy(),
-                                      store=components.store, workdir=workdir(components))
+                                      store=components.store, workdir=workdir(components),
+                                      chat_model=components.chat_model(components.settings.cheap_model),
+                                      synthetic_limit=synthetic)
     return {"path": str(pair_set.path), "fingerprint": pair_set.fingerprint, "by_kind": pair_set.by_kind,
             "reused": pair_set.reused, "sample": finetuning.pair_sample(pair_set.path)}
 

@@ -28,10 +28,14 @@ from askflow.finetune.pairs import (
     answer_pairs,
     corpus_pairs,
     pair_set_fingerprint,
+    passages,
+    synthetic_key,
+    synthetic_pairs,
+    synthetic_questions,
     with_hard_negatives,
 )
 from askflow.ingest.chunking import ChunkingStrategy
-from askflow.ports import Embeddings, EmbeddingTrainer, ServingIndex, TrainingRow, VectorStore
+from askflow.ports import ChatModel, Embeddings, EmbeddingTrainer, ServingIndex, TrainingRow, VectorStore
 
 log = logging.getLogger(__name__)
 METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "mrr@10")
@@ -68,23 +72,55 @@ class PairSet:
 
 
 def build_pairs(documents: Sequence[Document], *, answers: Sequence[Request], strategy: ChunkingStrategy,
-                store: VectorStore, workdir: Path) -> PairSet:
-    """Pairs from the corpus's structure and the good answers, each with a hard negative from keyword search of
+                store: VectorStore, workdir: Path, chat_model: ChatModel | None = None,
+                synthetic_limit: int = 0) -> PairSet:
+    """Pairs from the corpus's structure and the good answers, and (with a chat model and ``synthetic_limit`` > 0)
+    questions the model writes for up to that many passages, each pair with a hard negative from keyword search of
     ``store``; written to ``workdir`` (a shared folder or bucket mount in production). Reused when the corpus, the
-    answers and the extraction are unchanged."""
-    fingerprint = pair_set_fingerprint(documents, answers, strategy)
+    answers and the extraction are unchanged; a synthetic question is asked once per passage and model, ever."""
+    asking = chat_model is not None and synthetic_limit > 0
+    synthetic = f"{chat_model.name}:{synthetic_limit}" if asking else ""
+    fingerprint = pair_set_fingerprint(documents, answers, strategy, synthetic=synthetic)
     path = workdir / f"pairs-{fingerprint}.jsonl"
     if path.is_file():
         return PairSet(path, fingerprint, dict(Counter(p.kind for p in read_pairs(path))), reused=True)
     pairs = corpus_pairs(documents, strategy) + answer_pairs(answers)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if asking:
+        asked, complete = _synthetic(documents, strategy, chat_model, limit=synthetic_limit,
+                                                cache=workdir / "synthetic.jsonl")
+        pairs += asked
+        if not complete:  # the model skipped some passages: usable now, built again next time
+            path = path.with_suffix(".partial.jsonl")
     if not pairs:
         raise InvalidInput("no training pairs: the corpus has no titled pages or sections, and no good answers")
     pairs = with_hard_negatives(pairs, store)
-    workdir.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(f".{os.getpid()}.tmp")
-    scratch.write_text("".join(json.dumps(p.to_row()) + "\n" for p in pairs), encoding="utf-8")
-    scratch.replace(path)  # whole or not at all: a concurrent run never reads half a file
+    _write_whole(path, "".join(json.dumps(p.to_row()) + "\n" for p in pairs))
     return PairSet(path, fingerprint, dict(Counter(p.kind for p in pairs)), reused=False)
+
+
+def _synthetic(documents: Sequence[Document], strategy: ChunkingStrategy, model: ChatModel, *, limit: int,
+               cache: Path) -> tuple[list[TrainingPair], bool]:
+    """The synthetic pairs, and whether every passage has its question."""
+    chunks = passages(documents, strategy, limit=limit)
+    known = dict(json.loads(line) for line in cache.read_text().splitlines()) if cache.is_file() else {}
+    missing = [c for c in chunks if synthetic_key(model.name, c) not in known]
+    if missing:
+        asked, usage = synthetic_questions(missing, model)
+        tokens = sum(u.prompt_tokens + u.completion_tokens for u in usage)
+        print(f"synthetic questions: {len(asked)} of {len(missing)} passages, {len(usage)} calls, {tokens} tokens",
+              file=sys.stderr, flush=True)
+        known |= asked
+        _write_whole(cache, "".join(json.dumps([key, question]) + "\n" for key, question in known.items()))
+    pairs = synthetic_pairs(chunks, known, model=model.name)
+    return pairs, len(pairs) == len(chunks)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Whole or not at all: a concurrent run never reads half a file."""
+    scratch = path.with_suffix(f".{os.getpid()}.tmp")
+    scratch.write_text(text, encoding="utf-8")
+    scratch.replace(path)
 
 
 def read_pairs(path: Path) -> list[TrainingPair]:

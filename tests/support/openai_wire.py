@@ -96,7 +96,12 @@ class OpenAIWireServer:
 def _chat(body: dict) -> dict:
     user = body["messages"][-1]["content"]
     system = body["messages"][0]["content"]
-    if '"grades"' in system:
+    if '"questions": [{"id"' in system:  # synthetic training questions, one per passage
+        passages = json.loads(user)["passages"]
+        content = json.dumps({"questions": [
+            {"id": p["id"], "question": f"How does this work: {p['passage'].splitlines()[0][:80]}?"} for p in passages
+        ]})
+    elif '"grades"' in system:
         items = json.loads(user)["items"]
         content = json.dumps({"grades": [
             {"id": item["id"], "helpfulness": 4, "relevance": 4, "public": True, "reason": "loopback grade"}
