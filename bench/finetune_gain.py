@@ -4,13 +4,16 @@ only judge: none is a training pair, and nothing is tuned on them (the params ar
 two halves (even and odd lines) are reported apart to show how much of a difference is noise.
 
     cd bench && ASKFLOW_EMBEDDING_MODEL=all-MiniLM-L6-v2 ../.venv/bin/python finetune_gain.py \\
-        ../../shared/corpus/airflow-docs ../../shared/eval/airflow-so-dev.jsonl
+        ../../shared/corpus/airflow-docs ../../shared/eval/airflow-so-dev.jsonl [--steps N] [--kinds title,heading]
+
+``--steps`` defaults to one epoch; ``--kinds`` trains on those kinds of pairs only (which kinds help).
 
 Progress on stderr; one JSON object as the last line of stdout. Uses a data folder of its own (models, collections).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -22,11 +25,11 @@ from pathlib import Path
 from _stack import temp_data_dir
 
 
-def main(corpus: Path, questions: Path) -> dict:
+def main(corpus: Path, questions: Path, *, steps: int | None = None, kinds: list[str] | None = None) -> dict:
     os.environ.setdefault("ASKFLOW_DATA_DIR", str(temp_data_dir()))
     os.environ.setdefault("ASKFLOW_COLLECTION", "bench_finetune")
     from askflow.bootstrap import bootstrap
-    from askflow.entrypoints import finetune_steps as steps
+    from askflow.entrypoints import finetune_steps as finetune
     from askflow.evaluation.retrieval_eval import EVAL_SOURCE, evaluate, load_questions
     from askflow.service_layer.finetuning import TrainingParams
 
@@ -40,19 +43,22 @@ def main(corpus: Path, questions: Path) -> dict:
 
         index_documents(documents, store=components.store, embeddings=components.embeddings,
                         strategy=components.strategy(), source="docs")
-        pairs = steps.build_pairs(components, location=str(corpus), source="docs", answers=False)
+        pairs = finetune.build_pairs(components, location=str(corpus), source="docs", answers=False)
+        if kinds:
+            pairs = _only(pairs, kinds)
         count = sum(pairs["by_kind"].values())
-        params = TrainingParams(steps=math.ceil(count / s.finetune_batch_size), batch_size=s.finetune_batch_size,
-                                learning_rate=s.finetune_learning_rate)
-        print(f"{count} pairs {pairs['by_kind']}; one epoch = {params.steps} steps", file=sys.stderr, flush=True)
-        trained = steps.train(components, pairs, params, progress=True)
+        params = TrainingParams(steps=steps or math.ceil(count / s.finetune_batch_size),
+                                batch_size=s.finetune_batch_size, learning_rate=s.finetune_learning_rate)
+        print(f"{count} pairs {pairs['by_kind']}; {params.steps} steps of {params.batch_size}", file=sys.stderr,
+              flush=True)
+        trained = finetune.train(components, pairs, params, progress=True)
         rows = load_questions(questions)
         halves = {"all": rows, "even": rows[0::2], "odd": rows[1::2]}
         eval_docs = [opened.load(r, source=EVAL_SOURCE, base_url=None) for r in opened.list()]
         figures: dict = {}
         for role, model in (("champion", components.serving().model), ("challenger", trained["model"]["name"])):
             embeddings = components.embeddings_for(model)
-            store = components.vector_store(f"{s.collection}_eval_{steps.identifier(model)}")
+            store = components.vector_store(f"{s.collection}_eval_{finetune.identifier(model)}")
             retriever = components.retriever_for(store, embeddings)
             figures[role] = {name: evaluate(documents=eval_docs, questions=part, store=store, embeddings=embeddings,
                                             retriever=retriever, strategy=components.strategy())
@@ -62,11 +68,31 @@ def main(corpus: Path, questions: Path) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
     gain = {half: {m: round(figures["challenger"][half][m] - figures["champion"][half][m], 4)
                    for m in ("hit@1", "hit@5", "hit@10", "mrr@10")} for half in halves}
-    return {"base_model": s.embedding_model, "pairs": count, "pairs_by_kind": pairs["by_kind"],
+    return {"base_model": s.embedding_model, "kinds": kinds or "all", "steps": params.steps, "pairs": count,
+            "pairs_by_kind": pairs["by_kind"],
             "training": trained["model"] | {"trained_now": trained["trained_now"]}, "figures": figures, "gain": gain,
             "wall_s": round(time.perf_counter() - started, 1),
             "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
 
 
+def _only(pairs: dict, kinds: list[str]) -> dict:
+    """The pair set restricted to some kinds, written beside it."""
+    from askflow.service_layer.finetuning import read_pairs
+
+    path = Path(pairs["path"])
+    kept = [p for p in read_pairs(path) if p.kind in kinds]
+    subset = path.with_name(f"{path.stem}-{'-'.join(sorted(kinds))}.jsonl")
+    subset.write_text("".join(json.dumps(p.to_row()) + "\n" for p in kept))
+    by_kind = {kind: n for kind, n in pairs["by_kind"].items() if kind in kinds}
+    return pairs | {"path": str(subset), "fingerprint": f"{pairs['fingerprint']}-{'-'.join(sorted(kinds))}",
+                    "by_kind": by_kind}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), Path(sys.argv[2]))))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("questions", type=Path)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--kinds", type=lambda text: text.split(","))
+    arguments = parser.parse_args()
+    print(json.dumps(main(arguments.corpus, arguments.questions, steps=arguments.steps, kinds=arguments.kinds)))

@@ -4,9 +4,11 @@ the batch), in this process, on the CPU. Part of the ``local`` extra, like the m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +56,8 @@ class SentenceTransformersTrainer(EmbeddingTrainer):
             trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=data,
                                                  loss=losses.MultipleNegativesRankingLoss(model))
             started, cpu_started = time.perf_counter(), time.process_time()
-            trainer.train()
+            with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its losses: progress, not results
+                trainer.train()
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             saved = Path(scratch) / "model"
             model.save(str(saved))
