@@ -36,14 +36,21 @@ def main(corpus: Path, questions: Path, *, steps: int | None = None, kinds: list
     with bootstrap() as components:
         s = components.settings
         started = time.perf_counter()
-        # the serving collection holds the corpus: hard negatives come from its keyword search
-        opened = components.location(str(corpus))
-        documents = [opened.load(r, source="docs", base_url=None) for r in opened.list()]
+        # the champion's evaluation collection holds the corpus (it is scored there anyway): hard negatives come from
+        # its keyword search, and the pairs name pages as it does
         from askflow.ingest.indexing import index_documents
+        from askflow.service_layer.finetuning import build_pairs
 
-        index_documents(documents, store=components.store, embeddings=components.embeddings,
-                        strategy=components.strategy(), source="docs")
-        pairs = finetune.build_pairs(components, location=str(corpus), source="docs", answers=False)
+        opened = components.location(str(corpus))
+        documents = [opened.load(r, source=EVAL_SOURCE, base_url=None) for r in opened.list()]
+        champion = components.serving().model
+        champion_store = components.vector_store(f"{s.collection}_eval_{finetune.identifier(champion)}")
+        index_documents(documents, store=champion_store, embeddings=components.embeddings,
+                        strategy=components.strategy(), source=EVAL_SOURCE)
+        pair_set = build_pairs(documents, answers=[], strategy=components.strategy(), store=champion_store,
+                               workdir=finetune.workdir(components))
+        champion_store.close()
+        pairs = {"path": str(pair_set.path), "fingerprint": pair_set.fingerprint, "by_kind": pair_set.by_kind}
         if kinds:
             pairs = _only(pairs, kinds)
         count = sum(pairs["by_kind"].values())
@@ -54,13 +61,12 @@ def main(corpus: Path, questions: Path, *, steps: int | None = None, kinds: list
         trained = finetune.train(components, pairs, params, progress=True)
         rows = load_questions(questions)
         halves = {"all": rows, "even": rows[0::2], "odd": rows[1::2]}
-        eval_docs = [opened.load(r, source=EVAL_SOURCE, base_url=None) for r in opened.list()]
         figures: dict = {}
-        for role, model in (("champion", components.serving().model), ("challenger", trained["model"]["name"])):
+        for role, model in (("champion", champion), ("challenger", trained["model"]["name"])):
             embeddings = components.embeddings_for(model)
             store = components.vector_store(f"{s.collection}_eval_{finetune.identifier(model)}")
             retriever = components.retriever_for(store, embeddings)
-            figures[role] = {name: evaluate(documents=eval_docs, questions=part, store=store, embeddings=embeddings,
+            figures[role] = {name: evaluate(documents=documents, questions=part, store=store, embeddings=embeddings,
                                             retriever=retriever, strategy=components.strategy())
                              for name, part in halves.items()}
             print(f"{role} {model}: {figures[role]['all']}", file=sys.stderr, flush=True)
