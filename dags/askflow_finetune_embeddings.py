@@ -56,7 +56,14 @@ _settings = load_settings()
 def askflow_finetune_embeddings():
     @task.branch
     def start() -> str:
-        return "rollback" if get_current_context()["params"]["rollback"] else "build_pairs"
+        """Rollback, or a run; a run without a question set to judge by fails here, before any training."""
+        from askflow.entrypoints.finetune_steps import question_set
+
+        params = get_current_context()["params"]
+        if params["rollback"]:
+            return "rollback"
+        question_set(params["questions"])
+        return "build_pairs"
 
     @task
     def rollback() -> dict:

@@ -104,3 +104,16 @@ def test_a_bad_setting_is_named_with_its_choices_not_a_traceback():
     assert "'pgvector' or 'weaviate'" in run.stderr and "Traceback" not in run.stderr
     not_json = askflow("ask", "hi", env={"ASKFLOW_SLACK_CHANNELS": "not json"})
     assert not_json.returncode == 2 and "ASKFLOW_SLACK_CHANNELS: not valid JSON" in not_json.stderr
+
+
+def test_finetune_says_what_it_is_missing_before_it_trains(pg_url, collection_name, tmp_path):
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name, "ASKFLOW_DATA_DIR": str(tmp_path)}
+    no_questions = askflow("finetune", "--corpus", str(DOCS), env=env)
+    assert no_questions.returncode == 2 and "needs a question set" in no_questions.stderr
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "How do I pull an XCom?", "gold": ["xcoms.rst"]}\n')
+    no_corpus = askflow("finetune", "--questions", str(questions), env=env)
+    assert no_corpus.returncode == 2 and "needs --corpus" in no_corpus.stderr
+    nothing_promoted = askflow("finetune", "--rollback", env=env)
+    assert nothing_promoted.returncode == 2 and "nothing to roll back to" in nothing_promoted.stderr
+    assert not (tmp_path / "models").exists()  # nothing was trained

@@ -159,9 +159,9 @@ def _finetune(args) -> int:
             print(json.dumps(steps.rollback(components)))
             return 0
         s = components.settings
-        questions = args.questions or s.finetune_questions
-        if not args.corpus or not questions:
-            raise InvalidInput("finetune needs --corpus and --questions (or ASKFLOW_FINETUNE_QUESTIONS)")
+        questions = steps.question_set(args.questions or s.finetune_questions)
+        if not args.corpus:
+            raise InvalidInput("finetune needs --corpus: the documentation to learn from")
         params = TrainingParams(steps=args.steps or s.finetune_steps,
                                 batch_size=args.batch_size or s.finetune_batch_size,
                                 learning_rate=args.learning_rate or s.finetune_learning_rate)

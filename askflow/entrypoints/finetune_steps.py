@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from askflow.domain.clock import utcnow
+from askflow.domain.errors import InvalidInput
 from askflow.domain.model import FinetuneRun, TrainedModel
 from askflow.evaluation.retrieval_eval import EVAL_SOURCE, evaluate, load_questions
 from askflow.service_layer import finetuning
@@ -20,6 +21,14 @@ def workdir(components) -> Path:
     """Pairs and run records: under ``ASKFLOW_DATA_DIR`` (in Composer, a folder of the environment's bucket that every
     worker mounts, ``/home/airflow/gcs/data``)."""
     return components.settings.data_dir / "finetune"
+
+
+def question_set(questions: str | Path | None) -> Path:
+    """The question set that judges, checked before anything is trained."""
+    if not questions or not Path(questions).is_file():
+        raise InvalidInput(f"fine-tuning needs a question set to judge by (ASKFLOW_FINETUNE_QUESTIONS or the questions "
+                           f"param, askflow eval retrieval's JSONL); got {str(questions or '') or 'none'!r}")
+    return Path(questions)
 
 
 def build_pairs(components, *, location: str, source: str, answers: bool, synthetic: int = 0) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def compare(components, *, location: str, questions: str, challenger: str) -> di
     collection of its own, with the production retrieval code."""
     opened = components.location(location)
     documents = [opened.load(relative, source=EVAL_SOURCE, base_url=None) for relative in opened.list()]
-    rows = load_questions(Path(questions))
+    rows = load_questions(question_set(questions))
     figures = {}
     for role, model in (("champion", components.serving().model), ("challenger", challenger)):
         print(f"evaluating the {role}, {model} ...", file=sys.stderr, flush=True)
