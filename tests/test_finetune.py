@@ -187,6 +187,10 @@ def test_the_dag_trains_evaluates_and_promotes_only_a_better_model(airflow_env, 
         previous.close()
         answer = components.answerer.answer("How many pool slots does a task take?")
     assert answer.embedding_model == now.model and answer.collection == now.collection
+    with bootstrap(settings.model_copy(update={"serving_refresh_s": 0})) as components:
+        again = index_documents(load_paths([CORPUS], source="docs"), store=components.store,
+                                embeddings=components.embeddings, strategy=ChunkingStrategy(), source="docs")
+    assert again.documents_skipped == 4 and again.chunks_written == 0  # promotion left ingestion nothing to redo
 
     assert run_dag("askflow_finetune_embeddings.py", {"rollback": True}, env) == "success"
     assert (serving().model, serving().collection) == (minilm.name, collection)

@@ -8,6 +8,7 @@ is cut, by LangChain's language-aware ``RecursiveCharacterTextSplitter``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -17,6 +18,17 @@ from askflow.domain.model import Chunk, Document, content_hash
 from askflow.ingest.sections import Section, blocks, markdown_sections, rst_sections
 
 _STRATEGY_VERSION = "2"
+INDEXED_FROM = "indexed_from"
+
+
+def resha(chunk: Chunk, embedding_model: str) -> Chunk:
+    """The chunk as ``embedding_model`` would have indexed it (its fingerprint names the model), so that embedding a
+    collection again with another model leaves nothing for the next ingestion run to redo. A chunk stored before
+    chunks said what they were indexed from keeps its fingerprint."""
+    made_from = chunk.metadata.get(INDEXED_FROM)
+    if not isinstance(made_from, dict) or not {"document", "strategy"} <= set(made_from):
+        return chunk
+    return dataclasses.replace(chunk, sha=content_hash(made_from["document"], made_from["strategy"], embedding_model))
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,12 @@ class ChunkingStrategy:
 
     def split(self, document: Document, sha: str) -> list[Chunk]:
         pieces = self._section_pieces(document) if self.splitter == "section" else self._recursive_pieces(document)
+        # what ``sha`` was made from, less the model: another model's fingerprint of the same chunk (``resha``)
+        metadata = document.metadata | {INDEXED_FROM: {"document": document.sha, "strategy": self.fingerprint}}
         return [
             Chunk(
                 doc_id=document.doc_id, index=i, content=text, title=document.title, section=section,
-                url=document.url, sha=sha, kind=document.kind, metadata=document.metadata,
+                url=document.url, sha=sha, kind=document.kind, metadata=metadata,
             )
             for i, (section, text) in enumerate(pieces)
         ]

@@ -34,7 +34,7 @@ from askflow.finetune.pairs import (
     synthetic_questions,
     with_hard_negatives,
 )
-from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.chunking import ChunkingStrategy, resha
 from askflow.ports import ChatModel, Embeddings, EmbeddingTrainer, ServingIndex, TrainingRow, VectorStore
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ def promote(trained: TrainedModel, *, current: Serving, serving: ServingIndex, s
     target.ensure_collection(embeddings.dimension)
     after, copied = None, 0
     while chunks := source.chunks(after=after, limit=page):
-        target.upsert(chunks, embeddings.embed_documents([c.embedding_text for c in chunks]))
+        target.upsert([resha(c, embeddings.name) for c in chunks],
+                      embeddings.embed_documents([c.embedding_text for c in chunks]))
         after, copied = chunks[-1].chunk_id, copied + len(chunks)
         print(f"  re-embedded {copied} chunks", file=sys.stderr, flush=True)
     target.finalize_writes()
