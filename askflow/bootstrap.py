@@ -7,6 +7,7 @@ opened (``with bootstrap() as components: ...``).
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import cached_property
 from pathlib import Path
@@ -33,11 +34,15 @@ OPENAI_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3
 
 
 class Components:
+    """What an entry point needs, built from settings on first use. The vector store, the embedding model and the
+    answerer are the serving pair's (``serving()``), which fine-tuning may switch while a process runs."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self._serving: tuple[float, Serving] | None = None
         self._pairs: dict[tuple[str, str], tuple[VectorStore, Embeddings]] = {}
         self._answerers: dict[tuple[str, str], Any] = {}
+        self._lock = threading.RLock()  # the worker answers several pushes at once: one store per pair, ever
 
     def __enter__(self) -> Components:
         return self
@@ -129,7 +134,6 @@ class Components:
                       auth=Auth.Token(token.get_secret_value()) if token else None,
                       retry=GithubRetry(total=5, backoff_factor=0.2), seconds_between_requests=0.25)
 
-    # -- retrieval ---------------------------------------------------------------------------------------------
     # -- the serving pair: which embedding model and collection answer questions now ---------------------------
     @cached_property
     def serving_index(self) -> ServingIndex:
@@ -146,27 +150,31 @@ class Components:
     def serving(self) -> Serving:
         """The pair promoted by fine-tuning when it derives from the configured model; otherwise the configured
         ``ASKFLOW_EMBEDDING_MODEL`` and ``ASKFLOW_COLLECTION``. Read again after ``serving_refresh_s``."""
-        now = time.monotonic()
-        if self._serving is None or now - self._serving[0] >= self.settings.serving_refresh_s:
-            s = self.settings
-            configured = Serving(model=s.embedding_model, collection=s.collection, base_model=s.embedding_model)
-            promoted = self.serving_index.get()
-            usable = promoted is not None and promoted.base_model == s.embedding_model
-            self._serving = (now, promoted if usable else configured)
-        return self._serving[1]
+        with self._lock:
+            now = time.monotonic()
+            if self._serving is None or now - self._serving[0] >= self.settings.serving_refresh_s:
+                s = self.settings
+                configured = Serving(model=s.embedding_model, collection=s.collection, base_model=s.embedding_model)
+                promoted = self.serving_index.get()
+                usable = promoted is not None and promoted.base_model == s.embedding_model
+                self._serving = (now, promoted if usable else configured)
+            return self._serving[1]
 
     def _pair(self, serving: Serving) -> tuple[VectorStore, Embeddings]:
-        key = (serving.model, serving.collection)
-        if key not in self._pairs:
-            self._pairs[key] = (self.vector_store(serving.collection), self.embeddings_for(serving.model))
-        return self._pairs[key]
+        with self._lock:
+            key = (serving.model, serving.collection)
+            if key not in self._pairs:
+                self._pairs[key] = (self.vector_store(serving.collection), self.embeddings_for(serving.model))
+            return self._pairs[key]
 
     @property
     def store(self) -> VectorStore:
         """The serving collection."""
         return self._pair(self.serving())[0]
 
+    # -- retrieval ---------------------------------------------------------------------------------------------
     def vector_store(self, collection: str) -> VectorStore:
+        """A store over ``collection``, owned by the caller (close it); ``store`` is the serving one."""
         s = self.settings
         if s.vector_store == "weaviate":
             if not s.weaviate_url:
@@ -259,15 +267,16 @@ class Components:
 
         serving = self.serving()
         key = (serving.model, serving.collection)
-        if key not in self._answerers:
-            s = self.settings
-            store, embeddings = self._pair(serving)
-            self._answerers[key] = Answerer(
-                retriever=self.retriever_for(store, embeddings), collection=serving.collection,
-                cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
-                rewordings=s.rewordings, sources=s.sources_per_answer,
-            )
-        return self._answerers[key]
+        with self._lock:
+            if key not in self._answerers:
+                s = self.settings
+                store, embeddings = self._pair(serving)
+                self._answerers[key] = Answerer(
+                    retriever=self.retriever_for(store, embeddings), collection=serving.collection,
+                    cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
+                    rewordings=s.rewordings, sources=s.sources_per_answer,
+                )
+            return self._answerers[key]
 
     @cached_property
     def finetune_runs(self) -> FinetuneRuns:
