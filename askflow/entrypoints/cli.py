@@ -1,4 +1,4 @@
-"""``askflow``: ask, ingest, demo and evaluate from the command line."""
+"""``askflow``: ask, ingest, fine-tune, demo and evaluate from the command line."""
 
 from __future__ import annotations
 
