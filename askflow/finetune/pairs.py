@@ -69,10 +69,10 @@ def pair_set_fingerprint(documents: Sequence[Document], answers: Sequence[Reques
 
 def corpus_pairs(documents: Sequence[Document], strategy: ChunkingStrategy) -> list[TrainingPair]:
     """Pairs from the structure of documentation pages (RST and Markdown)."""
-    chunks = {d.doc_id: strategy.split(d, sha="pairs") for d in documents}
+    sections_of = {d.doc_id: _first_chunk_per_section(strategy.split(d, sha="pairs")) for d in documents}
     pairs: list[TrainingPair] = []
     for document in documents:
-        sections = _first_chunk_per_section(chunks[document.doc_id])
+        sections = sections_of[document.doc_id]
         if not sections:
             continue
         opening = next(iter(sections.values()))
@@ -87,7 +87,7 @@ def corpus_pairs(documents: Sequence[Document], strategy: ChunkingStrategy) -> l
                 pairs.append(TrainingPair(f"{document.title}: {heading}", chunk.embedding_text, "heading",
                                           document.doc_id))
         pairs += _definition_pairs(document, opening)
-    pairs += _link_pairs(documents, chunks)
+    pairs += _link_pairs(documents, sections_of)
     return _distinct(pairs)
 
 
@@ -165,12 +165,13 @@ def with_hard_negatives(pairs: Sequence[TrainingPair], store: VectorStore, *, ca
     """Each pair with a negative: the best keyword match for its anchor from another page; failing that, another
     pair's positive from another page (what in-batch negatives would give it anyway)."""
     rng = random.Random(seed)
+    population = list(pairs)
     completed = []
     for pair in pairs:
         negative = next((hit.chunk.embedding_text for hit in store.keyword_search(pair.anchor, limit=candidates)
                          if hit.chunk.doc_id != pair.doc_id), None)
         if negative is None:
-            others = [p.positive for p in rng.sample(list(pairs), min(len(pairs), 8)) if p.doc_id != pair.doc_id]
+            others = [p.positive for p in rng.sample(population, min(len(population), 8)) if p.doc_id != pair.doc_id]
             negative = others[0] if others else None
         completed.append(replace(pair, negative=negative))
     return completed
@@ -190,7 +191,7 @@ def _has_prose(text: str) -> bool:
     return len(re.findall(r"[A-Za-z]{2,}", prose)) >= 5
 
 
-def _link_pairs(documents: Sequence[Document], chunks: dict[str, list[Chunk]]) -> list[TrainingPair]:
+def _link_pairs(documents: Sequence[Document], sections_of: dict[str, dict[str, Chunk]]) -> list[TrainingPair]:
     by_path = {_relative(d): d for d in documents}
     labels = {label: (document.doc_id, title) for document in documents for label, title in _labels(document)}
     pairs = []
@@ -199,7 +200,7 @@ def _link_pairs(documents: Sequence[Document], chunks: dict[str, list[Chunk]]) -
             if not text or text.lower() in _UNINFORMATIVE or len(text) < 4:
                 continue
             doc_id, title = target
-            sections = _first_chunk_per_section(chunks.get(doc_id, []))
+            sections = sections_of.get(doc_id, {})
             chunk = next((c for heading, c in sections.items() if heading.rsplit(" > ", 1)[-1] == title), None)
             chunk = chunk or next(iter(sections.values()), None)
             if chunk is not None and doc_id != document.doc_id:
