@@ -24,6 +24,7 @@ from askflow.ports import (
     EvaluationRuns,
     EventBus,
     FinetuneRuns,
+    LearnedSignals,
     RequestStore,
     ServingIndex,
     VectorStore,
@@ -53,6 +54,8 @@ class Components:
     def close(self) -> None:
         for store, _ in self._pairs.values():  # what holds connections; the rest are built per call
             store.close()
+        if self.__dict__.get("signals") is not None:
+            self.signals.close()
         if "firestore_client" in self.__dict__:
             self.firestore_client.close()
 
@@ -223,13 +226,58 @@ class Components:
         """Where local models are unpacked and fine-tuned ones saved."""
         return self.settings.data_dir / "models"
 
-    def retriever_for(self, store: VectorStore, embeddings: Embeddings | None = None):
-        """The production retrieval settings over any store and model (the evaluation uses its own collection)."""
+    def retriever_for(self, store: VectorStore, embeddings: Embeddings | None = None, *,
+                      signals: LearnedSignals | None = None):
+        """The production retrieval settings over any store and model (the evaluation uses its own collection),
+        with what ``signals`` learned applied to the ranking (unless ``ASKFLOW_LEARNING`` is off)."""
         from askflow.retrieval.retriever import Retriever
 
-        return Retriever(
-            store=store, embeddings=embeddings or self.embeddings, alpha=self.settings.hybrid_alpha,
-            candidates=self.settings.retrieval_candidates,
+        s = self.settings
+        reranking = None
+        if signals is not None and s.learning:
+            from askflow.learning.ranking import LearnedRanking
+
+            reranking = LearnedRanking(signals=signals, store=store, prior_weight=s.prior_weight,
+                                       prior_strength=s.prior_strength, association_weight=s.association_weight)
+        return Retriever(store=store, embeddings=embeddings or self.embeddings, alpha=s.hybrid_alpha,
+                         candidates=s.retrieval_candidates, reranking=reranking)
+
+    # -- learning from users -----------------------------------------------------------------------------------
+    @cached_property
+    def signals(self) -> LearnedSignals | None:
+        """What graded answers taught (``learned_collection``), kept in PostgreSQL: the vector store's own database
+        with pgvector, ``ASKFLOW_DATABASE_URL`` (Cloud SQL) with Weaviate; ``None`` (nothing learned, nothing
+        served from the cache) when a Weaviate deployment has no database."""
+        if self.settings.vector_store == "weaviate" and not self.settings.database_url:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "learning from users is off: ASKFLOW_VECTOR_STORE=weaviate keeps learned signals in PostgreSQL; "
+                "set ASKFLOW_DATABASE_URL")
+            return None
+        return self.learned_signals(self.settings.learned_collection)
+
+    def learned_signals(self, table: str) -> LearnedSignals:
+        """Learned signals in ``table``, owned by the caller (close them); ``signals`` are the serving ones."""
+        from askflow.adapters.pgvector_learned import PgLearnedSignals
+
+        return PgLearnedSignals(url=self.database_url, table=table)
+
+    def answerer_for(self, store: VectorStore, embeddings: Embeddings, *, collection: str,
+                     signals: LearnedSignals | None):
+        """An answerer over ``store``, with what ``signals`` learned (ranking and the verified-answer cache)."""
+        from askflow.learning.cache import AnswerCache
+        from askflow.service_layer.answering import Answerer
+
+        s = self.settings
+        cache = None
+        if signals is not None and s.learning and s.cache:
+            cache = AnswerCache(signals=signals, store=store, embeddings=embeddings, collection=collection,
+                                threshold=s.cache_threshold)
+        return Answerer(
+            retriever=self.retriever_for(store, embeddings, signals=signals), collection=collection,
+            cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
+            rewordings=s.rewordings, sources=s.sources_per_answer, cache=cache,
         )
 
     # -- models ------------------------------------------------------------------------------------------------
@@ -263,19 +311,13 @@ class Components:
     def answerer(self):
         """The answerer of the serving pair: take it once per question, and the whole question is answered with
         one model and its own collection, whatever a promotion switches meanwhile."""
-        from askflow.service_layer.answering import Answerer
-
         serving = self.serving()
         key = (serving.model, serving.collection)
         with self._lock:
             if key not in self._answerers:
-                s = self.settings
                 store, embeddings = self._pair(serving)
-                self._answerers[key] = Answerer(
-                    retriever=self.retriever_for(store, embeddings), collection=serving.collection,
-                    cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
-                    rewordings=s.rewordings, sources=s.sources_per_answer,
-                )
+                self._answerers[key] = self.answerer_for(store, embeddings, collection=serving.collection,
+                                                         signals=self.signals)
             return self._answerers[key]
 
     @cached_property

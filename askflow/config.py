@@ -86,6 +86,20 @@ class Settings(BaseSettings):
     answers_source: str = "answers"
     answers_base_url: str = "/requests"
 
+    # Learning from users (README: "The learning loop")
+    learning: bool = Field(default=True, description=(
+        "use what graded answers taught (document priors, associations, the verified-answer cache); off: the "
+        "ranking and answers are the fused retrieval's alone (grading still records what it learns)"))
+    learned_collection: str = "askflow_learned"  # one record per graded request (Postgres table)
+    prior_weight: float = Field(default=0.1, ge=0, le=0.5, description=(
+        "the most a document prior moves a fused score, as a fraction (0: off)"))
+    prior_strength: float = Field(default=2.0, gt=0, description="pseudo-votes on each side of a document prior")
+    association_weight: float = Field(default=0.5, ge=0, description=(
+        "how much a stored good answer found for a question lifts the documents it cited (0: off)"))
+    cache: bool = True  # serve verified earlier answers
+    cache_threshold: float = Field(default=0.9, gt=0, le=1, description=(
+        "cosine similarity a question needs to an earlier verified one to be answered from it"))
+
     # Ingestion and retrieval
     splitter: Splitter = "section"
     chunk_size: int = 1000

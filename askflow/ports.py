@@ -17,6 +17,7 @@ from askflow.domain.model import (
     EvaluationRun,
     FinetuneRun,
     Graded,
+    LearnedAnswer,
     Rating,
     Request,
     ScoredChunk,
@@ -167,6 +168,42 @@ class EvaluationRuns(abc.ABC):
 
     @abc.abstractmethod
     def save(self, run: EvaluationRun) -> None: ...
+
+
+class LearnedSignals(abc.ABC):
+    """What the evaluation loop learned from graded answers (``LearnedAnswer``, one per request): the votes behind
+    document priors, and the verified answers served again. Whether a record still holds (its cited sources
+    unchanged) is the core's to check against the vector store; this only stores and finds."""
+
+    @abc.abstractmethod
+    def record(self, answers: Sequence[LearnedAnswer], vectors: Sequence[Sequence[float] | None]) -> None:
+        """Store each answer under its request id, replacing what that request had; ``vectors``: the question's
+        embedding for a verified answer (matched semantically), ``None`` otherwise."""
+
+    @abc.abstractmethod
+    def citing(self, doc_ids: Sequence[str]) -> list[LearnedAnswer]:
+        """The records with a vote (non-zero) that cite any of ``doc_ids`` (an indexed lookup)."""
+
+    @abc.abstractmethod
+    def verified_by_key(self, question_key: str, *, collection: str) -> list[LearnedAnswer]:
+        """Verified answers of ``collection`` to the same normalised question, newest first."""
+
+    @abc.abstractmethod
+    def nearest_verified(self, vector: Sequence[float], *, collection: str, embedding_model: str,
+                         limit: int) -> list[tuple[LearnedAnswer, float]]:
+        """Verified answers of ``collection`` whose question embedding (by ``embedding_model``) is closest to
+        ``vector``: (answer, cosine similarity), closest first."""
+
+    @abc.abstractmethod
+    def forget(self, request_ids: Sequence[str]) -> int:
+        """Remove these requests' records; returns how many went."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Remove every record (an evaluation's fresh start)."""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
+        """Release connections."""
 
 
 class DocsLocation(Protocol):

@@ -1,6 +1,5 @@
-"""In-memory fakes of the ports, for fast unit tests of the handlers and the grading loop. They keep the ports'
-promises (a claim refuses a live lease, a finish refuses a terminal state) by the ``Request``'s own rules; the
-integration suite runs the real adapters on the emulators and Postgres."""
+"""In-memory fakes of the ports, for fast unit tests of the handlers and the grading loop (requests and runs: the
+in-memory adapters); the integration suite runs the real adapters on the emulators and Postgres."""
 
 from __future__ import annotations
 
@@ -8,77 +7,13 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from askflow.domain.clock import utcnow
-from askflow.domain.errors import Duplicate
+from askflow.adapters.memory import InMemoryEvaluationRuns, InMemoryRequestStore
 from askflow.domain.messages import Message
-from askflow.domain.model import Chunk, EvaluationRun, Graded, Rating, Request, RequestStatus, ScoredChunk
-from askflow.ports import Embeddings, EvaluationRuns, EventBus, RequestStore, VectorStore
+from askflow.domain.model import Chunk, ScoredChunk
+from askflow.ports import Embeddings, EventBus, VectorStore
 from askflow.retrieval.fusion import weighted_rrf
 
-
-class FakeRequestStore(RequestStore):
-    def __init__(self) -> None:
-        self.requests: dict[str, Request] = {}
-
-    def create(self, request: Request) -> None:
-        if request.request_id in self.requests:
-            raise Duplicate(f"request {request.request_id} exists")
-        self.requests[request.request_id] = request
-
-    def get(self, request_id: str) -> Request | None:
-        return self.requests.get(request_id)
-
-    def claim(self, request_id: str, *, lease_s: float) -> Request | None:
-        request, now = self.requests.get(request_id), utcnow()
-        if request is None or not request.claimable(now, lease_s):
-            return None
-        self.requests[request_id] = request.claimed(now)
-        return self.requests[request_id]
-
-    def finish(self, request: Request) -> bool:
-        stored = self.requests.get(request.request_id)
-        if stored is None or stored.terminal:
-            return False
-        outcome = {field: getattr(request, field) for field in Request.OUTCOME_FIELDS}
-        self.requests[request.request_id] = stored.model_copy(update=outcome | {"updated_at": utcnow()})
-        return True
-
-    def unfinished(self, *, updated_before, limit: int) -> list[Request]:
-        def changed(request: Request):
-            return request.updated_at or request.created_at
-
-        waiting = [r for r in self.requests.values() if not r.terminal and changed(r) < updated_before]
-        return sorted(waiting, key=changed)[:limit]
-
-    def thread_history(self, thread_id: str, *, before, limit: int = 4) -> list[tuple[str, str]]:
-        turns = sorted((r for r in self.requests.values() if r.thread_id == thread_id and r.created_at < before
-                        and r.status is RequestStatus.COMPLETE), key=lambda r: r.created_at)
-        return [(r.question, r.answer or "") for r in turns[-limit:]]
-
-    def mark_requeued(self, request_id: str, *, at) -> None:
-        self.requests[request_id] = self.requests[request_id].model_copy(update={"updated_at": at, "requeued_at": at})
-
-    def save_grade(self, request_id: str, graded: Graded) -> None:
-        self.requests[request_id] = self.requests[request_id].model_copy(update=dict(graded))
-
-    def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
-        request = self.requests.get(request_id)
-        if request is not None and request.status is RequestStatus.COMPLETE:
-            request = request.model_copy(update={"ratings": request.ratings | {rater: rating}, "rated_at": rating.at})
-            self.requests[request_id] = request
-        return request
-
-    def recent_good(self, limit: int) -> list[Request]:
-        good = [r for r in self.requests.values() if r.is_good]
-        return sorted(good, key=lambda r: r.created_at, reverse=True)[:limit]
-
-
-class FakeEvaluationRuns(EvaluationRuns):
-    def __init__(self) -> None:
-        self.runs: list[EvaluationRun] = []
-
-    def save(self, run: EvaluationRun) -> None:
-        self.runs.append(run)
+__all__ = ["InMemoryEvaluationRuns", "InMemoryRequestStore"]
 
 
 class FakeEventBus(EventBus):

@@ -17,7 +17,7 @@ from askflow.ingest.chunking import ChunkingStrategy
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 from askflow.service_layer.evaluation import grade_events, grading_due
-from tests.fakes import FakeEvaluationRuns, FakeEventBus, FakeRequestStore, FakeVectorStore, HashEmbeddings
+from tests.fakes import FakeEventBus, FakeVectorStore, HashEmbeddings, InMemoryEvaluationRuns, InMemoryRequestStore
 
 SETTINGS = Settings(request_lease_s=60, request_deadline_s=900, requeue_after_s=120)
 
@@ -29,7 +29,7 @@ class CannedAnswerer:
         self.error = error
         self.questions: list[tuple[str, list]] = []
 
-    def answer(self, question, history=()):
+    def answer(self, question, history=(), *, fresh=False):
         self.questions.append((question, list(history)))
         if self.error is not None:
             raise self.error
@@ -45,7 +45,7 @@ def _ask(requests, events, question="How do tasks pull XComs?", **command) -> Re
 
 
 def test_a_question_is_stored_pending_and_queued_once():
-    requests, events = FakeRequestStore(), FakeEventBus()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
     request = _ask(requests, events, "  How do tasks pull XComs?  ")
     stored = requests.get(request.request_id)
     assert stored.status is RequestStatus.PENDING and stored.question == "How do tasks pull XComs?"
@@ -55,14 +55,14 @@ def test_a_question_is_stored_pending_and_queued_once():
 
 @pytest.mark.parametrize(("question", "message"), [(" \n ", "blank"), ("x" * 4001, "at most 4000")])
 def test_bad_questions_are_refused_and_nothing_is_queued(question, message):
-    requests, events = FakeRequestStore(), FakeEventBus()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
     with pytest.raises(InvalidInput, match=message):
         _ask(requests, events, question)
     assert requests.requests == {} and events.published == []
 
 
 def test_a_question_the_queue_refuses_ends_failed_not_pending():
-    requests = FakeRequestStore()
+    requests = InMemoryRequestStore()
     with pytest.raises(AskflowError, match="could not queue"):
         _ask(requests, FakeEventBus(failing=True))
     (stored,) = requests.requests.values()
@@ -70,7 +70,7 @@ def test_a_question_the_queue_refuses_ends_failed_not_pending():
 
 
 def test_a_queued_question_is_answered_once_however_often_it_is_delivered():
-    requests, events, answerer = FakeRequestStore(), FakeEventBus(), CannedAnswerer()
+    requests, events, answerer = InMemoryRequestStore(), FakeEventBus(), CannedAnswerer()
     request = _ask(requests, events)
     published = utcnow()
     message = QuestionQueued(request_id=request.request_id, published_at=published)
@@ -88,7 +88,7 @@ def test_a_queued_question_is_answered_once_however_often_it_is_delivered():
     (KeyError("secret internals"), "internal error"),
 ])
 def test_a_failing_answer_ends_failed_with_a_reason_that_leaks_nothing(error, reason):
-    requests, events = FakeRequestStore(), FakeEventBus()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
     request = _ask(requests, events)
     outcome = handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
                                       answerer=CannedAnswerer(error), settings=SETTINGS)
@@ -98,7 +98,7 @@ def test_a_failing_answer_ends_failed_with_a_reason_that_leaks_nothing(error, re
 
 
 def test_a_follow_up_in_a_web_thread_carries_the_earlier_turns():
-    requests, events, answerer = FakeRequestStore(), FakeEventBus(), CannedAnswerer()
+    requests, events, answerer = InMemoryRequestStore(), FakeEventBus(), CannedAnswerer()
     first = _ask(requests, events, "How do tasks pull XComs?")
     handlers.answer_request(QuestionQueued(request_id=first.request_id), requests=requests, answerer=answerer,
                             settings=SETTINGS)
@@ -109,7 +109,7 @@ def test_a_follow_up_in_a_web_thread_carries_the_earlier_turns():
 
 
 def test_the_requeue_sweep_queues_the_stale_fails_the_late_and_leaves_live_leases():
-    requests, events = FakeRequestStore(), FakeEventBus()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
     now = utcnow()
 
     def stored(request_id: str, age_s: float, **fields) -> None:
@@ -129,7 +129,7 @@ def test_the_requeue_sweep_queues_the_stale_fails_the_late_and_leaves_live_lease
 
 
 def test_ratings_wait_for_the_answer_and_one_rater_has_one_rating():
-    requests, events = FakeRequestStore(), FakeEventBus()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
     request = _ask(requests, events)
     with pytest.raises(Conflict, match="only answered requests"):
         handlers.rate_answer(request.request_id, RateAnswer(positive=True), requests=requests)
@@ -164,7 +164,8 @@ def test_grading_is_due_when_the_answer_or_its_ratings_change_and_not_for_grade_
 
 
 def test_a_grading_run_grades_once_keeps_good_answers_and_never_stores_private_ones():
-    requests, runs, store, embeddings = FakeRequestStore(), FakeEvaluationRuns(), FakeVectorStore(), HashEmbeddings()
+    requests, runs = InMemoryRequestStore(), InMemoryEvaluationRuns()
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
     requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1]."))
     requests.create(_complete("good-2", "What is a pool slot?", "A slot is one running task in a pool [1]."))
     requests.create(_complete("leaky", "My password=hunter2secret fails, why?", "Check the pool [1]."))

@@ -39,7 +39,7 @@ class ExplodingAnswerer:
         self.error = error
         self.calls = 0
 
-    def answer(self, question, history=()):
+    def answer(self, question, history=(), *, fresh=False):
         self.calls += 1
         raise self.error
 

@@ -121,6 +121,8 @@ class Answer:
     context_turns: int = 0
     embedding_model: str = ""  # the serving pair that found the sources
     collection: str = ""
+    cached_from: str | None = None  # mode "cached": the request whose verified answer this is
+    cache_similarity: float | None = None  # and how close the question came to that request's
 
     @property
     def models(self) -> list[str]:
@@ -195,6 +197,9 @@ class Request(BaseModel):
     context_turns: int = 0
     embedding_model: str | None = None  # the serving pair that found the sources
     collection: str | None = None
+    fresh: bool = False  # the asker wants a new answer, not a verified earlier one
+    cached_from: str | None = None
+    cache_similarity: float | None = None
     # feedback and grading
     ratings: dict[str, Rating] = {}
     rated_at: dt.datetime | None = None
@@ -207,7 +212,8 @@ class Request(BaseModel):
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
-        "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at"})
+        "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
+        "cached_from", "cache_similarity"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
@@ -246,7 +252,8 @@ class Request(BaseModel):
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
             "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
             "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
-            "collection": answer.collection or None})
+            "collection": answer.collection or None, "cached_from": answer.cached_from,
+            "cache_similarity": answer.cache_similarity})
 
     def failed(self, error: str) -> Request:
         return self.model_copy(update={"status": RequestStatus.FAILED, "error": error})
@@ -272,6 +279,32 @@ class Graded(BaseModel):
     grade_reason: str
     graded_at: dt.datetime
     graded_revision: str
+
+
+class LearnedAnswer(BaseModel):
+    """What the evaluation loop learned from one graded answer: its vote on the documents it cited (+1 good, -1
+    bad, 0 no evidence: private) and, when it is verified (graded good, public, not itself served from the cache),
+    the answer to serve again for the same question. One per request: grading it again replaces it."""
+
+    request_id: str
+    collection: str
+    embedding_model: str
+    vote: int = Field(ge=-1, le=1)
+    cited: dict[str, str]  # doc_id -> its fingerprint when graded: a changed or pruned source voids the record
+    question: str
+    question_key: str
+    verified: bool
+    answer: str | None = None
+    sources: list[Source] = []
+    graded_at: dt.datetime
+
+
+class VerifiedMatch(BaseModel):
+    """A verified answer found for a question, and how: ``exact`` (the same normalised question) or ``semantic``."""
+
+    answer: LearnedAnswer
+    similarity: float
+    how: str
 
 
 def content_hash(*parts: str) -> str:

@@ -17,14 +17,13 @@ from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 from askflow.ports import Embeddings, VectorStore
-from askflow.retrieval.ranking import rank_documents
 from askflow.retrieval.retriever import Retriever
 
 EVAL_SOURCE = "eval"
 CUTOFFS = (1, 3, 5, 10)
 
 
-def load_questions(path: Path) -> list[dict]:
+def load_questions(path: Path, *, allow_empty: bool = False) -> list[dict]:
     questions = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -38,7 +37,7 @@ def load_questions(path: Path) -> list[dict]:
         ):
             raise InvalidInput(f"{path}:{number}: needs a 'question' string and a 'gold' list")
         questions.append(row)
-    if not questions:
+    if not questions and not allow_empty:
         raise InvalidInput(f"{path}: no questions")
     return questions
 
@@ -57,10 +56,18 @@ def evaluate(
     """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
     collection), then score ``retriever`` over it; per-question rows go to ``details_path`` when given."""
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
+    return score_retrieval(questions, retriever, details_path=details_path)
+
+
+def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
+                    details_path: Path | None = None) -> dict[str, float]:
+    """hit@k and MRR@10 of the documentation pages ``retriever`` ranks for each question (stored answers, which
+    rank too, are not pages: what they add shows in where the pages they cited rank)."""
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     rows = []
     for row in questions:
-        ranked = [d.doc_id.split(":", 1)[1] for d in rank_documents(retriever.search(row["question"]))][:10]
+        ranked = [d.doc_id.split(":", 1)[1] for d in retriever.rank(retriever.search(row["question"]))
+                  if d.doc_id.startswith(f"{EVAL_SOURCE}:")][:10]
         metrics = score(ranked, set(row["gold"]))
         for key, value in metrics.items():
             totals[key] += value
@@ -69,7 +76,7 @@ def evaluate(
         details_path.parent.mkdir(parents=True, exist_ok=True)
         details_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     summary = {"questions": len(questions)}
-    summary.update({key: round(value / len(questions), 4) for key, value in totals.items()})
+    summary.update({key: round(value / max(len(questions), 1), 4) for key, value in totals.items()})
     return summary
 
 

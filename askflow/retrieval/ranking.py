@@ -21,6 +21,15 @@ class RankedDocument:
 
 
 def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> list[RankedDocument]:
+    """Documents best first (``score_documents``), a repeat of a higher-ranked one last."""
+    return in_order(score_documents(chunks, support=support))
+
+
+def in_order(documents: Sequence[RankedDocument]) -> list[RankedDocument]:
+    return _repeats_last(sorted(documents, key=lambda d: d.score, reverse=True))
+
+
+def score_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> list[RankedDocument]:
     """Group chunks by document: a document scores its best chunk plus ``support`` × its other chunks, with scores
     min-max normalised first so that chunks from the tail of the list add next to nothing (a page that answers in
     several strong places beats one lucky paragraph; a long page does not win by size alone)."""
@@ -36,7 +45,7 @@ def rank_documents(chunks: Sequence[ScoredChunk], *, support: float = 0.3) -> li
     for doc_id, hits in grouped.items():
         scores = sorted(((h.score - low) / spread for h in hits), reverse=True)
         ranked.append(RankedDocument(doc_id, scores[0] + support * sum(scores[1:]), hits))
-    return _repeats_last(sorted(ranked, key=lambda d: d.score, reverse=True))
+    return ranked
 
 
 def _repeats_last(ranked: Sequence[RankedDocument]) -> list[RankedDocument]:

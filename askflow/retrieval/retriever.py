@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from typing import Protocol
 
 from askflow.domain.model import ScoredChunk
 from askflow.ports import Embeddings, VectorStore
 from askflow.retrieval.query import clean_query
+from askflow.retrieval.ranking import RankedDocument, in_order, score_documents
+
+
+class Reranking(Protocol):
+    """What reorders documents after fusion (``learning.ranking.LearnedRanking``)."""
+
+    def rerank(self, ranked: Sequence[RankedDocument]) -> list[RankedDocument]: ...
 
 
 class Retriever:
-    """:param alpha: hybrid weight, 1 = vector only, 0 = keywords only. :param candidates: chunks per search."""
+    """:param alpha: hybrid weight, 1 = vector only, 0 = keywords only. :param candidates: chunks per search.
+    :param reranking: what users taught (``None``: the fused ranking alone)."""
 
-    def __init__(self, *, store: VectorStore, embeddings: Embeddings, alpha: float, candidates: int) -> None:
+    def __init__(self, *, store: VectorStore, embeddings: Embeddings, alpha: float, candidates: int,
+                 reranking: Reranking | None = None) -> None:
         self._store = store
         self._embeddings = embeddings
         self._alpha = alpha
         self._candidates = candidates
+        self._reranking = reranking
 
     def search(self, question: str) -> list[ScoredChunk]:
         query = clean_query(question)
@@ -33,6 +44,13 @@ class Retriever:
             lambda question: self._store.keyword_search(clean_query(question).keywords, limit=self._candidates),
             questions,
         ))
+
+    def rank(self, chunks: Sequence[ScoredChunk]) -> list[RankedDocument]:
+        """The documents of fused ``chunks``, best first, with the learned signals applied."""
+        documents = score_documents(chunks)
+        if self._reranking is not None:
+            documents = self._reranking.rerank(documents)
+        return in_order(documents)
 
     @property
     def embedding_model(self) -> str:

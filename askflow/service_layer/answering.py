@@ -13,13 +13,13 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from askflow.domain.errors import ModelUnavailable
-from askflow.domain.model import Answer, ScoredChunk, Source, Usage
+from askflow.domain.model import Answer, ScoredChunk, Source, Usage, VerifiedMatch
 from askflow.ports import ChatModel
 from askflow.retrieval.fusion import fuse_queries
 from askflow.retrieval.query import clean_query
-from askflow.retrieval.ranking import rank_documents
 from askflow.retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,15 @@ EXTRACTIVE_NOTE = (
 )
 
 
+class VerifiedAnswers(Protocol):
+    """Verified earlier answers (``learning.cache.AnswerCache``)."""
+
+    def lookup(self, question: str) -> VerifiedMatch | None: ...
+
+
 class Answerer:
+    """:param cache: verified earlier answers, served for the same question (``None``: always answer anew)."""
+
     def __init__(
         self,
         *,
@@ -54,8 +62,10 @@ class Answerer:
         strong_model: ChatModel | None,
         rewordings: int,
         sources: int,
+        cache: VerifiedAnswers | None = None,
     ) -> None:
         self._retriever = retriever
+        self._cache = cache
         self._collection = collection
         self._cheap = cheap_model
         self._strong = strong_model
@@ -66,10 +76,18 @@ class Answerer:
     def mode(self) -> str:
         return "llm" if self._strong is not None else "extractive"
 
-    def answer(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Answer:
+    def answer(self, question: str, history: Sequence[tuple[str, str]] = (), *, fresh: bool = False) -> Answer:
+        """Answer ``question`` (after ``history``, the conversation so far). A question that is not a follow-up is
+        first looked up among verified earlier answers, unless ``fresh``; a follow-up only by the stand-alone
+        question the cheap model makes of it, never by its own words."""
+        started = time.perf_counter()
+        use_cache = self._cache is not None and not fresh
+        if use_cache and not history:
+            match = self._cache.lookup(question)
+            if match is not None:
+                return self._cached(question, match, started)
         timings: dict[str, float] = {}
         usage: list[Usage] = []
-        started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
             # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
             # what the thread is about; the rewordings (with a model) are made stand-alone from the history
@@ -80,6 +98,9 @@ class Answerer:
                     reworded, reword_usage = self._reword(question, history)
                     usage.append(reword_usage)
                     queries += reworded
+                    match = self._cache.lookup(reworded[0]) if use_cache and history and reworded else None
+                    if match is not None:
+                        return self._cached(question, match, started, usage=[reword_usage])
                 except ModelUnavailable as error:  # rewording only widens the search: answer without it
                     log.warning("rewording failed, searching the question alone: %s", error)
                 timings["reword_ms"] = _ms(started)
@@ -100,6 +121,14 @@ class Answerer:
                       context_turns=len(history), embedding_model=self._retriever.embedding_model,
                       collection=self._collection)
 
+    def _cached(self, question: str, match: VerifiedMatch, started: float, *,
+                usage: Sequence[Usage] = ()) -> Answer:
+        total = _ms(started)
+        return Answer(text=match.answer.answer or "", sources=list(match.answer.sources), mode="cached",
+                      queries=[question], usage=list(usage), timings_ms={"cache_ms": total, "total_ms": total},
+                      embedding_model=self._retriever.embedding_model, collection=self._collection,
+                      cached_from=match.answer.request_id, cache_similarity=match.similarity)
+
     def _reword(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[list[str], Usage]:
         prompt = _history_block(history) + f"Question:\n{clean_query(question).keywords[:4000]}"
         completion = self._cheap.complete(REWORD_SYSTEM.format(n=self._rewordings), prompt, json_output=True)
@@ -112,7 +141,7 @@ class Answerer:
 
     def _select_sources(self, chunks: Sequence[ScoredChunk]) -> list[Source]:
         sources = []
-        distinct = [document for document in rank_documents(chunks) if document.repeats is None]
+        distinct = [document for document in self._retriever.rank(chunks) if document.repeats is None]
         for number, document in enumerate(distinct[: self._sources], start=1):
             best = document.chunks[0].chunk
             sources.append(

@@ -12,6 +12,7 @@ class AskQuestion(BaseModel):
 
     question: StrictStr = Field(min_length=1)
     thread_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    fresh: StrictBool = False  # answer anew, even when a verified earlier answer matches
 
 
 class RateAnswer(BaseModel):

@@ -1,4 +1,5 @@
-"""The evaluation loop's handlers: which writes need grading, grading in batches, and good answers as sources.
+"""The evaluation loop's handlers: which writes need grading, grading in batches, good answers as sources, and
+what each graded answer teaches (``learning``: its vote on its sources, a verified answer to serve again).
 
 Duplicates never cause duplicate work: an event names a request and the *revision* it saw (its answer and
 ratings); a request whose stored ``graded_revision`` already equals its current revision is skipped, and the
@@ -19,7 +20,10 @@ from askflow.domain.model import Document, EvaluationRun, Graded, Request, Sourc
 from askflow.grading.graders import Grader, verdict
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
-from askflow.ports import Embeddings, EvaluationRuns, RequestStore, VectorStore
+from askflow.learning.cache import question_vector_text
+from askflow.learning.ranking import CITED_SOURCES
+from askflow.learning.votes import cited_sources, learned_answer
+from askflow.ports import Embeddings, EvaluationRuns, LearnedSignals, RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,11 @@ def grading_due(old: Request | None, new: Request | None) -> GradingDue | None:
 def grade_events(
     events: Sequence[GradingDue], *, requests: RequestStore, runs: EvaluationRuns, store: VectorStore,
     embeddings: Embeddings, grader: Grader, strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
-    batch_size: int,
+    batch_size: int, signals: LearnedSignals | None = None, collection: str = "",
 ) -> EvaluationRun:
     """Grade the requests named by ``events`` in batches of ``batch_size``, write the verdicts, and bring the stored
-    answers in line: good ones indexed as sources, rejected ones removed. Returns the run's summary."""
+    answers in line: good ones indexed as sources, rejected ones removed; ``signals`` learn each graded answer
+    (``collection``: the store's, for answers that did not record theirs). Returns the run's summary."""
     run = EvaluationRun(run_id=uuid.uuid4().hex, method=grader.method, events=len(events), started_at=utcnow())
     due: list[tuple[Request, str]] = []
     for request_id in dict.fromkeys(event.request_id for event in events):
@@ -50,6 +55,7 @@ def grade_events(
             continue
         due.append((request, revision))
     good: list[Request] = []
+    graded: list[tuple[Request, Graded]] = []
     rejected: Counter[str] = Counter()
     for start in range(0, len(due), batch_size):
         batch = due[start : start + batch_size]
@@ -59,8 +65,10 @@ def grade_events(
         for request, revision in batch:
             grade = grades[request.request_id]
             is_good, reason = verdict(grade, request)
-            requests.save_grade(request.request_id, Graded(grade=grade, is_good=is_good, grade_reason=reason,
-                                                           graded_at=utcnow(), graded_revision=revision))
+            verdict_written = Graded(grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(),
+                                     graded_revision=revision)
+            requests.save_grade(request.request_id, verdict_written)
+            graded.append((request, verdict_written))
             if is_good:
                 good.append(request)
             else:
@@ -68,9 +76,12 @@ def grade_events(
     run.graded, run.good, run.rejected = len(due), len(good), dict(rejected)
     if due:
         kept = {request.request_id for request in good}
-        _write_back(good, [request for request, _ in due if request.request_id not in kept], store=store,
+        _write_back([request for request in good if request.cached_from is None],
+                    [request for request, _ in due if request.request_id not in kept], store=store,
                     embeddings=embeddings, strategy=strategy, answers_source=answers_source,
                     answers_base_url=answers_base_url)
+        if signals is not None:
+            _learn(graded, signals=signals, store=store, embeddings=embeddings, collection=collection)
     run.finished_at = utcnow()
     runs.save(run)
     log.info("evaluation run %s", run.model_dump(mode="json"))
@@ -99,9 +110,30 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
             kind=SourceKind.ANSWERED_QUESTION,
             metadata={"format": "text", "cited": {s.doc_id: current[s.doc_id] for s in request.sources
                                                   if s.doc_id in current},
-                      "cited_urls": [s.url for s in request.sources]},
+                      "cited_urls": [s.url for s in request.sources],
+                      CITED_SOURCES: [s.model_dump(include={"doc_id", "title", "url", "section", "kind", "excerpt"})
+                                      for s in cited_sources(request) if s.doc_id in current]},
         )
         for request in good
     ]
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=answers_source,
                     prune=False)
+
+
+def _learn(graded: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, store: VectorStore,
+           embeddings: Embeddings, collection: str) -> None:
+    """One record per graded request, replacing its earlier one (grading again after a new rating changes the
+    vote, never adds a second). A verified answer keeps its question's embedding for the cache. A cached answer
+    rated down takes the answer it was served from out of the cache."""
+    current = store.fingerprints(sorted({s.doc_id for request, _ in graded for s in request.sources if s.doc_id}))
+    learned = [learned_answer(request, verdict_written, fingerprints=current, collection=collection,
+                              embedding_model=embeddings.name) for request, verdict_written in graded]
+    verified = [answer for answer in learned if answer.verified]
+    vectors = dict(zip([a.request_id for a in verified],
+                       embeddings.embed_documents([question_vector_text(a.question) for a in verified]),
+                       strict=True)) if verified else {}
+    signals.record(learned, [vectors.get(answer.request_id) for answer in learned])
+    refuted = [request.cached_from for request, _ in graded if request.cached_from and request.net_rating < 0]
+    if refuted:
+        signals.forget(refuted)
+        log.info("served answers rated down: %s leave the cache", refuted)

@@ -23,7 +23,7 @@ FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "
 class Answers(Protocol):
     """What answers a question (``answering.Answerer``)."""
 
-    def answer(self, question: str, history: list[tuple[str, str]] = ...) -> Answer: ...
+    def answer(self, question: str, history: list[tuple[str, str]] = ..., *, fresh: bool = ...) -> Answer: ...
 
 
 class SlackThreads(Protocol):
@@ -48,7 +48,7 @@ def submit_question(
     request_id = request_id or uuid.uuid4().hex
     now = utcnow()
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
-                      created_at=now, updated_at=now, slack=slack)
+                      created_at=now, updated_at=now, slack=slack, fresh=command.fresh)
     requests.create(request)
     try:
         events.publish(settings.questions_topic, QuestionQueued(request_id=request_id))
@@ -108,7 +108,8 @@ def answer_request(
         log.info("request %s: already answered or being answered; nothing to do", message.request_id)
         return "skipped"
     try:
-        answer = answerer.answer(request.question, conversation_history(request, requests=requests, slack=slack))
+        answer = answerer.answer(request.question, conversation_history(request, requests=requests, slack=slack),
+                                 fresh=request.fresh)
         outcome = request.completed(answer, at=utcnow())
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)

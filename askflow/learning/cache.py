@@ -1,0 +1,61 @@
+"""The verified-answer cache: a question asked before, and answered well, is answered again from that answer at
+once, with no model call.
+
+Precision first: the same normalised question, or an embedding at least ``threshold`` close with nothing that
+marks the two as different questions (``questions.difference``). An answer is served only while every source it
+cited is stored unchanged. Every lookup logs the nearest similarity, hit or miss, so the threshold can be tuned.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from askflow.domain.model import VerifiedMatch
+from askflow.learning.questions import difference, question_key
+from askflow.learning.votes import still_valid
+from askflow.ports import Embeddings, LearnedSignals, VectorStore
+from askflow.retrieval.query import clean_query
+
+log = logging.getLogger(__name__)
+
+
+def question_vector_text(question: str) -> str:
+    """What of a question is embedded to match it: the same text the retriever embeds."""
+    return clean_query(question).dense
+
+
+class AnswerCache:
+    """:param threshold: the cosine similarity a semantic match needs. :param candidates: near questions checked."""
+
+    def __init__(self, *, signals: LearnedSignals, store: VectorStore, embeddings: Embeddings, collection: str,
+                 threshold: float, candidates: int = 5) -> None:
+        self._signals = signals
+        self._store = store
+        self._embeddings = embeddings
+        self._collection = collection
+        self._threshold = threshold
+        self._candidates = candidates
+
+    def lookup(self, question: str) -> VerifiedMatch | None:
+        exact = still_valid(self._signals.verified_by_key(question_key(question), collection=self._collection),
+                            self._store)
+        if exact:
+            log.info("cache: exact match %s", exact[0].request_id)
+            return VerifiedMatch(answer=exact[0], similarity=1.0, how="exact")
+        near = self._signals.nearest_verified(self._embeddings.embed_query(question_vector_text(question)),
+                                              collection=self._collection, embedding_model=self._embeddings.name,
+                                              limit=self._candidates)
+        nearest = near[0][1] if near else None
+        close = [(answer, similarity) for answer, similarity in near if similarity >= self._threshold]
+        valid = {answer.request_id for answer in still_valid([answer for answer, _ in close], self._store)}
+        for answer, similarity in close:
+            why_not = difference(question, answer.question)
+            if answer.request_id in valid and why_not is None:
+                log.info("cache: hit %s at similarity %.4f (threshold %.2f)", answer.request_id, similarity,
+                         self._threshold)
+                return VerifiedMatch(answer=answer, similarity=round(similarity, 4), how="semantic")
+            log.info("cache: %s at %.4f not served: %s", answer.request_id, similarity,
+                     why_not or "a cited source changed")
+        log.info("cache: miss, nearest similarity %s (threshold %.2f)",
+                 f"{nearest:.4f}" if nearest is not None else "none", self._threshold)
+        return None

@@ -1,0 +1,55 @@
+"""What one graded answer teaches: its vote on the documents it cited, and whether it may be served again."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from askflow.domain.model import Graded, LearnedAnswer, Request, Source
+from askflow.learning.questions import question_key
+from askflow.ports import VectorStore
+
+
+def cited_sources(request: Request) -> list[Source]:
+    """The sources the answer cites (``[n]`` in its text); all of them when it cites none by number."""
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", request.answer or "")}
+    cited = [source for source in request.sources if source.n in numbers]
+    return cited or list(request.sources)
+
+
+def vote(request: Request, graded: Graded) -> int:
+    """+1 for a good answer (graded good, and not rated down), -1 for a bad one (rated down, or graded
+    unhelpful), 0 for one that is no evidence about its sources (private: it is never used)."""
+    if graded.grade_reason.startswith("private"):
+        return 0
+    if request.net_rating < 0:
+        return -1
+    return 1 if graded.is_good else -1
+
+
+def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[str, str],
+                   collection: str, embedding_model: str) -> LearnedAnswer:
+    """The record a grading run keeps of ``request``. Only what cites current sources is verified: a source gone
+    since the answer was written leaves nothing to check the answer against. An answer that was itself served
+    from the cache verifies nothing new (the original stays the one record of it)."""
+    cited = {s.doc_id: fingerprints[s.doc_id] for s in cited_sources(request) if s.doc_id in fingerprints}
+    ballot = vote(request, graded)
+    verified = (graded.is_good and ballot > 0 and request.cached_from is None and bool(cited)
+                and len(cited) == len({s.doc_id for s in cited_sources(request)}))
+    return LearnedAnswer(
+        request_id=request.request_id, collection=request.collection or collection,
+        embedding_model=request.embedding_model or embedding_model, vote=ballot, cited=cited,
+        question=request.question, question_key=question_key(request.question), verified=verified,
+        answer=request.answer if verified else None, sources=list(request.sources) if verified else [],
+        graded_at=graded.graded_at,
+    )
+
+
+def still_valid(answers: Sequence[LearnedAnswer], store: VectorStore) -> list[LearnedAnswer]:
+    """Those of ``answers`` whose cited documents are all stored with the fingerprints they had when graded (one
+    indexed lookup for all of them)."""
+    if not answers:
+        return []
+    current = store.fingerprints(sorted({doc_id for answer in answers for doc_id in answer.cited}))
+    return [answer for answer in answers
+            if all(current.get(doc_id) == sha for doc_id, sha in answer.cited.items())]
