@@ -81,7 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--details", type=Path, default=Path("eval-retrieval.jsonl"),
                            help="per-question results (default: eval-retrieval.jsonl)")
     _strategy_options(retrieval)
+    retrieval.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
+                           help="fail (exit 1) when METRIC (hit@1, hit@3, hit@5, hit@10, mrr@10) is below VALUE; "
+                                "repeatable: a regression gate")
     retrieval.set_defaults(run=_eval_retrieval)
+
+    learning = evaluate.add_parser("feedback", help="one round of the learning loop: retrieval before and after, "
+                                                    "and the verified-answer cache")
+    learning.add_argument("--corpus", type=Path, required=True)
+    learning.add_argument("--feedback", type=Path, required=True,
+                          help="questions asked, answered and rated first (JSONL like --questions; may be empty)")
+    learning.add_argument("--questions", type=Path, required=True, help="questions that judge (JSONL: question, gold)")
+    learning.add_argument("--details", type=Path, default=Path("eval-feedback.jsonl"),
+                          help="per-question retrieval results after the feedback (default: eval-feedback.jsonl)")
+    _strategy_options(learning)
+    learning.set_defaults(run=_eval_feedback)
     return parser
 
 
@@ -133,6 +147,7 @@ def _eval_retrieval(args) -> int:
         raise InvalidInput(f"--corpus {args.corpus} is not a folder")
     if not args.questions.is_file():
         raise InvalidInput(f"--questions {args.questions} is not a file")
+    floors = _floors(args.floor)
     with bootstrap() as components:
         strategy = _strategy(args, components)
         store = components.vector_store(
@@ -143,6 +158,63 @@ def _eval_retrieval(args) -> int:
                                retriever=components.retriever_for(store), strategy=strategy,
                                details_path=args.details)
         finally:
+            store.close()
+    print(f"per-question results: {args.details}")
+    print(json.dumps(summary))
+    below = [f"{metric} {summary[metric]} < {floor}" for metric, floor in floors if summary[metric] < floor]
+    if below:
+        print(f"askflow: retrieval below its floor: {'; '.join(below)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _floors(specs: list[str]) -> list[tuple[str, float]]:
+    from askflow.evaluation.retrieval_eval import CUTOFFS
+
+    known = [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]
+    floors = []
+    for spec in specs:
+        metric, _, value = spec.partition("=")
+        try:
+            floor = float(value)
+        except ValueError:
+            floor = None
+        if metric not in known or floor is None:
+            raise InvalidInput(f"--floor {spec!r}: expected METRIC=VALUE with METRIC one of {', '.join(known)}")
+        floors.append((metric, floor))
+    return floors
+
+
+def _eval_feedback(args) -> int:
+    from askflow.adapters.memory import InMemoryEvaluationRuns, InMemoryRequestStore
+    from askflow.bootstrap import bootstrap
+    from askflow.entrypoints.finetune_steps import identifier
+    from askflow.evaluation.feedback_eval import evaluate_feedback
+    from askflow.evaluation.retrieval_eval import load_corpus, load_questions
+
+    if not args.corpus.is_dir():
+        raise InvalidInput(f"--corpus {args.corpus} is not a folder")
+    for option, path in (("--feedback", args.feedback), ("--questions", args.questions)):
+        if not path.is_file():
+            raise InvalidInput(f"{option} {path} is not a file")
+    feedback, questions = load_questions(args.feedback, allow_empty=True), load_questions(args.questions)
+    with bootstrap() as components:
+        strategy = _strategy(args, components)
+        embeddings = components.embeddings
+        suffix = f"_eval_{identifier(embeddings.name)}"
+        collection = f"{components.settings.collection}{suffix}"
+        store = components.vector_store(collection)
+        signals = components.learned_signals(f"{components.settings.learned_collection}{suffix}")
+        try:
+            summary = evaluate_feedback(
+                documents=load_corpus(args.corpus), feedback=feedback, questions=questions, store=store,
+                embeddings=embeddings, signals=signals,
+                retriever=components.retriever_for(store, embeddings, signals=signals),
+                answerer=components.answerer_for(store, embeddings, collection=collection, signals=signals),
+                grader=components.grader, strategy=strategy, settings=components.settings, collection=collection,
+                requests=InMemoryRequestStore(), runs=InMemoryEvaluationRuns(), details_path=args.details)
+        finally:
+            signals.close()
             store.close()
     print(f"per-question results: {args.details}")
     print(json.dumps(summary))

@@ -10,7 +10,8 @@ PRIVATE_PATTERNS = {
     "password": re.compile(r"(?i)\b(password|passwd|pwd|secret|token)\s*[:=]\s*\S{4,}"),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "email address": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    "phone number": re.compile(r"(?<!\w)\+?\d[\d ().-]{8,}\d(?!\w)"),
+    # not a date or a timestamp (2022-03-24, 2022-03-24 16:52): log lines are full of them
+    "phone number": re.compile(r"(?<!\w)(?!\d{4}-\d\d-\d\d(?!\d))\+?\d[\d ().-]{8,}\d(?!\w)"),
     "credentials in URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@"),
 }
 

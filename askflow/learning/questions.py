@@ -67,9 +67,19 @@ def _identifiers(question: str) -> set[str]:
     return found
 
 
+def core(question: str) -> str:
+    """What a question asks, without its details: the subject line of a question written as a subject and a
+    body (a forum post, an email), else the whole of it. A body's "it doesn't work" is a symptom, not a
+    negation of what is asked."""
+    lines = [line.strip() for line in question.strip().splitlines() if line.strip()]
+    return lines[0] if len(lines) > 1 and len(lines[0]) <= 200 else question
+
+
 def difference(asked: str, earlier: str) -> str | None:
-    """Why ``asked`` may be another question than ``earlier`` although their embeddings are close, or ``None``."""
-    asked_words, earlier_words = _words(asked), _words(earlier)
+    """Why ``asked`` may be another question than ``earlier`` although their embeddings are close, or ``None``:
+    negations and opposite words are compared between the two questions' cores, versions and names against the
+    whole earlier question."""
+    asked_words, earlier_words = _words(core(asked)), _words(core(earlier))
     asked_negated, asked_sides = _polarity(asked_words)
     earlier_negated, earlier_sides = _polarity(earlier_words)
     if asked_negated != earlier_negated:
