@@ -132,6 +132,41 @@ def test_button_click_becomes_a_rating(bot, slack_api):
     assert stored["ratings"]["slack-U7"]["positive"] is False
 
 
+def test_an_answer_from_the_cache_offers_a_fresh_one_and_the_button_asks_again(bot, slack_api):
+    from askflow.adapters.firestore_requests import FirestoreRequestStore
+    from askflow.adapters.slack_replies import answer_blocks
+    from askflow.domain.clock import utcnow
+    from askflow.domain.model import Answer, Request, SlackThread, Source
+
+    requests = FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection="requests")
+    thread = SlackThread(channel="C9", ts=f"{int(time.time())}.000300", thread_ts=f"{int(time.time())}.000300")
+    served = Request(request_id="slack-Ev-cached", question="How do pools limit concurrency?", created_at=utcnow(),
+                     thread_id="slack-C9-thread", slack=thread).completed(Answer(
+                         text="Pools cap running tasks [1].", sources=[Source(n=1, title="Pools", url="u")],
+                         mode="cached", queries=[], usage=[], timings_ms={}, cached_from="earlier-1",
+                         cache_similarity=0.93), at=utcnow())
+    requests.create(served)
+    blocks = answer_blocks(served)
+    assert any("93% alike" in e["text"] and "earlier-1" in e["text"]
+               for b in blocks if b["type"] == "context" for e in b["elements"])
+    buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
+    assert [b["action_id"] for b in buttons] == ["askflow_rate_up", "askflow_rate_down", "askflow_fresh"]
+
+    payload = {"type": "block_actions", "user": {"id": "U7", "username": "ana"}, "team": {"id": "T1"},
+               "api_app_id": "A1", "token": "t", "trigger_id": "1.3", "container": {"type": "message"},
+               "channel": {"id": "C9"}, "response_url": f"{slack_api.url}/response",
+               "actions": [{"type": "button", "action_id": "askflow_fresh", "block_id": "b",
+                            "value": "slack-Ev-cached", "action_ts": str(time.time())}]}
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    for _ in range(2):  # a double click asks once
+        assert post(bot, body, content_type="application/x-www-form-urlencoded")[0] == 200
+    fresh = wait_for(lambda: (lambda r: r if r and r.terminal else None)(requests.get("slack-Ev-cached-fresh")))
+    assert fresh.fresh and fresh.question == served.question and fresh.slack == thread
+    assert fresh.status is RequestStatus.COMPLETE and fresh.mode == "extractive"
+    posted = wait_for(lambda: [p for p in slack_api.posted if p.get("thread_ts") == thread.thread_ts])
+    assert len(posted) == 1
+
+
 def test_unknown_event_type_and_malformed_json(bot):
     unknown = json.dumps({"type": "event_callback", "event_id": "Ev-4", "team_id": "T1",
                           "event": {"type": "reaction_added", "user": "U1"}}).encode()

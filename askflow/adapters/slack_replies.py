@@ -13,6 +13,7 @@ from askflow.domain.model import Request, RequestStatus
 log = logging.getLogger(__name__)
 WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
 RATE_UP, RATE_DOWN = "askflow_rate_up", "askflow_rate_down"
+FRESH = "askflow_fresh"  # answer anew a question answered from a verified earlier answer
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 
 
@@ -73,10 +74,19 @@ def answer_blocks(request: Request) -> list[dict]:
     if request.mode == "extractive":
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": "Extractive mode: no language model is configured."}]})
-    blocks.append({"type": "actions", "elements": [
+    if request.mode == "cached":
+        how = ("the same question" if (request.cache_similarity or 0) >= 1
+               else f"a question {round((request.cache_similarity or 0) * 100)}% alike")
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"A verified answer to {how}, asked before (request `{request.cached_from}`)."}]})
+    buttons = [
         {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
          "value": request.request_id},
         {"type": "button", "action_id": RATE_DOWN, "text": {"type": "plain_text", "text": "👎 Not helpful"},
          "value": request.request_id},
-    ]})
+    ]
+    if request.mode == "cached":
+        buttons.append({"type": "button", "action_id": FRESH, "value": request.request_id,
+                        "text": {"type": "plain_text", "text": "Get a fresh answer"}})
+    blocks.append({"type": "actions", "elements": buttons})
     return blocks

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
-from askflow.adapters.slack_replies import RATE_DOWN, RATE_UP, WORKING, question_text
+from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
 from askflow.domain.errors import ConfigurationError, Duplicate
 from askflow.domain.model import SlackThread
 from askflow.service_layer import handlers
@@ -70,6 +70,22 @@ def build_app(components):
                                  requests=components.requests)
 
         return handler
+
+    @app.action(FRESH)
+    def fresh(ack, action):
+        """The question of an answer served from the cache, asked again in its thread and answered anew; a second
+        click maps to the same request."""
+        ack()
+        served = components.requests.get(action["value"])
+        if served is None or served.slack is None:
+            return
+        try:
+            handlers.submit_question(
+                AskQuestion(question=served.question, thread_id=served.thread_id, fresh=True),
+                requests=components.requests, events=components.events, settings=settings,
+                request_id=f"{served.request_id}-fresh", slack=served.slack)
+        except Duplicate:
+            log.info("fresh answer to %s already queued", served.request_id)
 
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))

@@ -55,6 +55,14 @@
       note.textContent = "Extractive mode: no language model is configured, so these are quoted passages.";
       note.hidden = false;
     }
+    if (record.mode === "cached") {
+      const note = node.querySelector(".cache-note");
+      const how = record.cache_similarity >= 1 ? "the same question" : `a question ${Math.round(record.cache_similarity * 100)}% alike`;
+      note.querySelector(".cache-text").textContent = `A verified answer to ${how}, asked before.`;
+      note.querySelector(".cache-link").href = api(`requests/${encodeURIComponent(record.cached_from)}`);
+      note.querySelector(".fresh").addEventListener("click", () => submit(record.question, { fresh: true }));
+      note.hidden = false;
+    }
     renderAnswer(node.querySelector(".answer-text"), record.answer || "", record.sources || []);
     const list = node.querySelector(".sources");
     for (const source of record.sources || []) {
@@ -97,11 +105,17 @@
     event.preventDefault();
     const question = $("question").value.trim();
     if (!question) { showError("Please type a question."); $("question").focus(); return; }
+    await submit(question, {});
+  }
+
+  // fresh: answer anew even when a verified earlier answer matches
+  async function submit(question, { fresh = false }) {
     showError("");
     $("ask-button").disabled = true;
     $("status").textContent = "Sending…";
     try {
-      const queued = await call("POST", "requests", { question, ...(threadId ? { thread_id: threadId } : {}) });
+      const body = { question, ...(threadId ? { thread_id: threadId } : {}), ...(fresh ? { fresh: true } : {}) };
+      const queued = await call("POST", "requests", body);
       threadId = threadId || queued.request_id;
       const record = await waitForAnswer(queued.request_id);
       if (record.status === "failed") throw new Error(`Sorry, this question could not be answered (${record.error}).`);
