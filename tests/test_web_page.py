@@ -79,6 +79,53 @@ def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
     assert second["thread_id"] == request_id
 
 
+def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_request(page, web_api, pg_url):
+    import json
+    import urllib.request
+
+    from playwright.sync_api import expect
+
+    from askflow.bootstrap import Components
+    from askflow.domain.messages import GradingDue
+    from askflow.service_layer.evaluation import grade_events
+    from tests.test_ask_path import ask, wait_terminal
+
+    question = "How does catchup create runs for missed intervals?"
+    earlier = ask(web_api, question)
+    assert wait_terminal(web_api, earlier)["mode"] == "extractive"
+    rating = urllib.request.Request(f"{web_api}requests/{earlier}/feedback", method="POST",
+                                    data=json.dumps({"positive": True}).encode(),
+                                    headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(rating).close()
+    with Components(_settings(pg_url, "web")) as c:  # the evaluation DAG's grading step, run here
+        revision = c.requests.get(earlier).revision()
+        run = grade_events([GradingDue(request_id=earlier, revision=revision)], requests=c.requests,
+                           runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings, grader=c.grader,
+                           strategy=c.strategy(), answers_source=c.settings.answers_source,
+                           answers_base_url=c.settings.answers_base_url, batch_size=5, signals=c.signals,
+                           collection=c.serving().collection)
+    assert run.good == 1
+
+    page.goto(web_api)
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.wait_for_selector(".answer", timeout=90_000)
+    served = page.locator(".answer").first
+    note = served.locator(".cache-note")
+    expect(note).to_contain_text("A verified answer to the same question")
+    assert note.locator("a").get_attribute("href").endswith(f"requests/{earlier}")
+    page.screenshot(path=str(SCREENSHOTS / "web-cached-answer-phone.png"), full_page=True)
+
+    note.get_by_role("button", name="Get a fresh answer").click()
+    expect(page.locator(".answer")).to_have_count(2, timeout=90_000)
+    fresh = page.locator(".answer").nth(1)
+    assert "Extractive mode" in fresh.locator(".mode-note").inner_text()
+    assert fresh.locator(".cache-note").is_hidden()
+    fresh_id = fresh.get_attribute("data-request-id")
+    stored = firestore.Client(project="askflow-test").collection("requests").document(fresh_id).get().to_dict()
+    assert stored["fresh"] is True and stored["question"] == question
+
+
 def test_errors_are_shown_in_words(page, web_api):
     page.route("**/requests", lambda route: route.fulfill(
         status=503, content_type="application/json", body='{"error": "could not queue the question"}'))
