@@ -227,19 +227,23 @@ class Components:
         return self.settings.data_dir / "models"
 
     def retriever_for(self, store: VectorStore, embeddings: Embeddings | None = None, *,
-                      signals: LearnedSignals | None = None):
+                      signals: LearnedSignals | None = None, collection: str | None = None):
         """The production retrieval settings over any store and model (the evaluation uses its own collection),
-        with what ``signals`` learned applied to the ranking (unless ``ASKFLOW_LEARNING`` is off)."""
+        with what ``signals`` learned about ``collection`` (default: the serving one) applied to the ranking
+        (unless ``ASKFLOW_LEARNING`` is off)."""
         from askflow.retrieval.retriever import Retriever
 
         s = self.settings
+        embeddings = embeddings or self.embeddings
         reranking = None
         if signals is not None and s.learning:
             from askflow.learning.ranking import LearnedRanking
 
-            reranking = LearnedRanking(signals=signals, store=store, prior_weight=s.prior_weight,
-                                       prior_strength=s.prior_strength, association_weight=s.association_weight)
-        return Retriever(store=store, embeddings=embeddings or self.embeddings, alpha=s.hybrid_alpha,
+            reranking = LearnedRanking(
+                signals=signals, store=store, collection=collection or self.serving().collection,
+                embedding_model=embeddings.name, prior_weight=s.prior_weight, prior_strength=s.prior_strength,
+                association_weight=s.association_weight, min_similarity=s.association_min_similarity)
+        return Retriever(store=store, embeddings=embeddings, alpha=s.hybrid_alpha,
                          candidates=s.retrieval_candidates, reranking=reranking)
 
     # -- learning from users -----------------------------------------------------------------------------------
@@ -275,7 +279,8 @@ class Components:
             cache = AnswerCache(signals=signals, store=store, embeddings=embeddings, collection=collection,
                                 threshold=s.cache_threshold)
         return Answerer(
-            retriever=self.retriever_for(store, embeddings, signals=signals), collection=collection,
+            retriever=self.retriever_for(store, embeddings, signals=signals, collection=collection),
+            collection=collection,
             cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
             rewordings=s.rewordings, sources=s.sources_per_answer, cache=cache,
         )

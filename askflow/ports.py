@@ -178,7 +178,7 @@ class LearnedSignals(abc.ABC):
     @abc.abstractmethod
     def record(self, answers: Sequence[LearnedAnswer], vectors: Sequence[Sequence[float] | None]) -> None:
         """Store each answer under its request id, replacing what that request had; ``vectors``: the question's
-        embedding for a verified answer (matched semantically), ``None`` otherwise."""
+        embedding (``None``: the record is never found by question)."""
 
     @abc.abstractmethod
     def citing(self, doc_ids: Sequence[str]) -> list[LearnedAnswer]:
@@ -189,10 +189,10 @@ class LearnedSignals(abc.ABC):
         """Verified answers of ``collection`` to the same normalised question, newest first."""
 
     @abc.abstractmethod
-    def nearest_verified(self, vector: Sequence[float], *, collection: str, embedding_model: str,
-                         limit: int) -> list[tuple[LearnedAnswer, float]]:
-        """Verified answers of ``collection`` whose question embedding (by ``embedding_model``) is closest to
-        ``vector``: (answer, cosine similarity), closest first."""
+    def nearest(self, vector: Sequence[float], *, collection: str, embedding_model: str, limit: int,
+                verified_only: bool) -> list[tuple[LearnedAnswer, float]]:
+        """The records of ``collection`` with a vote (or only the verified answers) whose question embedding (by
+        ``embedding_model``) is closest to ``vector``: (record, cosine similarity), closest first."""
 
     @abc.abstractmethod
     def forget(self, request_ids: Sequence[str]) -> int:

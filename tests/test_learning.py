@@ -16,7 +16,7 @@ from askflow.bootstrap import Components
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import GradingDue
-from askflow.domain.model import Chunk, LearnedAnswer, Rating, Request, ScoredChunk
+from askflow.domain.model import Chunk, LearnedAnswer, Rating, Request, ScoredChunk, Source
 from askflow.entrypoints import cli
 from askflow.grading.graders import HeuristicGrader
 from askflow.ingest.indexing import index_documents
@@ -105,8 +105,8 @@ def test_a_prior_reorders_close_candidates_never_lifts_a_document_that_matched_n
     store.upsert(list(chunks.values()), [[1.0]] * len(chunks))
     ranked = [RankedDocument(f"docs:{n}", score, [ScoredChunk(chunks[n], score)])
               for n, score in (("strong", 1.0), ("close", 0.97), ("weak", 0.5), ("nothing", 0.0))]
-    ranking = LearnedRanking(signals=signals, store=store, prior_weight=0.1, prior_strength=2.0,
-                             association_weight=0.5)
+    ranking = LearnedRanking(signals=signals, store=store, collection="c", embedding_model="m", prior_weight=0.1,
+                             prior_strength=2.0, association_weight=0.5, min_similarity=0.6)
     try:
         assert ranking.rerank(ranked) == ranked  # no evidence: today's ranking, untouched
 
@@ -130,7 +130,33 @@ def test_a_prior_reorders_close_candidates_never_lifts_a_document_that_matched_n
 def _vote(request_id: str, doc_id: str, vote: int) -> LearnedAnswer:
     return LearnedAnswer(request_id=request_id, collection="c", embedding_model="m", vote=vote, cited={doc_id: "v1"},
                          question="q", question_key=request_id, verified=False,
+                         sources=[Source(n=1, title=doc_id, url=f"https://docs/{doc_id}", doc_id=doc_id)],
                          graded_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+
+
+def test_answers_to_similar_questions_vote_for_and_against_what_they_cited(pg_url, collection_name):
+    store, signals = FakeVectorStore(), PgLearnedSignals(url=pg_url, table=f"{collection_name}_assoc")
+    chunks = {name: Chunk(doc_id=f"docs:{name}", index=0, content=name, title=name, section="", url="", sha="v1")
+              for name in ("first", "second", "missed", "elsewhere")}
+    store.upsert(list(chunks.values()), [[1.0]] * len(chunks))
+    ranked = [RankedDocument(f"docs:{n}", score, [ScoredChunk(chunks[n], score)])
+              for n, score in (("first", 1.0), ("second", 0.9))]
+    ranking = LearnedRanking(signals=signals, store=store, collection="c", embedding_model="m", prior_weight=0.0,
+                             prior_strength=2.0, association_weight=0.5, min_similarity=0.6)
+    asked = [1.0, 0.0, 0.0]
+    try:
+        signals.record([_vote("alike-good", "docs:missed", 1), _vote("alike-bad", "docs:first", -1),
+                        _vote("unlike", "docs:elsewhere", 1)],
+                       [[0.95, 0.31, 0.0], [0.9, 0.0, 0.44], [0.0, 1.0, 0.0]])
+        assert ranking.rerank(ranked) == ranked  # no question: nothing to compare
+        order = [d.doc_id for d in in_order(ranking.rerank(ranked, question_vector=asked))]
+        # the page a good answer to a similar question cited joins, the one a bad answer cited drops, and what
+        # an unlike question's answer cited stays out
+        assert order == ["docs:second", "docs:first", "docs:missed"]
+        joined = next(d for d in ranking.rerank(ranked, question_vector=asked) if d.doc_id == "docs:missed")
+        assert joined.chunks[0].chunk.url == "https://docs/docs:missed"
+    finally:
+        signals.close()
 
 
 def test_a_verified_answer_is_served_again_with_no_model_call(loop):

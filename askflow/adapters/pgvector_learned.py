@@ -106,16 +106,17 @@ class PgLearnedSignals(LearnedSignals):
             return [LearnedAnswer.model_validate(row[0])
                     for row in conn.execute(statement, (collection, question_key))]
 
-    def nearest_verified(self, vector: Sequence[float], *, collection: str, embedding_model: str,
-                         limit: int) -> list[tuple[LearnedAnswer, float]]:
+    def nearest(self, vector: Sequence[float], *, collection: str, embedding_model: str, limit: int,
+                verified_only: bool) -> list[tuple[LearnedAnswer, float]]:
         statement = sql.SQL(
-            "SELECT record, 1 - (embedding <=> %s) FROM {t} WHERE verified AND collection = %s"
-            " AND embedding_model = %s AND embedding IS NOT NULL AND vector_dims(embedding) = %s"
+            "SELECT record, 1 - (embedding <=> %s) FROM {t} WHERE (verified OR NOT %s) AND vote <> 0"
+            " AND collection = %s AND embedding_model = %s AND embedding IS NOT NULL AND vector_dims(embedding) = %s"
             " ORDER BY embedding <=> %s LIMIT %s"
         ).format(t=self._table)
         query = _vector(vector)
         with self._connections().connection() as conn:
-            rows = conn.execute(statement, (query, collection, embedding_model, len(query), query, limit))
+            rows = conn.execute(statement, (query, verified_only, collection, embedding_model, len(query), query,
+                                            limit))
             return [(LearnedAnswer.model_validate(record), float(similarity)) for record, similarity in rows]
 
     def forget(self, request_ids: Sequence[str]) -> int:

@@ -77,8 +77,8 @@ def answer_blocks(request: Request) -> list[dict]:
     if request.mode == "cached":
         how = ("the same question" if (request.cache_similarity or 0) >= 1
                else f"a question {round((request.cache_similarity or 0) * 100)}% alike")
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": f"A verified answer to {how}, asked before (request `{request.cached_from}`)."}]})
+        note = f"A verified answer to {how}, asked before (request `{request.cached_from}`)."
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
     buttons = [
         {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
          "value": request.request_id},

@@ -209,7 +209,7 @@ def _eval_feedback(args) -> int:
             summary = evaluate_feedback(
                 documents=load_corpus(args.corpus), feedback=feedback, questions=questions, store=store,
                 embeddings=embeddings, signals=signals,
-                retriever=components.retriever_for(store, embeddings, signals=signals),
+                retriever=components.retriever_for(store, embeddings, signals=signals, collection=collection),
                 answerer=components.answerer_for(store, embeddings, collection=collection, signals=signals),
                 grader=components.grader, strategy=strategy, settings=components.settings, collection=collection,
                 requests=InMemoryRequestStore(), runs=InMemoryEvaluationRuns(), details_path=args.details)

@@ -66,7 +66,8 @@ def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     rows = []
     for row in questions:
-        ranked = [d.doc_id.split(":", 1)[1] for d in retriever.rank(retriever.search(row["question"]))
+        found = retriever.search(row["question"])
+        ranked = [d.doc_id.split(":", 1)[1] for d in retriever.rank(found.chunks, question_vector=found.vector)
                   if d.doc_id.startswith(f"{EVAL_SOURCE}:")][:10]
         metrics = score(ranked, set(row["gold"]))
         for key, value in metrics.items():

@@ -42,9 +42,9 @@ class AnswerCache:
         if exact:
             log.info("cache: exact match %s", exact[0].request_id)
             return VerifiedMatch(answer=exact[0], similarity=1.0, how="exact")
-        near = self._signals.nearest_verified(self._embeddings.embed_query(question_vector_text(question)),
-                                              collection=self._collection, embedding_model=self._embeddings.name,
-                                              limit=self._candidates)
+        near = self._signals.nearest(self._embeddings.embed_query(question_vector_text(question)),
+                                     collection=self._collection, embedding_model=self._embeddings.name,
+                                     limit=self._candidates, verified_only=True)
         nearest = near[0][1] if near else None
         close = [(answer, similarity) for answer, similarity in near if similarity >= self._threshold]
         valid = {answer.request_id for answer in still_valid([answer for answer, _ in close], self._store)}

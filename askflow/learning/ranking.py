@@ -1,13 +1,17 @@
 """Learned ranking: what graded answers say about documents, applied after fusion.
 
-- **Document prior.** Each valid graded answer votes on the documents it cited. A document's smoothed share of
-  good votes, ``p = (good + s) / (good + bad + 2s)`` (a Beta(s, s) prior: no evidence is p = 0.5), becomes a
-  bounded multiplicative factor ``1 + w (2p - 1)`` in ``[1 - w, 1 + w]`` on its fused score: it reorders close
-  candidates, cannot lift a document that matched nothing (its normalised score is 0), and with no evidence
-  changes nothing.
-- **Associations.** A stored good answer that the search found for a new question votes for the documents it cited,
-  with ``a`` times its own score: a page that answered similar questions rises, and joins the candidates even when
-  the new question's words miss it (like click-through data in web search).
+- **Associations** (question → sources, like click-through data in web search). The earlier questions most like
+  the one asked (cosine similarity of their embeddings at least ``min_similarity``) vote on the documents their
+  answers cited: a good answer for them, a bad one against, each weighted by how far its similarity goes past
+  ``min_similarity``. A document's fused score moves by ``a`` times its votes; a document cited by a good answer to a
+  similar question joins the candidates even when the new question's words miss it.
+- **Document prior.** Each valid graded answer votes on the documents it cited, whatever it asked. A document's
+  smoothed share of good votes, ``p = (good + s) / (good + bad + 2s)`` (a Beta(s, s) prior: no evidence is
+  p = 0.5), becomes a bounded multiplicative factor ``1 + w (2p - 1)`` in ``[1 - w, 1 + w]`` on its score: it
+  reorders close candidates, cannot lift a document that matched nothing (its normalised score is 0), and with no
+  evidence changes nothing.
+
+Only records whose cited documents are all stored unchanged count (``votes.still_valid``).
 """
 
 from __future__ import annotations
@@ -16,57 +20,65 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from askflow.domain.model import Chunk, ScoredChunk, SourceKind
+from askflow.domain.model import Chunk, ScoredChunk, Source, SourceKind
 from askflow.learning.votes import still_valid
 from askflow.ports import LearnedSignals, VectorStore
 from askflow.retrieval.ranking import RankedDocument
 
 log = logging.getLogger(__name__)
 
-CITED_SOURCES = "cited_sources"  # a stored answer's metadata: the sources its answer cited
-
 
 class LearnedRanking:
     """:param prior_weight: ``w``, the most a prior moves a score (0: off). :param prior_strength: ``s``, the
-    pseudo-votes on each side. :param association_weight: ``a`` (0: off)."""
+    pseudo-votes on each side. :param association_weight: ``a`` (0: off). :param min_similarity: how alike an
+    earlier question must be to vote. :param neighbours: how many earlier questions are looked at.
+    :param collection: and :param embedding_model: whose records count (questions embedded by this model)."""
 
-    def __init__(self, *, signals: LearnedSignals, store: VectorStore, prior_weight: float, prior_strength: float,
-                 association_weight: float) -> None:
+    def __init__(self, *, signals: LearnedSignals, store: VectorStore, collection: str, embedding_model: str,
+                 prior_weight: float, prior_strength: float, association_weight: float, min_similarity: float,
+                 neighbours: int = 10) -> None:
         self._signals = signals
         self._store = store
+        self._collection = collection
+        self._embedding_model = embedding_model
         self._prior_weight = prior_weight
         self._prior_strength = prior_strength
         self._association_weight = association_weight
+        self._min_similarity = min_similarity
+        self._neighbours = neighbours
 
-    def rerank(self, ranked: Sequence[RankedDocument]) -> list[RankedDocument]:
+    def rerank(self, ranked: Sequence[RankedDocument], *,
+               question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
         documents = list(ranked)
-        if self._association_weight > 0:
-            documents = self._associate(documents)
+        if self._association_weight > 0 and question_vector is not None:
+            documents = self._associate(documents, question_vector)
         if self._prior_weight > 0:
             documents = self._apply_priors(documents)
         return documents
 
-    def _associate(self, documents: list[RankedDocument]) -> list[RankedDocument]:
-        added: dict[str, float] = {}
-        cited_chunks: dict[str, Chunk] = {}
-        for document in documents:
-            best = document.chunks[0].chunk
-            if best.kind is not SourceKind.ANSWERED_QUESTION:
+    def _associate(self, documents: list[RankedDocument], vector: Sequence[float]) -> list[RankedDocument]:
+        near = self._signals.nearest(vector, collection=self._collection, embedding_model=self._embedding_model,
+                                     limit=self._neighbours, verified_only=False)
+        near = [(record, similarity) for record, similarity in near if similarity >= self._min_similarity]
+        valid = {record.request_id for record in still_valid([record for record, _ in near], self._store)}
+        votes: dict[str, float] = {}
+        cited: dict[str, Source] = {}
+        for record, similarity in near:
+            if record.request_id not in valid:
                 continue
-            for source in best.metadata.get(CITED_SOURCES) or []:
-                doc_id = source.get("doc_id")
-                if not doc_id:
-                    continue
-                added[doc_id] = added.get(doc_id, 0.0) + self._association_weight * document.score
-                cited_chunks.setdefault(doc_id, _chunk_of(source))
-        if not added:
+            weight = (similarity - self._min_similarity) / (1 - self._min_similarity)
+            for source in record.sources:
+                if source.doc_id in record.cited:
+                    votes[source.doc_id] = votes.get(source.doc_id, 0.0) + record.vote * weight
+                    cited.setdefault(source.doc_id, source)
+        if not votes:
             return documents
-        present = {document.doc_id for document in documents}
-        current = self._store.fingerprints(sorted(set(added) - present))  # a cited page may be gone since
-        out = [replace(d, score=d.score + added.get(d.doc_id, 0.0)) for d in documents]
-        for doc_id in sorted(set(added) - present):
-            if doc_id in current:
-                out.append(RankedDocument(doc_id, added[doc_id], [ScoredChunk(cited_chunks[doc_id], 0.0)]))
+        a = self._association_weight
+        out = [replace(d, score=d.score + a * votes[d.doc_id]) if d.doc_id in votes else d for d in documents]
+        present = {d.doc_id for d in documents}
+        for doc_id, total in votes.items():
+            if doc_id not in present and total > 0:
+                out.append(RankedDocument(doc_id, a * total, [ScoredChunk(_chunk_of(cited[doc_id]), 0.0)]))
         return out
 
     def _apply_priors(self, documents: list[RankedDocument]) -> list[RankedDocument]:
@@ -88,9 +100,8 @@ class LearnedRanking:
         return out
 
 
-def _chunk_of(source: dict) -> Chunk:
+def _chunk_of(source: Source) -> Chunk:
     """A cited source as a chunk (its excerpt as the content), for a page that enters the candidates by
     association alone."""
-    return Chunk(doc_id=source["doc_id"], index=-1, content=source.get("excerpt", ""),
-                 title=source.get("title", ""), section=source.get("section", ""), url=source.get("url", ""),
-                 sha="", kind=SourceKind(source.get("kind") or SourceKind.DOCS.value))
+    return Chunk(doc_id=source.doc_id, index=-1, content=source.excerpt, title=source.title, section=source.section,
+                 url=source.url, sha="", kind=SourceKind(source.kind))

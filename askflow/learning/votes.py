@@ -32,7 +32,8 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
     """The record a grading run keeps of ``request``. Only what cites current sources is verified: a source gone
     since the answer was written leaves nothing to check the answer against. An answer that was itself served
     from the cache verifies nothing new (the original stays the one record of it)."""
-    cited = {s.doc_id: fingerprints[s.doc_id] for s in cited_sources(request) if s.doc_id in fingerprints}
+    cited_now = [s for s in cited_sources(request) if s.doc_id in fingerprints]
+    cited = {s.doc_id: fingerprints[s.doc_id] for s in cited_now}
     ballot = vote(request, graded)
     verified = (graded.is_good and ballot > 0 and request.cached_from is None and bool(cited)
                 and len(cited) == len({s.doc_id for s in cited_sources(request)}))
@@ -40,7 +41,8 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
         request_id=request.request_id, collection=request.collection or collection,
         embedding_model=request.embedding_model or embedding_model, vote=ballot, cited=cited,
         question=request.question, question_key=question_key(request.question), verified=verified,
-        answer=request.answer if verified else None, sources=list(request.sources) if verified else [],
+        answer=request.answer if verified else None,
+        sources=list(request.sources) if verified else cited_now,  # served again whole, or what it cited
         graded_at=graded.graded_at,
     )
 

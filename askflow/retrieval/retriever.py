@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Protocol
 
 from askflow.domain.model import ScoredChunk
@@ -15,7 +16,17 @@ from askflow.retrieval.ranking import RankedDocument, in_order, score_documents
 class Reranking(Protocol):
     """What reorders documents after fusion (``learning.ranking.LearnedRanking``)."""
 
-    def rerank(self, ranked: Sequence[RankedDocument]) -> list[RankedDocument]: ...
+    def rerank(self, ranked: Sequence[RankedDocument], *,
+               question_vector: Sequence[float] | None) -> list[RankedDocument]: ...
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """A question's hybrid search: the chunks found, and the question's embedding (what ranks by the similarity of
+    questions uses it again)."""
+
+    chunks: list[ScoredChunk]
+    vector: list[float]
 
 
 class Retriever:
@@ -30,10 +41,11 @@ class Retriever:
         self._candidates = candidates
         self._reranking = reranking
 
-    def search(self, question: str) -> list[ScoredChunk]:
+    def search(self, question: str) -> Retrieved:
         query = clean_query(question)
         vector = self._embeddings.embed_query(query.dense)
-        return self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha)
+        return Retrieved(self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha),
+                         list(vector))
 
     def search_keywords(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
         """Rewordings of a question: keyword search only, in parallel. Their worth is other words for the same thing,
@@ -45,11 +57,13 @@ class Retriever:
             questions,
         ))
 
-    def rank(self, chunks: Sequence[ScoredChunk]) -> list[RankedDocument]:
-        """The documents of fused ``chunks``, best first, with the learned signals applied."""
+    def rank(self, chunks: Sequence[ScoredChunk], *,
+             question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
+        """The documents of fused ``chunks``, best first, with the learned signals applied (those that compare
+        questions need ``question_vector``, the asked question's embedding)."""
         documents = score_documents(chunks)
         if self._reranking is not None:
-            documents = self._reranking.rerank(documents)
+            documents = self._reranking.rerank(documents, question_vector=question_vector)
         return in_order(documents)
 
     @property

@@ -105,9 +105,10 @@ class Answerer:
                     log.warning("rewording failed, searching the question alone: %s", error)
                 timings["reword_ms"] = _ms(started)
             reworded = self._retriever.search_keywords(queries[1:], pool)
-            chunks = fuse_queries(original.result(), reworded, reworded_weight=self._retriever.keyword_weight)
+            found = original.result()
+            chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
         timings["retrieve_ms"] = _ms(started)
-        sources = self._select_sources(chunks)
+        sources = self._select_sources(chunks, found.vector)
         answer_started = time.perf_counter()
         if self._strong is None:
             text = _extractive_answer(question, sources)
@@ -139,9 +140,10 @@ class Answerer:
         cleaned = [q.strip() for q in queries if isinstance(q, str) and q.strip()]
         return cleaned[: self._rewordings], completion.usage
 
-    def _select_sources(self, chunks: Sequence[ScoredChunk]) -> list[Source]:
+    def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float]) -> list[Source]:
         sources = []
-        distinct = [document for document in self._retriever.rank(chunks) if document.repeats is None]
+        distinct = [document for document in self._retriever.rank(chunks, question_vector=question_vector)
+                    if document.repeats is None]
         for number, document in enumerate(distinct[: self._sources], start=1):
             best = document.chunks[0].chunk
             sources.append(

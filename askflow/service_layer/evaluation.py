@@ -21,8 +21,7 @@ from askflow.grading.graders import Grader, verdict
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.learning.cache import question_vector_text
-from askflow.learning.ranking import CITED_SOURCES
-from askflow.learning.votes import cited_sources, learned_answer
+from askflow.learning.votes import learned_answer
 from askflow.ports import Embeddings, EvaluationRuns, LearnedSignals, RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
@@ -110,9 +109,7 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
             kind=SourceKind.ANSWERED_QUESTION,
             metadata={"format": "text", "cited": {s.doc_id: current[s.doc_id] for s in request.sources
                                                   if s.doc_id in current},
-                      "cited_urls": [s.url for s in request.sources],
-                      CITED_SOURCES: [s.model_dump(include={"doc_id", "title", "url", "section", "kind", "excerpt"})
-                                      for s in cited_sources(request) if s.doc_id in current]},
+                      "cited_urls": [s.url for s in request.sources]},
         )
         for request in good
     ]
@@ -123,15 +120,15 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
 def _learn(graded: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, store: VectorStore,
            embeddings: Embeddings, collection: str) -> None:
     """One record per graded request, replacing its earlier one (grading again after a new rating changes the
-    vote, never adds a second). A verified answer keeps its question's embedding for the cache. A cached answer
-    rated down takes the answer it was served from out of the cache."""
+    vote, never adds a second), with its question's embedding when it voted (the cache and the associations
+    find records by question). A cached answer rated down takes the answer it was served from out of the cache."""
     current = store.fingerprints(sorted({s.doc_id for request, _ in graded for s in request.sources if s.doc_id}))
     learned = [learned_answer(request, verdict_written, fingerprints=current, collection=collection,
                               embedding_model=embeddings.name) for request, verdict_written in graded]
-    verified = [answer for answer in learned if answer.verified]
-    vectors = dict(zip([a.request_id for a in verified],
-                       embeddings.embed_documents([question_vector_text(a.question) for a in verified]),
-                       strict=True)) if verified else {}
+    voted = [answer for answer in learned if answer.vote]
+    vectors = dict(zip([a.request_id for a in voted],
+                       embeddings.embed_documents([question_vector_text(a.question) for a in voted]),
+                       strict=True)) if voted else {}
     signals.record(learned, [vectors.get(answer.request_id) for answer in learned])
     refuted = [request.cached_from for request, _ in graded if request.cached_from and request.net_rating < 0]
     if refuted:
