@@ -54,6 +54,7 @@ def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
 
     answer = page.locator(".answer").first
     assert "Extractive mode" in answer.locator(".mode-note").inner_text()
+    assert answer.locator(".answer-text blockquote").count() >= 1  # the quotes, as quotes
     first_source = answer.locator(".sources a").first
     assert first_source.get_attribute("href").endswith("xcoms.rst")
     assert answer.locator(".answer-text a").first.inner_text() == "[1]"  # citations link to their sources
@@ -124,6 +125,32 @@ def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_reques
     fresh_id = fresh.get_attribute("data-request-id")
     stored = firestore.Client(project="askflow-test").collection("requests").document(fresh_id).get().to_dict()
     assert stored["fresh"] is True and stored["question"] == question
+
+
+def test_answers_render_as_safe_markdown_and_no_source_url_runs_script(page, web_api):
+    import json
+
+    record = {"request_id": "r1", "question": "Pools?", "status": "complete", "mode": "llm", "sources": [
+        {"n": 1, "title": "Evil", "url": "javascript:alert(document.domain)"},
+        {"n": 2, "title": "Pools", "url": "https://airflow.apache.org/docs/pools.html"}],
+        "answer": "Use **pools** and `pool_slots` [1].\n\n> A pool has slots [2].\n\n- one\n"
+                  "- <img src=x onerror=alert(1)>"}
+    page.route("**/requests", lambda route: route.fulfill(status=202, content_type="application/json",
+                                                          body='{"request_id": "r1", "status": "pending"}'))
+    page.route("**/requests/r1", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=json.dumps(record)))
+    page.goto(web_api)
+    page.get_by_label("Your question").fill("Pools?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    text = page.locator(".answer .answer-text")
+    text.wait_for()
+    assert "**" not in text.inner_text() and "> " not in text.inner_text()
+    assert text.locator("strong").inner_text() == "pools" and text.locator("code").inner_text() == "pool_slots"
+    assert text.locator("blockquote").count() == 1 and text.locator("li").count() == 2
+    assert text.locator("img").count() == 0  # text, never HTML
+    links = {a.inner_text(): a.get_attribute("href") for a in text.locator("a").all()}
+    assert links == {"[1]": "#", "[2]": "https://airflow.apache.org/docs/pools.html"}
+    assert page.locator(".answer .sources a").first.get_attribute("href") == "#"
 
 
 def test_errors_are_shown_in_words(page, web_api):

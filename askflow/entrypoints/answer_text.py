@@ -14,6 +14,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "queries": answer.queries, "models": answer.models, "tokens": answer.tokens.model_dump(),
         "timings_ms": answer.timings_ms, "context_turns": answer.context_turns,
         "embedding_model": answer.embedding_model, "collection": answer.collection,
+        "cached_from": answer.cached_from, "cache_similarity": answer.cache_similarity,
     }
 
 
@@ -24,5 +25,8 @@ def format_answer(record: dict[str, Any]) -> str:
         section = f" — {source['section']}" if source.get("section") else ""
         lines.append(f"  [{source['n']}] {source['title']}{section}  {source['url']}")
     if record.get("mode") == "extractive":
-        lines += ["", "(extractive mode: no LLM configured)"]
+        lines += ["", "(extractive mode: no LLM configured; these are quoted passages)"]
+    if record.get("mode") == "cached":
+        lines += ["", f"(a verified answer to an earlier question, request {record.get('cached_from')}, at "
+                      f"similarity {record.get('cache_similarity')}; ask with --fresh for a new one)"]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer a question with cited sources")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the full answer record as JSON")
+    ask.add_argument("--fresh", action="store_true", help="answer anew even when a verified earlier answer matches")
     ask.set_defaults(run=_ask)
 
     ingest = commands.add_parser("ingest", help="index .md/.mdx/.rst/.html from files, folders, GCS or git")
@@ -116,7 +117,7 @@ def _ask(args) -> int:
     if not args.question.strip():
         raise InvalidInput("the question is empty")
     with bootstrap() as components:
-        answer = components.answerer.answer(args.question)
+        answer = components.answerer.answer(args.question, fresh=args.fresh)
     print(json.dumps(answer_json(answer), indent=2) if args.json else format_answer(answer_json(answer)))
     return 0
 

@@ -24,26 +24,70 @@
     $("error").hidden = !message;
   }
 
-  // "[2]" in the answer becomes a link to source 2; everything else stays text (never HTML).
+  // A small, safe Markdown: paragraphs, "> " quotes, "- " lists, `code`, **bold**, and "[2]" as a link to source 2.
+  // Every piece becomes a DOM node with text content: nothing in an answer is ever parsed as HTML.
   function renderAnswer(container, text, sources) {
     const byNumber = new Map(sources.map((s) => [s.n, s]));
     container.replaceChildren();
-    let last = 0;
-    for (const match of text.matchAll(/\[(\d+)\]/g)) {
-      container.append(text.slice(last, match.index));
-      const source = byNumber.get(Number(match[1]));
-      if (source) {
-        const link = document.createElement("a");
-        link.href = source.url;
-        link.textContent = match[0];
-        link.title = source.title;
-        container.append(link);
+    for (const block of text.split(/\n\s*\n/)) {
+      const lines = block.split("\n").filter((line) => line.trim());
+      if (!lines.length) continue;
+      if (lines.every((line) => /^\s*>/.test(line))) {
+        const quote = document.createElement("blockquote");
+        const para = document.createElement("p");
+        renderInline(para, lines.map((line) => line.replace(/^\s*>\s?/, "")).join(" "), byNumber);
+        quote.append(para);
+        container.append(quote);
+      } else if (lines.every((line) => /^\s*[-*] /.test(line))) {
+        const list = document.createElement("ul");
+        for (const line of lines) {
+          const item = document.createElement("li");
+          renderInline(item, line.replace(/^\s*[-*] /, ""), byNumber);
+          list.append(item);
+        }
+        container.append(list);
       } else {
-        container.append(match[0]);
+        const para = document.createElement("p");
+        renderInline(para, lines.join(" "), byNumber);
+        container.append(para);
+      }
+    }
+  }
+
+  // Only web, file (local docs) and relative links: a source's URL comes from ingested content, so "javascript:"
+  // or "data:" never becomes a link.
+  function safeUrl(url) {
+    try {
+      const parsed = new URL(url, document.baseURI);
+      return ["https:", "http:", "file:"].includes(parsed.protocol) ? parsed.href : "#";
+    } catch (_) {
+      return "#";
+    }
+  }
+
+  function renderInline(parent, text, byNumber) {
+    let last = 0;
+    for (const match of text.matchAll(/\[(\d+)\]|``?([^`]+)``?|\*\*([^*]+)\*\*/g)) {
+      parent.append(text.slice(last, match.index));
+      if (match[1] !== undefined) {
+        const source = byNumber.get(Number(match[1]));
+        if (source) {
+          const link = document.createElement("a");
+          link.href = safeUrl(source.url);
+          link.textContent = match[0];
+          link.title = source.title;
+          parent.append(link);
+        } else {
+          parent.append(match[0]);
+        }
+      } else {
+        const node = document.createElement(match[2] !== undefined ? "code" : "strong");
+        node.textContent = match[2] !== undefined ? match[2] : match[3];
+        parent.append(node);
       }
       last = match.index + match[0].length;
     }
-    container.append(text.slice(last));
+    parent.append(text.slice(last));
   }
 
   function renderRecord(record) {
@@ -52,7 +96,7 @@
     node.querySelector(".question").textContent = record.question;
     if (record.mode === "extractive") {
       const note = node.querySelector(".mode-note");
-      note.textContent = "Extractive mode: no language model is configured, so these are quoted passages.";
+      note.textContent = "Extractive mode: no language model is configured, so these are passages quoted from the sources.";
       note.hidden = false;
     }
     if (record.mode === "cached") {
@@ -69,7 +113,7 @@
       const item = document.createElement("li");
       item.value = source.n;
       const link = document.createElement("a");
-      link.href = source.url;
+      link.href = safeUrl(source.url);
       link.textContent = source.section ? `${source.title} — ${source.section}` : source.title;
       item.append(link);
       list.append(item);
