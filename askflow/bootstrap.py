@@ -30,6 +30,8 @@ from askflow.ports import (
     VectorStore,
 )
 
+NO_CREDENTIALS = ("run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
+                  "service account key file (STORAGE_EMULATOR_HOST for a local fake-gcs-server)")
 OPENAI_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
                                "text-embedding-ada-002": 1536}
 
@@ -90,9 +92,14 @@ class Components:
 
     @cached_property
     def storage_client(self):
+        """google-cloud-storage's client; no Google credentials is a ``ConfigurationError`` saying what to do."""
+        from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
-        return storage.Client()
+        try:
+            return storage.Client()
+        except (DefaultCredentialsError, OSError) as error:
+            raise ConfigurationError(f"reading gs:// needs Google credentials: {NO_CREDENTIALS}") from error
 
     # -- documents ---------------------------------------------------------------------------------------------
     def location(self, spec: str, *, cache_dir: Path | None = None) -> DocsLocation:

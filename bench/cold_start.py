@@ -114,7 +114,7 @@ def main(repeats: int = 3) -> dict:
 
         return handlers.submit_question(
             AskQuestion(question="How do tasks pull an XCom value?"), requests=components.requests,
-            events=_NullBus(), settings=settings).request_id
+            events=_NullBus(), settings=settings)[0].request_id
 
     results = {}
     try:

@@ -31,6 +31,8 @@ from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, components_for, 
         "base_url": Param(None, type=["null", "string"], description="URL prefix for source links"),
         **STRATEGY_PARAMS,
         "batch_size": Param(50, type="integer", minimum=1, maximum=1000),
+        "prune_all": Param(False, type="boolean", description=(
+            "let a location with no documents delete every stored document of the source (fails otherwise)")),
     },
 )
 def askflow_ingest_docs():
@@ -66,7 +68,7 @@ def askflow_ingest_docs():
             summary = prune_and_finalize(
                 [p for batch in listed for p in batch["paths"]], store=components.store,
                 embeddings=components.embeddings, source=params["source"],
-                answers_source=components.settings.answers_source,
+                answers_source=components.settings.answers_source, allow_empty=bool(params["prune_all"]),
             )
         for key in ("documents_written", "documents_skipped", "chunks_written"):
             summary[key] = sum(r[key] for r in results)

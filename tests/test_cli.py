@@ -67,6 +67,30 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(pg_url, collection_name, 
     assert unknown.returncode == 2
 
 
+def test_an_empty_folder_never_prunes_a_whole_source_unasked(pg_url, collection_name, tmp_path):
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    assert askflow("ingest", str(DOCS), env=env).returncode == 0
+    (tmp_path / "empty").mkdir()
+    refused = askflow("ingest", str(tmp_path / "empty"), env=env)
+    assert refused.returncode == 2 and "refusing to delete them all" in refused.stderr
+    assert "--prune-all" in refused.stderr
+    assert json.loads(askflow("ingest", str(DOCS), env=env).stdout.strip().splitlines()[-1])["documents_skipped"] == 3
+    emptied = askflow("ingest", str(tmp_path / "empty"), "--prune-all", env=env)
+    assert emptied.returncode == 0 and json.loads(emptied.stdout.strip().splitlines()[-1])["documents_pruned"] == 3
+
+
+def test_gs_without_google_credentials_is_a_message_not_a_traceback(tmp_path):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG")}
+    result = subprocess.run([sys.executable, "-m", "askflow.entrypoints.cli", "ingest", "gs://a-bucket/docs/"],
+                            capture_output=True, text=True, timeout=120,
+                            env=env | {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
+                                       "ASKFLOW_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("askflow: reading gs:// needs Google credentials")
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_retrieval_prints_metrics_as_the_last_line(pg_url, collection_name, tmp_path):
     questions = tmp_path / "questions.jsonl"
     questions.write_text(

@@ -42,6 +42,13 @@ def test_docs_dag_ingests_skips_updates_and_prunes(airflow_env, pg_url, wire, co
     assert set(after) == {"docs:xcoms.rst", "docs:scheduling.md"}
     assert after["docs:xcoms.rst"] != first["docs:xcoms.rst"]
     assert after["docs:scheduling.md"] == first["docs:scheduling.md"]
+
+    empty = tmp_path / "empty"  # a wrong path or an unmounted folder: the run fails and nothing is deleted
+    empty.mkdir()
+    assert run_dag("askflow_ingest_docs.py", conf | {"docs_location": str(empty)}, env) == "failed"
+    assert store.document_fingerprints("docs:") == after
+    assert run_dag("askflow_ingest_docs.py", conf | {"docs_location": str(empty), "prune_all": True}, env) == "success"
+    assert store.document_fingerprints("docs:") == {}
     store.close()
 
 

@@ -4,12 +4,13 @@ loop. Fast (no emulator, no model); the emulator-backed suite checks the same pa
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
-from askflow.domain.errors import AskflowError, Conflict, InvalidInput, ModelUnavailable, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, ModelUnavailable, NotFound
 from askflow.domain.messages import GradingDue, QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, Source, Usage
 from askflow.grading.graders import HeuristicGrader
@@ -39,9 +40,12 @@ class CannedAnswerer:
                       usage=[Usage("strong", 10, 5)], timings_ms={"total_ms": 1.0})
 
 
-def _ask(requests, events, question="How do tasks pull XComs?", **command) -> Request:
+TOKEN = "browser-token-0123456789abcdef"
+
+
+def _ask(requests, events, question="How do tasks pull XComs?", token=TOKEN, **command) -> Request:
     return handlers.submit_question(AskQuestion(question=question, **command), requests=requests, events=events,
-                                    settings=SETTINGS)
+                                    settings=SETTINGS, asker_token=token)[0]
 
 
 def test_a_question_is_stored_pending_and_queued_once():
@@ -108,6 +112,22 @@ def test_a_follow_up_in_a_web_thread_carries_the_earlier_turns():
     assert answerer.questions[1] == ("And in Airflow 3?", [("How do tasks pull XComs?", "Use xcom_pull [1].")])
 
 
+def test_a_thread_is_continued_only_by_whoever_started_it():
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    first = _ask(requests, events, "How do tasks pull XComs?")
+    for stranger in ("someone-elses-token-0123456789", None):
+        with pytest.raises(NotFound, match="no thread"):
+            _ask(requests, events, "And what did they ask before?", token=stranger, thread_id=first.request_id)
+    with pytest.raises(NotFound, match="no thread"):
+        _ask(requests, events, "A thread that never was?", thread_id="never-started")
+    assert len(events.published) == 1  # nothing of the refused follow-ups was queued
+    with pytest.raises(InvalidInput, match="asker token"):
+        _ask(requests, events, "Short token?", token="short")
+    new, token = handlers.submit_question(AskQuestion(question="No token?"), requests=requests, events=events,
+                                          settings=SETTINGS)
+    assert len(token) >= 22 and new.asked_by(token) and not new.asked_by(TOKEN)
+
+
 def test_the_requeue_sweep_queues_the_stale_fails_the_late_and_leaves_live_leases():
     requests, events = InMemoryRequestStore(), FakeEventBus()
     now = utcnow()
@@ -128,20 +148,25 @@ def test_the_requeue_sweep_queues_the_stale_fails_the_late_and_leaves_live_lease
     assert again["requeued"] == 0  # the requeued one waits its turn again
 
 
-def test_ratings_wait_for_the_answer_and_one_rater_has_one_rating():
+def test_ratings_wait_for_the_answer_and_only_the_asker_rates_once():
     requests, events = InMemoryRequestStore(), FakeEventBus()
     request = _ask(requests, events)
     with pytest.raises(Conflict, match="only answered requests"):
-        handlers.rate_answer(request.request_id, RateAnswer(positive=True), requests=requests)
+        handlers.rate_as_asker(request.request_id, RateAnswer(positive=True), requests=requests, asker_token=TOKEN)
     with pytest.raises(NotFound):
-        handlers.rate_answer("nope", RateAnswer(positive=True), requests=requests)
+        handlers.rate_as_asker("nope", RateAnswer(positive=True), requests=requests, asker_token=TOKEN)
     handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
                             answerer=CannedAnswerer(), settings=SETTINGS)
-    handlers.rate_answer(request.request_id, RateAnswer(positive=True, rater="ana"), requests=requests)
-    handlers.rate_answer(request.request_id, RateAnswer(positive=False, rater="ana", comment="no example"),
-                         requests=requests)
+    for _ in range(20):  # a flood of made-up raters: refused, one and all
+        with pytest.raises(Forbidden):
+            handlers.rate_as_asker(request.request_id, RateAnswer(positive=False), requests=requests,
+                                   asker_token=f"made-up-{uuid.uuid4().hex}")
+    handlers.rate_as_asker(request.request_id, RateAnswer(positive=True), requests=requests, asker_token=TOKEN)
+    handlers.rate_as_asker(request.request_id, RateAnswer(positive=False, comment="no example"), requests=requests,
+                           asker_token=TOKEN)
     ratings = requests.get(request.request_id).ratings
-    assert set(ratings) == {"ana"} and ratings["ana"].positive is False and ratings["ana"].comment == "no example"
+    assert set(ratings) == {"asker"} and ratings["asker"].positive is False
+    assert ratings["asker"].comment == "no example" and requests.get(request.request_id).net_rating == -1
 
 
 def _complete(request_id: str, question: str, answer: str, **fields) -> Request:

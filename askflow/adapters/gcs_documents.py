@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from askflow.domain.errors import InvalidInput
+from askflow.domain.errors import ConfigurationError, InvalidInput
 from askflow.domain.model import Document
 from askflow.ingest.sources.files import is_doc_path, parse_document
 
@@ -35,13 +35,17 @@ class GcsLocation:
         return f"gs://{self.bucket}/{self.prefix}"
 
     def list(self) -> list[str]:
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
+        from google.auth.exceptions import GoogleAuthError
 
         try:
             blobs = self.storage().list_blobs(self.bucket, prefix=self.prefix)
             names = [blob.name for blob in blobs]
         except NotFound as error:
             raise InvalidInput(f"no such bucket: gs://{self.bucket}") from error
+        except (Forbidden, Unauthorized, GoogleAuthError) as error:  # expired, revoked or not allowed
+            raise ConfigurationError(f"gs://{self.bucket}: the Google credentials were refused ({error}); run "
+                                     "`gcloud auth application-default login` or use an account with access") from error
         return sorted(r for name in names if is_doc_path(r := name[len(self.prefix):]))
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:

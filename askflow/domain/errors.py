@@ -9,8 +9,16 @@ class InvalidInput(AskflowError):
     """The caller sent something we will not accept (maps to 400)."""
 
 
+class TooLarge(InvalidInput):
+    """The caller sent more than we read (maps to 413)."""
+
+
 class NotFound(AskflowError):
     """The thing asked for does not exist (maps to 404)."""
+
+
+class Forbidden(AskflowError):
+    """The caller may not do this to that resource (maps to 403)."""
 
 
 class Conflict(AskflowError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import hmac
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class Request(BaseModel):
     embedding_model: str | None = None  # the serving pair that found the sources
     collection: str | None = None
     fresh: bool = False  # the asker wants a new answer, not a verified earlier one
+    asker_sha: str | None = None  # sha256 of the asker's token (web and API): who may follow up and rate
     cached_from: str | None = None
     cache_similarity: float | None = None
     # feedback and grading
@@ -225,6 +227,10 @@ class Request(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    def asked_by(self, token: str | None) -> bool:
+        """Whether ``token`` is the token of whoever asked this (web and API requests; Slack ones have none)."""
+        return bool(self.asker_sha and token) and hmac.compare_digest(self.asker_sha, token_sha(token))
 
     @property
     def in_web_thread(self) -> bool:
@@ -305,6 +311,10 @@ class VerifiedMatch(BaseModel):
     answer: LearnedAnswer
     similarity: float
     how: str
+
+
+def token_sha(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def content_hash(*parts: str) -> str:

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--base-url", help="URL prefix for the documents' links (default: file URLs)")
     _strategy_options(ingest)
     ingest.add_argument("--no-prune", action="store_true", help="keep stored documents missing from the locations")
+    ingest.add_argument("--prune-all", action="store_true",
+                        help="let locations with no documents delete every stored document of the source "
+                             "(refused otherwise)")
     ingest.set_defaults(run=_ingest)
 
     finetune = commands.add_parser(
@@ -134,6 +137,7 @@ def _ingest(args) -> int:
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
+            allow_empty=args.prune_all,
         )
     print(json.dumps(result.to_dict()))
     return 0

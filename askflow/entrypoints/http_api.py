@@ -13,20 +13,23 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import BaseConverter, Map, Rule
 
-from askflow.domain.errors import AskflowError, Conflict, InvalidInput, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+ASKER_TOKEN = "X-Asker-Token"  # who asked (the web page keeps one per browser): follow-ups and ratings need it
 
 
 class RequestIdConverter(BaseConverter):
-    regex = r"[A-Za-z0-9_-]{1,64}"
+    """A request id as the stores can hold it: never Firestore's reserved ``__...__`` (no route: 404)."""
+
+    regex = r"(?!__[A-Za-z0-9_-]*__(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{1,64}"
 
 
 ROUTES = Map(
@@ -71,8 +74,12 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
             status, body = 404, {"error": f"no route {request.method} {request.path}"}
         else:
             status, body = _ENDPOINTS[endpoint](request, components, **arguments)
+    except TooLarge as error:
+        status, body = 413, {"error": str(error)}
     except InvalidInput as error:
         status, body = 400, {"error": str(error)}
+    except Forbidden as error:
+        status, body = 403, {"error": str(error)}
     except NotFound as error:
         status, body = 404, {"error": str(error)}
     except Conflict as error:
@@ -94,18 +101,20 @@ def _feed(request, components) -> tuple[int, dict[str, Any]]:
 
 
 def _ask(request, components) -> tuple[int, dict[str, Any]]:
-    queued = handlers.submit_question(_parse(request, AskQuestion), requests=components.requests,
-                                      events=components.events, settings=components.settings)
-    return 202, {"request_id": queued.request_id, "status": queued.status.value}
+    queued, token = handlers.submit_question(_parse(request, AskQuestion), requests=components.requests,
+                                             events=components.events, settings=components.settings,
+                                             asker_token=request.headers.get(ASKER_TOKEN))
+    return 202, {"request_id": queued.request_id, "status": queued.status.value, "asker_token": token}
 
 
 def _read(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
     stored = handlers.get_request(request_id, requests=components.requests, settings=components.settings)
-    return 200, stored.model_dump(mode="json", exclude_none=True)
+    return 200, stored.model_dump(mode="json", exclude_none=True, include=handlers.PUBLIC_FIELDS)
 
 
 def _rate(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
-    return 200, handlers.rate_answer(request_id, _parse(request, RateAnswer), requests=components.requests)
+    return 200, handlers.rate_as_asker(request_id, _parse(request, RateAnswer), requests=components.requests,
+                                       asker_token=request.headers.get(ASKER_TOKEN))
 
 
 _ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}
@@ -134,15 +143,26 @@ def _authenticated(request, settings) -> bool:
     return hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode())
 
 
+def read_body(request, limit: int) -> bytes:
+    """The body, read with a cap whether its length was declared or it came in chunks: past ``limit`` bytes
+    reading stops (``TooLarge``), so a 100 MB upload never reaches memory."""
+    request.max_content_length = limit
+    try:
+        return request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise TooLarge(f"body larger than {limit} bytes") from None
+
+
 def _parse(request, model):
     if request.mimetype != "application/json":
         raise InvalidInput("Content-Type must be application/json")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = read_body(request, MAX_BODY_BYTES)
     try:
-        payload = json.loads(request.get_data(cache=True) or b"")
+        payload = json.loads(body or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput(f"body is not valid JSON: {error}") from error
+    except RecursionError:
+        raise InvalidInput("body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise InvalidInput("body must be a JSON object")
     try:

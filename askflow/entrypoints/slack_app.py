@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
-from askflow.domain.errors import ConfigurationError, Duplicate
+from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge
 from askflow.domain.model import SlackThread
+from askflow.entrypoints.http_api import read_body
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
+MAX_SLACK_BODY_BYTES = 256 * 1024  # Slack's events and clicks are a few kB
+STORABLE_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,128}$")  # a request id a click may name
 
 
 def build_app(components):
@@ -66,8 +70,15 @@ def build_app(components):
     def rate(positive: bool):
         def handler(ack, body, action):
             ack()
-            handlers.rate_answer(action["value"], RateAnswer(positive=positive, rater=f"slack-{body['user']['id']}"),
-                                 requests=components.requests)
+            user = re.sub(r"[^A-Za-z0-9_-]", "_", str((body.get("user") or {}).get("id", "")))[:64]
+            if not _storable_id(action.get("value")) or not user:
+                log.info("Slack rating ignored: no request id or no user in the click")
+                return
+            try:
+                handlers.rate_answer(action["value"], RateAnswer(positive=positive), requests=components.requests,
+                                     rater=f"slack-{user}")
+            except (NotFound, Conflict) as error:  # a click for an unknown or unanswered request: acknowledged
+                log.info("Slack rating ignored: %s", error)
 
         return handler
 
@@ -76,7 +87,7 @@ def build_app(components):
         """The question of an answer served from the cache, asked again in its thread and answered anew; a second
         click maps to the same request."""
         ack()
-        served = components.requests.get(action["value"])
+        served = components.requests.get(str(action.get("value", ""))) if _storable_id(action.get("value")) else None
         if served is None or served.slack is None:
             return
         try:
@@ -92,13 +103,26 @@ def build_app(components):
     return app
 
 
+def _storable_id(value) -> bool:
+    return isinstance(value, str) and bool(STORABLE_ID.match(value))
+
+
 def handle(request, app):
-    """Bolt's handler, after refusing bodies Bolt would crash on (a signed but broken JSON body is a 400)."""
+    """Bolt's handler, after refusing what Bolt would crash on: a body past ``MAX_SLACK_BODY_BYTES`` (413), a
+    timestamp that is not a number (401, as any bad signature), a signed but broken JSON body (400)."""
     from slack_bolt.adapter.google_cloud_functions import SlackRequestHandler
 
-    if request.method == "POST" and request.mimetype == "application/json":
+    headers = {"Content-Type": "application/json"}
+    if request.method == "POST":
         try:
-            json.loads(request.get_data(cache=True) or b"")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return json.dumps({"error": "body is not valid JSON"}), 400, {"Content-Type": "application/json"}
+            body = read_body(request, MAX_SLACK_BODY_BYTES)
+        except TooLarge as error:
+            return json.dumps({"error": str(error)}), 413, headers
+        if not request.headers.get("X-Slack-Request-Timestamp", "").strip().isdigit():
+            return json.dumps({"error": "missing or bad X-Slack-Request-Timestamp"}), 401, headers
+        if request.mimetype == "application/json":
+            try:
+                json.loads(body or b"")
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                return json.dumps({"error": "body is not valid JSON"}), 400, headers
     return SlackRequestHandler(app).handle(request)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ports import Embeddings, VectorStore
@@ -50,11 +51,14 @@ def index_documents(
     batch_chunks: int = 256,
     answers_source: str | None = None,
     scope: str | None = None,
+    allow_empty: bool = False,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
     :param scope: the doc-id prefix that ``documents`` cover completely (default: the whole source), so that one
         Slack channel's run prunes only that channel.
+    :param allow_empty: let no documents at all prune every stored one of the scope. Otherwise that is refused:
+        an empty listing is far more often a wrong path or an outage than a source that was emptied on purpose.
     """
     scope = scope or f"{source}:"
     if not scope.startswith(f"{source}:"):
@@ -101,6 +105,7 @@ def index_documents(
     flush()
 
     if prune:
+        refuse_empty_listing(result.documents_seen, stored, scope=scope, allow_empty=allow_empty)
         pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
     if result.changed:
@@ -109,6 +114,12 @@ def index_documents(
         store.finalize_writes()
     log.info("indexed source %s: %s", source, result.to_dict())
     return result
+
+
+def refuse_empty_listing(listed: int, stored: dict[str, str], *, scope: str, allow_empty: bool) -> None:
+    if not listed and stored and not allow_empty:
+        raise InvalidInput(f"no documents found for {scope!r}, which holds {len(stored)} stored documents: refusing "
+                           "to delete them all (to empty it on purpose, allow an empty listing: --prune-all)")
 
 
 def prune_documents(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from askflow.ingest.chunking import ChunkingStrategy
-from askflow.ingest.indexing import index_documents, invalidate_answers, prune_documents
+from askflow.ingest.indexing import index_documents, invalidate_answers, prune_documents, refuse_empty_listing
 from askflow.ingest.sources.github_issues import load_repo_issues
 from askflow.ingest.sources.slack import load_channel_threads
 from askflow.ports import DocsLocation, Embeddings, VectorStore
@@ -31,11 +31,15 @@ def index_batch(location: DocsLocation, relative_paths: list[str], *, store: Vec
 
 
 def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings, source: str,
-                       answers_source: str) -> dict[str, Any]:
+                       answers_source: str, allow_empty: bool = False) -> dict[str, Any]:
     """Delete what the source no longer has, drop the stored answers whose cited sources changed, then refresh the
-    store's derived statistics."""
+    store's derived statistics. An empty listing of a source with stored documents fails (``allow_empty``)."""
     store.ensure_collection(embeddings.dimension)
-    documents, chunks = prune_documents(store, scope=f"{source}:", keep={f"{source}:{p}" for p in relative_paths})
+    scope = f"{source}:"
+    stored = store.document_fingerprints(prefix=scope)
+    refuse_empty_listing(len(relative_paths), stored, scope=scope, allow_empty=allow_empty)
+    documents, chunks = prune_documents(store, scope=scope, keep={f"{source}:{p}" for p in relative_paths},
+                                        stored=stored)
     invalidated = invalidate_answers(store, answers_source=answers_source)
     store.finalize_writes()
     return {"documents_pruned": documents, "chunks_deleted": chunks, "answers_invalidated": invalidated}

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+RESERVED_ID = re.compile(r"^__.*__$")  # Firestore's reserved document ids
+
+
+def _not_reserved(identifier: str) -> str:
+    if RESERVED_ID.match(identifier):
+        raise ValueError("ids of the form __...__ are reserved")
+    return identifier
+
+
+def _storable(text: str) -> str:
+    """Text a store can hold: no NUL byte, no lone surrogate (JSON's "\ud800" decodes to one)."""
+    if "\x00" in text:
+        raise ValueError("contains a NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate (not a character)") from None
+    return text
+
+
+StorableText = Annotated[StrictStr, AfterValidator(_storable)]
+#: an id the stores can hold: letters, digits, "_" and "-", never Firestore's reserved ``__...__``
+Identifier = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$"), AfterValidator(_not_reserved)]
 
 
 class AskQuestion(BaseModel):
@@ -10,16 +37,16 @@ class AskQuestion(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: StrictStr = Field(min_length=1)
-    thread_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    question: StorableText = Field(min_length=1)
+    thread_id: Identifier | None = None
     fresh: StrictBool = False  # answer anew, even when a verified earlier answer matches
 
 
 class RateAnswer(BaseModel):
-    """``POST /requests/{id}/feedback`` body. ``rater`` identifies the person (a browser id, a Slack user id)."""
+    """``POST /requests/{id}/feedback`` body. Who rates is never the caller's to say: the server derives it (the
+    asker's token, the Slack user)."""
 
     model_config = ConfigDict(extra="forbid")
 
     positive: StrictBool
-    comment: str | None = Field(default=None, max_length=2000)
-    rater: str = Field(default="anonymous", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    comment: StorableText | None = Field(default=None, max_length=2000)

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import secrets
 import uuid
 from typing import Any, Protocol
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
-from askflow.domain.errors import AskflowError, Conflict, InvalidInput, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound
 from askflow.domain.messages import QuestionQueued
-from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread
+from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, token_sha
 from askflow.ports import EventBus, RequestStore
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 
 FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "created_at", "mode"})
+#: what ``GET /requests/{id}`` shows: the question, its answer and its times; never ratings, raters, comments,
+#: grades, Slack users and channels, the asker's token or the worker's attempts
+PUBLIC_FIELDS = frozenset({
+    "request_id", "question", "thread_id", "status", "error", "answer", "sources", "mode", "queries", "models",
+    "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity", "created_at",
+    "published_at", "received_at", "claimed_at", "completed_at"})
+ASKER = "asker"  # the rater of a web or API request: whoever holds its asker token
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 
 
 class Answers(Protocol):
@@ -36,26 +46,41 @@ class SlackThreads(Protocol):
 
 def submit_question(
     command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings,
-    request_id: str | None = None, slack: SlackThread | None = None,
-) -> Request:
-    """Store and queue a question. A caller with its own idempotency key (Slack's event id) passes it as
-    ``request_id``: a second submission then raises ``Duplicate`` and queues nothing."""
+    request_id: str | None = None, slack: SlackThread | None = None, asker_token: str | None = None,
+) -> tuple[Request, str | None]:
+    """Store and queue a question; returns it with the asker's token (``None`` for Slack, whose threads Slack
+    itself binds). A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
+    submission then raises ``Duplicate`` and queues nothing.
+
+    A web or API question is bound to its asker by a token: the caller's own (``asker_token``, 22-128 URL-safe
+    characters, a browser keeps one), or a new one. A follow-up (``thread_id``) is accepted only with the token of
+    whoever started the thread; otherwise the thread is "not found", and nothing of it reaches an answer.
+    """
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
     question = command.question.strip()
     if not question:
         raise InvalidInput("question: must not be blank")
+    if asker_token is not None and not _TOKEN.match(asker_token):
+        raise InvalidInput("asker token: 22 to 128 letters, digits, '_' or '-'")
+    if slack is None:
+        asker_token = asker_token or secrets.token_urlsafe(24)
+        if command.thread_id is not None:
+            root = requests.get(command.thread_id)
+            if root is None or not root.asked_by(asker_token):
+                raise NotFound(f"no thread {command.thread_id} of this asker")
     request_id = request_id or uuid.uuid4().hex
     now = utcnow()
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
-                      created_at=now, updated_at=now, slack=slack, fresh=command.fresh)
+                      created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
+                      asker_sha=token_sha(asker_token) if asker_token else None)
     requests.create(request)
     try:
         events.publish(settings.questions_topic, QuestionQueued(request_id=request_id))
     except Exception as error:
         requests.finish(request.failed("could not queue the question"))
         raise AskflowError("could not queue the question") from error
-    return request
+    return request, asker_token
 
 
 def get_request(request_id: str, *, requests: RequestStore, settings: Settings) -> Request:
@@ -147,15 +172,28 @@ def requeue_unfinished(*, requests: RequestStore, events: EventBus, settings: Se
     return summary
 
 
-def rate_answer(request_id: str, command: RateAnswer, *, requests: RequestStore) -> dict[str, Any]:
-    """One rating per request and rater: a later rating replaces the earlier one."""
+def rate_answer(request_id: str, command: RateAnswer, *, requests: RequestStore, rater: str) -> dict[str, Any]:
+    """One rating per request and rater, the rater derived by the caller's edge (a Slack user id): a later rating
+    replaces the earlier one."""
     rating = Rating(positive=command.positive, comment=command.comment, at=utcnow())
-    request = requests.rate(request_id, command.rater, rating)
+    request = requests.rate(request_id, rater, rating)
     if request is None:
         raise NotFound(f"no request {request_id}")
     if request.status is not RequestStatus.COMPLETE:
         raise Conflict(f"request {request_id} is {request.status.value}: only answered requests can be rated")
-    return {"request_id": request_id, "rater": command.rater, "positive": command.positive}
+    return {"request_id": request_id, "positive": command.positive}
+
+
+def rate_as_asker(request_id: str, command: RateAnswer, *, requests: RequestStore,
+                  asker_token: str | None) -> dict[str, Any]:
+    """A web or API rating: only whoever asked may rate, once (a later rating replaces theirs), so no number of
+    made-up raters can move a grade."""
+    request = requests.get(request_id)
+    if request is None:
+        raise NotFound(f"no request {request_id}")
+    if not request.asked_by(asker_token):
+        raise Forbidden("only whoever asked may rate an answer (send the asker token as X-Asker-Token)")
+    return rate_answer(request_id, command, requests=requests, rater=ASKER)
 
 
 def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> list[Request]:
