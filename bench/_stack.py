@@ -28,11 +28,16 @@ def summary_ms(values: list[float]) -> dict:
             "mean_ms": round(statistics.fmean(values), 1)}
 
 
-def post_json(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+def post_json(url: str, payload: dict, *, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"} | ({"X-Asker-Token": token} if token else {})
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
+
+
+def rate(api_url: str, request_id: str, payload: dict, *, token: str) -> dict:
+    """Rate as the asker: ``token`` is the one the question was asked with."""
+    return post_json(f"{api_url}requests/{request_id}/feedback", payload, token=token)
 
 
 def get_json(url: str) -> dict:
@@ -40,9 +45,10 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
-def ask_and_wait(api_url: str, question: str, *, poll_s: float = 0.01, timeout_s: float = 120) -> tuple[dict, float]:
+def ask_and_wait(api_url: str, question: str, *, poll_s: float = 0.01, timeout_s: float = 120,
+                 token: str | None = None) -> tuple[dict, float]:
     started = time.perf_counter()
-    request_id = post_json(f"{api_url}requests", {"question": question})["request_id"]
+    request_id = post_json(f"{api_url}requests", {"question": question}, token=token)["request_id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         record = get_json(f"{api_url}requests/{request_id}")

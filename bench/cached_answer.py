@@ -11,10 +11,11 @@ import os
 import random
 import time
 
-from _stack import DOCS, ask_and_wait, post_json, summary_ms, temp_data_dir
+from _stack import DOCS, ask_and_wait, rate, summary_ms, temp_data_dir
 
 from askflow.domain.model import RequestStatus
 
+BENCH_TOKEN = "bench-asker-token-0123456789"
 QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "Where do connections come from?",
              "What is an XCom backend?", "How is a DAG scheduled?"]
 
@@ -47,9 +48,9 @@ def main(rounds: int = 8) -> dict:
         wire.latency_s = 0.5
         earlier = {}
         for question in QUESTIONS:  # asked once, rated 👍, graded: verified answers
-            record, _ = ask_and_wait(api.url, question)
+            record, _ = ask_and_wait(api.url, question, token=BENCH_TOKEN)
             assert record["status"] == RequestStatus.COMPLETE, record
-            post_json(f"{api.url}requests/{record['request_id']}/feedback", {"positive": True})
+            rate(api.url, record["request_id"], {"positive": True}, token=BENCH_TOKEN)
             earlier[question] = record["request_id"]
         with bootstrap(settings) as c:
             events = [GradingDue(request_id=r, revision=c.requests.get(r).revision()) for r in earlier.values()]

@@ -22,8 +22,13 @@ DOCS = Path(__file__).parent / "data" / "docs"
 COLLECTION = "ask_path_docs"
 
 
-def call(method: str, url: str, body: bytes | None = None, content_type: str = "application/json"):
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+ASKER_TOKENS: dict[str, str] = {}  # request id -> the token its ask answered with
+
+
+def call(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
+         headers: dict[str, str] | None = None):
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.load(response)
@@ -31,11 +36,20 @@ def call(method: str, url: str, body: bytes | None = None, content_type: str = "
         return error.code, json.load(error)
 
 
-def ask(api_url: str, question: str) -> str:
-    status, body = call("POST", f"{api_url}requests", json.dumps({"question": question}).encode())
+def ask(api_url: str, question: str, *, token: str | None = None, **fields) -> str:
+    status, body = call("POST", f"{api_url}requests", json.dumps({"question": question, **fields}).encode(),
+                        headers={"X-Asker-Token": token} if token else None)
     assert status == 202, body
     assert body["status"] == RequestStatus.PENDING
+    ASKER_TOKENS[body["request_id"]] = body["asker_token"]
     return body["request_id"]
+
+
+def rate(api_url: str, request_id: str, body: dict | bytes, *, token: str | None = None):
+    """Rate as the asker (their token, unless another is given)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call("POST", f"{api_url}requests/{request_id}/feedback", data,
+                headers={"X-Asker-Token": token if token is not None else ASKER_TOKENS.get(request_id, "")})
 
 
 def wait_terminal(api_url: str, request_id: str, timeout_s: float = 120) -> dict:
@@ -154,7 +168,10 @@ def test_duplicate_delivery_answers_once(llm_api, wire, local_stack):
     _, again = call("GET", f"{llm_api}requests/{request_id}")
     assert again["completed_at"] == first["completed_at"]
     assert again["answer"] == first["answer"]
-    assert again["attempts"] == 1
+    from google.cloud import firestore
+
+    stored = firestore.Client(project="askflow-test").collection("requests").document(request_id).get().to_dict()
+    assert stored["attempts"] == 1  # kept on the server: the public view does not show it
     assert len([c for c in wire.calls if c["path"].endswith("/chat/completions")]) == 2
 
 
@@ -191,41 +208,107 @@ def test_unknown_request_is_a_404_and_wrong_method_a_405(extractive_api):
     assert status == 404
 
 
-def test_feedback_is_one_rating_per_rater_stored_on_the_request(extractive_api):
+def test_feedback_is_one_rating_by_the_asker_stored_on_the_request(extractive_api):
     from google.cloud import firestore
 
     from askflow.adapters.firestore_requests import FirestoreRequestStore
     from askflow.domain.clock import utcnow
-    from askflow.domain.model import Request
+    from askflow.domain.model import Request, token_sha
 
     # stored but never queued: it stays pending, and rating waits for the answer
     store = FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection="requests")
-    unanswered = Request(request_id=f"unanswered-{time.time_ns()}", question="How do pools work?", created_at=utcnow())
+    token = "pending-asker-token-0123456789"
+    unanswered = Request(request_id=f"unanswered-{time.time_ns()}", question="How do pools work?", created_at=utcnow(),
+                         asker_sha=token_sha(token))
     store.create(unanswered)
-    status, payload = call("POST", f"{extractive_api}requests/{unanswered.request_id}/feedback", b'{"positive": true}')
+    status, payload = rate(extractive_api, unanswered.request_id, {"positive": True}, token=token)
     assert status == 409 and "only answered requests" in payload["error"]
-    assert call("GET", f"{extractive_api}requests/{unanswered.request_id}")[1]["ratings"] == {}
+    assert store.get(unanswered.request_id).ratings == {}
 
     request_id = ask(extractive_api, "How do tasks push an XCom?")
     assert wait_terminal(extractive_api, request_id)["status"] == RequestStatus.COMPLETE
+    for forged in ("", "someone-else-entirely-0123456789"):  # no token, another asker's: refused, nothing stored
+        status, payload = rate(extractive_api, request_id, {"positive": False}, token=forged)
+        assert status == 403 and "only whoever asked" in payload["error"]
+    assert rate(extractive_api, request_id, {"positive": True})[0] == 200
+    assert rate(extractive_api, request_id, {"positive": False, "comment": "missing the example"})[0] == 200
+    stored = store.get(request_id)
+    assert set(stored.ratings) == {"asker"} and stored.ratings["asker"].positive is False
+    assert stored.ratings["asker"].comment == "missing the example"
 
-    def rate(body):
-        return call("POST", f"{extractive_api}requests/{request_id}/feedback", json.dumps(body).encode())
-
-    assert rate({"positive": True, "rater": "ana"})[0] == 200
-    assert rate({"positive": False, "comment": "missing the example", "rater": "ana"})[0] == 200
-    assert rate({"positive": True, "rater": "bo"})[0] == 200
-    stored = firestore.Client(project="askflow-test").collection("requests").document(request_id).get().to_dict()
-    assert stored["ratings"]["ana"]["positive"] is False
-    assert stored["ratings"]["ana"]["comment"] == "missing the example"
-    assert stored["ratings"]["bo"]["positive"] is True
-
-    assert call("POST", f"{extractive_api}requests/nope/feedback", b'{"positive": true}')[0] == 404
+    assert rate(extractive_api, "nope", {"positive": True})[0] == 404
     bad_bodies = (b'{"positive": "yes"}', b'{}', b'{"positive": true, "stars": 5}',
-                  b'{"positive": true, "rater": "a.b"}')
+                  b'{"positive": true, "rater": "bo"}', b'{"positive": true, "comment": "nul \\u0000 byte"}')
     for bad in bad_bodies:
-        status, payload = call("POST", f"{extractive_api}requests/{request_id}/feedback", bad)
+        status, payload = rate(extractive_api, request_id, bad)
         assert status == 400, bad
+
+
+def test_a_request_shows_only_its_public_view(extractive_api):
+    request_id = ask(extractive_api, "Where are connections stored?")
+    wait_terminal(extractive_api, request_id)
+    assert rate(extractive_api, request_id, {"positive": True, "comment": "my email is ana@example.com"})[0] == 200
+    status, record = call("GET", f"{extractive_api}requests/{request_id}")
+    assert status == 200 and record["answer"] and record["sources"] and record["completed_at"]
+    for private in ("ratings", "rated_at", "grade", "is_good", "grade_reason", "slack", "attempts", "asker_sha",
+                    "asker_token"):
+        assert private not in record
+    assert "ana@example.com" not in json.dumps(record)
+
+
+def test_a_thread_is_continued_only_with_its_askers_token(extractive_api):
+    first = ask(extractive_api, "How do tasks pull an XCom value?")
+    wait_terminal(extractive_api, first)
+    status, payload = call("POST", f"{extractive_api}requests", json.dumps(
+        {"question": "What did they ask?", "thread_id": first}).encode())
+    assert status == 404 and "no thread" in payload["error"]
+    status, payload = call("POST", f"{extractive_api}requests", json.dumps(
+        {"question": "What did they ask?", "thread_id": first}).encode(),
+        headers={"X-Asker-Token": "an-attackers-own-token-0123456789"})
+    assert status == 404
+    follow_up = ask(extractive_api, "And how does a task push one?", thread_id=first, token=ASKER_TOKENS[first])
+    record = wait_terminal(extractive_api, follow_up)
+    assert record["thread_id"] == first and record["context_turns"] == 1
+    assert ASKER_TOKENS[follow_up] == ASKER_TOKENS[first]
+
+
+@pytest.mark.parametrize("body", [
+    {"question": "nul \u0000 inside"},
+    {"question": "lone \ud800 surrogate"},
+    {"question": "q?", "thread_id": "__reserved__"},
+    {"question": "q?", "thread_id": "a/b"},
+])
+def test_text_and_ids_the_stores_cannot_hold_are_a_400(extractive_api, body):
+    status, payload = call("POST", f"{extractive_api}requests", json.dumps(body).encode())
+    assert status == 400 and payload["error"]
+
+
+def test_reserved_ids_deep_nesting_and_huge_chunked_bodies_are_4xx(extractive_api):
+    import http.client
+    import urllib.parse
+
+    assert call("GET", f"{extractive_api}requests/__reserved__")[0] == 404
+    assert call("POST", f"{extractive_api}requests/__x__/feedback", b'{"positive": true}')[0] == 404
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, payload = call("POST", f"{extractive_api}requests", deep)
+    assert status in (400, 413) and payload["error"]
+
+    url = urllib.parse.urlsplit(extractive_api)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    connection.putrequest("POST", "/requests")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    piece = b"x" * 65536
+    try:
+        for _ in range(1600):  # 100 MB, unless the server stops reading first
+            connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        connection.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed after its cap: what a client sees of a 413
+    response = connection.getresponse()
+    assert response.status == 413 and "larger than" in json.loads(response.read())["error"]
+    connection.close()
 
 
 def test_homepage_feed_lists_only_good_answers_newest_first(extractive_api):

@@ -23,7 +23,7 @@ from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 from askflow.service_layer.evaluation import grade_events
 from tests.support.dag_runner import run_dag
-from tests.test_ask_path import ask, call, wait_terminal
+from tests.test_ask_path import ask, call, rate, wait_terminal
 
 DOCS = Path(__file__).parent / "data" / "docs"
 PROJECT = "askflow-test"
@@ -85,7 +85,7 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     private_id = ask(api, "My password=hunter2secret fails; how do I define a connection in an environment variable?")
     for request_id in (good_id, private_id):
         assert wait_terminal(api, request_id)["status"] == RequestStatus.COMPLETE
-    status, _ = call("POST", f"{api}requests/{good_id}/feedback", b'{"positive": true, "rater": "ana"}')
+    status, _ = rate(api, good_id, {"positive": True})
     assert status == 200
     _wait_for_queue(settings, expected=2)
 

@@ -167,7 +167,8 @@ def test_a_pubsub_emulator_restart_loses_no_request(local_stack, indexed, pg_url
         assert status == 200 and summary == {"requeued": 5, "timed_out": 1, "still_answering": 0}
         records = [wait_terminal(api.url, i) for i in waiting]
         assert [r["status"] for r in records] == [RequestStatus.COMPLETE] * 5
-        assert all(r["attempts"] == 1 for r in records)
+        stored = firestore.Client(project=settings.project_id).collection(settings.requests_collection)
+        assert all(stored.document(i).get().to_dict()["attempts"] == 1 for i in waiting)
         status, late_record = call("GET", f"{api.url}requests/{late}")
         assert status == 200 and late_record["status"] == RequestStatus.FAILED and late_record["error"] == "timed out"
         status, again = call("POST", sweep.url, b"")

@@ -69,7 +69,7 @@ def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
     request_id = answer.get_attribute("data-request-id")
     stored = firestore.Client(project="askflow-test").collection("requests").document(request_id).get().to_dict()
     (rater, rating), = stored["ratings"].items()
-    assert rater.startswith("web-") and rating["positive"] is True and rating["comment"] == "clear and short"
+    assert rater == "asker" and rating["positive"] is True and rating["comment"] == "clear and short"
 
     follow_up = page.get_by_label("Follow-up question")
     follow_up.fill("And how does a task push one?")
@@ -81,23 +81,17 @@ def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
 
 
 def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_request(page, web_api, pg_url):
-    import json
-    import urllib.request
-
     from playwright.sync_api import expect
 
     from askflow.bootstrap import Components
     from askflow.domain.messages import GradingDue
     from askflow.service_layer.evaluation import grade_events
-    from tests.test_ask_path import ask, wait_terminal
+    from tests.test_ask_path import ask, rate, wait_terminal
 
     question = "How does catchup create runs for missed intervals?"
     earlier = ask(web_api, question)
     assert wait_terminal(web_api, earlier)["mode"] == "extractive"
-    rating = urllib.request.Request(f"{web_api}requests/{earlier}/feedback", method="POST",
-                                    data=json.dumps({"positive": True}).encode(),
-                                    headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(rating).close()
+    assert rate(web_api, earlier, {"positive": True})[0] == 200
     with Components(_settings(pg_url, "web")) as c:  # the evaluation DAG's grading step, run here
         revision = c.requests.get(earlier).revision()
         run = grade_events([GradingDue(request_id=earlier, revision=revision)], requests=c.requests,

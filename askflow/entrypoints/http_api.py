@@ -90,7 +90,16 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     except Exception:
         log.exception("unexpected error")
         status, body = 500, {"error": "internal error"}
+    if status == 413:
+        return unread_body_response(body, headers)
     return json.dumps(body), status, headers
+
+
+def unread_body_response(body: dict[str, Any], headers: dict[str, str]):
+    """A 413 whose body is an iterator: functions-framework drains the request body after every response that is
+    not streamed (``read_request``), which would read the rest of a 100 MB upload, or fail on the cap just hit.
+    The connection closes instead."""
+    return iter([json.dumps(body)]), 413, headers | {"Connection": "close"}
 
 
 def _feed(request, components) -> tuple[int, dict[str, Any]]:
@@ -145,7 +154,16 @@ def _authenticated(request, settings) -> bool:
 
 def read_body(request, limit: int) -> bytes:
     """The body, read with a cap whether its length was declared or it came in chunks: past ``limit`` bytes
-    reading stops (``TooLarge``), so a 100 MB upload never reaches memory."""
+    reading stops (``TooLarge``), so a 100 MB upload never reaches memory.
+
+    A chunked body is read from the server's own input stream (gunicorn de-chunks it): werkzeug reads a body of
+    no declared length only from servers that say they end the stream (``wsgi.input_terminated``), which gunicorn
+    does not, so through it a chunked body would read as empty."""
+    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"body larger than {limit} bytes")
+        return data
     request.max_content_length = limit
     try:
         return request.get_data(cache=True)

@@ -14,7 +14,7 @@ import re
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge
 from askflow.domain.model import SlackThread
-from askflow.entrypoints.http_api import read_body
+from askflow.entrypoints.http_api import read_body, unread_body_response
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
@@ -117,7 +117,7 @@ def handle(request, app):
         try:
             body = read_body(request, MAX_SLACK_BODY_BYTES)
         except TooLarge as error:
-            return json.dumps({"error": str(error)}), 413, headers
+            return unread_body_response({"error": str(error)}, headers)
         if not request.headers.get("X-Slack-Request-Timestamp", "").strip().isdigit():
             return json.dumps({"error": "missing or bad X-Slack-Request-Timestamp"}), 401, headers
         if request.mimetype == "application/json":

@@ -61,7 +61,7 @@ def evaluate_feedback(
             continue
         cited = {source.doc_id for source in cited_sources(request)}
         liked = bool(cited & {f"{EVAL_SOURCE}:{page}" for page in row["gold"]})
-        handlers.rate_answer(request.request_id, RateAnswer(positive=liked, rater="eval"), requests=requests)
+        handlers.rate_answer(request.request_id, RateAnswer(positive=liked), requests=requests, rater="eval")
         rated_up += liked
         due.append(GradingDue(request_id=request.request_id, revision=requests.get(request.request_id).revision()))
         if number % 10 == 0 or number == len(feedback):

@@ -3,14 +3,15 @@
   "use strict";
   const api = (path) => `${document.baseURI.replace(/\/$/, "")}/${path.replace(/^\//, "")}`;
   const $ = (id) => document.getElementById(id);
-  const rater = localStorage.getItem("askflow-rater") || `web-${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
-  localStorage.setItem("askflow-rater", rater);
+  // This browser's asker token: it continues its own threads and rates its own answers, and nobody else's.
+  const askerToken = localStorage.getItem("askflow-asker-token") || crypto.randomUUID().replace(/-/g, "");
+  localStorage.setItem("askflow-asker-token", askerToken);
   let threadId = null;
 
   async function call(method, path, body) {
     const response = await fetch(api(path), {
       method,
-      headers: body ? { "Content-Type": "application/json" } : {},
+      headers: { "X-Asker-Token": askerToken, ...(body ? { "Content-Type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
     let payload = {};
@@ -128,7 +129,7 @@
     const status = node.querySelector(".rating-status");
     const comment = node.querySelector(".comment").value.trim();
     try {
-      await call("POST", `requests/${requestId}/feedback`, { positive, rater, ...(comment ? { comment } : {}) });
+      await call("POST", `requests/${requestId}/feedback`, { positive, ...(comment ? { comment } : {}) });
       status.textContent = positive ? "Thanks — glad it helped." : "Thanks — we will use this to improve.";
     } catch (error) {
       status.textContent = `Could not save the rating: ${error.message}`;
