@@ -167,6 +167,33 @@ def test_an_answer_from_the_cache_offers_a_fresh_one_and_the_button_asks_again(b
     assert len(posted) == 1
 
 
+def test_malformed_signed_inputs_are_acknowledged_or_a_400_never_a_500(bot):
+    status, _, _ = post(bot, event("Ev-ts", "hi"), headers={"X-Slack-Request-Timestamp": "not-a-number"})
+    assert status == 401  # before anything else reads the body
+    malformed_events = [
+        {"type": "event_callback", "event_id": "Ev-m1", "team_id": "T1"},  # no event at all
+        {"type": "event_callback", "event_id": "Ev-m2", "event": {"type": "app_mention", "text": "<@UBOT> hi"}},
+        {"type": "event_callback", "event_id": "Ev-m3", "event": {"type": "app_mention", "channel": "C9",
+                                                                   "ts": "1.2", "text": ["not", "text"]}},
+        {"type": "event_callback", "event_id": "Ev-m4", "event": {"type": "message", "channel_type": "im",
+                                                                   "channel": "D1", "ts": "1.3", "text": "\u0000"}},
+    ]
+    for body in malformed_events:
+        status, text, _ = post(bot, json.dumps(body).encode())
+        assert status < 500, (body, status, text)
+    for value in ("no-such-request", "__reserved__", None, 7):
+        payload = {"type": "block_actions", "user": {"id": "U7"}, "team": {"id": "T1"}, "api_app_id": "A1",
+                   "token": "t", "trigger_id": "1.4", "container": {"type": "message"}, "channel": {"id": "C9"},
+                   "actions": [{"type": "button", "action_id": action, "block_id": "b", "value": value,
+                                "action_ts": str(time.time())} for action in
+                               ("askflow_rate_up", "askflow_fresh")]}
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        status, text, _ = post(bot, body, content_type="application/x-www-form-urlencoded")
+        assert status == 200, (value, status, text)
+    status, _, _ = post(bot, b"[" * 100_000 + b"]" * 100_000)
+    assert status in (400, 413)
+
+
 def test_unknown_event_type_and_malformed_json(bot):
     unknown = json.dumps({"type": "event_callback", "event_id": "Ev-4", "team_id": "T1",
                           "event": {"type": "reaction_added", "user": "U1"}}).encode()

@@ -11,6 +11,8 @@ import json
 import logging
 import re
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge
 from askflow.domain.model import SlackThread
@@ -40,23 +42,29 @@ def build_app(components):
     replies = components.slack_replies
 
     def queue(event: dict, body: dict) -> None:
-        question = question_text(event.get("text", ""))
-        if not question:
+        """A mention or a direct message becomes a queued request; one that is not a well-formed message (a
+        signed request can still be malformed) is acknowledged and dropped, with a log line."""
+        try:
+            message = SlackMessage.model_validate({**event, "event_id": body.get("event_id")})
+            command = AskQuestion(question=question_text(message.text)[: settings.max_question_chars] or " ",
+                                  thread_id=f"slack-{message.channel}-{message.thread}".replace(".", "_"))
+        except ValidationError as error:
+            log.warning("Slack event dropped, not a message askflow can answer: %s",
+                        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
             return
-        thread_ts = event.get("thread_ts") or event["ts"]
+        if not command.question.strip():
+            return
         try:
             handlers.submit_question(
-                AskQuestion(question=question[: settings.max_question_chars],
-                            thread_id=f"slack-{event['channel']}-{thread_ts}".replace(".", "_")),
-                requests=components.requests, events=components.events, settings=settings,
-                request_id=f"slack-{body['event_id']}",
-                slack=SlackThread(channel=event["channel"], ts=event["ts"], thread_ts=thread_ts,
-                                  user=event.get("user"), in_thread="thread_ts" in event),
+                command, requests=components.requests, events=components.events, settings=settings,
+                request_id=f"slack-{message.event_id}",
+                slack=SlackThread(channel=message.channel, ts=message.ts, thread_ts=message.thread,
+                                  user=message.user, in_thread=message.thread_ts is not None),
             )
         except Duplicate:
-            log.info("Slack event %s already queued (a retry)", body["event_id"])
+            log.info("Slack event %s already queued (a retry)", message.event_id)
             return
-        replies.mark(event["channel"], event["ts"], add=WORKING)
+        replies.mark(message.channel, message.ts, add=WORKING)
 
     @app.event("app_mention")
     def on_mention(event, body):
@@ -101,6 +109,23 @@ def build_app(components):
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))
     return app
+
+
+class SlackMessage(BaseModel):
+    """The fields of a Slack message event that askflow reads, checked: Slack ids, timestamps and text."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    channel: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ts: str = Field(pattern=r"^\d{1,12}\.\d{1,8}$")
+    thread_ts: str | None = Field(default=None, pattern=r"^\d{1,12}\.\d{1,8}$")
+    text: StrictStr = ""
+    user: str | None = Field(default=None, max_length=64)
+
+    @property
+    def thread(self) -> str:
+        return self.thread_ts or self.ts
 
 
 def _storable_id(value) -> bool:

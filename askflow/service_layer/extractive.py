@@ -40,10 +40,11 @@ def extractive_answer(question: str, sources: Sequence[Source],
     asked = terms(question)
     earlier = set().union(*(terms(q) for q, _ in history)) if history else set()
     added = asked - earlier or asked  # what the follow-up adds; all of it when it adds nothing new
+    topic = asked | earlier  # what the conversation is about: "how do I stop that?" after "catchup keeps running"
     quoted_before = {_plain(s) for _, answer in history for s in _sentences(answer)}
-    matching = [s for s in sources if asked & terms(f"{s.title} {s.section} {s.excerpt}")]
+    matching = [s for s in sources if topic & terms(f"{s.title} {s.section} {s.excerpt}")]
     kept = [source.model_copy(update={"n": n}) for n, source in enumerate(matching, start=1)]
-    quotes = _quotes(kept, added, asked, quoted_before)
+    quotes = _quotes(kept, added, topic, quoted_before)
     if not quotes and quoted_before:  # all it matches was quoted before: quote again what matches what it adds
         quotes = _quotes(kept, added, added, set())
     if not quotes:
@@ -51,25 +52,26 @@ def extractive_answer(question: str, sources: Sequence[Source],
     return "\n\n".join(quotes), kept
 
 
-def _quotes(sources: Sequence[Source], added: set[str], asked: set[str], quoted_before: set[str]) -> list[str]:
+def _quotes(sources: Sequence[Source], added: set[str], topic: set[str], quoted_before: set[str]) -> list[str]:
     quotes = []
     for source in sources:
         if len(quotes) == QUOTED_SOURCES:
             break
-        passage = _best_passage(source.excerpt, added, asked, quoted_before)
+        passage = _best_passage(source.excerpt, added, topic, quoted_before)
         if passage:
             quotes.append(f"> {passage} [{source.n}]")
     return quotes
 
 
-def _best_passage(excerpt: str, added: set[str], asked: set[str], quoted_before: set[str]) -> str:
-    """The sentences of ``excerpt`` that match the question best, in their own order, whole, at most about
-    ``QUOTE_CHARS`` long; empty when none shares a word with the question or all were quoted before."""
+def _best_passage(excerpt: str, added: set[str], topic: set[str], quoted_before: set[str]) -> str:
+    """The sentences of ``excerpt`` that match the question best (what it adds counts double), in their own
+    order, whole, at most about ``QUOTE_CHARS`` long; empty when none shares a word with the conversation or all
+    were quoted before."""
     sentences = [s for s in _sentences(excerpt) if _plain(s) not in quoted_before]
     scored = []
     for index, sentence in enumerate(sentences):
         words = terms(sentence)
-        score = 2 * len(added & words) + len(asked & words)
+        score = 2 * len(added & words) + len(topic & words)
         if score:
             scored.append((score, index))
     if not scored:
