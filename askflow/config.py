@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # Vector store
     vector_store: VectorStoreName = "pgvector"
     collection: str = "askflow_docs"
+    demo_collection: str = "askflow_demo"  # `askflow demo`'s own collection (and its learned signals, "_learned")
     database_url: str | None = Field(
         default=None, description="Postgres URL; unset means the embedded server under data_dir."
     )

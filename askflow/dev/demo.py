@@ -1,19 +1,41 @@
-"""``askflow demo``: the whole ask path on this machine, on the embedded defaults."""
+"""``askflow demo``: the whole system on this machine, on the embedded defaults.
+
+Everything Terraform deploys runs here: the API with the web page, the answer worker (Pub/Sub push), the Slack
+webhook, the Firestore trigger that queues grading (registered with the emulator), and the requeue sweep, posted on
+a schedule as Cloud Scheduler does. Grading runs as the evaluation DAG, for real: by default ``dag.test()`` of
+``askflow_evaluate`` whenever grading events wait (so a 👍 on the page is graded and shows on the homepage); with
+``--airflow``, Airflow itself (``airflow standalone``: API server, scheduler, DAG processor) with its UI.
+
+The demo keeps to a collection of its own (``ASKFLOW_DEMO_COLLECTION``), so ``askflow ingest`` experiments never
+leak into it. SIGTERM, SIGHUP and Ctrl-C stop every process it started.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from askflow.bootstrap import bootstrap
-from askflow.dev.local_stack import REPO_ROOT, LocalStack
+from askflow.config import load_settings
+from askflow.dev.local_stack import REPO_ROOT, LocalStack, Service, ensure_pull_subscription, settings_env
 from askflow.domain.model import RequestStatus
 from askflow.entrypoints.answer_text import format_answer
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 
 PROJECT_DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs"]
+DAGS = REPO_ROOT / "dags"
+REQUEUE_EVERY_S = 60.0  # Cloud Scheduler's requeue job runs every few minutes; the demo does it more often
+GRADE_POLL_S = 10.0
+RUNNING: set[subprocess.Popen] = set()  # the grading runs going on now: stopped with the demo
 
 
 def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300) -> dict:
@@ -34,46 +56,169 @@ def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300) -> dic
     raise TimeoutError(f"request {request_id} not answered within {timeout_s:.0f}s")
 
 
-def run_demo(*, question: str, wait: bool) -> int:
-    with bootstrap() as components:
-        return _run(components, question=question, wait=wait)
+def run_demo(*, question: str, wait: bool, airflow: bool = False) -> int:
+    configured = load_settings()
+    settings = configured.model_copy(update={"collection": configured.demo_collection,
+                                             "learned_collection": f"{configured.demo_collection}_learned"})
+    with bootstrap(settings) as components:
+        return _run(components, question=question, wait=wait, airflow=airflow)
 
 
-def _run(components, *, question: str, wait: bool) -> int:
-    settings = components.settings
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the demo as Ctrl-C does: through ``finally``, which stops every child."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
+def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
+    _stop_on_signals()
+    settings = components.settings.model_copy(update={"database_url": components.database_url})
     stack = LocalStack(settings=settings, log_dir=settings.data_dir / "logs")
+    stop = threading.Event()
     try:
         print("starting the Firestore and Pub/Sub emulators ...", flush=True)
         stack.start_emulators()
-        print(f"starting the embedded vector store and indexing {', '.join(p.name for p in PROJECT_DOCS)} ...",
-              flush=True)
+        print(f"indexing {', '.join(p.name for p in PROJECT_DOCS)} into the demo collection "
+              f"{settings.collection!r} ...", flush=True)
         documents = load_paths([p for p in PROJECT_DOCS if p.exists()], source="askflow")
-        result = index_documents(
-            documents, store=components.store, embeddings=components.embeddings,
-            strategy=components.strategy(), source="askflow",
-        )
+        result = index_documents(documents, store=components.store, embeddings=components.embeddings,
+                                 strategy=components.strategy(), source="askflow")
         print(f"  {result.documents_seen} documents, {result.chunks_written} chunks written, "
               f"{result.documents_skipped} unchanged", flush=True)
-        print("starting the functions under functions-framework ...", flush=True)
+        print("starting every function under functions-framework ...", flush=True)
         api, worker = stack.start_functions()
-        print(f"\nQ: {question}\n", flush=True)
+        slack = stack.start_slack()
+        trigger = stack.start_trigger()
+        ensure_pull_subscription(settings, topic=settings.evaluation_topic,
+                                 subscription=settings.evaluation_subscription)
+        sweep = stack.start_requeue()
+        threading.Thread(target=_sweep_on_schedule, args=(sweep.url, stop), daemon=True).start()
+        airflow_env = _airflow_env(settings, stack)
+        if airflow:
+            ui = _start_airflow(stack, airflow_env)
+        else:
+            threading.Thread(target=_grade_when_due, args=(settings, airflow_env, stop), daemon=True).start()
+
+        print(f"\n  askflow is running. Open the web page:  {api.url}\n", flush=True)
+        print(f"Q: {question}\n", flush=True)
         record = ask_over_http(api.url, question)
         if record["status"] != RequestStatus.COMPLETE.value:
             print(f"the request failed: {record.get('error')}")
             return 1
         print(format_answer(record))
-        print("\nThe local stack is running:")
-        print(f"  ask API          {api.url}requests")
-        print(f"  answer worker    {worker.url}")
-        print(f"  Firestore        {stack.env['FIRESTORE_EMULATOR_HOST']}")
-        print(f"  Pub/Sub          {stack.env['PUBSUB_EMULATOR_HOST']}")
-        print(f"  logs             {stack.log_dir}")
+        print("\nThe local stack:")
+        print(f"  web page and API     {api.url}  (JSON API under {api.url}requests)")
+        print(f"  answer worker        {worker.url}  (pushed by Pub/Sub)")
+        print(f"  Slack webhook        {slack.url}  (set ASKFLOW_SLACK_BOT_TOKEN and ASKFLOW_SLACK_SIGNING_SECRET)")
+        print(f"  Firestore trigger    {trigger.url}  (queues grading when an answer is rated)")
+        print(f"  requeue sweep        {sweep.url}  (posted every {REQUEUE_EVERY_S:.0f} s)")
+        if airflow:
+            print(f"  Airflow UI           {ui}  (user admin; password in {airflow_env['AIRFLOW_HOME']}/"
+                  "simple_auth_manager_passwords.json.generated)")
+        else:
+            print(f"  grading              the askflow_evaluate DAG (dag.test()) within {GRADE_POLL_S:.0f} s of a "
+                  "rating; `askflow demo --airflow` runs Airflow itself")
+        print(f"  Firestore, Pub/Sub   {stack.env['FIRESTORE_EMULATOR_HOST']}, {stack.env['PUBSUB_EMULATOR_HOST']}")
+        print(f"  logs                 {stack.log_dir}")
         if wait:
-            print("\nPress Ctrl-C to stop.", flush=True)
+            print("\nRate an answer on the web page: it is graded and appears under \"Recent good answers\". "
+                  "Ctrl-C stops everything.", flush=True)
             while True:
                 time.sleep(3600)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
+        stop.set()
+        print("stopping ...", file=sys.stderr, flush=True)
+        for process in list(RUNNING):
+            _kill_group(process)
         stack.stop()
+
+
+def _sweep_on_schedule(url: str, stop: threading.Event) -> None:
+    while not stop.wait(REQUEUE_EVERY_S):
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=60).close()
+        except OSError as error:
+            print(f"requeue sweep: {error}", file=sys.stderr, flush=True)
+
+
+def _airflow_env(settings, stack: LocalStack) -> dict[str, str]:
+    home = settings.data_dir / "airflow-demo"
+    return {
+        **os.environ, **stack.env, **settings_env(settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({"conn_type": "google_cloud_platform",
+                                                        "extra": {"is_anonymous": True}}),
+    }
+
+
+def _grade_when_due(settings, env: dict[str, str], stop: threading.Event) -> None:
+    """Run the evaluation DAG whenever grading events wait on its subscription (looked at without taking them).
+    A run still going when the demo stops is stopped with it."""
+    from google.cloud import pubsub_v1
+
+    from askflow.dev.run_dag import command, state_of
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        RUNNING.add(process)
+        try:
+            out, err = process.communicate(timeout=900)
+        finally:
+            RUNNING.discard(process)
+        return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(settings.project_id, settings.evaluation_subscription)
+    migrated = False
+    while not stop.wait(GRADE_POLL_S):
+        try:
+            waiting = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=5)
+            if not waiting.received_messages:
+                continue
+            subscriber.modify_ack_deadline(request={"subscription": path, "ack_deadline_seconds": 0, "ack_ids": [
+                m.ack_id for m in waiting.received_messages]})  # back to the queue, for the DAG to take
+            if not migrated:
+                print("grading: preparing Airflow's metadata database (once) ...", file=sys.stderr, flush=True)
+                migration = run([sys.executable, "-m", "airflow", "db", "migrate"])
+                if migration.returncode != 0:
+                    raise RuntimeError(f"airflow db migrate failed: {migration.stderr[-500:]}")
+                migrated = True
+            graded = run(command(DAGS / "askflow_evaluate.py", {}))
+            state = state_of(graded) if graded.returncode == 0 else f"error: {graded.stderr[-500:]}"
+            print(f"grading: askflow_evaluate ran ({state})", file=sys.stderr, flush=True)
+        except Exception as error:  # the demo keeps serving; the next poll tries again
+            if not stop.is_set():
+                print(f"grading: {error}", file=sys.stderr, flush=True)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 5 s: a ``dag.test()`` run finishes its task on SIGTERM rather than stop."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+            return
+
+
+def _start_airflow(stack: LocalStack, env: dict[str, str]) -> str:
+    from askflow.dev.local_stack import _start, free_port
+
+    port = free_port()
+    env = env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1"}
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    print("starting Airflow (airflow standalone: API server, scheduler, DAG processor) ...", flush=True)
+    service: Service = _start("airflow", [sys.executable, "-m", "airflow", "standalone"],
+                              url=f"http://127.0.0.1:{port}/", log_dir=stack.log_dir, env=env, timeout_s=300)
+    stack.services.append(service)
+    return service.url

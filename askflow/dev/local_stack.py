@@ -54,15 +54,16 @@ class Service:
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        """Stop the whole process group: a wrapper (gcloud, airflow standalone) may have exited and left its
+        children running."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
 
 
 def _start(name: str, command: list[str], *, url: str, log_dir: Path, env: dict[str, str] | None = None,
@@ -253,6 +254,13 @@ class LocalStack:
         self.services.append(function)
         register_firestore_trigger(self.url("firestore-emulator"), settings, "request_written")
         ensure_topic(settings.evaluation_topic, settings)
+        return function
+
+    def start_requeue(self, settings: Settings | None = None) -> Service:
+        """The requeue sweep's function (private in production: Cloud Scheduler posts to it)."""
+        env = {**os.environ, **self.env, **settings_env(settings or self.settings)}
+        function = start_function("requeue_unfinished", signature="http", env=env, log_dir=self.log_dir)
+        self.services.append(function)
         return function
 
     def url(self, name: str) -> str:

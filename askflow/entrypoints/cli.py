@@ -73,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--rollback", action="store_true", help="serve the model served before the last promotion")
     finetune.set_defaults(run=_finetune)
 
-    demo = commands.add_parser("demo", help="start the local stack, ingest this project's docs, ask, keep running")
+    demo = commands.add_parser("demo", help="run the whole system locally on this project's docs, ask, keep running")
     demo.add_argument("--question", default=SAMPLE_QUESTION)
     demo.add_argument("--no-wait", action="store_true", help="stop after printing the answer")
+    demo.add_argument("--airflow", action="store_true",
+                      help="run Airflow itself (airflow standalone, with its UI) instead of dag.test() runs")
     demo.set_defaults(run=_demo)
 
     evaluate = commands.add_parser("eval", help="evaluate retrieval").add_subparsers(required=True, metavar="WHAT")
@@ -265,7 +267,7 @@ def _finetune(args) -> int:
 def _demo(args) -> int:
     from askflow.dev.demo import run_demo
 
-    return run_demo(question=args.question, wait=not args.no_wait)
+    return run_demo(question=args.question, wait=not args.no_wait, airflow=args.airflow)
 
 
 if __name__ == "__main__":

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+from askflow.dev import run_dag as runner
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(__file__).with_name("run_dag.py")
 
 
 def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), str(ROOT / "dags" / dag_file), json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    run = runner.run_dag(ROOT / "dags" / dag_file, conf, env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])["state"]
+    return runner.state_of(run)
 
 
 def dag_env(airflow_env: dict[str, str], pg_url: str, wire, collection: str, **overrides) -> dict[str, str]:

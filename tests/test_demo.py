@@ -1,0 +1,82 @@
+"""``askflow demo`` as a newcomer runs it: the web page's URL first, a question answered, a 👍 graded by the
+evaluation DAG and listed on the homepage, and SIGTERM stopping every process the demo started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.test_ask_path import ask, call, rate, wait_terminal
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_demo_runs_the_whole_loop_and_stops_on_sigterm(tmp_path):
+    env = {**os.environ, "ASKFLOW_DATA_DIR": str(tmp_path / "data"), "ASKFLOW_PROJECT_ID": "askflow-demo-test",
+           "PYTHONUNBUFFERED": "1"}
+    for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "ASKFLOW_DATABASE_URL", "ASKFLOW_COLLECTION"):
+        env.pop(name, None)  # the demo starts its own
+    demo = subprocess.Popen([sys.executable, "-m", "askflow.entrypoints.cli", "demo", "--question",
+                             "How do I run the tests?"], env=env, stdout=subprocess.PIPE,
+                            stderr=(tmp_path / "demo.err").open("wb"), text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            assert line, "".join(lines) + (tmp_path / "demo.err").read_text()[-3000:]
+            lines.append(line)
+            if "Open the web page:" in line:
+                break
+        page = line.split("Open the web page:")[1].strip()
+        assert not any("Open the web page" in earlier for earlier in lines[:-1])
+        assert call("GET", page.rstrip("/") + "/requests?good=true")[0] == 200
+
+        request_id = ask(page, "How do I run the tests?")
+        assert wait_terminal(page, request_id, timeout_s=300)["status"] == "complete"
+        assert rate(page, request_id, {"positive": True})[0] == 200
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # trigger → Pub/Sub → the evaluation DAG → the homepage feed
+            listed = [item["request_id"] for item in call("GET", page.rstrip("/") + "/requests?good=true")[1]["items"]]
+            if request_id in listed:
+                break
+            time.sleep(5)
+        assert request_id in listed, (tmp_path / "demo.err").read_text()[-3000:]
+
+        started = _descendants(demo.pid)
+        assert len(started) >= 7  # two emulators, five functions (and their children)
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=90) == 0
+        time.sleep(2)
+        assert not [pid for pid in started if _alive(pid)]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        print(json.dumps({"stderr_tail": (tmp_path / "demo.err").read_text()[-1500:]}))
