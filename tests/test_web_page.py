@@ -147,6 +147,34 @@ def test_answers_render_as_safe_markdown_and_no_source_url_runs_script(page, web
     assert page.locator(".answer .sources a").first.get_attribute("href") == "#"
 
 
+@pytest.fixture(scope="module")
+def keyed_api(local_stack, indexed, pg_url) -> str:  # noqa: F811
+    api, _ = local_stack.start_functions(_settings(pg_url, "webkey", api_key="a-deployment-api-key"))
+    return api.url
+
+
+def test_the_page_works_when_the_api_needs_a_key_and_others_still_need_the_key(page, keyed_api):
+    from tests.test_ask_path import call
+
+    assert call("POST", f"{keyed_api}requests", b'{"question": "q?"}')[0] == 401
+    page.goto(keyed_api)
+    question = page.get_by_label("Your question")
+    question.fill("How do tasks pull an XCom value?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.wait_for_selector(".answer", timeout=90_000)
+    assert page.locator(".answer .sources a").count() >= 1
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "askflow_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    issued, _, signature = cookie["value"].partition(".")
+    forged = f"{int(issued) + 1}.{signature}"
+    assert call("POST", f"{keyed_api}requests", b'{"question": "q?"}',
+                headers={"Cookie": f"askflow_session={forged}"})[0] == 401
+    assert call("POST", f"{keyed_api}requests", b'{"question": "q?"}',
+                headers={"Cookie": f"askflow_session={cookie['value']}"})[0] == 202
+    assert call("POST", f"{keyed_api}requests", b'{"question": "q?"}',
+                headers={"X-API-Key": "a-deployment-api-key"})[0] == 202
+
+
 def test_errors_are_shown_in_words(page, web_api):
     page.route("**/requests", lambda route: route.fulfill(
         status=503, content_type="application/json", body='{"error": "could not queue the question"}'))

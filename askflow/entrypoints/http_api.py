@@ -7,9 +7,11 @@ and the web page at ``/``. Every error is a JSON ``{"error": ...}``; no stack tr
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,6 +25,7 @@ from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
 ASKER_TOKEN = "X-Asker-Token"  # who asked (the web page keeps one per browser): follow-ups and ratings need it
 
 
@@ -63,7 +66,11 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     if endpoint == "page":
         from askflow.web import static_response
 
-        return static_response(arguments.get("name", "index.html"))
+        body, status, page_headers = static_response(arguments.get("name", "index.html"))
+        if status == 200 and components.settings.api_key is not None and not arguments.get("name"):
+            page_headers = page_headers | {"Set-Cookie": _session_cookie(request, components.settings),
+                                           "Cache-Control": "no-store"}
+        return body, status, page_headers
     if not _authenticated(request, components.settings):
         return json.dumps({"error": "missing or wrong API key (X-API-Key)"}), 401, headers
     try:
@@ -146,10 +153,35 @@ def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:
 
 
 def _authenticated(request, settings) -> bool:
+    """No key set: everyone. Otherwise the key in ``X-API-Key``, or the web page's session cookie."""
     if settings.api_key is None:
         return True
     sent = request.headers.get("X-API-Key", "")
-    return hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode())
+    if hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode()):
+        return True
+    return _valid_session(request.cookies.get(SESSION_COOKIE, ""), settings)
+
+
+def _session_cookie(request, settings) -> str:
+    """The web page's same-origin session, for deployments with an API key: the page is public, so whoever loads it
+    may ask through it, for ``SESSION_S``; other callers need the key. HttpOnly (no script reads it) and
+    SameSite=Strict (no other site's page sends it); Secure over HTTPS."""
+    issued = str(int(time.time()))
+    secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
+    return (f"{SESSION_COOKIE}={issued}.{_sign(issued, settings)}; Max-Age={SESSION_S}; Path=/; HttpOnly; "
+            f"SameSite=Strict{'; Secure' if secure else ''}")
+
+
+def _valid_session(cookie: str, settings) -> bool:
+    issued, _, signature = cookie.partition(".")
+    if not issued.isdigit() or not hmac.compare_digest(signature.encode(), _sign(issued, settings).encode()):
+        return False
+    return 0 <= time.time() - int(issued) <= SESSION_S
+
+
+def _sign(issued: str, settings) -> str:
+    key = settings.api_key.get_secret_value().encode()
+    return hmac.new(key, f"askflow-session:{issued}".encode(), hashlib.sha256).hexdigest()
 
 
 def read_body(request, limit: int) -> bytes:
