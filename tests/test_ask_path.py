@@ -283,6 +283,29 @@ def test_text_and_ids_the_stores_cannot_hold_are_a_400(extractive_api, body):
     assert status == 400 and payload["error"]
 
 
+def test_slow_clients_get_a_408_and_do_not_starve_the_others(extractive_api):
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(extractive_api)
+    slow = []
+    for _ in range(8):  # each promises a body and sends one byte of it
+        sock = socket.create_connection((url.hostname, url.port), timeout=60)
+        sock.sendall(b"POST /requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        slow.append(sock)
+    started = time.monotonic()
+    request_id = ask(extractive_api, "How do tasks pull an XCom value?")
+    assert time.monotonic() - started < 5  # the others are served meanwhile
+    assert wait_terminal(extractive_api, request_id)["status"] == RequestStatus.COMPLETE
+    for sock in slow:
+        reply = b""
+        while b"did not arrive" not in reply and (chunk := sock.recv(4096)):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in reply
+        sock.close()
+
+
 def test_reserved_ids_deep_nesting_and_huge_chunked_bodies_are_4xx(extractive_api):
     import http.client
     import urllib.parse

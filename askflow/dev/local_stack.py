@@ -134,6 +134,9 @@ def start_pubsub_emulator(log_dir: Path, project_id: str, *, host: str | None = 
 def start_function(target: str, *, signature: str, env: dict[str, str], log_dir: Path,
                    port: int | None = None) -> Service:
     port = port or free_port()
+    # gunicorn's threads (functions-framework: 4 per CPU): a thread reads a request's body, so a few slow clients
+    # could hold them all; in production Cloud Run's front end buffers requests and scales instances instead
+    env = {"THREADS": "32", **env} if signature == "http" else env
     return _start(
         f"function-{target}",
         [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={FUNCTIONS_SOURCE}",

@@ -13,6 +13,10 @@ class TooLarge(InvalidInput):
     """The caller sent more than we read (maps to 413)."""
 
 
+class TooSlow(InvalidInput):
+    """The caller sent its body too slowly (maps to 408)."""
+
+
 class NotFound(AskflowError):
     """The thing asked for does not exist (maps to 404)."""
 

@@ -15,16 +15,17 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
-from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import BaseConverter, Map, Rule
 
-from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge
+from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge, TooSlow
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+BODY_READ_TIMEOUT_S = 10.0  # locally; in production Cloud Run's front end buffers the body before the function
 SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
 ASKER_TOKEN = "X-Asker-Token"  # who asked (the web page keeps one per browser): follow-ups and ratings need it
 
@@ -83,6 +84,8 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
             status, body = _ENDPOINTS[endpoint](request, components, **arguments)
     except TooLarge as error:
         status, body = 413, {"error": str(error)}
+    except TooSlow as error:
+        status, body = 408, {"error": str(error)}
     except InvalidInput as error:
         status, body = 400, {"error": str(error)}
     except Forbidden as error:
@@ -97,16 +100,16 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     except Exception:
         log.exception("unexpected error")
         status, body = 500, {"error": "internal error"}
-    if status == 413:
-        return unread_body_response(body, headers)
+    if status in (408, 413):
+        return unread_body_response(body, headers, status=status)
     return json.dumps(body), status, headers
 
 
-def unread_body_response(body: dict[str, Any], headers: dict[str, str]):
-    """A 413 whose body is an iterator: functions-framework drains the request body after every response that is
-    not streamed (``read_request``), which would read the rest of a 100 MB upload, or fail on the cap just hit.
-    The connection closes instead."""
-    return iter([json.dumps(body)]), 413, headers | {"Connection": "close"}
+def unread_body_response(body: dict[str, Any], headers: dict[str, str], *, status: int = 413):
+    """A 413 (or 408) whose body is an iterator: functions-framework drains the request body after every response
+    that is not streamed (``read_request``), which would read the rest of a 100 MB upload, fail on the cap just hit,
+    or wait on a client that stopped sending. The connection closes instead."""
+    return iter([json.dumps(body)]), status, headers | {"Connection": "close"}
 
 
 def _feed(request, components) -> tuple[int, dict[str, Any]]:
@@ -191,16 +194,21 @@ def read_body(request, limit: int) -> bytes:
     A chunked body is read from the server's own input stream (gunicorn de-chunks it): werkzeug reads a body of
     no declared length only from servers that say they end the stream (``wsgi.input_terminated``), which gunicorn
     does not, so through it a chunked body would read as empty."""
-    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        data = request.environ["wsgi.input"].read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"body larger than {limit} bytes")
-        return data
-    request.max_content_length = limit
+    socket = request.environ.get("gunicorn.socket")
+    if socket is not None:  # a client that stops sending holds a server thread no longer than this
+        socket.settimeout(BODY_READ_TIMEOUT_S)
     try:
+        if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            data = request.environ["wsgi.input"].read(limit + 1)
+            if len(data) > limit:
+                raise TooLarge(f"body larger than {limit} bytes")
+            return data
+        request.max_content_length = limit
         return request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise TooLarge(f"body larger than {limit} bytes") from None
+    except (TimeoutError, ClientDisconnected):
+        raise TooSlow(f"the body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s") from None
 
 
 def _parse(request, model):

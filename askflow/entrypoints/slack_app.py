@@ -14,7 +14,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
-from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge
+from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
 from askflow.entrypoints.http_api import read_body, unread_body_response
 from askflow.service_layer import handlers
@@ -142,7 +142,9 @@ def handle(request, app):
         try:
             body = read_body(request, MAX_SLACK_BODY_BYTES)
         except TooLarge as error:
-            return unread_body_response({"error": str(error)}, headers)
+            return unread_body_response({"error": str(error)}, headers, status=413)
+        except TooSlow as error:
+            return unread_body_response({"error": str(error)}, headers, status=408)
         if not request.headers.get("X-Slack-Request-Timestamp", "").strip().isdigit():
             return json.dumps({"error": "missing or bad X-Slack-Request-Timestamp"}), 401, headers
         if request.mimetype == "application/json":
