@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as NoRoute
-from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
 from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge, TooSlow
 from askflow.service_layer import handlers
@@ -47,6 +47,7 @@ ROUTES = Map(
         Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
     ],
     strict_slashes=False,
+    merge_slashes=False,  # "/requests//feedback" is no route, not a redirect
     converters={"request_id": RequestIdConverter},
 )
 
@@ -62,7 +63,7 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     except MethodNotAllowed as error:
         endpoint, arguments = None, {}
         allowed = error.valid_methods or []
-    except NoRoute:
+    except (NoRoute, RequestRedirect):
         endpoint, arguments, allowed = None, {}, []
     if endpoint == "page":
         from askflow.web import static_response
