@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     max_question_chars: int = 4000
     rewordings: int = 3
     sources_per_answer: int = 6
-    request_lease_s: float = 300.0
+    request_lease_s: float = Field(default=60.0, gt=0, description=(
+        "a worker's claim on a request holds this long after its last sign of life; it beats every third of it"))
     request_deadline_s: float = 900.0
     requeue_after_s: float = Field(default=120.0, description=(
         "an unfinished request untouched this long is queued again by the requeue sweep (a lost or dead-lettered"
@@ -100,7 +101,7 @@ class Settings(BaseSettings):
     association_min_similarity: float = Field(default=0.5, ge=0, lt=1, description=(
         "cosine similarity an earlier question needs to the asked one for its answer's votes to count"))
     cache: bool = True  # serve verified earlier answers
-    cache_threshold: float = Field(default=0.72, gt=0, le=1, description=(
+    cache_threshold: float = Field(default=0.68, gt=0, le=1, description=(
         "cosine similarity a question needs to an earlier verified one to be answered from it"))
 
     # Ingestion and retrieval

@@ -133,6 +133,10 @@ class RequestStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def heartbeat(self, request_id: str, *, at: dt.datetime) -> None:
+        """The answering worker is alive: extend its lease (``Request.lease_held``)."""
+
+    @abc.abstractmethod
     def finish(self, request: Request) -> bool:
         """Atomically write the request's outcome (``Request.OUTCOME_FIELDS``) unless a terminal state is already
         stored; returns whether it wrote."""

@@ -76,11 +76,11 @@ def indexed(pg_url, minilm):
 
 
 def _settings(pg_url: str, name: str, **overrides) -> Settings:
-    return Settings(
-        database_url=pg_url, collection=COLLECTION, questions_topic=f"questions-{name}",
-        questions_subscription=f"questions-{name}-worker", request_lease_s=60,
-        learned_collection=f"learned_{name}", **overrides,
-    )
+    return Settings(**{
+        "database_url": pg_url, "collection": COLLECTION, "questions_topic": f"questions-{name}",
+        "questions_subscription": f"questions-{name}-worker", "request_lease_s": 60,
+        "learned_collection": f"learned_{name}", **overrides,
+    })
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,48 @@ def test_a_follow_up_in_a_web_thread_carries_the_earlier_turns():
     assert answerer.questions[1] == ("And in Airflow 3?", [("How do tasks pull XComs?", "Use xcom_pull [1].")])
 
 
+def test_a_worker_beats_while_it_answers_and_a_redelivery_waits_for_a_live_lease_not_a_dead_one():
+    import threading
+    import time
+
+    from askflow.domain.errors import LeaseHeld
+
+    settings = SETTINGS.model_copy(update={"request_lease_s": 0.6})  # a heartbeat every 0.2 s
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    request = _ask(requests, events)
+    started, release = threading.Event(), threading.Event()
+
+    class SlowAnswerer(CannedAnswerer):
+        def answer(self, question, history=(), *, fresh=False):
+            started.set()
+            release.wait(5)
+            return super().answer(question, history, fresh=fresh)
+
+    message = QuestionQueued(request_id=request.request_id)
+    first = threading.Thread(target=handlers.answer_request, kwargs={
+        "message": message, "requests": requests, "answerer": SlowAnswerer(), "settings": settings})
+    first.start()
+    started.wait(5)
+    time.sleep(1.0)  # longer than the lease: only the heartbeats keep it
+    beat = requests.get(request.request_id).heartbeat_at
+    assert beat is not None and (utcnow() - beat).total_seconds() < 0.6
+    with pytest.raises(LeaseHeld):  # a live worker holds it: back to the queue, not acknowledged and lost
+        handlers.answer_request(message, requests=requests, answerer=CannedAnswerer(), settings=settings)
+    release.set()
+    first.join(5)
+    assert requests.get(request.request_id).status is RequestStatus.COMPLETE
+    assert handlers.answer_request(message, requests=requests, answerer=CannedAnswerer(), settings=settings) \
+        == "skipped"
+
+    dead = _ask(requests, events, "A question whose worker died?")  # claimed, then silent past the lease
+    silent = utcnow() - dt.timedelta(seconds=1)
+    requests.requests[dead.request_id] = requests.get(dead.request_id).model_copy(update={
+        "status": RequestStatus.ANSWERING, "claimed_at": silent, "heartbeat_at": silent, "attempts": 1})
+    assert handlers.answer_request(QuestionQueued(request_id=dead.request_id), requests=requests,
+                                   answerer=CannedAnswerer(), settings=settings) == "complete"
+    assert requests.get(dead.request_id).attempts == 2
+
+
 def test_a_thread_is_continued_only_by_whoever_started_it():
     requests, events = InMemoryRequestStore(), FakeEventBus()
     first = _ask(requests, events, "How do tasks pull XComs?")

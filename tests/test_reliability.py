@@ -192,3 +192,50 @@ def test_a_bad_setting_answers_500_with_a_json_error_and_the_log_names_it(tmp_pa
         api.stop()
     log = api.log_path.read_text()
     assert "ASKFLOW_VECTOR_STORE" in log and "'pgvector' or 'weaviate'" in log
+
+
+def test_a_worker_killed_mid_answer_is_recovered_once_its_heartbeats_stop(local_stack, indexed, pg_url,  # noqa: F811
+                                                                          openai_server, tmp_path, capsys):
+    """The worker dies (SIGKILL) while the model is answering; its heartbeats stop, its lease runs out
+    ``request_lease_s`` later, and the push Pub/Sub retries (the kill broke it) is claimed by a new worker."""
+    import signal
+
+    from google.cloud import firestore
+
+    from askflow.dev.local_stack import ensure_push_subscription, settings_env, start_function
+
+    settings = _settings(pg_url, "killed", requests_collection="requests_killed", request_lease_s=6,
+                         openai_base_url=openai_server.base_url, openai_api_key="test-key",
+                         cheap_model="loopback-cheap", strong_model="loopback-strong", llm_timeout_s=120)
+    env = {**os.environ, **local_stack.env, **settings_env(settings)}
+    api = start_function("api", signature="http", env=env, log_dir=tmp_path)
+    worker = start_function("answer_worker", signature="cloudevent", env=env, log_dir=tmp_path)
+    port = int(worker.url.rstrip("/").rsplit(":", 1)[1])
+    replacement = None
+    try:
+        ensure_push_subscription(settings, push_endpoint=worker.url)
+        openai_server.latency_s = 60.0  # the first answer is still being written when the worker dies
+        request_id = ask(api.url, "How do tasks pull an XCom value?")
+        stored = firestore.Client(project=settings.project_id).collection(settings.requests_collection)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (stored.document(request_id).get().to_dict() or {}).get(
+                "status") != RequestStatus.ANSWERING.value:
+            time.sleep(0.2)
+        time.sleep(settings.request_lease_s / 3 + 1)  # a heartbeat or more went out
+        assert stored.document(request_id).get().to_dict()["heartbeat_at"]
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        openai_server.latency_s = 0.0
+        replacement = start_function("answer_worker", signature="cloudevent", env=env, log_dir=tmp_path, port=port)
+        record = wait_terminal(api.url, request_id, timeout_s=300)
+        recovered_s = time.monotonic() - killed
+        assert record["status"] == RequestStatus.COMPLETE
+        assert stored.document(request_id).get().to_dict()["attempts"] == 2
+        with capsys.disabled():
+            print(f"\nkill -> complete: {recovered_s:.1f} s (lease {settings.request_lease_s:.0f} s)")
+        assert recovered_s < 120
+    finally:
+        openai_server.latency_s = 0.0
+        for service in (replacement, worker, api):
+            if service is not None:
+                service.stop()

@@ -136,6 +136,14 @@ class FirestoreRequestStore(RequestStore):
         turns = self._requests(query)
         return [(t.question, t.answer or "") for t in reversed(turns) if t.status is RequestStatus.COMPLETE]
 
+    def heartbeat(self, request_id: str, *, at) -> None:
+        """One write; this process's claim then stands at the heartbeat's update time, so ``finish`` keeps its one
+        conditional write."""
+        written = self._ref(request_id).update({"heartbeat_at": at})
+        with self._claims_lock:
+            if request_id in self._claims:
+                self._claims[request_id] = written.update_time
+
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})
 

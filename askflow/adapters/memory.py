@@ -51,6 +51,9 @@ class InMemoryRequestStore(RequestStore):
                         and r.status is RequestStatus.COMPLETE), key=lambda r: r.created_at)
         return [(r.question, r.answer or "") for r in turns[-limit:]]
 
+    def heartbeat(self, request_id: str, *, at) -> None:
+        self.requests[request_id] = self.requests[request_id].model_copy(update={"heartbeat_at": at})
+
     def mark_requeued(self, request_id: str, *, at) -> None:
         self.requests[request_id] = self.requests[request_id].model_copy(update={"updated_at": at, "requeued_at": at})
 

@@ -29,6 +29,10 @@ class Conflict(AskflowError):
     """The request is valid but the resource is not in a state that allows it (maps to 409)."""
 
 
+class LeaseHeld(AskflowError):
+    """Another worker is answering this request now: try again later (the message goes back to the queue)."""
+
+
 class Duplicate(AskflowError):
     """Something with this id exists already (a retried delivery)."""
 

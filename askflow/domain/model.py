@@ -184,6 +184,7 @@ class Request(BaseModel):
     published_at: dt.datetime | None = None
     received_at: dt.datetime | None = None
     claimed_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None  # the answering worker's last sign of life
     requeued_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     error: str | None = None
@@ -238,9 +239,12 @@ class Request(BaseModel):
         return bool(self.thread_id) and self.thread_id != self.request_id
 
     def lease_held(self, now: dt.datetime, lease_s: float) -> bool:
-        """A worker claimed it less than ``lease_s`` ago and may still be answering."""
-        return (self.status is RequestStatus.ANSWERING and self.claimed_at is not None
-                and (now - self.claimed_at).total_seconds() < lease_s)
+        """A worker claimed it and showed a sign of life (the claim, or a heartbeat) less than ``lease_s`` ago: it
+        may still be answering. A worker that died stops its heartbeats, and its lease runs out ``lease_s`` later."""
+        if self.status is not RequestStatus.ANSWERING or self.claimed_at is None:
+            return False
+        alive = max(self.claimed_at, self.heartbeat_at or self.claimed_at)
+        return (now - alive).total_seconds() < lease_s
 
     def claimable(self, now: dt.datetime, lease_s: float) -> bool:
         return not self.terminal and not self.lease_held(now, lease_s)

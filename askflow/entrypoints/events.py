@@ -12,6 +12,7 @@ import logging
 
 from pydantic import ValidationError
 
+from askflow.domain.errors import LeaseHeld
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Request
 from askflow.service_layer import handlers
@@ -47,8 +48,12 @@ def on_question(cloud_event, components) -> str:
         # A malformed message can never succeed: acknowledge it (by returning) instead of looping on it.
         log.error("dropping malformed question message %s", cloud_event["id"])
         return "dropped"
-    return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
-                                   settings=components.settings, slack=components.slack_replies)
+    try:
+        return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
+                                       settings=components.settings, slack=components.slack_replies)
+    except LeaseHeld as error:  # not acknowledged: Pub/Sub delivers it again after its backoff
+        log.info("%s; the message goes back to the queue", error)
+        raise
 
 
 def firestore_requests(cloud_event) -> tuple[Request | None, Request | None]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
 import secrets
+import threading
 import uuid
 from typing import Any, Protocol
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
-from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, token_sha
 from askflow.ports import EventBus, RequestStore
@@ -130,11 +132,18 @@ def answer_request(
     received_at = utcnow()
     request = requests.claim(message.request_id, lease_s=settings.request_lease_s)
     if request is None:
-        log.info("request %s: already answered or being answered; nothing to do", message.request_id)
+        stored = requests.get(message.request_id)
+        if stored is not None and not stored.terminal and stored.lease_held(utcnow(), settings.request_lease_s):
+            # another worker is answering: the message goes back to the queue, so that it is answered even if
+            # that worker dies (its heartbeats stop, its lease runs out, a redelivery claims the request)
+            raise LeaseHeld(f"request {message.request_id} is being answered by another worker")
+        log.info("request %s: already answered; nothing to do", message.request_id)
         return "skipped"
     try:
-        answer = answerer.answer(request.question, conversation_history(request, requests=requests, slack=slack),
-                                 fresh=request.fresh)
+        with _heartbeats(requests, request.request_id, every_s=settings.request_lease_s / 3):
+            answer = answerer.answer(request.question,
+                                     conversation_history(request, requests=requests, slack=slack),
+                                     fresh=request.fresh)
         outcome = request.completed(answer, at=utcnow())
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)
@@ -148,6 +157,27 @@ def answer_request(
     if slack is not None and outcome.slack is not None:
         slack.post_answer(outcome)
     return outcome.status.value
+
+
+@contextlib.contextmanager
+def _heartbeats(requests: RequestStore, request_id: str, *, every_s: float):
+    """While the block runs, tell the store every ``every_s`` that this worker is alive (its lease holds)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                requests.heartbeat(request_id, at=utcnow())
+            except Exception as error:  # a missed beat shortens the lease; the answer goes on
+                log.warning("request %s: heartbeat failed: %s", request_id, error)
+
+    beating = threading.Thread(target=beat, name=f"heartbeat-{request_id}", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join(timeout=5)
 
 
 def requeue_unfinished(*, requests: RequestStore, events: EventBus, settings: Settings) -> dict[str, Any]:
