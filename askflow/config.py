@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     prior_strength: float = Field(default=2.0, gt=0, description="pseudo-votes on each side of a document prior")
     association_weight: float = Field(default=1.0, ge=0, description=(
         "how much a graded answer to a similar earlier question moves the documents it cited (0: off)"))
-    association_min_similarity: float = Field(default=0.5, ge=0, lt=1, description=(
+    association_min_similarity: float = Field(default=0.7, ge=0, lt=1, description=(
         "cosine similarity an earlier question needs to the asked one for its answer's votes to count"))
     cache: bool = True  # serve verified earlier answers
     cache_threshold: float = Field(default=0.68, gt=0, le=1, description=(
