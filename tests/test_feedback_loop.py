@@ -104,7 +104,11 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     listed = [item["request_id"] for item in feed["items"]]
     assert good_id in listed and private_id not in listed
 
-    related = wait_terminal(api, ask(api, "How can a task pull XCom values pushed by another task?"))
+    again = "How can a task pull XCom values pushed by another task?"
+    cached = wait_terminal(api, ask(api, again))  # the verified answer, served again
+    assert cached["mode"] == "cached" and cached["cached_from"] == good_id and cached["models"] == []
+    related = wait_terminal(api, ask(api, again, fresh=True))  # answered anew: the stored answer is a source
+    assert related["mode"] == "extractive"
     assert f"answers:{good_id}" in [s["doc_id"] for s in related["sources"]]
     assert any(s["kind"] == "answered_question" for s in related["sources"])
 
@@ -121,7 +125,7 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     runs = sorted((r.to_dict() for r in firestore.Client(project=PROJECT)
                    .collection(settings.evaluation_runs_collection).stream()), key=lambda r: r["started_at"])
     assert runs[-1]["skipped"] == 2  # the two redelivered events
-    assert runs[-1]["graded"] == 1  # only the related question, completed since the first run
+    assert runs[-1]["graded"] == 2  # only the two asks completed since the first run (cached, then fresh)
 
     # editing a cited source and re-ingesting invalidates the stored answers that cite it
     answers = settings.answers_source + ":"
