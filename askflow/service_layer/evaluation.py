@@ -54,7 +54,7 @@ def grade_events(
             continue
         due.append((request, revision))
     good: list[Request] = []
-    graded: list[tuple[Request, Graded]] = []
+    judged: list[tuple[Request, Graded]] = []
     rejected: Counter[str] = Counter()
     for start in range(0, len(due), batch_size):
         batch = due[start : start + batch_size]
@@ -64,10 +64,10 @@ def grade_events(
         for request, revision in batch:
             grade = grades[request.request_id]
             is_good, reason = verdict(grade, request)
-            verdict_written = Graded(grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(),
-                                     graded_revision=revision)
-            requests.save_grade(request.request_id, verdict_written)
-            graded.append((request, verdict_written))
+            graded = Graded(grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(),
+                            graded_revision=revision)
+            requests.save_grade(request.request_id, graded)
+            judged.append((request, graded))
             if is_good:
                 good.append(request)
             else:
@@ -80,7 +80,7 @@ def grade_events(
                     embeddings=embeddings, strategy=strategy, answers_source=answers_source,
                     answers_base_url=answers_base_url)
         if signals is not None:
-            _learn(graded, signals=signals, store=store, embeddings=embeddings, collection=collection)
+            _learn(judged, signals=signals, store=store, embeddings=embeddings, collection=collection)
     run.finished_at = utcnow()
     runs.save(run)
     log.info("evaluation run %s", run.model_dump(mode="json"))
@@ -117,20 +117,20 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
                     prune=False)
 
 
-def _learn(graded: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, store: VectorStore,
+def _learn(judged: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, store: VectorStore,
            embeddings: Embeddings, collection: str) -> None:
     """One record per graded request, replacing its earlier one (grading again after a new rating changes the
     vote, never adds a second), with its question's embedding when it voted (the cache and the associations
     find records by question). A cached answer rated down takes the answer it was served from out of the cache."""
-    current = store.fingerprints(sorted({s.doc_id for request, _ in graded for s in request.sources if s.doc_id}))
-    learned = [learned_answer(request, verdict_written, fingerprints=current, collection=collection,
-                              embedding_model=embeddings.name) for request, verdict_written in graded]
+    current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
+    learned = [learned_answer(request, graded, fingerprints=current, collection=collection,
+                              embedding_model=embeddings.name) for request, graded in judged]
     voted = [answer for answer in learned if answer.vote]
     vectors = dict(zip([a.request_id for a in voted],
                        embeddings.embed_documents([question_vector_text(a.question) for a in voted]),
                        strict=True)) if voted else {}
     signals.record(learned, [vectors.get(answer.request_id) for answer in learned])
-    refuted = [request.cached_from for request, _ in graded if request.cached_from and request.net_rating < 0]
+    refuted = [request.cached_from for request, _ in judged if request.cached_from and request.net_rating < 0]
     if refuted:
         signals.forget(refuted)
         log.info("served answers rated down: %s leave the cache", refuted)

@@ -126,8 +126,10 @@ def answer_request(
     The time the queue accepted the message and the time the worker received it are kept on the request, so
     queueing delay shows apart from the worker's own time.
 
-    Safe under redelivery: the claim is an atomic write that refuses terminal requests and live leases; the final
-    write refuses to overwrite a terminal state, and only the worker whose write lands replies in Slack.
+    Safe under redelivery: the claim is an atomic write that refuses terminal requests and live leases (a message
+    for a request another worker is answering raises ``LeaseHeld``: not acknowledged, it comes back, and is
+    answered if that worker dies); the final write refuses to overwrite a terminal state, and only the worker
+    whose write lands replies in Slack.
     """
     received_at = utcnow()
     request = requests.claim(message.request_id, lease_s=settings.request_lease_s)
