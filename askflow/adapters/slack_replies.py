@@ -67,7 +67,7 @@ class SlackReplies:
 
 
 def answer_blocks(request: Request) -> list[dict]:
-    sources = "\n".join(f"[{s.n}] <{s.url}|{s.title}>" for s in request.sources)
+    sources = "\n".join(f"[{s.n}] <{s.url}|{s.title}>{'' if s.cited else ' _(not cited)_'}" for s in request.sources)
     blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": (request.answer or "")[:2900]}}]
     if sources:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sources*\n{sources}"[:2900]}})

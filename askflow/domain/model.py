@@ -97,6 +97,7 @@ class Source(BaseModel):
     section: str = ""
     kind: str = SourceKind.DOCS.value
     excerpt: str = ""
+    cited: bool = True  # False: given to the model, never cited by its answer
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Answer:
     collection: str = ""
     cached_from: str | None = None  # mode "cached": the request whose verified answer this is
     cache_similarity: float | None = None  # and how close the question came to that request's
+    citations_removed: int = 0  # citations of sources the model was never given
 
     @property
     def models(self) -> list[str]:
@@ -203,6 +205,7 @@ class Request(BaseModel):
     asker_sha: str | None = None  # sha256 of the asker's token (web and API): who may follow up and rate
     cached_from: str | None = None
     cache_similarity: float | None = None
+    citations_removed: int = 0
     # feedback and grading
     ratings: dict[str, Rating] = {}
     rated_at: dt.datetime | None = None
@@ -216,7 +219,7 @@ class Request(BaseModel):
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity"})
+        "cached_from", "cache_similarity", "citations_removed"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
@@ -263,7 +266,7 @@ class Request(BaseModel):
             "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
             "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
             "collection": answer.collection or None, "cached_from": answer.cached_from,
-            "cache_similarity": answer.cache_similarity})
+            "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed})
 
     def failed(self, error: str) -> Request:
         return self.model_copy(update={"status": RequestStatus.FAILED, "error": error})

@@ -26,7 +26,8 @@ FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "
 #: grades, Slack users and channels, the asker's token or the worker's attempts
 PUBLIC_FIELDS = frozenset({
     "request_id", "question", "thread_id", "status", "error", "answer", "sources", "mode", "queries", "models",
-    "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity", "created_at",
+    "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity", "citations_removed",
+    "created_at",
     "published_at", "received_at", "claimed_at", "completed_at"})
 ASKER = "asker"  # the rater of a web or API request: whoever holds its asker token
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")

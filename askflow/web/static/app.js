@@ -117,6 +117,10 @@
       link.href = safeUrl(source.url);
       link.textContent = source.section ? `${source.title} — ${source.section}` : source.title;
       item.append(link);
+      if (source.cited === false) {
+        item.classList.add("uncited");
+        item.append(" (given to the model, not cited)");
+      }
       list.append(item);
     }
     for (const button of node.querySelectorAll(".rate")) {
