@@ -176,6 +176,15 @@ def test_a_verified_answer_is_served_again_with_no_model_call(loop):
     assert fresh.mode == "llm" and _chats(loop.wire) == before + 2
 
 
+def test_a_served_answer_rated_down_takes_its_original_out_of_the_cache(loop):
+    loop.asked("original", QUESTION)
+    loop.grade("original")
+    served = loop.asked("served", QUESTION, positive=False)  # the user says the served answer is wrong
+    assert served.mode == "cached" and served.cached_from == "original"
+    loop.grade("served")
+    assert loop.answerer.answer(QUESTION).mode == "llm"
+
+
 def test_only_verified_current_answers_are_served(loop):
     loop.asked("unrated-bad", QUESTION, positive=False)
     loop.asked("private", "How do tasks pull an XCom value? Ask jane.doe@example.com", positive=True)
