@@ -248,6 +248,12 @@ def test_eval_feedback_measures_a_round_and_an_empty_round_changes_nothing(pg_ur
     assert repeats["cache"]["precision"] == 1.0 and repeats["cache"]["p50_ms"] > 0
     assert repeats["after"]["mrr@10"] >= repeats["before"]["mrr@10"]
 
+    # the answers that round stored never reach `eval retrieval`'s figures, though it shares the collection
+    assert cli.main(["eval", "retrieval", "--corpus", str(DOCS), "--questions", str(questions), "--details",
+                     str(tmp_path / "retrieval.jsonl")]) == 0
+    retrieval = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {key: retrieval[key] for key in repeats["before"]} == repeats["before"]
+
 
 def test_eval_feedback_refuses_a_missing_file(tmp_path, capsys):
     assert cli.main(["eval", "feedback", "--corpus", str(DOCS), "--feedback", str(tmp_path / "nope.jsonl"),

@@ -23,7 +23,7 @@ from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import GradingDue, QuestionQueued
 from askflow.domain.model import Document, Request
-from askflow.evaluation.retrieval_eval import EVAL_SOURCE, score_retrieval
+from askflow.evaluation.retrieval_eval import EVAL_SOURCE, keep_only_the_corpus, score_retrieval
 from askflow.grading.graders import Grader
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
@@ -49,7 +49,7 @@ def evaluate_feedback(
     ones over them."""
     _progress(f"indexing {len(documents)} documents")
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
-    forget_everything_learned(store, signals, answers_source=settings.answers_source)
+    forget_everything_learned(store, signals)
     _progress(f"before: scoring {len(questions)} questions")
     before = score_retrieval(questions, retriever)
 
@@ -95,12 +95,9 @@ def evaluate_feedback(
     }
 
 
-def forget_everything_learned(store: VectorStore, signals: LearnedSignals, *, answers_source: str) -> None:
-    """The learned state's fresh start: no stored answers in the collection, no learned signals."""
-    stored_answers = sorted(store.document_fingerprints(prefix=f"{answers_source}:"))
-    if stored_answers:
-        store.delete_documents(stored_answers)
-        store.finalize_writes()
+def forget_everything_learned(store: VectorStore, signals: LearnedSignals) -> None:
+    """The learned state's fresh start: nothing but the corpus in the collection, no learned signals."""
+    keep_only_the_corpus(store)
     signals.clear()
 
 

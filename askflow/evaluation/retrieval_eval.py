@@ -56,7 +56,17 @@ def evaluate(
     """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
     collection), then score ``retriever`` over it; per-question rows go to ``details_path`` when given."""
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
+    keep_only_the_corpus(store)
     return score_retrieval(questions, retriever, details_path=details_path)
+
+
+def keep_only_the_corpus(store: VectorStore) -> None:
+    """Delete whatever else the evaluation collection holds (the answers an ``eval feedback`` round stored, which
+    take candidate places from pages), so that the figures are the corpus's alone."""
+    others = [doc_id for doc_id in store.document_fingerprints(prefix="") if not doc_id.startswith(f"{EVAL_SOURCE}:")]
+    if others:
+        store.delete_documents(others)
+        store.finalize_writes()
 
 
 def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
