@@ -49,6 +49,13 @@ def test_quotes_are_whole_sentences_on_one_line_without_markup():
     assert not re.search(r"\w…", quote)  # cut between words
 
 
+def test_a_chunk_that_begins_mid_sentence_is_not_quoted_from_its_middle():
+    cut = Source(n=1, title="Feedback", url="u", excerpt=(
+        "removes the stored answers that cited it. Without a model, grading of answers is heuristic."))
+    text, _ = extractive_answer("How are answers graded without a model?", [cut])
+    assert _quotes(text) == ["> Without a model, grading of answers is heuristic. [1]"]
+
+
 def test_a_follow_up_is_answered_from_what_it_adds():
     first, _ = extractive_answer("How is an XCom identified?", [XCOMS, POOLS])
     follow_up, sources = extractive_answer("And how do operators push one?", [XCOMS, POOLS],

@@ -215,7 +215,9 @@ def _start_airflow(stack: LocalStack, env: dict[str, str]) -> str:
     from askflow.dev.local_stack import _start, free_port
 
     port = free_port()
-    env = env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1"}
+    # standalone starts its components as `airflow ...` processes: this interpreter's bin folder goes on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env = env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1", "PATH": path}
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     print("starting Airflow (airflow standalone: API server, scheduler, DAG processor) ...", flush=True)
     service: Service = _start("airflow", [sys.executable, "-m", "airflow", "standalone"],

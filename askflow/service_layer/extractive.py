@@ -100,7 +100,10 @@ def _sentences(text: str) -> list[str]:
         if not lines or lines[0].startswith(("    ", "\t", "```", ">>>", "$ ", "..")) or _is_rule(lines[-1]):
             continue
         paragraphs.append(_LITERAL.sub(r"`\1`", _ROLE.sub(r"\1", " ".join(line.strip() for line in lines))))
-    return [s.strip() for paragraph in paragraphs for s in _SENTENCE.split(paragraph) if len(s.strip()) > 20]
+    sentences = [s.strip() for paragraph in paragraphs for s in _SENTENCE.split(paragraph) if len(s.strip()) > 20]
+    if sentences and sentences[0][0].islower():  # a chunk that begins mid-sentence: not a sentence to quote
+        sentences = sentences[1:]
+    return sentences
 
 
 def _is_rule(line: str) -> bool:
