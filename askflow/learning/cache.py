@@ -9,6 +9,7 @@ cited is stored unchanged. Every lookup logs the nearest similarity, hit or miss
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 from askflow.domain.model import VerifiedMatch
 from askflow.learning.questions import difference, question_key
@@ -36,13 +37,16 @@ class AnswerCache:
         self._threshold = threshold
         self._candidates = candidates
 
-    def lookup(self, question: str) -> VerifiedMatch | None:
+    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None) -> VerifiedMatch | None:
+        """:param vector: gives the question's embedding, made only when no exact match is found (the answerer
+        passes the one its search will use, so a miss costs no second embedding)."""
         exact = still_valid(self._signals.verified_by_key(question_key(question), collection=self._collection),
                             self._store)
         if exact:
             log.info("cache: exact match %s", exact[0].request_id)
             return VerifiedMatch(answer=exact[0], similarity=1.0, how="exact")
-        near = self._signals.nearest(self._embeddings.embed_query(question_vector_text(question)),
+        embedded = vector() if vector is not None else self._embeddings.embed_query(question_vector_text(question))
+        near = self._signals.nearest(embedded,
                                      collection=self._collection, embedding_model=self._embeddings.name,
                                      limit=self._candidates, verified_only=True)
         nearest = near[0][1] if near else None

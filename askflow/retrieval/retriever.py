@@ -41,9 +41,14 @@ class Retriever:
         self._candidates = candidates
         self._reranking = reranking
 
-    def search(self, question: str) -> Retrieved:
+    def embed(self, question: str) -> list[float]:
+        """The question's embedding as ``search`` makes it (the verified-answer cache matches by it too)."""
+        return self._embeddings.embed_query(clean_query(question).dense)
+
+    def search(self, question: str, *, vector: Sequence[float] | None = None) -> Retrieved:
+        """Hybrid search; ``vector``: the question's embedding when it was made already (``embed``)."""
         query = clean_query(question)
-        vector = self._embeddings.embed_query(query.dense)
+        vector = vector if vector is not None else self._embeddings.embed_query(query.dense)
         return Retrieved(self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha),
                          list(vector))
 

@@ -7,11 +7,13 @@ is extractive (quoted passages with citations) and says so.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Protocol
 
 from askflow.domain.errors import ModelUnavailable
@@ -44,7 +46,8 @@ ANSWER_SYSTEM = (
 class VerifiedAnswers(Protocol):
     """Verified earlier answers (``learning.cache.AnswerCache``)."""
 
-    def lookup(self, question: str) -> VerifiedMatch | None: ...
+    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None) -> VerifiedMatch | None:
+        ...
 
 
 class Answerer:
@@ -79,8 +82,10 @@ class Answerer:
         question the cheap model makes of it, never by its own words."""
         started = time.perf_counter()
         use_cache = self._cache is not None and not fresh
+        # a question's embedding, made at most once: by the cache lookup on a miss, or by the search
+        question_vector = functools.cache(partial(self._retriever.embed, question))
         if use_cache and not history:
-            match = self._cache.lookup(question)
+            match = self._cache.lookup(question, vector=question_vector)
             if match is not None:
                 return self._cached(question, match, started)
         timings: dict[str, float] = {}
@@ -88,7 +93,8 @@ class Answerer:
         with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
             # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
             # what the thread is about; the rewordings (with a model) are made stand-alone from the history
-            original = pool.submit(self._retriever.search, _with_context(question, history))
+            original = pool.submit(lambda: self._retriever.search(
+                _with_context(question, history), vector=None if history else question_vector()))
             queries = [question]
             if self._cheap is not None and self._rewordings > 0:
                 try:
