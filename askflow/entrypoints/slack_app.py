@@ -18,11 +18,10 @@ from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFo
 from askflow.domain.model import SlackThread
 from askflow.entrypoints.http_api import read_body, unread_body_response
 from askflow.service_layer import handlers
-from askflow.service_layer.commands import AskQuestion, RateAnswer
+from askflow.service_layer.commands import AskQuestion, RateAnswer, is_storable_id
 
 log = logging.getLogger(__name__)
 MAX_SLACK_BODY_BYTES = 256 * 1024  # Slack's events and clicks are a few kB
-STORABLE_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,128}$")  # a request id a click may name
 
 
 def build_app(components):
@@ -79,7 +78,7 @@ def build_app(components):
         def handler(ack, body, action):
             ack()
             user = re.sub(r"[^A-Za-z0-9_-]", "_", str((body.get("user") or {}).get("id", "")))[:64]
-            if not _storable_id(action.get("value")) or not user:
+            if not is_storable_id(action.get("value")) or not user:
                 log.info("Slack rating ignored: no request id or no user in the click")
                 return
             try:
@@ -95,7 +94,7 @@ def build_app(components):
         """The question of an answer served from the cache, asked again in its thread and answered anew; a second
         click maps to the same request."""
         ack()
-        served = components.requests.get(str(action.get("value", ""))) if _storable_id(action.get("value")) else None
+        served = components.requests.get(action["value"]) if is_storable_id(action.get("value")) else None
         if served is None or served.slack is None:
             return
         try:
@@ -126,10 +125,6 @@ class SlackMessage(BaseModel):
     @property
     def thread(self) -> str:
         return self.thread_ts or self.ts
-
-
-def _storable_id(value) -> bool:
-    return isinstance(value, str) and bool(STORABLE_ID.match(value))
 
 
 def handle(request, app):

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 RESERVED_ID = re.compile(r"^__.*__$")  # Firestore's reserved document ids
+ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def _not_reserved(identifier: str) -> str:
@@ -29,7 +30,12 @@ def _storable(text: str) -> str:
 
 StorableText = Annotated[StrictStr, AfterValidator(_storable)]
 #: an id the stores can hold: letters, digits, "_" and "-", never Firestore's reserved ``__...__``
-Identifier = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$"), AfterValidator(_not_reserved)]
+Identifier = Annotated[StrictStr, Field(pattern=ID.pattern), AfterValidator(_not_reserved)]
+
+
+def is_storable_id(value: object) -> bool:
+    """Whether ``value`` is an ``Identifier`` (for ids that arrive outside a command, as in a Slack click)."""
+    return isinstance(value, str) and bool(ID.match(value)) and not RESERVED_ID.match(value)
 
 
 class AskQuestion(BaseModel):
