@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import GradingDue
@@ -74,13 +74,16 @@ def grade_events(
                 rejected[reason.split(":")[0]] += 1
     run.graded, run.good, run.rejected = len(due), len(good), dict(rejected)
     if due:
+        store.ensure_collection(embeddings.dimension)  # a fresh deploy: the collection may not exist yet
+        # what every graded answer cited, as stored now: one lookup for the write-back and the learning alike
+        current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
         kept = {request.request_id for request in good}
         _write_back([request for request in good if request.cached_from is None],
                     [request for request, _ in due if request.request_id not in kept], store=store,
                     embeddings=embeddings, strategy=strategy, answers_source=answers_source,
-                    answers_base_url=answers_base_url)
+                    answers_base_url=answers_base_url, fingerprints=current)
         if signals is not None:
-            _learn(judged, signals=signals, store=store, embeddings=embeddings, collection=collection)
+            _learn(judged, signals=signals, embeddings=embeddings, collection=collection, fingerprints=current)
     run.finished_at = utcnow()
     runs.save(run)
     log.info("evaluation run %s", run.model_dump(mode="json"))
@@ -92,14 +95,13 @@ def answer_doc_id(request_id: str, answers_source: str) -> str:
 
 
 def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: VectorStore, embeddings: Embeddings,
-                strategy: ChunkingStrategy, answers_source: str, answers_base_url: str) -> None:
+                strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
+                fingerprints: Mapping[str, str]) -> None:
     """Good public answers become sources of kind "answered question", linked to the fingerprints of what they
     cited (re-ingesting a changed source invalidates them); rejected ones leave the store."""
-    store.ensure_collection(embeddings.dimension)  # a fresh deploy: the collection may not exist yet
     store.delete_documents([answer_doc_id(r.request_id, answers_source) for r in rejected])
     if not good:
         return
-    current = store.fingerprints(sorted({s.doc_id for r in good for s in r.sources if s.doc_id}))
     documents = [
         Document(
             doc_id=answer_doc_id(request.request_id, answers_source),
@@ -107,8 +109,8 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
             title=request.question.strip().splitlines()[0][:150],
             url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
             kind=SourceKind.ANSWERED_QUESTION,
-            metadata={"format": "text", "cited": {s.doc_id: current[s.doc_id] for s in request.sources
-                                                  if s.doc_id in current},
+            metadata={"format": "text", "cited": {s.doc_id: fingerprints[s.doc_id] for s in request.sources
+                                                  if s.doc_id in fingerprints},
                       "cited_urls": [s.url for s in request.sources]},
         )
         for request in good
@@ -117,13 +119,12 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
                     prune=False)
 
 
-def _learn(judged: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, store: VectorStore,
-           embeddings: Embeddings, collection: str) -> None:
+def _learn(judged: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, embeddings: Embeddings,
+           collection: str, fingerprints: Mapping[str, str]) -> None:
     """One record per graded request, replacing its earlier one (grading again after a new rating changes the
     vote, never adds a second), with its question's embedding when it voted (the cache and the associations
     find records by question). A cached answer rated down takes the answer it was served from out of the cache."""
-    current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
-    learned = [learned_answer(request, graded, fingerprints=current, collection=collection,
+    learned = [learned_answer(request, graded, fingerprints=fingerprints, collection=collection,
                               embedding_model=embeddings.name) for request, graded in judged]
     voted = [answer for answer in learned if answer.vote]
     vectors = dict(zip([a.request_id for a in voted],
