@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     request_lease_s: float = Field(default=60.0, gt=0, description=(
         "a worker's claim on a request holds this long after its last sign of life; it beats every third of it"))
     request_deadline_s: float = 900.0
+    partial_write_interval_s: float = Field(default=0.25, ge=0, description=(
+        "while the model writes an answer, the request's partial answer is written at most this often"))
+    slack_edit_interval_s: float = Field(default=1.0, ge=0, description=(
+        "while the model writes an answer, the Slack reply is edited at most this often (Slack allows about one"
+        " chat.update a second)"))
     requeue_after_s: float = Field(default=120.0, description=(
         "an unfinished request untouched this long is queued again by the requeue sweep (a lost or dead-lettered"
         " message); past request_deadline_s it is failed instead"))

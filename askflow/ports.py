@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,6 +112,16 @@ class ChatModel(abc.ABC):
     @abc.abstractmethod
     def complete(self, system: str, user: str, *, json_output: bool = False) -> Completion: ...
 
+    def stream(self, system: str, user: str, *, on_text: Callable[[str], None]) -> Completion:
+        """``complete``, telling ``on_text`` the reply so far (the whole text, never a delta) as it is written.
+
+        A model that cannot stream tells it once, whole. A call retried after a failure mid-stream starts its text
+        again from nothing, so ``on_text`` never sees a retry's words appended to a failed attempt's.
+        """
+        completion = self.complete(system, user)
+        on_text(completion.text)
+        return completion
+
 
 class RequestStore(abc.ABC):
     """The durable record of every question: one ``Request`` per id. State changes are atomic; the rules that decide
@@ -135,6 +145,12 @@ class RequestStore(abc.ABC):
     @abc.abstractmethod
     def heartbeat(self, request_id: str, *, at: dt.datetime) -> None:
         """The answering worker is alive: extend its lease (``Request.lease_held``)."""
+
+    @abc.abstractmethod
+    def progress(self, request: Request) -> bool:
+        """Write what the answering worker has so far (``Request.PROGRESS_FIELDS``) while its claim stands: the
+        stored request is still ``answering`` in the same attempt. Returns whether it wrote; a worker whose claim
+        was lost writes nothing."""
 
     @abc.abstractmethod
     def finish(self, request: Request) -> bool:

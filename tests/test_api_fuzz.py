@@ -23,7 +23,8 @@ def fuzz_api(local_stack, indexed, pg_url) -> str:  # noqa: F811
 
 
 @schema.parametrize()
-@settings(max_examples=int(os.environ.get("ASKFLOW_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("ASKFLOW_FUZZ_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=list(HealthCheck))
 def test_api_matches_its_spec_and_never_fails_with_5xx(case, fuzz_api):
     response = case.call_and_validate(base_url=fuzz_api)
     assert response.status_code < 500

@@ -30,7 +30,7 @@ class CannedAnswerer:
         self.error = error
         self.questions: list[tuple[str, list]] = []
 
-    def answer(self, question, history=(), *, fresh=False):
+    def answer(self, question, history=(), *, fresh=False, on_partial=None):
         self.questions.append((question, list(history)))
         if self.error is not None:
             raise self.error
@@ -124,7 +124,7 @@ def test_a_worker_beats_while_it_answers_and_a_redelivery_waits_for_a_live_lease
     started, release = threading.Event(), threading.Event()
 
     class SlowAnswerer(CannedAnswerer):
-        def answer(self, question, history=(), *, fresh=False):
+        def answer(self, question, history=(), *, fresh=False, on_partial=None):
             started.set()
             release.wait(5)
             return super().answer(question, history, fresh=fresh)

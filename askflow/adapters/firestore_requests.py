@@ -82,6 +82,41 @@ class FirestoreRequestStore(RequestStore):
             return claimed
         return None  # contended that hard: another worker is on it
 
+    def progress(self, request: Request) -> bool:
+        """One write conditional on this process's claim (its update time, moved on by each of its own writes); when
+        anything else wrote meanwhile, a transaction that checks the claim by its attempt number."""
+        from google.api_core.exceptions import FailedPrecondition
+        from google.cloud import firestore
+
+        ref = self._ref(request.request_id)
+        fields = to_document(request, Request.PROGRESS_FIELDS)
+        with self._claims_lock:
+            claimed = self._claims.get(request.request_id)
+        if claimed is not None:
+            try:
+                written = ref.update(fields, option=self._client.write_option(last_update_time=claimed))
+                self._claimed_at(request.request_id, written.update_time)
+                return True
+            except FailedPrecondition:
+                pass
+
+        @firestore.transactional
+        def progress_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            stored = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if stored is None or stored.status is not RequestStatus.ANSWERING or stored.attempts != request.attempts:
+                return False
+            transaction.update(ref, fields)
+            return True
+
+        return progress_in(self._client.transaction(), ref)
+
+    def _claimed_at(self, request_id: str, update_time) -> None:
+        """This process's claim now stands at ``update_time`` (its own later write), if it still holds one."""
+        with self._claims_lock:
+            if request_id in self._claims:
+                self._claims[request_id] = update_time
+
     def finish(self, request: Request) -> bool:
         """One conditional write when nothing touched the request since this process claimed it (the usual case);
         otherwise a transaction that refuses to overwrite a terminal state."""
@@ -140,9 +175,7 @@ class FirestoreRequestStore(RequestStore):
         """One write; this process's claim then stands at the heartbeat's update time, so ``finish`` keeps its one
         conditional write."""
         written = self._ref(request_id).update({"heartbeat_at": at})
-        with self._claims_lock:
-            if request_id in self._claims:
-                self._claims[request_id] = written.update_time
+        self._claimed_at(request_id, written.update_time)
 
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})

@@ -31,6 +31,14 @@ class InMemoryRequestStore(RequestStore):
         self.requests[request_id] = request.claimed(now)
         return self.requests[request_id]
 
+    def progress(self, request: Request) -> bool:
+        stored = self.requests.get(request.request_id)
+        if stored is None or stored.status is not RequestStatus.ANSWERING or stored.attempts != request.attempts:
+            return False
+        progress = {field: getattr(request, field) for field in Request.PROGRESS_FIELDS}
+        self.requests[request.request_id] = stored.model_copy(update=progress)
+        return True
+
     def finish(self, request: Request) -> bool:
         stored = self.requests.get(request.request_id)
         if stored is None or stored.terminal:

@@ -14,6 +14,10 @@ from askflow.ports import ChatModel, Completion, Embeddings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+class IncompleteStream(Exception):
+    """A streamed reply ended before the model said it had finished (no ``finish_reason``): the connection dropped."""
+
 # The endpoints are called through the client's ``post`` (its documented way to call any endpoint, with the same
 # auth, Azure deployment routing, timeouts, errors and typed responses) rather than ``client.chat.completions``:
 # the first use of those typed resources imports every OpenAI API module, about 0.3 s of each worker's cold start
@@ -24,6 +28,7 @@ EMBEDDINGS_PATH = "/embeddings"
 
 def retrying_call(*, attempts: int, backoff_max_s: float) -> Callable[..., Any]:
     """``call(fn, *args, **kwargs)`` retried by tenacity on transient OpenAI errors; ``ModelUnavailable`` after."""
+    import httpx
     import openai
     from tenacity import (
         RetryError,
@@ -36,7 +41,11 @@ def retrying_call(*, attempts: int, backoff_max_s: float) -> Callable[..., Any]:
     def transient(error: BaseException) -> bool:
         if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
             return True
-        return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+        if isinstance(error, (httpx.TransportError, IncompleteStream)):  # a stream cut off after it began
+            return True
+        if isinstance(error, openai.APIStatusError):
+            return error.status_code >= 500
+        return isinstance(error, openai.APIError)  # an error event in the middle of a stream
 
     def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         retrying = Retrying(
@@ -54,7 +63,7 @@ def retrying_call(*, attempts: int, backoff_max_s: float) -> Callable[..., Any]:
         except RetryError as error:
             last = error.last_attempt.exception()
             raise ModelUnavailable(f"model endpoint failed {attempts} times: {type(last).__name__}") from last
-        except openai.OpenAIError as error:
+        except (openai.OpenAIError, httpx.TransportError, IncompleteStream) as error:
             raise ModelUnavailable(f"model endpoint refused the call: {type(error).__name__}") from error
 
     return call
@@ -67,26 +76,53 @@ class OpenAIChatModel(ChatModel):
         self._retrying = retrying
         self._temperature = temperature
 
-    def complete(self, system: str, user: str, *, json_output: bool = False) -> Completion:
-        from openai.types.chat import ChatCompletion
-
-        body: dict[str, Any] = {
+    def _body(self, system: str, user: str) -> dict[str, Any]:
+        return {
             "model": self.name,
             "temperature": self._temperature,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
+
+    def complete(self, system: str, user: str, *, json_output: bool = False) -> Completion:
+        from openai.types.chat import ChatCompletion
+
+        body = self._body(system, user)
         if json_output:
             body["response_format"] = {"type": "json_object"}
         response = self._retrying(self._client.post, CHAT_PATH, body=body, cast_to=ChatCompletion)
-        usage = response.usage
-        return Completion(
-            text=response.choices[0].message.content or "",
-            usage=Usage(
-                model=self.name,
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            ),
-        )
+        return Completion(text=response.choices[0].message.content or "", usage=self._usage(response.usage))
+
+    def stream(self, system: str, user: str, *, on_text: Callable[[str], None]) -> Completion:
+        """The reply as server-sent chunks (``stream: true``, with the usage in the last chunk); an attempt that fails
+        mid-stream is retried whole, its text started again."""
+        from openai import Stream
+        from openai.types.chat import ChatCompletionChunk
+
+        body = self._body(system, user) | {"stream": True, "stream_options": {"include_usage": True}}
+
+        def attempt() -> Completion:
+            parts: list[str] = []
+            usage = finished = None
+            chunks = self._client.post(CHAT_PATH, body=body, cast_to=ChatCompletionChunk, stream=True,
+                                       stream_cls=Stream[ChatCompletionChunk])
+            with chunks:
+                for chunk in chunks:
+                    usage = chunk.usage or usage
+                    if not chunk.choices:
+                        continue
+                    finished = chunk.choices[0].finish_reason or finished
+                    if delta := chunk.choices[0].delta.content:
+                        parts.append(delta)
+                        on_text("".join(parts))
+            if finished is None:
+                raise IncompleteStream(f"the stream ended after {len(parts)} chunks, unfinished")
+            return Completion(text="".join(parts), usage=self._usage(usage))
+
+        return self._retrying(attempt)
+
+    def _usage(self, usage: Any) -> Usage:
+        return Usage(model=self.name, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                     completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
 
 
 class OpenAIEmbeddings(Embeddings):

@@ -1,6 +1,6 @@
-"""SlackReplies: what the answer worker says in Slack — thread history, a working reaction, the answer with its
-numbered sources and rating buttons. The client is slack_sdk's WebClient as ``bootstrap`` builds it (retry handlers,
-``Retry-After`` honoured)."""
+"""SlackReplies: what the answer worker says in Slack — thread history, a working reaction, a reply posted at once
+and edited as the answer is written, then the answer with its numbered sources and rating buttons. The client is
+slack_sdk's WebClient as ``bootstrap`` builds it (retry handlers, ``Retry-After`` honoured)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
 RATE_UP, RATE_DOWN = "askflow_rate_up", "askflow_rate_down"
 FRESH = "askflow_fresh"  # answer anew a question answered from a verified earlier answer
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
+PLACEHOLDER = "Looking through the docs…"
+WRITING = " ✍️"  # after the text while the answer is being written
 
 
 def question_text(text: str) -> str:
@@ -42,9 +44,32 @@ class SlackReplies:
         return [(question_text(m.get("text", "")), "") for m in response["messages"]
                 if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
 
+    def start_reply(self, request: Request) -> str | None:
+        """Post the reply at once; its ``ts``, or ``None`` when Slack refused (the answer is then posted whole)."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            response = self._client.chat_postMessage(channel=request.slack.channel, thread_ts=request.slack.thread_ts,
+                                                     text=PLACEHOLDER, unfurl_links=False)
+        except SlackApiError as error:
+            log.warning("could not start the reply for %s: %s", request.request_id, error.response.get("error"))
+            return None
+        return response.get("ts")
+
+    def edit_reply(self, request: Request, text: str) -> None:
+        """The answer so far; a refused edit is skipped (the next one, or the final answer, shows the text)."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self._client.chat_update(channel=request.slack.channel, ts=request.slack.reply_ts,
+                                     text=text[:3000] + WRITING)
+        except SlackApiError as error:
+            log.warning("could not edit the reply for %s: %s", request.request_id, error.response.get("error"))
+
     def post_answer(self, request: Request) -> None:
-        """Reply in the thread. The answer is already stored: a Slack failure is logged, never raised (a raise
-        would only make Pub/Sub redeliver a request that is finished and will not be answered again)."""
+        """Reply in the thread (edit the reply posted at start). The answer is already stored: a Slack failure is
+        logged, never raised (a raise would only make Pub/Sub redeliver a request that is finished and will not be
+        answered again)."""
         from slack_sdk.errors import SlackApiError
 
         try:
@@ -61,8 +86,11 @@ class SlackReplies:
         else:
             text = "Sorry, I could not answer that one."
             blocks = None
-        self._client.chat_postMessage(channel=slack.channel, thread_ts=slack.thread_ts, text=text,
-                                      blocks=blocks, unfurl_links=False)
+        if slack.reply_ts:
+            self._client.chat_update(channel=slack.channel, ts=slack.reply_ts, text=text, blocks=blocks or [])
+        else:
+            self._client.chat_postMessage(channel=slack.channel, thread_ts=slack.thread_ts, text=text,
+                                          blocks=blocks, unfurl_links=False)
         self.mark(slack.channel, slack.ts, add=DONE if complete else FAILED, remove=WORKING)
 
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -153,6 +154,7 @@ class SlackThread(BaseModel):
     thread_ts: str
     user: str | None = None
     in_thread: bool = False
+    reply_ts: str | None = None  # askflow's reply, posted at once and edited as the answer is written
 
 
 class Grade(BaseModel):
@@ -192,6 +194,7 @@ class Request(BaseModel):
     error: str | None = None
     # the answer
     answer: str | None = None
+    partial_answer: str | None = None  # the answer so far, while the model writes it (``sources``: those so far)
     sources: list[Source] = []
     mode: str | None = None
     queries: list[str] = []
@@ -217,9 +220,11 @@ class Request(BaseModel):
 
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "status", "error", "answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
+        "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
         "cached_from", "cache_similarity", "citations_removed"})
+    #: what a worker writes while it answers (its claim still standing)
+    PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources", "slack"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
@@ -253,8 +258,17 @@ class Request(BaseModel):
         return not self.terminal and not self.lease_held(now, lease_s)
 
     def claimed(self, now: dt.datetime) -> Request:
+        """This attempt's claim: whatever an earlier attempt had written of its answer is gone."""
         return self.model_copy(update={"status": RequestStatus.ANSWERING, "claimed_at": now,
-                                       "attempts": self.attempts + 1, "updated_at": now})
+                                       "attempts": self.attempts + 1, "updated_at": now,
+                                       "partial_answer": None, "sources": []})
+
+    def answering(self, text: str, sources: Sequence[Source]) -> Request:
+        """The answer so far, with the sources it cites so far."""
+        return self.model_copy(update={"partial_answer": text, "sources": list(sources)})
+
+    def replied_in_slack(self, reply_ts: str) -> Request:
+        return self.model_copy(update={"slack": self.slack.model_copy(update={"reply_ts": reply_ts})})
 
     def past_deadline(self, now: dt.datetime, deadline_s: float) -> bool:
         return (now - self.created_at).total_seconds() > deadline_s
@@ -262,6 +276,7 @@ class Request(BaseModel):
     def completed(self, answer: Answer, *, at: dt.datetime) -> Request:
         return self.model_copy(update={
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
+            "partial_answer": None,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
             "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
             "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
@@ -269,7 +284,9 @@ class Request(BaseModel):
             "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed})
 
     def failed(self, error: str) -> Request:
-        return self.model_copy(update={"status": RequestStatus.FAILED, "error": error})
+        """Failed, with no half answer left behind."""
+        return self.model_copy(update={"status": RequestStatus.FAILED, "error": error, "answer": None,
+                                       "partial_answer": None, "sources": []})
 
     def revision(self) -> str | None:
         """What grading depends on: a completed answer and its ratings. ``None`` when there is nothing to grade."""

@@ -76,10 +76,14 @@ class Answerer:
     def mode(self) -> str:
         return "llm" if self._strong is not None else "extractive"
 
-    def answer(self, question: str, history: Sequence[tuple[str, str]] = (), *, fresh: bool = False) -> Answer:
+    def answer(self, question: str, history: Sequence[tuple[str, str]] = (), *, fresh: bool = False,
+               on_partial: Callable[[str, list[Source]], None] | None = None) -> Answer:
         """Answer ``question`` (after ``history``, the conversation so far). A question that is not a follow-up is
         first looked up among verified earlier answers, unless ``fresh``; a follow-up only by the stand-alone
-        question the cheap model makes of it, never by its own words."""
+        question the cheap model makes of it, never by its own words.
+
+        ``on_partial`` is told the model's answer as it is written, its citations already checked (the text so far
+        and its sources, in the order it first cites them); extractive and cached answers come whole, at once."""
         started = time.perf_counter()
         use_cache = self._cache is not None and not fresh
         # a question's embedding, made at most once: by the cache lookup on a miss, or by the search
@@ -117,7 +121,13 @@ class Answerer:
         if self._strong is None:
             text, sources = extractive_answer(question, sources, history)
         else:
-            completion = self._strong.complete(ANSWER_SYSTEM, _answer_prompt(question, history, sources))
+            prompt = _answer_prompt(question, history, sources)
+            if on_partial is None:
+                completion = self._strong.complete(ANSWER_SYSTEM, prompt)
+            else:
+                given = sources
+                completion = self._strong.stream(
+                    ANSWER_SYSTEM, prompt, on_text=lambda text: on_partial(*check_citations(text, given)[:2]))
             usage.append(completion.usage)
             text, sources, removed = check_citations(completion.text.strip(), sources)
             if removed:

@@ -8,14 +8,16 @@ import logging
 import re
 import secrets
 import threading
+import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
-from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, token_sha
+from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
 from askflow.ports import EventBus, RequestStore
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
@@ -25,10 +27,9 @@ FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "
 #: what ``GET /requests/{id}`` shows: the question, its answer and its times; never ratings, raters, comments,
 #: grades, Slack users and channels, the asker's token or the worker's attempts
 PUBLIC_FIELDS = frozenset({
-    "request_id", "question", "thread_id", "status", "error", "answer", "sources", "mode", "queries", "models",
-    "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity", "citations_removed",
-    "created_at",
-    "published_at", "received_at", "claimed_at", "completed_at"})
+    "request_id", "question", "thread_id", "status", "error", "answer", "partial_answer", "sources", "mode",
+    "queries", "models", "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity",
+    "citations_removed", "created_at", "published_at", "received_at", "claimed_at", "completed_at"})
 ASKER = "asker"  # the rater of a web or API request: whoever holds its asker token
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 
@@ -36,7 +37,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 class Answers(Protocol):
     """What answers a question (``answering.Answerer``)."""
 
-    def answer(self, question: str, history: list[tuple[str, str]] = ..., *, fresh: bool = ...) -> Answer: ...
+    def answer(self, question: str, history: list[tuple[str, str]] = ..., *, fresh: bool = ...,
+               on_partial: Callable[[str, list[Source]], None] | None = ...) -> Answer: ...
 
 
 class SlackThreads(Protocol):
@@ -44,7 +46,14 @@ class SlackThreads(Protocol):
 
     def thread_history(self, channel: str, thread_ts: str, *, before_ts: str) -> list[tuple[str, str]]: ...
 
-    def post_answer(self, request: Request) -> None: ...
+    def start_reply(self, request: Request) -> str | None:
+        """Reply in the thread at once, to be edited as the answer is written; its ``ts`` (``None``: not posted)."""
+
+    def edit_reply(self, request: Request, text: str) -> None:
+        """Show the answer so far in the reply ``start_reply`` posted (``request.slack.reply_ts``)."""
+
+    def post_answer(self, request: Request) -> None:
+        """The final reply: edits the posted one, or posts it."""
 
 
 def submit_question(
@@ -144,9 +153,11 @@ def answer_request(
         return "skipped"
     try:
         with _heartbeats(requests, request.request_id, every_s=settings.request_lease_s / 3):
+            request = _start_slack_reply(request, requests=requests, slack=slack)
+            partial = PartialAnswers(request, requests=requests, slack=slack, settings=settings)
             answer = answerer.answer(request.question,
                                      conversation_history(request, requests=requests, slack=slack),
-                                     fresh=request.fresh)
+                                     fresh=request.fresh, on_partial=partial)
         outcome = request.completed(answer, at=utcnow())
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)
@@ -160,6 +171,53 @@ def answer_request(
     if slack is not None and outcome.slack is not None:
         slack.post_answer(outcome)
     return outcome.status.value
+
+
+def _start_slack_reply(request: Request, *, requests: RequestStore, slack: SlackThreads | None) -> Request:
+    """A Slack question gets its reply at once (an earlier attempt's, when it posted one), kept on the request so that
+    a retry edits the same message."""
+    if slack is None or request.slack is None or request.slack.reply_ts:
+        return request
+    reply_ts = slack.start_reply(request)
+    if reply_ts is None:
+        return request
+    replied = request.replied_in_slack(reply_ts)
+    requests.progress(replied)
+    return replied
+
+
+class PartialAnswers:
+    """Where the answer goes while it is written: the request (at most every ``partial_write_interval_s``, so a
+    thousand tokens cost a handful of writes) and the Slack reply (at most every ``slack_edit_interval_s``). The first
+    text is written at once. Once the store refuses a write (this worker's claim was lost) nothing more is written.
+    The final answer is the worker's last write, whatever was written before."""
+
+    def __init__(self, request: Request, *, requests: RequestStore, slack: SlackThreads | None, settings: Settings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._request = request
+        self._requests = requests
+        self._slack = slack if request.slack is not None and request.slack.reply_ts else None
+        self._settings = settings
+        self._clock = clock
+        self._written_at = self._edited_at = float("-inf")
+        self.writes = 0
+        self.claim_lost = False
+
+    def __call__(self, text: str, sources: Sequence[Source]) -> None:
+        if self.claim_lost or not text:
+            return
+        now = self._clock()
+        if now - self._written_at >= self._settings.partial_write_interval_s:
+            self._written_at = now
+            if not self._requests.progress(self._request.answering(text, sources)):
+                self.claim_lost = True
+                log.warning("request %s: no longer this worker's; its partial answer is not written",
+                            self._request.request_id)
+                return
+            self.writes += 1
+        if self._slack is not None and now - self._edited_at >= self._settings.slack_edit_interval_s:
+            self._edited_at = now
+            self._slack.edit_reply(self._request, text)
 
 
 @contextlib.contextmanager

@@ -93,8 +93,24 @@ class SlackAPI(LoopbackAPI):
     def __init__(self) -> None:
         self.channels: dict[str, list[dict]] = {}
         self.posted: list[dict] = []
+        self.updated: list[dict] = []  # chat.update calls, in order (each with its ``ts``)
         self.reactions: list[dict] = []
         super().__init__()
+
+    def replies(self, thread_ts: str) -> list[dict]:
+        """The bot's messages in a thread as they now read: each posted message with its latest edit applied."""
+        with self._lock:
+            posted, updated = list(self.posted), list(self.updated)
+        messages = [dict(message) for message in posted if message.get("thread_ts") == thread_ts]
+        for message in messages:
+            for edit in updated:
+                if edit["ts"] == message["ts"]:
+                    message.update(edit)
+        return messages
+
+    def edits(self, ts: str) -> list[dict]:
+        with self._lock:
+            return [edit for edit in self.updated if edit["ts"] == ts]
 
     @property
     def base_url(self) -> str:
@@ -129,9 +145,18 @@ class SlackAPI(LoopbackAPI):
             return 200, {"ok": True, "channel": params["channel"],
                          "permalink": f"https://acme.slack.com/archives/{params['channel']}/p{ts}"}
         if name == "chat.postMessage":
-            self.posted.append(params)
-            return 200, {"ok": True, "channel": params["channel"], "ts": f"9{len(self.posted)}.000100",
+            with self._lock:
+                ts = f"9{len(self.posted) + 1}.000100"
+                self.posted.append(params | {"ts": ts})
+            return 200, {"ok": True, "channel": params["channel"], "ts": ts,
                          "message": {"text": params.get("text", "")}}
+        if name == "chat.update":
+            with self._lock:
+                if not any(message["ts"] == params.get("ts") for message in self.posted):
+                    return 200, {"ok": False, "error": "message_not_found"}
+                self.updated.append(dict(params))
+            return 200, {"ok": True, "channel": params["channel"], "ts": params["ts"],
+                         "text": params.get("text", "")}
         if name in ("reactions.add", "reactions.remove"):
             self.reactions.append({"method": name, **params})
             return 200, {"ok": True}

@@ -2,7 +2,9 @@
 
 Tests script it: a latency per call, a queue of injected failures (HTTP status codes, or "timeout" to hang past the
 client's timeout), and a record of every call. Chat answers are derived from the prompt so they can be checked:
-rewording requests (JSON mode) get three queries; answer requests cite the first two sources.
+rewording requests (JSON mode) get three queries; answer requests cite the first two sources. A streamed answer
+(``stream: true``) comes as server-sent chunks of one word each, ``token_interval_s`` apart; ``answer_sentences``
+makes answers that long; ``stream_cuts`` cuts the next streams off after that many chunks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +25,9 @@ class OpenAIWireServer:
         self.fail_ratio_every: int = 0  # fail one call in N (0: never), with 429/500 alternating
         self.calls: list[dict] = []
         self.timeout_hang_s = 5.0
+        self.token_interval_s = 0.0
+        self.answer_sentences = 1
+        self.stream_cuts: list[int] = []  # the next streams break off after this many chunks, one entry per stream
         self._lock = threading.Lock()
         self._counter = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -45,6 +51,9 @@ class OpenAIWireServer:
             self.latency_s = 0.0
             self.failures.clear()
             self.fail_ratio_every = 0
+            self.token_interval_s = 0.0
+            self.answer_sentences = 1
+            self.stream_cuts.clear()
             self.calls.clear()
             self._counter = 0
 
@@ -76,11 +85,41 @@ class OpenAIWireServer:
                     return self._send(500, {"error": {"message": "hung"}})
                 if failure is not None:
                     return self._send(failure, {"error": {"message": "injected", "type": "injected"}})
+                if self.path.endswith("/chat/completions") and body.get("stream"):
+                    return self._stream(_chat(body, sentences=wire.answer_sentences))
                 if self.path.endswith("/chat/completions"):
-                    return self._send(200, _chat(body))
+                    return self._send(200, _chat(body, sentences=wire.answer_sentences))
                 if self.path.endswith("/embeddings"):
                     return self._send(200, _embeddings(body))
                 return self._send(404, {"error": {"message": "no such route"}})
+
+            def _stream(self, completion: dict):
+                """The completion as OpenAI streams it: a chunk per word, then one with the usage, then [DONE]."""
+                with wire._lock:
+                    cut = wire.stream_cuts.pop(0) if wire.stream_cuts else None
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = re.findall(r"\S+\s*", completion["choices"][0]["message"]["content"])
+                base = {key: completion[key] for key in ("id", "created", "model")}
+                base["object"] = "chat.completion.chunk"
+                for i, word in enumerate(words):
+                    if cut is not None and i == cut:
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-stream
+                        return
+                    if i and wire.token_interval_s:
+                        time.sleep(wire.token_interval_s)
+                    delta = {"content": word} | ({"role": "assistant"} if i == 0 else {})
+                    self._event(base | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                self._event(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                self._event(base | {"choices": [], "usage": completion["usage"]})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
+            def _event(self, payload: dict):
+                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                self.wfile.flush()
 
             def _send(self, status: int, payload: dict):
                 data = json.dumps(payload).encode()
@@ -93,7 +132,7 @@ class OpenAIWireServer:
         return Handler
 
 
-def _chat(body: dict) -> dict:
+def _chat(body: dict, *, sentences: int = 1) -> dict:
     user = body["messages"][-1]["content"]
     system = body["messages"][0]["content"]
     if '"questions": [{"id"' in system:  # synthetic training questions, one per passage
@@ -113,7 +152,7 @@ def _chat(body: dict) -> dict:
     else:
         numbers = re.findall(r"^\[(\d+)\]", user, flags=re.MULTILINE)
         cites = "".join(f"[{n}]" for n in numbers[:2]) or ""
-        content = f"According to the documentation, this is how it works {cites}."
+        content = " ".join([f"According to the documentation, this is how it works {cites}."] * sentences)
     return {
         "id": "chatcmpl-loopback",
         "object": "chat.completion",

@@ -7,6 +7,7 @@
   const askerToken = localStorage.getItem("askflow-asker-token") || crypto.randomUUID().replace(/-/g, "");
   localStorage.setItem("askflow-asker-token", askerToken);
   let threadId = null;
+  const POLL_MS = 250; // the worker writes the answer so far at most every 250 ms
 
   async function call(method, path, body) {
     const response = await fetch(api(path), {
@@ -91,6 +92,29 @@
     parent.append(text.slice(last));
   }
 
+  // The answer and its sources, while it is written (complete: false) and once it is done. A source the model was
+  // given but has not cited (yet) is marked only once the answer is complete.
+  function showAnswer(node, text, sources, complete) {
+    renderAnswer(node.querySelector(".answer-text"), text, sources);
+    node.classList.toggle("writing", !complete);
+    node.querySelector(".rating").hidden = !complete;
+    const list = node.querySelector(".sources");
+    list.replaceChildren();
+    for (const source of sources) {
+      const item = document.createElement("li");
+      item.value = source.n;
+      const link = document.createElement("a");
+      link.href = safeUrl(source.url);
+      link.textContent = source.section ? `${source.title} — ${source.section}` : source.title;
+      item.append(link);
+      if (complete && source.cited === false) {
+        item.classList.add("uncited");
+        item.append(" (given to the model, not cited)");
+      }
+      list.append(item);
+    }
+  }
+
   function renderRecord(record) {
     const node = $("answer-template").content.firstElementChild.cloneNode(true);
     node.dataset.requestId = record.request_id;
@@ -108,21 +132,7 @@
       note.querySelector(".fresh").addEventListener("click", () => submit(record.question, { fresh: true }));
       note.hidden = false;
     }
-    renderAnswer(node.querySelector(".answer-text"), record.answer || "", record.sources || []);
-    const list = node.querySelector(".sources");
-    for (const source of record.sources || []) {
-      const item = document.createElement("li");
-      item.value = source.n;
-      const link = document.createElement("a");
-      link.href = safeUrl(source.url);
-      link.textContent = source.section ? `${source.title} — ${source.section}` : source.title;
-      item.append(link);
-      if (source.cited === false) {
-        item.classList.add("uncited");
-        item.append(" (given to the model, not cited)");
-      }
-      list.append(item);
-    }
+    showAnswer(node, record.answer || "", record.sources || [], true);
     for (const button of node.querySelectorAll(".rate")) {
       button.addEventListener("click", () => rate(node, record.request_id, button.dataset.positive === "true"));
     }
@@ -140,12 +150,19 @@
     }
   }
 
-  async function waitForAnswer(requestId) {
-    for (let attempt = 0; attempt < 600; attempt++) {
+  // Follow the request until it ends, showing the answer as the model writes it (onPartial).
+  async function waitForAnswer(requestId, onPartial) {
+    const started = Date.now();
+    while (Date.now() - started < 15 * 60 * 1000) {
       const record = await call("GET", `requests/${requestId}`);
       if (record.status === "complete" || record.status === "failed") return record;
-      $("status").textContent = record.status === "answering" ? "Working on the answer…" : "Queued…";
-      await new Promise((resolve) => setTimeout(resolve, 700));
+      if (record.partial_answer) {
+        onPartial(record);
+        $("status").textContent = "Writing the answer…";
+      } else {
+        $("status").textContent = record.status === "answering" ? "Working on the answer…" : "Queued…";
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
     throw new Error("The answer is taking too long; please try again.");
   }
@@ -166,7 +183,16 @@
       const body = { question, ...(threadId ? { thread_id: threadId } : {}), ...(fresh ? { fresh: true } : {}) };
       const queued = await call("POST", "requests", body);
       threadId = threadId || queued.request_id;
-      const record = await waitForAnswer(queued.request_id);
+      let writing = null; // the answer being written, shown until the complete one replaces it
+      let record;
+      try {
+        record = await waitForAnswer(queued.request_id, (partial) => {
+          if (!writing) writing = $("thread").appendChild(renderRecord({ ...partial, answer: "", sources: [] }));
+          showAnswer(writing, partial.partial_answer, partial.sources || [], false);
+        });
+      } finally {
+        writing?.remove();
+      }
       if (record.status === "failed") throw new Error(`Sorry, this question could not be answered (${record.error}).`);
       $("thread").append(renderRecord(record));
       $("status").textContent = "Answer ready. Ask a follow-up below.";
