@@ -41,7 +41,9 @@ class FirestoreRequestStore(RequestStore):
     def __init__(self, *, client: Any, collection: str) -> None:
         self._client = client
         self._collection = collection
-        self._claims: dict[str, Any] = {}  # request id -> update time of this process's claim, for finish()
+        # request id -> (attempt, update time of this process's latest write under that claim), for the conditional
+        # writes of progress() and finish(): the one-round-trip path is taken only by the attempt that claimed
+        self._claims: dict[str, tuple[int, Any]] = {}
         self._claims_lock = threading.Lock()
 
     def _ref(self, request_id: str):
@@ -78,7 +80,7 @@ class FirestoreRequestStore(RequestStore):
             except FailedPrecondition:
                 continue
             with self._claims_lock:
-                self._claims[request_id] = written.update_time
+                self._claims[request_id] = (claimed.attempts, written.update_time)
             return claimed
         return None  # contended that hard: another worker is on it
 
@@ -90,8 +92,7 @@ class FirestoreRequestStore(RequestStore):
 
         ref = self._ref(request.request_id)
         fields = to_document(request, Request.PROGRESS_FIELDS)
-        with self._claims_lock:
-            claimed = self._claims.get(request.request_id)
+        claimed = self._claim_of(request)
         if claimed is not None:
             try:
                 written = ref.update(fields, option=self._client.write_option(last_update_time=claimed))
@@ -115,7 +116,17 @@ class FirestoreRequestStore(RequestStore):
         """This process's claim now stands at ``update_time`` (its own later write), if it still holds one."""
         with self._claims_lock:
             if request_id in self._claims:
-                self._claims[request_id] = update_time
+                self._claims[request_id] = (self._claims[request_id][0], update_time)
+
+    def _claim_of(self, request: Request, *, release: bool = False):
+        """The update time this process's claim of ``request`` stands at, if this attempt is the one it claimed."""
+        with self._claims_lock:
+            attempt, update_time = self._claims.get(request.request_id, (None, None))
+            if attempt != request.attempts:
+                return None
+            if release:
+                del self._claims[request.request_id]
+        return update_time
 
     def finish(self, request: Request) -> bool:
         """One conditional write when nothing touched the request since this process claimed it (the usual case);
@@ -125,8 +136,7 @@ class FirestoreRequestStore(RequestStore):
 
         ref = self._ref(request.request_id)
         fields = to_document(request, Request.OUTCOME_FIELDS) | {"updated_at": utcnow()}
-        with self._claims_lock:
-            claimed = self._claims.pop(request.request_id, None)
+        claimed = self._claim_of(request, release=True)
         if claimed is not None:
             try:
                 ref.update(fields, option=self._client.write_option(last_update_time=claimed))
