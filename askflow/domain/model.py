@@ -209,6 +209,7 @@ class Request(BaseModel):
     cached_from: str | None = None
     cache_similarity: float | None = None
     citations_removed: int = 0
+    partial_writes: int = 0  # how often the answer so far was written while the model wrote it
     # feedback and grading
     ratings: dict[str, Rating] = {}
     rated_at: dt.datetime | None = None
@@ -222,7 +223,7 @@ class Request(BaseModel):
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity", "citations_removed"})
+        "cached_from", "cache_similarity", "citations_removed", "partial_writes"})
     #: what a worker writes while it answers (its claim still standing)
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources", "slack"})
     #: what a grading run sets

@@ -126,8 +126,12 @@ class Answerer:
                 completion = self._strong.complete(ANSWER_SYSTEM, prompt)
             else:
                 given = sources
-                completion = self._strong.stream(
-                    ANSWER_SYSTEM, prompt, on_text=lambda text: on_partial(*check_citations(text, given)[:2]))
+
+                def written(text: str) -> None:
+                    timings.setdefault("first_text_ms", _ms(started))
+                    on_partial(*check_citations(text, given)[:2])
+
+                completion = self._strong.stream(ANSWER_SYSTEM, prompt, on_text=written)
             usage.append(completion.usage)
             text, sources, removed = check_citations(completion.text.strip(), sources)
             if removed:

@@ -151,6 +151,7 @@ def answer_request(
             raise LeaseHeld(f"request {message.request_id} is being answered by another worker")
         log.info("request %s: already answered; nothing to do", message.request_id)
         return "skipped"
+    partial = None
     try:
         with _heartbeats(requests, request.request_id, every_s=settings.request_lease_s / 3):
             request = _start_slack_reply(request, requests=requests, slack=slack)
@@ -165,7 +166,8 @@ def answer_request(
     except Exception:
         log.exception("request %s failed unexpectedly", request.request_id)
         outcome = request.failed("internal error")
-    outcome = outcome.model_copy(update={"received_at": received_at, "published_at": message.published_at})
+    outcome = outcome.model_copy(update={"received_at": received_at, "published_at": message.published_at,
+                                         "partial_writes": partial.writes if partial else 0})
     if not requests.finish(outcome):
         return "skipped"
     if slack is not None and outcome.slack is not None:

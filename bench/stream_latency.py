@@ -1,0 +1,113 @@
+"""Streamed answers: time to the first visible text and to the complete answer, through the local stack (POST
+/requests, Pub/Sub push to the worker, GET /requests/{id} polled every 20 ms as the page's read path), with the
+loopback OpenAI-wire server adding L = 500 ms before every model reply and streaming the answer a word every 20 ms.
+
+Targets: first visible text ≤ reword time + first token (L) + 300 ms; Firestore writes per answer (the answer so far
+and the final one) ≤ 1 + duration / 250 ms. Prints one JSON object as its last line; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+
+from _stack import DOCS, get_json, post_json, summary_ms, temp_data_dir
+
+from askflow.domain.model import RequestStatus
+
+QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "Where do connections come from?",
+             "What is an XCom backend?", "How is a DAG scheduled?"]
+LATENCY_S = 0.5
+TOKEN_INTERVAL_S = 0.02
+SENTENCES = 20  # 180 words: about 3.6 s of streaming
+
+
+def ask_and_follow(api_url: str, question: str, *, poll_s: float = 0.02, timeout_s: float = 120) -> dict:
+    """POST the question, then poll its record: when the first text showed, and when it completed."""
+    started = time.perf_counter()
+    request_id = post_json(f"{api_url}requests", {"question": question})["request_id"]
+    first_text_ms = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = get_json(f"{api_url}requests/{request_id}")
+        elapsed = (time.perf_counter() - started) * 1000
+        if first_text_ms is None and (record.get("partial_answer") or record.get("answer")):
+            first_text_ms = elapsed
+        if RequestStatus(record["status"]).terminal:
+            return {"record": record, "first_text_ms": first_text_ms, "complete_ms": elapsed}
+        time.sleep(poll_s)
+    raise TimeoutError(request_id)
+
+
+def main(requests: int = 15) -> dict:
+    data_dir = temp_data_dir()
+    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
+    from google.cloud import firestore
+
+    from askflow.adapters.local_embeddings import MINILM
+    from askflow.bootstrap import bootstrap
+    from askflow.config import Settings
+    from askflow.dev.local_stack import LocalStack
+    from askflow.ingest.indexing import index_documents
+    from askflow.ingest.sources.files import load_paths
+    from tests.support.openai_wire import OpenAIWireServer
+
+    wire = OpenAIWireServer().start()
+    settings = Settings(project_id="askflow-bench", collection="bench_docs", openai_base_url=wire.base_url,
+                        openai_api_key="bench", cheap_model="bench-cheap", strong_model="bench-strong",
+                        embedding_model=MINILM)
+    components = bootstrap(settings)
+    index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
+                    strategy=components.strategy(), source="docs")
+    settings = settings.model_copy(update={"database_url": components.database_url})
+    stack = LocalStack(settings=settings, log_dir=data_dir / "logs")
+    try:
+        stack.start_emulators()
+        api, _ = stack.start_functions(settings)
+        for _ in range(3):  # warm: model load, connection pools
+            ask_and_follow(api.url, QUESTIONS[0])
+        wire.latency_s, wire.token_interval_s, wire.answer_sentences = LATENCY_S, TOKEN_INTERVAL_S, SENTENCES
+        store = firestore.Client(project=settings.project_id).collection(settings.requests_collection)
+        pauses = random.Random(7)
+        first, complete, margins, writes, write_bounds, worker_writes = [], [], [], [], [], []
+        for i in range(requests):
+            time.sleep(pauses.uniform(0, 0.1))  # out of step with the emulator's 100 ms push loop
+            seen = ask_and_follow(api.url, QUESTIONS[i % len(QUESTIONS)])
+            record = seen["record"]
+            assert record["status"] == RequestStatus.COMPLETE and record["mode"] == "llm", record
+            stored = store.document(record["request_id"]).get().to_dict()
+            timings = record["timings_ms"]
+            target = timings["reword_ms"] + LATENCY_S * 1000 + 300
+            first.append(seen["first_text_ms"])
+            complete.append(seen["complete_ms"])
+            margins.append(target - seen["first_text_ms"])
+            answer_writes = stored["partial_writes"] + 1  # the answer so far, then the final write
+            writes.append(answer_writes)
+            # the worker's whole answer: from its claim to its final write
+            write_bounds.append(1 + timings["total_ms"] / 250)
+            worker_writes.append(answer_writes + 1)  # and its claim
+            print(f"{i + 1}/{requests}: first text {seen['first_text_ms']:.0f} ms (target {target:.0f}), "
+                  f"complete {seen['complete_ms']:.0f} ms, {answer_writes} answer writes", file=sys.stderr)
+        return {
+            "model_latency_ms": LATENCY_S * 1000, "token_interval_ms": TOKEN_INTERVAL_S * 1000,
+            "answer_words": 9 * SENTENCES,
+            "post_to_first_text": summary_ms(first),
+            "post_to_complete": summary_ms(complete),
+            "first_text_target_margin_ms": summary_ms(margins),
+            "first_text_within_target": sum(m >= 0 for m in margins), "requests": requests,
+            "answer_writes": {"max": max(writes), "mean": round(sum(writes) / len(writes), 1)},
+            "answer_writes_within_bound": sum(w <= b for w, b in zip(writes, write_bounds, strict=True)),
+            "worker_writes_with_claim_within_bound": sum(
+                w <= b for w, b in zip(worker_writes, write_bounds, strict=True)),
+        }
+    finally:
+        stack.stop()
+        components.close()
+        wire.stop()
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
