@@ -253,6 +253,15 @@ class Components:
         return Retriever(store=store, embeddings=embeddings, alpha=s.hybrid_alpha,
                          candidates=s.retrieval_candidates, reranking=reranking)
 
+    def docs_for_agents(self):
+        """(retriever, store) the MCP tools search and read: ``ASKFLOW_MCP_COLLECTION`` with the configured embedding
+        model, or else the serving pair; with what users taught about that collection."""
+        s = self.settings
+        serving = self.serving() if s.mcp_collection is None else Serving(
+            model=s.embedding_model, collection=s.mcp_collection, base_model=s.embedding_model)
+        store, embeddings = self._pair(serving)
+        return self.retriever_for(store, embeddings, signals=self.signals, collection=serving.collection), store
+
     # -- learning from users -----------------------------------------------------------------------------------
     @cached_property
     def signals(self) -> LearnedSignals | None:

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         " message); past request_deadline_s it is failed instead"))
     requeue_batch: int = 500
 
+    # The MCP server (coding agents)
+    mcp_collection: str | None = Field(default=None, description=(
+        "the collection the MCP tools search and read (unset: the serving one); `ask` answers as the worker does"))
+    mcp_search_results: int = Field(default=8, ge=1, le=50)
+    mcp_ask_timeout_s: float = Field(default=50.0, gt=0, description=(
+        "how long the MCP `ask` tool waits for the answer before it returns the request id to follow"))
+    mcp_allowed_hosts: list[str] = Field(default=["127.0.0.1:*", "localhost:*", "[::1]:*"], description=(
+        "Host headers the MCP server accepts (DNS-rebinding protection); [\"*\"] turns the check off (a deployed "
+        "function, behind its API key)"))
+
     # Evaluation loop
     evaluation_batch_size: int = 20
     evaluation_max_messages: int = 200

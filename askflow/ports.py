@@ -51,6 +51,10 @@ class VectorStore(abc.ABC):
         """``doc_id -> sha`` for those of ``doc_ids`` that are stored (an indexed lookup, not a scan)."""
 
     @abc.abstractmethod
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """Every stored chunk of one document, in document order (empty when it is not stored)."""
+
+    @abc.abstractmethod
     def document_metadata(self, prefix: str) -> dict[str, dict[str, Any]]:
         """``doc_id -> metadata`` (of its first chunk) for the stored documents whose id starts with ``prefix``."""
 

@@ -10,6 +10,7 @@ import functools
 import logging
 
 import functions_framework
+import functions_framework.aio
 
 from askflow.domain.errors import ConfigurationError
 
@@ -64,6 +65,21 @@ def requeue_unfinished(request):
     from askflow.entrypoints import http_api
 
     return http_api.handle_requeue(request, components())
+
+
+@functools.cache
+def mcp_endpoint():
+    from askflow.entrypoints.mcp_server import McpEndpoint
+
+    return McpEndpoint(components())
+
+
+@functions_framework.aio.http
+async def mcp(request):
+    """HTTPS: the MCP server for coding agents (streamable HTTP, stateless): search, fetch, ask."""
+    from askflow.entrypoints.mcp_server import Delegated
+
+    return Delegated(mcp_endpoint())
 
 
 @functions_framework.cloud_event

@@ -57,6 +57,9 @@ class FakeVectorStore(VectorStore):
     def fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
         return {c.doc_id: c.sha for c, _ in self.stored.values() if c.doc_id in set(doc_ids)}
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        return sorted((c for c, _ in self.stored.values() if c.doc_id == doc_id), key=lambda c: c.index)
+
     def document_metadata(self, prefix: str) -> dict[str, dict]:
         return {c.doc_id: c.metadata for c, _ in sorted(self.stored.values(), key=lambda cv: -cv[0].index)
                 if c.doc_id.startswith(prefix)}

@@ -93,6 +93,12 @@ def test_every_chunk_can_be_read_back_page_by_page(store):
     assert {c.chunk_id: c for c in read}[CHUNKS[3].chunk_id] == CHUNKS[3]
 
 
+def test_a_document_is_read_back_whole_in_its_order(store):
+    store.upsert(list(reversed(CHUNKS)), list(reversed(VECTORS)))
+    assert store.document_chunks("docs:a.md") == [CHUNKS[0], CHUNKS[1]]
+    assert store.document_chunks("docs:missing.md") == []
+
+
 def test_fingerprints_by_document_id(store):
     store.upsert(CHUNKS, VECTORS)
     assert store.fingerprints(["docs:a.md", "slack:c", "docs:missing.md"]) == {"docs:a.md": "v1", "slack:c": "v1"}

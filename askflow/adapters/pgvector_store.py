@@ -154,6 +154,12 @@ class PgVectorStore(VectorStore):
         with self._connections().connection() as conn:
             return {doc_id: sha for doc_id, sha in conn.execute(statement, (list(doc_ids),))}
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        statement = sql.SQL("SELECT " + COLUMNS + " FROM {t} WHERE doc_id = %s ORDER BY chunk_index").format(
+            t=self._table)
+        with self._connections().connection() as conn:
+            return [chunk_from_row(row) for row in conn.execute(statement, (doc_id,))]
+
     def document_metadata(self, prefix: str) -> dict[str, dict]:
         statement = sql.SQL(
             "SELECT DISTINCT ON (doc_id) doc_id, metadata FROM {t} WHERE starts_with(doc_id, %s)"

@@ -99,6 +99,14 @@ class WeaviateVectorStore(VectorStore):
             fingerprints |= {obj.properties["source"]: obj.properties["sha"] for obj in response.objects}
         return fingerprints
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        from weaviate.classes.query import Filter
+
+        # Weaviate's cursor cannot be filtered: one query, up to its default result cap (QUERY_MAXIMUM_RESULTS)
+        response = self._collection().query.fetch_objects(
+            filters=Filter.by_property("source").equal(doc_id), limit=10_000)
+        return sorted((_chunk(obj.properties) for obj in response.objects), key=lambda chunk: chunk.index)
+
     def document_fingerprints(self, prefix: str) -> dict[str, str]:
         fingerprints = {}
         for obj in self._collection().iterator(return_properties=["source", "sha"]):

@@ -248,6 +248,13 @@ class LocalStack:
         self.services.append(function)
         return function
 
+    def start_mcp(self, settings: Settings | None = None) -> Service:
+        """The MCP server (an async HTTP function: functions-framework serves it with uvicorn)."""
+        env = {**os.environ, **self.env, **settings_env(settings or self.settings)}
+        function = start_function("mcp", signature="http", env=env, log_dir=self.log_dir)
+        self.services.append(function)
+        return function
+
     def start_trigger(self, settings: Settings | None = None) -> Service:
         """The Firestore-triggered function on the port the emulator posts to, and its trigger registered."""
         settings = settings or self.settings

@@ -1,0 +1,135 @@
+"""The MCP server: askflow's docs for coding agents, over the Model Context Protocol's streamable HTTP transport.
+
+Built with the official ``mcp`` SDK, stateless and with JSON responses, so any instance answers any call (a Cloud
+Function scales to zero and back). Tools: ``search`` (the production hybrid retrieval, results in the shape OpenAI's
+deep-research connectors expect), ``fetch`` (a whole document) and ``ask`` (a cited answer through the same request
+path as the web page: queued, answered by the worker). With ``ASKFLOW_API_KEY`` set, every call needs the key, as
+``X-API-Key`` or ``Authorization: Bearer``; otherwise 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from askflow.service_layer import lookup  # the tools' result types: the SDK reads their annotations
+
+log = logging.getLogger(__name__)
+PATH = "/mcp"
+
+
+def build_server(components):
+    """The MCP server and its tools; each tool's blocking work runs on a worker thread."""
+    from anyio import to_thread
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import ToolAnnotations
+
+    from askflow.domain.errors import AskflowError
+
+    server = MCPServer(
+        name="askflow", version="0.1.0",
+        instructions="Search and read this team's documentation, Slack threads and GitHub issues, or ask a question "
+                     "and get an answer that cites its sources. Cite the URLs you use.")
+    read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+    async def run(work, *args, **kwargs):
+        try:
+            return await to_thread.run_sync(lambda: work(*args, **kwargs))
+        except AskflowError as error:  # a failure the agent reads (its own mistake, a missing id), no traceback
+            raise ToolError(str(error)) from None
+
+    @server.tool(annotations=read_only)
+    async def search(query: str) -> lookup.Hits:
+        """Search the documentation: the best-matching documents, each with its id (for fetch), title, URL and the
+        passage that matched."""
+        retriever, _ = components.docs_for_agents()
+        return await run(lookup.search_documents, query, retriever=retriever,
+                         limit=components.settings.mcp_search_results)
+
+    @server.tool(annotations=read_only)
+    async def fetch(id: str) -> lookup.WholeDocument:  # noqa: A002 - the name deep-research connectors call it by
+        """Read one whole document by the id search gave, with its URL."""
+        _, store = components.docs_for_agents()
+        return await run(lookup.read_document, id[:2000], store=store)
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False, openWorldHint=False))
+    async def ask(question: str) -> lookup.CitedAnswer:
+        """Ask a question: an answer written from the documentation, with numbered citations [n] of its sources.
+        If it takes longer than the server waits, the result has the request id and its status so far."""
+        from askflow.service_layer.commands import AskQuestion
+
+        try:
+            command = AskQuestion(question=question)
+        except ValueError as error:  # pydantic's message, one line per problem
+            raise ToolError("; ".join(f"question: {e['msg']}" for e in error.errors())) from None
+        return await run(lookup.ask_and_wait, command.question, requests=components.requests,
+                         events=components.events, settings=components.settings,
+                         timeout_s=components.settings.mcp_ask_timeout_s)
+
+    return server
+
+
+class McpEndpoint:
+    """The MCP server as an ASGI app behind the API key. The SDK's session manager needs a running task group
+    (a Starlette lifespan would start it; a function has none), so the first call starts it, once per event loop."""
+
+    def __init__(self, components) -> None:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        settings = components.settings
+        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        hosts = settings.mcp_allowed_hosts
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection="*" not in hosts, allowed_hosts=hosts,
+            allowed_origins=[f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")])
+        self._server = build_server(components)
+        self._app = self._server.streamable_http_app(
+            streamable_http_path=PATH, stateless_http=True, json_response=True, transport_security=security)
+        self._running: asyncio.Future | None = None
+
+    async def _started(self) -> None:
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_future()
+            ready = asyncio.Event()
+
+            async def keep_running() -> None:
+                async with self._server.session_manager.run():
+                    ready.set()
+                    await self._running
+
+            self._task = asyncio.get_running_loop().create_task(keep_running())
+            await ready.wait()
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        if self._api_key is None:
+            return True
+        sent = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+        return hmac.compare_digest(sent, self._api_key)
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        if not self._authorized(dict(scope.get("headers", []))):
+            body = json.dumps({"error": "send the API key as X-API-Key or Authorization: Bearer"}).encode()
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._started()
+        # whatever path the function was called on, the MCP endpoint answers it
+        await self._app(dict(scope, path=PATH, raw_path=PATH.encode()), receive, send)
+
+
+class Delegated:
+    """A response that hands the request over to an ASGI app (what functions-framework's async HTTP functions
+    return: it calls the response with the request's own scope and channels)."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self._app(scope, receive, send)

@@ -1,0 +1,103 @@
+"""Looking things up for agents (the MCP server's tools): search the docs, read a whole document, ask and wait for
+the cited answer. The same retrieval and the same request path as the web page and Slack."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from askflow.config import Settings
+from askflow.domain.errors import InvalidInput, NotFound
+from askflow.domain.model import Chunk, Request, Source
+from askflow.ports import EventBus, RequestStore, VectorStore
+from askflow.retrieval.retriever import Retriever
+from askflow.service_layer import handlers
+from askflow.service_layer.commands import AskQuestion
+
+MAX_QUERY_CHARS = 1000
+
+
+class Hit(BaseModel):
+    """A document that matches a search: its id (what ``fetch`` takes), title, URL and best passage."""
+
+    id: str
+    title: str
+    url: str
+    text: str
+
+
+class Hits(BaseModel):
+    results: list[Hit]
+
+
+class WholeDocument(BaseModel):
+    id: str
+    title: str
+    url: str
+    text: str
+    metadata: dict[str, str] = {}
+
+
+class CitedAnswer(BaseModel):
+    """An answer with its numbered sources, or (``status`` not ``complete``) where its request stands."""
+
+    request_id: str
+    status: str
+    answer: str | None = None
+    sources: list[Source] = []
+    mode: str | None = None
+    error: str | None = None
+
+
+def search_documents(query: str, *, retriever: Retriever, limit: int) -> Hits:
+    """The production hybrid retrieval (with what users taught), one hit per document, best first."""
+    query = query.strip()
+    if not query:
+        raise InvalidInput("query: must not be blank")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query: at most {MAX_QUERY_CHARS} characters")
+    found = retriever.search(query)
+    documents = [d for d in retriever.rank(found.chunks, question_vector=found.vector) if d.repeats is None]
+    return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
+                             text=d.chunks[0].chunk.content) for d in documents[:limit]])
+
+
+def read_document(doc_id: str, *, store: VectorStore) -> WholeDocument:
+    """A document's stored chunks in order, as one text (overlapping chunks repeat their overlap)."""
+    chunks = store.document_chunks(doc_id)
+    if not chunks:
+        raise NotFound(f"no document {doc_id}")
+    first = chunks[0]
+    text = _joined(chunks)
+    return WholeDocument(id=doc_id, title=first.title, url=first.url, text=text, metadata={"kind": first.kind.value})
+
+
+def _joined(chunks: list[Chunk]) -> str:
+    """The chunks' text, each section's heading once before its first chunk."""
+    parts, section = [], None
+    for chunk in chunks:
+        if chunk.section and chunk.section != section:
+            parts.append(f"## {chunk.section}")
+            section = chunk.section
+        parts.append(chunk.content)
+    return "\n\n".join(parts)
+
+
+def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, settings: Settings,
+                 timeout_s: float, poll_s: float = 0.25) -> CitedAnswer:
+    """Queue the question like any other, and wait up to ``timeout_s`` for its answer; after that, the request id
+    (``GET /requests/{id}`` follows it)."""
+    request, _ = handlers.submit_question(AskQuestion(question=question), requests=requests, events=events,
+                                          settings=settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = handlers.get_request(request.request_id, requests=requests, settings=settings)
+        if request.terminal or time.monotonic() >= deadline:
+            return _cited(request)
+        time.sleep(poll_s)
+
+
+def _cited(request: Request) -> CitedAnswer:
+    return CitedAnswer(request_id=request.request_id, status=request.status.value, answer=request.answer,
+                       sources=request.sources if request.terminal else [], mode=request.mode, error=request.error)

@@ -1,0 +1,111 @@
+"""The MCP server as coding agents reach it: the `mcp` function under functions-framework (uvicorn), the SDK's own
+client over streamable HTTP, the API key required; search and fetch read the indexed docs, ask goes through the
+real request path (Pub/Sub push to the answer worker, Firestore)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from google.cloud import firestore
+
+from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed docs fixture
+
+KEY = "mcp-test-key"
+
+
+@pytest.fixture(scope="module")
+def mcp_url(local_stack, indexed, pg_url) -> str:  # noqa: F811
+    settings = _settings(pg_url, "mcp", api_key=KEY)
+    local_stack.start_functions(settings)  # the answer worker that answers `ask`
+    return local_stack.start_mcp(settings).url.rstrip("/") + "/mcp"
+
+
+def session(url: str, work, *, key: str | None = KEY):
+    """Run ``work(client)`` in a session of the SDK's client."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def run():
+        http = httpx2.AsyncClient(headers={"X-API-Key": key} if key else {}, timeout=90)
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            return await work(client)
+
+    return asyncio.run(run())
+
+
+def structured(result) -> dict:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+def test_the_tools_are_listed_with_their_inputs(mcp_url):
+    async def work(client):
+        return (await client.list_tools()).tools
+
+    tools = {tool.name: tool for tool in session(mcp_url, work)}
+    assert set(tools) == {"search", "fetch", "ask"}
+    assert tools["search"].input_schema["required"] == ["query"]
+    assert tools["fetch"].input_schema["required"] == ["id"]
+    assert tools["search"].annotations.read_only_hint is True and tools["ask"].annotations.read_only_hint is False
+
+
+def test_search_then_fetch_reads_the_whole_document(mcp_url):
+    async def work(client):
+        found = structured(await client.call_tool("search", {"query": "How do tasks pull an XCom value?"}))
+        document = structured(await client.call_tool("fetch", {"id": found["results"][0]["id"]}))
+        missing = await client.call_tool("fetch", {"id": "docs:no-such-page.rst"})
+        blank = await client.call_tool("search", {"query": "   "})
+        return found, document, missing, blank
+
+    found, document, missing, blank = session(mcp_url, work)
+    first = found["results"][0]
+    assert first["id"] == "docs:xcoms.rst" and first["url"].endswith("xcoms.rst") and first["text"]
+    assert {"id", "title", "url", "text"} <= set(first)
+    assert len({hit["id"] for hit in found["results"]}) == len(found["results"])  # one hit per document
+    source = (indexed_docs() / "xcoms.rst").read_text()
+    assert document["id"] == "docs:xcoms.rst" and document["url"] == first["url"]
+    last_words = source.split()[-6:]
+    assert first["text"][:40] in document["text"] and " ".join(last_words) in " ".join(document["text"].split())
+    assert missing.is_error and "no document docs:no-such-page.rst" in missing.content[0].text
+    assert blank.is_error and "must not be blank" in blank.content[0].text
+
+
+def indexed_docs():
+    from tests.test_ask_path import DOCS
+
+    return DOCS
+
+
+def test_ask_answers_through_the_request_path_with_citations(mcp_url):
+    async def work(client):
+        answered = structured(await client.call_tool("ask", {"question": "How do tasks pull an XCom value?"}))
+        refused = await client.call_tool("ask", {"question": "x" * 5000})
+        return answered, refused
+
+    answered, refused = session(mcp_url, work)
+    assert answered["status"] == "complete" and answered["mode"] == "extractive"
+    assert "[1]" in answered["answer"] and answered["sources"][0]["url"].endswith("xcoms.rst")
+    stored = firestore.Client(project="askflow-test").collection("requests").document(answered["request_id"]).get()
+    assert stored.get("status") == "complete" and stored.get("answer") == answered["answer"]  # a request like any
+    assert refused.is_error and "4000" in refused.content[0].text
+
+
+def test_without_the_key_every_call_is_401(mcp_url):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        request = urllib.request.Request(mcp_url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401 and "API key" in json.load(refused.value)["error"]
+
+    async def work(client):
+        return (await client.list_tools()).tools
+
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's client fails its handshake on the 401
+        session(mcp_url, work, key=None)
