@@ -69,7 +69,7 @@ def _entry_points() -> dict[str, str]:
     tree = ast.parse((ROOT / "functions" / "main.py").read_text())
     kinds = {}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Attribute) and decorator.attr in ("http", "cloud_event"):
                     kinds[node.name] = decorator.attr
@@ -100,7 +100,7 @@ def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
     for name in NAMED_SETTINGS:
         assert f"ASKFLOW_{name.upper()}" in env, f"Terraform does not set {name}"
     for variable in [*env, *terraform["locals"]["secret_env"].values(),
-                     *terraform["locals"]["slack_secret_env"].values()]:
+                     *terraform["locals"]["slack_secret_env"].values(), "ASKFLOW_MCP_ALLOWED_HOSTS"]:
         assert variable.removeprefix("ASKFLOW_").lower() in fields, f"{variable} is not a setting"
     for name in NAMED_SETTINGS[1:]:
         default = terraform["variable"].get(name, {}).get("default")
