@@ -91,6 +91,7 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
         print("starting every function under functions-framework ...", flush=True)
         api, worker = stack.start_functions()
         slack = stack.start_slack()
+        mcp = stack.start_mcp()
         trigger = stack.start_trigger()
         ensure_pull_subscription(settings, topic=settings.evaluation_topic,
                                  subscription=settings.evaluation_subscription)
@@ -113,6 +114,8 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
         print(f"  web page and API     {api.url}  (JSON API under {api.url}requests)")
         print(f"  answer worker        {worker.url}  (pushed by Pub/Sub)")
         print(f"  Slack webhook        {slack.url}  (set ASKFLOW_SLACK_BOT_TOKEN and ASKFLOW_SLACK_SIGNING_SECRET)")
+        print(f"  MCP server           {mcp.url}mcp  (streamable HTTP: search, fetch, ask; e.g. "
+              f"`claude mcp add --transport http askflow {mcp.url}mcp`)")
         print(f"  Firestore trigger    {trigger.url}  (queues grading when an answer is rated)")
         print(f"  requeue sweep        {sweep.url}  (posted every {REQUEUE_EVERY_S:.0f} s)")
         if airflow:
