@@ -107,7 +107,7 @@ def test_question_gets_an_extractive_answer_with_cited_sources(extractive_api):
     assert record["answer"].startswith("> ")  # quoted passages; the mode says they are
     assert "[1]" in record["answer"]
     assert record["sources"][0]["doc_id"] == "docs:xcoms.rst"
-    assert record["sources"][0]["url"].endswith("xcoms.rst")
+    assert record["sources"][0]["url"].partition("#")[0].endswith("xcoms.rst")
     assert [s["n"] for s in record["sources"]] == list(range(1, len(record["sources"]) + 1))
     assert record["models"] == [] and record["tokens"] == {"prompt": 0, "completion": 0}
     assert record["timings_ms"]["total_ms"] > 0

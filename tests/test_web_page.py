@@ -56,7 +56,8 @@ def test_ask_read_rate_and_follow_up_at_phone_width(page, web_api):
     assert "Extractive mode" in answer.locator(".mode-note").inner_text()
     assert answer.locator(".answer-text blockquote").count() >= 1  # the quotes, as quotes
     first_source = answer.locator(".sources a").first
-    assert first_source.get_attribute("href").endswith("xcoms.rst")
+    page_url, _, fragment = first_source.get_attribute("href").partition("#")
+    assert page_url.endswith("xcoms.rst") and fragment.startswith("pushing-and-pulling")  # the page and its section
     assert answer.locator(".answer-text a").first.inner_text() == "[1]"  # citations link to their sources
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
 

@@ -24,6 +24,7 @@ from askflow.retrieval.query import clean_query
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer.citations import check_citations
 from askflow.service_layer.extractive import extractive_answer
+from askflow.service_layer.links import passage_link
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,9 @@ class Answerer:
             best = document.chunks[0].chunk
             sources.append(
                 Source(
-                    n=number, title=best.title, url=best.url, doc_id=best.doc_id, section=best.section,
+                    n=number, title=best.title, doc_id=best.doc_id, section=best.section,
+                    url=passage_link(best.url, doc_id=best.doc_id, kind=best.kind.value, section=best.section,
+                                     excerpt=best.content),
                     kind=best.kind.value, excerpt=best.content,
                 )
             )
