@@ -347,6 +347,33 @@ class Components:
 
         return FirestoreRuns(client=self.firestore_client, collection=self.settings.finetune_runs_collection)
 
+    # -- question insights -------------------------------------------------------------------------------------
+    @cached_property
+    def insights_reports(self):
+        from askflow.adapters.firestore_requests import FirestoreInsightsReports
+
+        return FirestoreInsightsReports(client=self.firestore_client, collection=self.settings.insights_collection)
+
+    @cached_property
+    def report_files(self):
+        """``ASKFLOW_INSIGHTS_BUCKET`` when set, else the folder ``insights`` under the data folder."""
+        if self.settings.insights_bucket:
+            from askflow.adapters.report_files import GcsReportFiles
+
+            return GcsReportFiles(client=self.storage_client, bucket=self.settings.insights_bucket)
+        from askflow.adapters.report_files import FolderReportFiles
+
+        return FolderReportFiles(self.settings.data_dir / "insights")
+
+    def gap_issues(self):
+        """Where coverage gaps are filed: ``ASKFLOW_INSIGHTS_DOCS_REPO`` on GitHub (a ``ConfigurationError`` when
+        it is not set)."""
+        if not self.settings.insights_docs_repo:
+            raise ConfigurationError("filing coverage gaps needs ASKFLOW_INSIGHTS_DOCS_REPO (owner/name)")
+        from askflow.adapters.github_gaps import GitHubGapIssues
+
+        return GitHubGapIssues(client=self.github_client, repo=self.settings.insights_docs_repo)
+
     def trainer(self, *, progress: bool = False) -> EmbeddingTrainer:
         """Trains from the serving model: a fresh copy of it, loaded apart from the one answering questions."""
         from askflow.adapters.sentence_transformers_training import SentenceTransformersTrainer

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         " message); past request_deadline_s it is failed instead"))
     requeue_batch: int = 500
 
+    # Question insights (askflow insights, the askflow_question_insights DAG, GET /insights)
+    insights_collection: str = "insights_reports"  # Firestore: one report per period
+    insights_bucket: str | None = Field(default=None, description=(
+        "GCS bucket for the reports' HTML and CSV (unset: the folder insights/ under data_dir)"))
+    insights_period: str = "7d"
+    insights_min_cluster_size: int = Field(default=5, ge=2)
+    insights_cluster_selection: Literal["leaf", "eom"] = Field(default="leaf", description=(
+        "HDBSCAN's cluster selection: leaf (one cluster per topic) or eom (the most persistent, broader ones)"))
+    insights_low_confidence: float = Field(default=0.35, ge=0, le=1, description=(
+        "an answer whose top source is less similar than this to its question rests on weak evidence"))
+    insights_gap_share: float = Field(default=0.5, gt=0, le=1, description=(
+        "a cluster is a coverage gap when at least this share of its answers did not help"))
+    insights_assign_similarity: float = Field(default=0.5, ge=0, le=1, description=(
+        "an earlier question counts toward a cluster's trend when at least this similar to its centre"))
+    insights_docs_repo: str | None = Field(default=None, description=(
+        "owner/name of the docs repository where coverage gaps are filed as issues (the DAG's file_issues)"))
+
     # The MCP server (coding agents)
     mcp_collection: str | None = Field(default=None, description=(
         "the collection the MCP tools search and read (unset: the serving one); `ask` answers as the worker does"))

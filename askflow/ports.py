@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from askflow.domain.model import (
     TrainedModel,
     Usage,
 )
+from askflow.insights.model import CoverageGap, InsightsReport
 
 
 class VectorStore(abc.ABC):
@@ -186,6 +187,10 @@ class RequestStore(abc.ABC):
     def recent_good(self, limit: int) -> list[Request]:
         """The most recent requests graded good and public, newest first."""
 
+    @abc.abstractmethod
+    def created_between(self, start: dt.datetime, end: dt.datetime, *, page_size: int = 500) -> Iterator[Request]:
+        """Every request created in [start, end), oldest first, read a page at a time."""
+
 
 class EvaluationRuns(abc.ABC):
     """Summaries of the evaluation loop's grading runs."""
@@ -219,6 +224,10 @@ class LearnedSignals(abc.ABC):
         ``embedding_model``) is closest to ``vector``: (record, cosine similarity), closest first."""
 
     @abc.abstractmethod
+    def question_vectors(self, request_ids: Sequence[str], *, embedding_model: str) -> dict[str, list[float]]:
+        """The stored question embeddings (by ``embedding_model``) of those of ``request_ids`` that have one."""
+
+    @abc.abstractmethod
     def forget(self, request_ids: Sequence[str]) -> int:
         """Remove these requests' records; returns how many went."""
 
@@ -228,6 +237,36 @@ class LearnedSignals(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
         """Release connections."""
+
+
+class InsightsReports(abc.ABC):
+    """Question-insights reports, one per period: saving a period's report again replaces it."""
+
+    @abc.abstractmethod
+    def save(self, report: InsightsReport) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, report_id: str) -> InsightsReport | None: ...
+
+    @abc.abstractmethod
+    def latest(self) -> InsightsReport | None:
+        """The report of the most recent period."""
+
+
+class ReportFiles(abc.ABC):
+    """Where rendered reports go (a folder, a bucket)."""
+
+    @abc.abstractmethod
+    def write(self, name: str, data: bytes, *, content_type: str) -> str:
+        """Write (or replace) ``name``; returns where it is (a path or a gs:// URI)."""
+
+
+class GapIssues(abc.ABC):
+    """An issue tracker of the docs, where coverage gaps are filed."""
+
+    @abc.abstractmethod
+    def file(self, gap: CoverageGap, *, report: InsightsReport) -> str:
+        """File the gap, or update the issue filed for it before (its ``key``); returns "filed" or "updated"."""
 
 
 class DocsLocation(Protocol):

@@ -32,6 +32,8 @@ locals {
     ASKFLOW_FINETUNE_RUNS_COLLECTION   = var.finetune_runs_collection
     ASKFLOW_SERVING_COLLECTION         = var.serving_collection
     ASKFLOW_COLLECTION                 = var.collection
+    ASKFLOW_INSIGHTS_COLLECTION        = var.insights_collection
+    ASKFLOW_INSIGHTS_BUCKET            = var.insights_bucket
     ASKFLOW_VECTOR_STORE               = var.vector_store
     ASKFLOW_CHEAP_MODEL                = var.cheap_model
     ASKFLOW_STRONG_MODEL               = var.strong_model

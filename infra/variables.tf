@@ -61,6 +61,16 @@ variable "documents_bucket" {
   default = "askflow-documents"
 }
 
+variable "insights_bucket" {
+  type    = string
+  default = "askflow-insights"
+}
+
+variable "insights_collection" {
+  type    = string
+  default = "insights_reports"
+}
+
 variable "collection" {
   type    = string
   default = "askflow_docs"

@@ -25,7 +25,7 @@ VAR = re.compile(r"\$\{var\.(\w+)\}")
 NAMED_SETTINGS = (
     "project_id", "requests_collection", "questions_topic", "questions_subscription", "evaluation_topic",
     "evaluation_subscription", "evaluation_runs_collection", "finetune_runs_collection", "serving_collection",
-    "documents_bucket", "collection", "cheap_model",
+    "documents_bucket", "insights_collection", "collection", "cheap_model",
     "strong_model", "embedding_model",
 )
 
@@ -90,6 +90,7 @@ def test_topics_and_subscriptions_match_the_settings(terraform):
 def test_bucket_collection_and_index_match_the_settings(terraform):
     settings = Settings()
     assert settings.documents_bucket in _names(terraform, "google_storage_bucket")
+    assert terraform["variable"]["insights_bucket"]["default"] in _names(terraform, "google_storage_bucket")
     indexes = terraform["resource"]["google_firestore_index"].values()
     assert {_resolve(i["collection"], terraform) for i in indexes} == {settings.requests_collection}
 

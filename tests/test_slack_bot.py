@@ -4,6 +4,7 @@ functions-framework; replies go to the loopback Slack Web API, answers come from
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -94,7 +95,7 @@ def test_mention_is_acknowledged_fast_and_answered_in_the_thread_once(bot, slack
     placeholder = next(p for p in slack_api.posted if p["ts"] == reply["ts"])
     assert placeholder["text"] == "Looking through the docs…"  # posted at once, then edited into the answer
     blocks = reply["blocks"] if isinstance(reply["blocks"], list) else json.loads(reply["blocks"])
-    assert "xcoms.rst|XComs>" in json.dumps(blocks)  # numbered sources as links
+    assert re.search(r"xcoms\.rst#[^|>]*\|XComs>", json.dumps(blocks))  # numbered sources, linked to the section
     actions = next(b for b in blocks if b["type"] == "actions")
     assert [e["value"] for e in actions["elements"]] == ["slack-Ev-1", "slack-Ev-1"]
     def reactions():

@@ -1,4 +1,5 @@
-"""FirestoreRequestStore and FirestoreRuns (evaluation and fine-tuning run records): ``{collection}/{id}`` documents.
+"""FirestoreRequestStore, FirestoreRuns (evaluation and fine-tuning run records) and FirestoreInsightsReports:
+``{collection}/{id}`` documents.
 
 This module is where a ``Request`` becomes a Firestore document and back (``to_document``, ``from_document``). State
 changes are conditional on what was read: a write with an update-time precondition, or a transaction.
@@ -15,7 +16,8 @@ from pydantic import ValidationError
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
 from askflow.domain.model import EvaluationRun, FinetuneRun, Graded, Rating, Request, RequestStatus
-from askflow.ports import EvaluationRuns, FinetuneRuns, RequestStore
+from askflow.insights.model import InsightsReport
+from askflow.ports import EvaluationRuns, FinetuneRuns, InsightsReports, RequestStore
 
 log = logging.getLogger(__name__)
 _CONDITIONAL_ATTEMPTS = 5
@@ -221,6 +223,29 @@ class FirestoreRequestStore(RequestStore):
         )
         return self._requests(query)
 
+    def created_between(self, start, end, *, page_size: int = 500):
+        """Paged by ``created_at`` (then id, for requests created in the same instant), a query per page."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        query = (
+            self._client.collection(self._collection)
+            .where(filter=FieldFilter("created_at", ">=", start))
+            .where(filter=FieldFilter("created_at", "<", end))
+            .order_by("created_at")
+            .order_by(FieldPath.document_id())
+            .limit(page_size)
+        )
+        last = None
+        while True:
+            page = list((query.start_after(last) if last is not None else query).stream())
+            for snapshot in page:
+                if (request := from_document(snapshot.to_dict())) is not None:
+                    yield request
+            if len(page) < page_size:
+                return
+            last = page[-1]
+
     @staticmethod
     def _requests(query) -> list[Request]:
         return [request for snapshot in query.stream() if (request := from_document(snapshot.to_dict()))]
@@ -235,3 +260,26 @@ class FirestoreRuns(EvaluationRuns, FinetuneRuns):
 
     def save(self, run: EvaluationRun | FinetuneRun) -> None:
         self._client.collection(self._collection).document(run.run_id).set(run.model_dump())
+
+
+class FirestoreInsightsReports(InsightsReports):
+    """One document per period (``report_id``): a rerun for the same period replaces it."""
+
+    def __init__(self, *, client: Any, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    def save(self, report: InsightsReport) -> None:
+        self._client.collection(self._collection).document(report.report_id).set(report.model_dump(mode="json"))
+
+    def get(self, report_id: str) -> InsightsReport | None:
+        snapshot = self._client.collection(self._collection).document(report_id).get()
+        return InsightsReport.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def latest(self) -> InsightsReport | None:
+        from google.cloud import firestore
+
+        query = self._client.collection(self._collection).order_by(
+            "period_end", direction=firestore.Query.DESCENDING).limit(1)
+        found = [InsightsReport.model_validate(snapshot.to_dict()) for snapshot in query.stream()]
+        return found[0] if found else None

@@ -79,6 +79,10 @@ class InMemoryRequestStore(RequestStore):
         good = [r for r in self.requests.values() if r.is_good]
         return sorted(good, key=lambda r: r.created_at, reverse=True)[:limit]
 
+    def created_between(self, start, end, *, page_size: int = 500):
+        yield from sorted((r for r in self.requests.values() if start <= r.created_at < end),
+                          key=lambda r: r.created_at)
+
 
 class InMemoryEvaluationRuns(EvaluationRuns):
     def __init__(self) -> None:

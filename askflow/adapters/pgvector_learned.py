@@ -119,6 +119,16 @@ class PgLearnedSignals(LearnedSignals):
                                             limit))
             return [(LearnedAnswer.model_validate(record), float(similarity)) for record, similarity in rows]
 
+    def question_vectors(self, request_ids: Sequence[str], *, embedding_model: str) -> dict[str, list[float]]:
+        if not request_ids:
+            return {}
+        statement = sql.SQL(
+            "SELECT request_id, embedding FROM {t} WHERE request_id = ANY(%s) AND embedding_model = %s"
+            " AND embedding IS NOT NULL").format(t=self._table)
+        with self._connections().connection() as conn:
+            return {request_id: [float(x) for x in vector]
+                    for request_id, vector in conn.execute(statement, (list(request_ids), embedding_model))}
+
     def forget(self, request_ids: Sequence[str]) -> int:
         if not request_ids:
             return 0

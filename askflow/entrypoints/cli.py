@@ -1,4 +1,4 @@
-"""``askflow``: ask, ingest, fine-tune, demo and evaluate from the command line."""
+"""``askflow``: ask, ingest, fine-tune, demo, evaluate and see what people ask, from the command line."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--airflow", action="store_true",
                       help="run Airflow itself (airflow standalone, with its UI) instead of dag.test() runs")
     demo.set_defaults(run=_demo)
+
+    insights = commands.add_parser("insights", help="what people ask: clusters of questions and coverage gaps")
+    insights.add_argument("--period", help="how far back from the end: 7d, 24h, 2w (default: settings, 7d)")
+    insights.add_argument("--end", help="the period's end, ISO 8601 (default: now, to the hour)")
+    insights.add_argument("--min-cluster-size", type=int, help="default: settings")
+    insights.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    insights.add_argument("--file-issues", action="store_true",
+                          help="file (or update) one issue per coverage gap in ASKFLOW_INSIGHTS_DOCS_REPO")
+    insights.set_defaults(run=_insights)
 
     evaluate = commands.add_parser("eval", help="evaluate retrieval").add_subparsers(required=True, metavar="WHAT")
     retrieval = evaluate.add_parser("retrieval", help="hit@k and MRR@10 of retrieval on a question set")
@@ -262,6 +271,60 @@ def _finetune(args) -> int:
     print(f"{run.decision}\nthe model: {run.challenger.path}\nthe run: {record}", file=sys.stderr)
     print(run.model_dump_json())
     return 0
+
+
+def _insights(args) -> int:
+    import datetime as dt
+
+    from askflow.bootstrap import bootstrap
+    from askflow.entrypoints import insights_steps
+    from askflow.insights.render import csv_text, table_text
+
+    try:
+        end = dt.datetime.fromisoformat(args.end) if args.end else None
+    except ValueError:
+        raise InvalidInput(f"--end {args.end!r}: an ISO 8601 date or time, like 2026-11-23T00:00") from None
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=dt.UTC)
+    if args.min_cluster_size is not None and args.min_cluster_size < 2:
+        raise InvalidInput("--min-cluster-size: at least 2")
+    with bootstrap() as components, _ProgressBar() as progress:
+        report = insights_steps.build(components, period=args.period or components.settings.insights_period,
+                                      end=end, min_cluster_size=args.min_cluster_size, progress=progress)
+        filed = insights_steps.file_gaps(components, report.report_id) if args.file_issues else None
+    if args.format == "json":
+        print(report.model_dump_json())
+    elif args.format == "csv":
+        print(csv_text(report), end="")
+    else:
+        print(table_text(report))
+    print(f"report {report.report_id}: {report.files.get('html', '')}"
+          + (f"; gaps filed: {filed}" if filed is not None else ""), file=sys.stderr)
+    return 0
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr per stage of a long run (reading, embedding, clustering, describing)."""
+
+    def __enter__(self):
+        self._bar = None
+        self._stage = None
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.__exit__()
+            self._stage, self._bar = stage, tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _demo(args) -> int:

@@ -2,7 +2,8 @@
 the mapping of domain errors to status codes.
 
 ``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``,
-and the web page at ``/``. Every error is a JSON ``{"error": ...}``; no stack trace leaves here.
+the web page at ``/`` and the question-insights page at ``/insights``. Every error is a JSON ``{"error": ...}``;
+no stack trace leaves here.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ ROUTES = Map(
         Rule("/requests", methods=["POST"], endpoint="ask"),
         Rule("/requests/<request_id:request_id>", methods=["GET"], endpoint="read"),
         Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
+        Rule("/insights", methods=["GET"], endpoint="insights"),
     ],
     strict_slashes=False,
     merge_slashes=False,  # "/requests//feedback" is no route, not a redirect
@@ -81,6 +83,8 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
             headers["Allow"] = ", ".join(allowed)
         elif endpoint is None:
             status, body = 404, {"error": f"no route {request.method} {request.path}"}
+        elif endpoint == "insights":
+            return _insights(request, components)
         else:
             status, body = _ENDPOINTS[endpoint](request, components, **arguments)
     except TooLarge as error:
@@ -135,6 +139,28 @@ def _read(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]
 def _rate(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
     return 200, handlers.rate_as_asker(request_id, _parse(request, RateAnswer), requests=components.requests,
                                        asker_token=request.headers.get(ASKER_TOKEN))
+
+
+INSIGHTS_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+                                               "form-action 'none'; frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff"}
+
+
+def _insights(request, components) -> tuple[str, int, dict[str, str]]:
+    """The latest question-insights report (or ``?report=ID``) as a page: HTML rendered here, no script."""
+    from askflow.insights.render import html_page
+
+    if set(request.args) - {"report"}:
+        raise InvalidInput("the insights page takes only report=ID")
+    wanted = request.args.get("report")
+    if wanted is not None and not wanted.replace("T", "").replace("-", "").isdigit():
+        raise InvalidInput("report: an id like 20261116T0000-20261123T0000")
+    reports = components.insights_reports
+    report = reports.get(wanted) if wanted else reports.latest()
+    if wanted and report is None:
+        raise NotFound(f"no insights report {wanted}")
+    return html_page(report), 200, INSIGHTS_HEADERS
 
 
 _ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}

@@ -84,6 +84,9 @@ class LoopbackAPI:
             def do_POST(self):
                 self._serve("POST")
 
+            def do_PATCH(self):
+                self._serve("PATCH")
+
         return Handler
 
 
@@ -194,12 +197,23 @@ class GitHubAPI(LoopbackAPI):
             repo = f"{parts[1]}/{parts[2]}"
             return 200, {"id": 1, "name": parts[2], "full_name": repo, "url": f"{self.url}/repos/{repo}",
                          "html_url": f"https://github.com/{repo}"}
+        if len(parts) == 4 and parts[3] == "issues" and method == "POST":
+            repo = f"{parts[1]}/{parts[2]}"
+            issues = self.issues.setdefault(repo, [])
+            issue = {"number": len(issues) + 1, "title": body["title"], "body": body.get("body", ""),
+                     "labels": body.get("labels", [])}
+            issues.append(issue)
+            return 201, self._issue(repo, issue)
         if len(parts) == 4 and parts[3] == "issues":
             repo = f"{parts[1]}/{parts[2]}"
-            return 200, [self._issue(repo, issue) for issue in self.issues.get(repo, [])]
+            wanted = set(filter(None, query.get("labels", "").split(",")))
+            return 200, [self._issue(repo, issue) for issue in self.issues.get(repo, [])
+                         if wanted <= set(issue.get("labels", []))]
         if len(parts) == 5 and parts[3] == "issues":
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
             issue = next((i for i in self.issues.get(repo, []) if i["number"] == number), None)
+            if issue and method == "PATCH":
+                issue.update({key: body[key] for key in ("title", "body", "state") if key in body})
             return (200, self._issue(repo, issue)) if issue else (404, {"message": "Not Found"})
         if len(parts) == 6 and parts[5] == "comments":
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
