@@ -301,6 +301,12 @@ class Components:
             rewordings=s.rewordings, sources=s.sources_per_answer, cache=cache,
         )
 
+    @cached_property
+    def prices(self):
+        from askflow.domain.cost import PriceTable
+
+        return PriceTable(self.settings.model_prices)
+
     # -- models ------------------------------------------------------------------------------------------------
     @cached_property
     def openai_client(self):

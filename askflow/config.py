@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     strong_model: str = "gpt-4o"
     embedding_provider: EmbeddingProvider = "local"
     embedding_model: str = "all-mpnet-base-v2"
+    model_prices: dict[str, list[float]] = Field(
+        default={"gpt-4o-mini": [0.15, 0.60], "gpt-4o": [2.50, 10.00], "text-embedding-3-small": [0.02],
+                 "text-embedding-3-large": [0.13], "all-mpnet-base-v2": [0.0], "all-MiniLM-L6-v2": [0.0]},
+        description=("US dollars per million tokens, input then output, per model (JSON); a model missing here "
+                     "costs nothing and is named in the log"))
     llm_timeout_s: float = 60.0
     llm_max_attempts: int = 4
     llm_backoff_max_s: float = 8.0

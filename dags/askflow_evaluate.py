@@ -79,7 +79,7 @@ def askflow_evaluate():
                 strategy=c.strategy(), answers_source=c.settings.answers_source,
                 answers_base_url=c.settings.answers_base_url,
                 batch_size=int(get_current_context()["params"]["batch_size"]),
-                signals=c.signals, collection=c.serving().collection,
+                signals=c.signals, collection=c.serving().collection, prices=c.prices,
             )
         print(f"evaluation summary: {run.model_dump(mode='json')}")
         return [m["ack_id"] for m in pulled]  # malformed events are acknowledged too: they can never succeed

@@ -127,6 +127,7 @@ class Answer:
     cached_from: str | None = None  # mode "cached": the request whose verified answer this is
     cache_similarity: float | None = None  # and how close the question came to that request's
     citations_removed: int = 0  # citations of sources the model was never given
+    embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
 
     @property
     def models(self) -> list[str]:
@@ -210,6 +211,7 @@ class Request(BaseModel):
     cache_similarity: float | None = None
     citations_removed: int = 0
     partial_writes: int = 0  # how often the answer so far was written while the model wrote it
+    cost_usd: float | None = None  # what its model calls cost (rewording, answer, embedding): the price table's
     # feedback and grading
     ratings: dict[str, Rating] = {}
     rated_at: dt.datetime | None = None
@@ -223,7 +225,7 @@ class Request(BaseModel):
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity", "citations_removed", "partial_writes"})
+        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd"})
     #: what a worker writes while it answers (its claim still standing)
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources", "slack"})
     #: what a grading run sets
@@ -274,8 +276,8 @@ class Request(BaseModel):
     def past_deadline(self, now: dt.datetime, deadline_s: float) -> bool:
         return (now - self.created_at).total_seconds() > deadline_s
 
-    def completed(self, answer: Answer, *, at: dt.datetime) -> Request:
-        return self.model_copy(update={
+    def completed(self, answer: Answer, *, at: dt.datetime, cost_usd: float | None = None) -> Request:
+        return self.model_copy(update={"cost_usd": cost_usd,
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
             "partial_answer": None,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
@@ -362,6 +364,7 @@ class EvaluationRun(BaseModel):
     skipped: int = 0
     llm_calls: int = 0
     tokens: int = 0
+    cost_usd: float = 0.0
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
 

@@ -92,7 +92,7 @@ class Answerer:
         if use_cache and not history:
             match = self._cache.lookup(question, vector=question_vector)
             if match is not None:
-                return self._cached(question, match, started)
+                return self._cached(question, match, started, question_vector=question_vector)
         timings: dict[str, float] = {}
         usage: list[Usage] = []
         with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
@@ -141,15 +141,25 @@ class Answerer:
         timings["total_ms"] = _ms(started)
         return Answer(text=text, sources=sources, mode=self.mode, queries=queries, usage=usage, timings_ms=timings,
                       context_turns=len(history), embedding_model=self._retriever.embedding_model,
-                      collection=self._collection, citations_removed=removed)
+                      collection=self._collection, citations_removed=removed,
+                      embedding_usage=self._embedding_usage(question, history, question_vector))
 
-    def _cached(self, question: str, match: VerifiedMatch, started: float, *,
-                usage: Sequence[Usage] = ()) -> Answer:
+    def _cached(self, question: str, match: VerifiedMatch, started: float, *, usage: Sequence[Usage] = (),
+                question_vector=None) -> Answer:
         total = _ms(started)
         return Answer(text=match.answer.answer or "", sources=list(match.answer.sources), mode="cached",
                       queries=[question], usage=list(usage), timings_ms={"cache_ms": total, "total_ms": total},
                       embedding_model=self._retriever.embedding_model, collection=self._collection,
-                      cached_from=match.answer.request_id, cache_similarity=match.similarity)
+                      cached_from=match.answer.request_id, cache_similarity=match.similarity,
+                      embedding_usage=self._embedding_usage(question, (), question_vector))
+
+    def _embedding_usage(self, question: str, history, question_vector) -> list[Usage]:
+        """The embeddings this answer made: the question's, when it was made (the search of a follow-up embeds the
+        question with the turn before it). Tokens estimated at four characters each: the port returns vectors."""
+        texts = [question] if question_vector is not None and question_vector.cache_info().currsize else []
+        if history:
+            texts.append(_with_context(question, history))
+        return [Usage(model=self._retriever.embedding_model, prompt_tokens=max(1, len(text) // 4)) for text in texts]
 
     def _reword(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[list[str], Usage]:
         prompt = _history_block(history) + f"Question:\n{clean_query(question).keywords[:4000]}"

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from askflow.domain.clock import utcnow
+from askflow.domain.cost import PriceTable
 from askflow.domain.messages import GradingDue
 from askflow.domain.model import Document, EvaluationRun, Graded, Request, SourceKind
 from askflow.grading.graders import Grader, verdict
@@ -39,11 +40,13 @@ def grading_due(old: Request | None, new: Request | None) -> GradingDue | None:
 def grade_events(
     events: Sequence[GradingDue], *, requests: RequestStore, runs: EvaluationRuns, store: VectorStore,
     embeddings: Embeddings, grader: Grader, strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
-    batch_size: int, signals: LearnedSignals | None = None, collection: str = "",
+    batch_size: int, signals: LearnedSignals | None = None, collection: str = "", prices: PriceTable | None = None,
 ) -> EvaluationRun:
     """Grade the requests named by ``events`` in batches of ``batch_size``, write the verdicts, and bring the stored
     answers in line: good ones indexed as sources, rejected ones removed; ``signals`` learn each graded answer
-    (``collection``: the store's, for answers that did not record theirs). Returns the run's summary."""
+    (``collection``: the store's, for answers that did not record theirs); ``prices`` price the grading calls.
+    Returns the run's summary."""
+    prices = prices or PriceTable({})
     run = EvaluationRun(run_id=uuid.uuid4().hex, method=grader.method, events=len(events), started_at=utcnow())
     due: list[tuple[Request, str]] = []
     for request_id in dict.fromkeys(event.request_id for event in events):
@@ -61,6 +64,7 @@ def grade_events(
         grades, usage = grader.grade([request for request, _ in batch])
         run.llm_calls += len(usage)
         run.tokens += sum(u.prompt_tokens + u.completion_tokens for u in usage)
+        run.cost_usd = round(run.cost_usd + prices.cost(usage), 6)
         for request, revision in batch:
             grade = grades[request.request_id]
             is_good, reason = verdict(grade, request)

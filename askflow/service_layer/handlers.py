@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
+from askflow.domain.cost import PriceTable
 from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
@@ -159,7 +160,9 @@ def answer_request(
             answer = answerer.answer(request.question,
                                      conversation_history(request, requests=requests, slack=slack),
                                      fresh=request.fresh, on_partial=partial)
-        outcome = request.completed(answer, at=utcnow())
+        prices = PriceTable(settings.model_prices)
+        outcome = request.completed(answer, at=utcnow(),
+                                    cost_usd=round(prices.cost([*answer.usage, *answer.embedding_usage]), 6))
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)
         outcome = request.failed(str(error))
