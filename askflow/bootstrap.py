@@ -302,6 +302,17 @@ class Components:
         )
 
     @cached_property
+    def budgets(self):
+        """``None`` when no budget limit is set."""
+        limits = self.settings.budget_limits
+        if not limits.enforced:
+            return None
+        from askflow.adapters.firestore_budgets import FirestoreBudgets
+
+        return FirestoreBudgets(client=self.firestore_client, collection=self.settings.budgets_collection,
+                                limits=limits)
+
+    @cached_property
     def prices(self):
         from askflow.domain.cost import PriceTable
 

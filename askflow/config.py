@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         "Host headers the MCP server accepts (DNS-rebinding protection); [\"*\"] turns the check off (a deployed "
         "function, behind its API key)"))
 
+    # Budgets (enforced at the ask API and the Slack bot before anything is queued; unset: no limit)
+    budgets_collection: str = "budgets"  # Firestore: one counter per identity and window
+    budget_window_s: int = Field(default=86_400, ge=60, description="the budgets' window (a UTC day)")
+    budget_questions_per_asker: int | None = Field(default=None, ge=0)
+    budget_usd_per_asker: float | None = Field(default=None, ge=0)
+    budget_questions_total: int | None = Field(default=None, ge=0)
+    budget_usd_total: float | None = Field(default=None, ge=0)
+
     # Evaluation loop
     evaluation_batch_size: int = 20
     evaluation_max_messages: int = 200
@@ -172,6 +180,14 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None
     github_repos: list[str] = []
+
+    @property
+    def budget_limits(self):
+        from askflow.domain.budgets import BudgetLimits
+
+        return BudgetLimits(window_s=self.budget_window_s, questions_per_asker=self.budget_questions_per_asker,
+                            usd_per_asker=self.budget_usd_per_asker, questions_total=self.budget_questions_total,
+                            usd_total=self.budget_usd_total)
 
     @property
     def llm_configured(self) -> bool:

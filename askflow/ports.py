@@ -192,6 +192,19 @@ class RequestStore(abc.ABC):
         """Every request created in [start, end), oldest first, read a page at a time."""
 
 
+class Budgets(abc.ABC):
+    """Question and dollar counters per asker identity and window (``BudgetLimits`` decides)."""
+
+    @abc.abstractmethod
+    def admit(self, identities: Sequence[str], *, at: dt.datetime) -> None:
+        """Count one more question for each of ``identities`` and for everyone in ``at``'s window, unless a limit
+        is reached: then ``OverBudget`` and nothing is counted. Atomic under concurrent asks."""
+
+    @abc.abstractmethod
+    def spend(self, identities: Sequence[str], usd: float, *, at: dt.datetime) -> None:
+        """Add what an answer cost to the counters of the window it was asked in."""
+
+
 class EvaluationRuns(abc.ABC):
     """Summaries of the evaluation loop's grading runs."""
 

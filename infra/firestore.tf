@@ -47,3 +47,12 @@ resource "google_firestore_index" "unfinished_requests_by_update" {
     order      = "ASCENDING"
   }
 }
+
+# Budget counters and reservations (one document per slot, identity and window) are deleted a day after their
+# window ends.
+resource "google_firestore_field" "budgets_expire" {
+  database   = google_firestore_database.default.name
+  collection = var.budgets_collection
+  field      = "expires_at"
+  ttl_config {}
+}

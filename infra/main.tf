@@ -33,6 +33,7 @@ locals {
     ASKFLOW_SERVING_COLLECTION         = var.serving_collection
     ASKFLOW_COLLECTION                 = var.collection
     ASKFLOW_INSIGHTS_COLLECTION        = var.insights_collection
+    ASKFLOW_BUDGETS_COLLECTION         = var.budgets_collection
     ASKFLOW_INSIGHTS_BUCKET            = var.insights_bucket
     ASKFLOW_VECTOR_STORE               = var.vector_store
     ASKFLOW_CHEAP_MODEL                = var.cheap_model

@@ -61,6 +61,11 @@ variable "documents_bucket" {
   default = "askflow-documents"
 }
 
+variable "budgets_collection" {
+  type    = string
+  default = "budgets"
+}
+
 variable "insights_bucket" {
   type    = string
   default = "askflow-insights"

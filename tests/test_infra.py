@@ -25,7 +25,7 @@ VAR = re.compile(r"\$\{var\.(\w+)\}")
 NAMED_SETTINGS = (
     "project_id", "requests_collection", "questions_topic", "questions_subscription", "evaluation_topic",
     "evaluation_subscription", "evaluation_runs_collection", "finetune_runs_collection", "serving_collection",
-    "documents_bucket", "insights_collection", "collection", "cheap_model",
+    "documents_bucket", "insights_collection", "budgets_collection", "collection", "cheap_model",
     "strong_model", "embedding_model",
 )
 

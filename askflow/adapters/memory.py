@@ -4,10 +4,13 @@ a live lease, a finish refuses a terminal state) by the ``Request``'s own rules.
 
 from __future__ import annotations
 
+import threading
+
+from askflow.domain.budgets import TOTAL, BudgetLimits, Spent
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
 from askflow.domain.model import EvaluationRun, Graded, Rating, Request, RequestStatus
-from askflow.ports import EvaluationRuns, RequestStore
+from askflow.ports import Budgets, EvaluationRuns, RequestStore
 
 
 class InMemoryRequestStore(RequestStore):
@@ -90,3 +93,25 @@ class InMemoryEvaluationRuns(EvaluationRuns):
 
     def save(self, run: EvaluationRun) -> None:
         self.runs.append(run)
+
+
+class InMemoryBudgets(Budgets):
+    def __init__(self, limits: BudgetLimits) -> None:
+        self.limits = limits
+        self.spent: dict[tuple[int, str], Spent] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, identities, *, at) -> None:
+        window = self.limits.window(at)[0]
+        keys = [*dict.fromkeys(identities), TOTAL]
+        with self._lock:
+            self.limits.check({key: self.spent.get((window, key), Spent()) for key in keys}, at=at)
+            for key in keys:
+                counters = self.spent.setdefault((window, key), Spent())
+                counters.questions += 1
+
+    def spend(self, identities, usd: float, *, at) -> None:
+        window = self.limits.window(at)[0]
+        with self._lock:
+            for key in [*dict.fromkeys(identities), TOTAL]:
+                self.spent.setdefault((window, key), Spent()).usd += usd

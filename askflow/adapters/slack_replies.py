@@ -44,6 +44,15 @@ class SlackReplies:
         return [(question_text(m.get("text", "")), "") for m in response["messages"]
                 if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
 
+    def notice(self, channel: str, thread_ts: str, text: str) -> None:
+        """A short message in the thread (a refusal, say); a Slack failure is logged."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False)
+        except SlackApiError as error:
+            log.warning("could not post in %s: %s", channel, error.response.get("error"))
+
     def start_reply(self, request: Request) -> str | None:
         """Post the reply at once; its ``ts``, or ``None`` when Slack refused (the answer is then posted whole)."""
         from slack_sdk.errors import SlackApiError

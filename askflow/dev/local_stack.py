@@ -201,7 +201,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(raw, "get_secret_value"):
             value = raw.get_secret_value()
-        env[f"ASKFLOW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        env[f"ASKFLOW_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return env
 
 

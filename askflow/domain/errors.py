@@ -43,3 +43,12 @@ class ModelUnavailable(AskflowError):
 
 class ConfigurationError(AskflowError):
     """Settings name something that cannot be built (unknown provider, missing URL)."""
+
+
+class OverBudget(AskflowError):
+    """A budget's limit is reached for this window (maps to 429, with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s

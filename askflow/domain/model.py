@@ -207,6 +207,7 @@ class Request(BaseModel):
     collection: str | None = None
     fresh: bool = False  # the asker wants a new answer, not a verified earlier one
     asker_sha: str | None = None  # sha256 of the asker's token (web and API): who may follow up and rate
+    budget_identities: list[str] = []  # whose budgets it counts against (hashed where they name a person)
     cached_from: str | None = None
     cache_similarity: float | None = None
     citations_removed: int = 0

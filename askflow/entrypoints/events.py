@@ -50,7 +50,8 @@ def on_question(cloud_event, components) -> str:
         return "dropped"
     try:
         return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
-                                       settings=components.settings, slack=components.slack_replies)
+                                       settings=components.settings, slack=components.slack_replies,
+                                       budgets=components.budgets)
     except LeaseHeld as error:  # not acknowledged: Pub/Sub delivers it again after its backoff
         log.info("%s; the message goes back to the queue", error)
         raise

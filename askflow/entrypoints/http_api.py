@@ -20,7 +20,16 @@ from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEnt
 from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
-from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge, TooSlow
+from askflow.domain.errors import (
+    AskflowError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OverBudget,
+    TooLarge,
+    TooSlow,
+)
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
@@ -99,6 +108,9 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
         status, body = 404, {"error": str(error)}
     except Conflict as error:
         status, body = 409, {"error": str(error)}
+    except OverBudget as error:
+        status, body = 429, {"error": str(error), "limit": error.limit, "retry_after_s": error.retry_after_s}
+        headers["Retry-After"] = str(error.retry_after_s)
     except AskflowError as error:
         log.warning("request failed: %s", error)
         status, body = 503, {"error": str(error)}
@@ -127,8 +139,18 @@ def _feed(request, components) -> tuple[int, dict[str, Any]]:
 def _ask(request, components) -> tuple[int, dict[str, Any]]:
     queued, token = handlers.submit_question(_parse(request, AskQuestion), requests=components.requests,
                                              events=components.events, settings=components.settings,
-                                             asker_token=request.headers.get(ASKER_TOKEN))
+                                             asker_token=request.headers.get(ASKER_TOKEN),
+                                             budgets=components.budgets, identities=[client_identity(request)])
     return 202, {"request_id": queued.request_id, "status": queued.status.value, "asker_token": token}
+
+
+def client_identity(request) -> str:
+    """The caller's address as a budget identity (hashed): an asker token costs nothing to make anew, an address
+    does. Behind Google's front end the last ``X-Forwarded-For`` entry is the address it saw; a client can only
+    prepend to it."""
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    address = forwarded[-1] if forwarded else (request.remote_addr or "unknown")
+    return f"address:{hashlib.sha256(address.encode()).hexdigest()[:32]}"
 
 
 def _read(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:

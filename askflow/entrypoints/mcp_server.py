@@ -67,7 +67,7 @@ def build_server(components):
         except ValueError as error:  # pydantic's message, one line per problem
             raise ToolError("; ".join(f"question: {e['msg']}" for e in error.errors())) from None
         return await run(lookup.ask_and_wait, command.question, requests=components.requests,
-                         events=components.events, settings=components.settings,
+                         events=components.events, settings=components.settings, budgets=components.budgets,
                          timeout_s=components.settings.mcp_ask_timeout_s)
 
     return server

@@ -14,7 +14,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
-from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, TooLarge, TooSlow
+from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, OverBudget, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
 from askflow.entrypoints.http_api import read_body, unread_body_response
 from askflow.service_layer import handlers
@@ -59,9 +59,14 @@ def build_app(components):
                 request_id=f"slack-{message.event_id}",
                 slack=SlackThread(channel=message.channel, ts=message.ts, thread_ts=message.thread,
                                   user=message.user, in_thread=message.thread_ts is not None),
+                budgets=components.budgets,
             )
         except Duplicate:
             log.info("Slack event %s already queued (a retry)", message.event_id)
+            return
+        except OverBudget as error:
+            log.info("Slack question from %s refused: %s", message.user, error.limit)
+            replies.notice(message.channel, message.thread, f"Sorry, I can't take more questions now: {error}.")
             return
         replies.mark(message.channel, message.ts, add=WORKING)
 

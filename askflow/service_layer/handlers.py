@@ -19,7 +19,7 @@ from askflow.domain.cost import PriceTable
 from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
-from askflow.ports import EventBus, RequestStore
+from askflow.ports import Budgets, EventBus, RequestStore
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class SlackThreads(Protocol):
 def submit_question(
     command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings,
     request_id: str | None = None, slack: SlackThread | None = None, asker_token: str | None = None,
+    budgets: Budgets | None = None, identities: Sequence[str] = (),
 ) -> tuple[Request, str | None]:
     """Store and queue a question; returns it with the asker's token (``None`` for Slack, whose threads Slack
     itself binds). A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
@@ -68,6 +69,9 @@ def submit_question(
     A web or API question is bound to its asker by a token: the caller's own (``asker_token``, 22-128 URL-safe
     characters, a browser keeps one), or a new one. A follow-up (``thread_id``) is accepted only with the token of
     whoever started the thread; otherwise the thread is "not found", and nothing of it reaches an answer.
+
+    With ``budgets``, the question counts against the asker's (their token, or their Slack user) and ``identities``'
+    budgets (the caller's address, say) and everyone's, before anything is stored: ``OverBudget`` past a limit.
     """
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
@@ -84,9 +88,14 @@ def submit_question(
                 raise NotFound(f"no thread {command.thread_id} of this asker")
     request_id = request_id or uuid.uuid4().hex
     now = utcnow()
+    asker = f"slack:{slack.user or slack.channel}" if slack is not None else f"asker:{token_sha(asker_token)[:32]}"
+    counted = [asker, *identities]
+    if budgets is not None:
+        budgets.admit(counted, at=now)
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
-                      asker_sha=token_sha(asker_token) if asker_token else None)
+                      asker_sha=token_sha(asker_token) if asker_token else None,
+                      budget_identities=counted if budgets is not None else [])
     requests.create(request)
     try:
         events.publish(settings.questions_topic, QuestionQueued(request_id=request_id))
@@ -130,7 +139,7 @@ def conversation_history(request: Request, *, requests: RequestStore,
 
 def answer_request(
     message: QuestionQueued, *, requests: RequestStore, answerer: Answers, settings: Settings,
-    slack: SlackThreads | None = None,
+    slack: SlackThreads | None = None, budgets: Budgets | None = None,
 ) -> str:
     """Answer one queued request at most once; returns what happened (for logs and tests).
 
@@ -173,6 +182,11 @@ def answer_request(
                                          "partial_writes": partial.writes if partial else 0})
     if not requests.finish(outcome):
         return "skipped"
+    if budgets is not None and outcome.cost_usd and outcome.budget_identities:
+        try:
+            budgets.spend(outcome.budget_identities, outcome.cost_usd, at=outcome.created_at)
+        except Exception as error:  # the answer is stored: a missed count is logged, never a redelivery
+            log.warning("request %s: its cost was not counted against its budgets: %s", outcome.request_id, error)
     if slack is not None and outcome.slack is not None:
         slack.post_answer(outcome)
     return outcome.status.value

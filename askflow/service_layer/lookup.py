@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from askflow.config import Settings
 from askflow.domain.errors import InvalidInput, NotFound
 from askflow.domain.model import Chunk, Request, Source
-from askflow.ports import EventBus, RequestStore, VectorStore
+from askflow.ports import Budgets, EventBus, RequestStore, VectorStore
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion
@@ -85,11 +85,11 @@ def _joined(chunks: list[Chunk]) -> str:
 
 
 def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, settings: Settings,
-                 timeout_s: float, poll_s: float = 0.25) -> CitedAnswer:
-    """Queue the question like any other, and wait up to ``timeout_s`` for its answer; after that, the request id
-    (``GET /requests/{id}`` follows it)."""
+                 timeout_s: float, budgets: Budgets | None = None, poll_s: float = 0.25) -> CitedAnswer:
+    """Queue the question like any other (counted against the MCP server's budget, ``mcp``), and wait up to
+    ``timeout_s`` for its answer; after that, the request id (``GET /requests/{id}`` follows it)."""
     request, _ = handlers.submit_question(AskQuestion(question=question), requests=requests, events=events,
-                                          settings=settings)
+                                          settings=settings, budgets=budgets, identities=["mcp"])
     deadline = time.monotonic() + timeout_s
     while True:
         request = handlers.get_request(request.request_id, requests=requests, settings=settings)

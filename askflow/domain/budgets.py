@@ -1,0 +1,81 @@
+"""Budgets: how many questions, and how many dollars of model calls, one asker and everyone together may spend in
+a window (a UTC day by default). The rules are here; a store keeps the counters and applies them atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from pydantic import BaseModel
+
+from askflow.domain.errors import OverBudget
+
+TOTAL = "all"  # the identity whose counter every question adds to
+
+
+class Spent(BaseModel):
+    """One identity's counters in one window."""
+
+    questions: int = 0
+    usd: float = 0.0
+
+
+class BudgetLimits(BaseModel):
+    """``None``: no limit of that kind."""
+
+    window_s: int = 86_400
+    questions_per_asker: int | None = None
+    usd_per_asker: float | None = None
+    questions_total: int | None = None
+    usd_total: float | None = None
+
+    @property
+    def enforced(self) -> bool:
+        return any(limit is not None for limit in (self.questions_per_asker, self.usd_per_asker,
+                                                   self.questions_total, self.usd_total))
+
+    def window(self, at: dt.datetime) -> tuple[int, int]:
+        """(start, end) of the window ``at`` falls in, in seconds since the epoch."""
+        start = int(at.timestamp()) // self.window_s * self.window_s
+        return start, start + self.window_s
+
+    def limit(self, identity: str, kind: str) -> int | float | None:
+        """The limit of ``kind`` ("questions" or "usd") for ``identity`` (``TOTAL`` or an asker's)."""
+        if identity == TOTAL:
+            return self.questions_total if kind == "questions" else self.usd_total
+        return self.questions_per_asker if kind == "questions" else self.usd_per_asker
+
+    def over(self, identity: str, kind: str, *, at: dt.datetime) -> OverBudget:
+        """The refusal for ``identity``'s ``kind`` limit: which limit, and when its window ends."""
+        retry_after = max(1, self.window(at)[1] - int(at.timestamp()))
+        total = identity == TOTAL
+        limit = self.limit(identity, kind)
+        amount = f"{limit} questions" if kind == "questions" else f"${limit:g} of model calls"
+        return OverBudget(f"{'everyone' if total else 'this asker'}'s limit of {amount} per {_span(self.window_s)} "
+                          f"is reached; ask again in {_span(retry_after)}",
+                          limit=f"{kind}_{'total' if total else 'per_asker'}", retry_after_s=retry_after)
+
+    def check(self, spent: dict[str, Spent], *, at: dt.datetime) -> None:
+        """Raise ``OverBudget`` if one more question would go past a limit: ``spent`` holds each asker identity's
+        counters and ``TOTAL``'s. Dollars are checked as spent so far (an answer's cost is known once it is
+        answered)."""
+        for identity, counters in spent.items():
+            questions, usd = self.limit(identity, "questions"), self.limit(identity, "usd")
+            if questions is not None and counters.questions >= questions:
+                raise self.over(identity, "questions", at=at)
+            if usd is not None and counters.usd >= usd:
+                raise self.over(identity, "usd", at=at)
+
+
+def counter_id(identity: str, window_start: int) -> str:
+    """A store key for an identity's counters in a window (identities hold user ids and addresses: hashed)."""
+    return f"{window_start}-{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+
+
+def _span(seconds: int) -> str:
+    """A window's length or a wait, in words: "day", "3 hours", "42 minutes", "7 seconds"."""
+    if seconds == 86_400:
+        return "day"
+    if seconds >= 3600:
+        return f"{round(seconds / 3600, 1):g} hours"
+    return f"{seconds // 60} minutes" if seconds >= 60 else f"{seconds} seconds"
