@@ -46,6 +46,11 @@ class Components:
         self._pairs: dict[tuple[str, str], tuple[VectorStore, Embeddings]] = {}
         self._answerers: dict[tuple[str, str], Any] = {}
         self._lock = threading.RLock()  # the worker answers several pushes at once: one store per pair, ever
+        if self.settings.tracing != "none":
+            from askflow.adapters.telemetry import configure_tracing
+
+            configure_tracing(self.settings.tracing, service=self.settings.service_name,
+                              project_id=self.settings.project_id)
 
     def __enter__(self) -> Components:
         return self

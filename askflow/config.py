@@ -119,6 +119,10 @@ class Settings(BaseSettings):
         "Host headers the MCP server accepts (DNS-rebinding protection); [\"*\"] turns the check off (a deployed "
         "function, behind its API key)"))
 
+    # Tracing (OpenTelemetry): gcp = Cloud Trace, otlp = any collector (OTEL_EXPORTER_OTLP_ENDPOINT), console, none
+    tracing: Literal["none", "console", "otlp", "gcp"] = "none"
+    service_name: str = "askflow"
+
     # Budgets (enforced at the ask API and the Slack bot before anything is queued; unset: no limit)
     budgets_collection: str = "budgets"  # Firestore: one counter per identity and window
     budget_window_s: int = Field(default=86_400, ge=60, description="the budgets' window (a UTC day)")

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from askflow import tracing
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Usage
 from askflow.ports import ChatModel, Completion, Embeddings
@@ -89,8 +90,11 @@ class OpenAIChatModel(ChatModel):
         body = self._body(system, user)
         if json_output:
             body["response_format"] = {"type": "json_object"}
-        response = self._retrying(self._client.post, CHAT_PATH, body=body, cast_to=ChatCompletion)
-        return Completion(text=response.choices[0].message.content or "", usage=self._usage(response.usage))
+        with self._span() as current:
+            response = self._retrying(self._client.post, CHAT_PATH, body=body, cast_to=ChatCompletion)
+            completion = Completion(text=response.choices[0].message.content or "", usage=self._usage(response.usage))
+            _annotate_usage(current, completion.usage)
+            return completion
 
     def stream(self, system: str, user: str, *, on_text: Callable[[str], None]) -> Completion:
         """The reply as server-sent chunks (``stream: true``, with the usage in the last chunk); an attempt that fails
@@ -118,7 +122,15 @@ class OpenAIChatModel(ChatModel):
                 raise IncompleteStream(f"the stream ended after {len(parts)} chunks, unfinished")
             return Completion(text="".join(parts), usage=self._usage(usage))
 
-        return self._retrying(attempt)
+        with self._span() as current:
+            completion = self._retrying(attempt)
+            _annotate_usage(current, completion.usage)
+            return completion
+
+    def _span(self):
+        """A span per model call (OpenTelemetry's GenAI conventions), retries included."""
+        return tracing.span(f"chat {self.name}", kind="client", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": self.name})
 
     def _usage(self, usage: Any) -> Usage:
         return Usage(model=self.name, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
@@ -141,9 +153,18 @@ class OpenAIEmbeddings(Embeddings):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._batch_size):
             batch = list(texts[start : start + self._batch_size])
-            response = self._retrying(
-                self._client.post, EMBEDDINGS_PATH, body={"model": self.name, "input": batch},
-                cast_to=CreateEmbeddingResponse,
-            )
+            with tracing.span(f"embeddings {self.name}", kind="client", attributes={
+                    "gen_ai.operation.name": "embeddings", "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": self.name}) as current:
+                response = self._retrying(
+                    self._client.post, EMBEDDINGS_PATH, body={"model": self.name, "input": batch},
+                    cast_to=CreateEmbeddingResponse,
+                )
+                tracing.annotate(current, {"gen_ai.usage.input_tokens": getattr(response.usage, "prompt_tokens", None)})
             vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         return vectors
+
+
+def _annotate_usage(current, usage: Usage) -> None:
+    tracing.annotate(current, {"gen_ai.usage.input_tokens": usage.prompt_tokens,
+                               "gen_ai.usage.output_tokens": usage.completion_tokens})

@@ -208,6 +208,8 @@ class Request(BaseModel):
     fresh: bool = False  # the asker wants a new answer, not a verified earlier one
     asker_sha: str | None = None  # sha256 of the asker's token (web and API): who may follow up and rate
     budget_identities: list[str] = []  # whose budgets it counts against (hashed where they name a person)
+    trace_id: str | None = None  # its trace (OpenTelemetry), when tracing is on
+    traceparent: str | None = None  # the API span that stored it: what the worker and grading continue or link to
     cached_from: str | None = None
     cache_similarity: float | None = None
     citations_removed: int = 0

@@ -12,6 +12,7 @@ import logging
 
 from pydantic import ValidationError
 
+from askflow import tracing
 from askflow.domain.errors import LeaseHeld
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Request
@@ -48,13 +49,19 @@ def on_question(cloud_event, components) -> str:
         # A malformed message can never succeed: acknowledge it (by returning) instead of looping on it.
         log.error("dropping malformed question message %s", cloud_event["id"])
         return "dropped"
+    attributes = (cloud_event.data.get("message") or {}).get("attributes") or {}
     try:
-        return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
-                                       settings=components.settings, slack=components.slack_replies,
-                                       budgets=components.budgets)
+        with tracing.span("answer request", kind="consumer", parent=attributes, attributes={
+                "askflow.request_id": message.request_id, "messaging.system": "gcp_pubsub",
+                "messaging.operation.type": "process"}):
+            return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
+                                           settings=components.settings, slack=components.slack_replies,
+                                           budgets=components.budgets)
     except LeaseHeld as error:  # not acknowledged: Pub/Sub delivers it again after its backoff
         log.info("%s; the message goes back to the queue", error)
         raise
+    finally:
+        tracing.flush()  # an instance may be frozen once the push is answered
 
 
 def firestore_requests(cloud_event) -> tuple[Request | None, Request | None]:
@@ -101,5 +108,8 @@ def on_request_written(cloud_event, components) -> str:
     due = grading_due(old, new)
     if due is None:
         return "ignored"
-    components.events.publish(components.settings.evaluation_topic, due, request_id=due.request_id)
+    with tracing.span("queue grading", links=[new.traceparent] if new.traceparent else [],
+                      attributes={"askflow.request_id": due.request_id}):
+        components.events.publish(components.settings.evaluation_topic, due, request_id=due.request_id)
+    tracing.flush()
     return "queued"

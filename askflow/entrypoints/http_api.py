@@ -20,6 +20,7 @@ from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEnt
 from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
+from askflow import tracing
 from askflow.domain.errors import (
     AskflowError,
     Conflict,
@@ -69,6 +70,7 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
     :param request: a ``flask.Request`` as functions-framework passes it.
     """
     headers = {"Content-Type": "application/json"}
+    allowed: list[str] = []
     try:
         endpoint, arguments = ROUTES.bind("", url_scheme=request.scheme).match(request.path, method=request.method)
     except MethodNotAllowed as error:
@@ -76,6 +78,24 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
         allowed = error.valid_methods or []
     except (NoRoute, RequestRedirect):
         endpoint, arguments, allowed = None, {}, []
+    name = f"{request.method} {_route(endpoint, request)}" if tracing.enabled() else ""
+    with tracing.span(name, kind="server",
+                      parent=dict(request.headers), attributes={
+                          "http.request.method": request.method, "url.path": request.path}) as current:
+        body, status, headers = _handle(request, components, endpoint, arguments, allowed, headers)
+        tracing.annotate(current, {"http.response.status_code": status})
+        return body, status, headers
+
+
+def _route(endpoint: str | None, request) -> str:
+    """A span's name: the route, never a request id (every id would be a name of its own)."""
+    for rule in ROUTES.iter_rules():
+        if rule.endpoint == endpoint and request.method in (rule.methods or ()):
+            return rule.rule
+    return "unmatched"
+
+
+def _handle(request, components, endpoint, arguments, allowed, headers):
     if endpoint == "page":
         from askflow.web import static_response
 

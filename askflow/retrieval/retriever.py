@@ -7,6 +7,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
+from askflow import tracing
 from askflow.domain.model import ScoredChunk
 from askflow.ports import Embeddings, VectorStore
 from askflow.retrieval.query import clean_query
@@ -49,18 +50,22 @@ class Retriever:
         """Hybrid search; ``vector``: the question's embedding when it was made already (``embed``)."""
         query = clean_query(question)
         vector = vector if vector is not None else self._embeddings.embed_query(query.dense)
-        return Retrieved(self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha),
-                         list(vector))
+        with tracing.span("search hybrid", attributes={"askflow.candidates": self._candidates,
+                                                       "askflow.alpha": self._alpha}) as current:
+            found = self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha)
+            tracing.annotate(current, {"askflow.found": len(found)})
+        return Retrieved(found, list(vector))
 
     def search_keywords(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
         """Rewordings of a question: keyword search only, in parallel. Their worth is other words for the same thing,
         which only the keyword side can use: a paraphrase's sentence embedding lands next to the question's own.
         Embedding them would also put an embedding call (a network round trip with hosted embeddings) on the
         critical path between the rewording and the answer."""
-        return list(pool.map(
-            lambda question: self._store.keyword_search(clean_query(question).keywords, limit=self._candidates),
-            questions,
-        ))
+        def search(question: str) -> list[ScoredChunk]:
+            with tracing.span("search keywords", attributes={"askflow.candidates": self._candidates}):
+                return self._store.keyword_search(clean_query(question).keywords, limit=self._candidates)
+
+        return list(pool.map(tracing.in_context(search), questions))
 
     def rank(self, chunks: Sequence[ScoredChunk], *,
              question_vector: Sequence[float] | None = None) -> list[RankedDocument]:

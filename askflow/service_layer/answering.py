@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Protocol
 
+from askflow import tracing
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage, VerifiedMatch
 from askflow.ports import ChatModel
@@ -98,8 +99,8 @@ class Answerer:
         with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
             # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
             # what the thread is about; the rewordings (with a model) are made stand-alone from the history
-            original = pool.submit(lambda: self._retriever.search(
-                _with_context(question, history), vector=None if history else question_vector()))
+            original = pool.submit(tracing.in_context(lambda: self._retriever.search(
+                _with_context(question, history), vector=None if history else question_vector())))
             queries = [question]
             if self._cheap is not None and self._rewordings > 0:
                 try:

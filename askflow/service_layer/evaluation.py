@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from askflow import tracing
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.messages import GradingDue
@@ -61,7 +62,9 @@ def grade_events(
     rejected: Counter[str] = Counter()
     for start in range(0, len(due), batch_size):
         batch = due[start : start + batch_size]
-        grades, usage = grader.grade([request for request, _ in batch])
+        with tracing.span("grade batch", links=[r.traceparent for r, _ in batch if r.traceparent],
+                          attributes={"askflow.requests": len(batch), "askflow.grader": grader.method}):
+            grades, usage = grader.grade([request for request, _ in batch])
         run.llm_calls += len(usage)
         run.tokens += sum(u.prompt_tokens + u.completion_tokens for u in usage)
         run.cost_usd = round(run.cost_usd + prices.cost(usage), 6)

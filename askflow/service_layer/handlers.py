@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from askflow import tracing
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
@@ -95,7 +96,8 @@ def submit_question(
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
                       asker_sha=token_sha(asker_token) if asker_token else None,
-                      budget_identities=counted if budgets is not None else [])
+                      budget_identities=counted if budgets is not None else [],
+                      traceparent=tracing.traceparent(), trace_id=tracing.trace_id(tracing.traceparent()))
     requests.create(request)
     try:
         events.publish(settings.questions_topic, QuestionQueued(request_id=request_id))
@@ -152,7 +154,8 @@ def answer_request(
     whose write lands replies in Slack.
     """
     received_at = utcnow()
-    request = requests.claim(message.request_id, lease_s=settings.request_lease_s)
+    with tracing.span("claim", attributes={"askflow.request_id": message.request_id}):
+        request = requests.claim(message.request_id, lease_s=settings.request_lease_s)
     if request is None:
         stored = requests.get(message.request_id)
         if stored is not None and not stored.terminal and stored.lease_held(utcnow(), settings.request_lease_s):
@@ -180,7 +183,10 @@ def answer_request(
         outcome = request.failed("internal error")
     outcome = outcome.model_copy(update={"received_at": received_at, "published_at": message.published_at,
                                          "partial_writes": partial.writes if partial else 0})
-    if not requests.finish(outcome):
+    with tracing.span("write answer", attributes={"askflow.status": outcome.status.value,
+                                                  "askflow.cost_usd": outcome.cost_usd}):
+        written = requests.finish(outcome)
+    if not written:
         return "skipped"
     if budgets is not None and outcome.cost_usd and outcome.budget_identities:
         try:
