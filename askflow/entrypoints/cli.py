@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                           help="file (or update) one issue per coverage gap in ASKFLOW_INSIGHTS_DOCS_REPO")
     insights.set_defaults(run=_insights)
 
+    stats = commands.add_parser("stats", help="questions, latency, cost, cache hits, ratings and failures")
+    stats.add_argument("--period", default="7d", help="how far back from now: 7d, 24h, 2w (default: 7d)")
+    stats.add_argument("--format", choices=["table", "json"], default="table")
+    stats.set_defaults(run=_stats)
+
     evaluate = commands.add_parser("eval", help="evaluate retrieval").add_subparsers(required=True, metavar="WHAT")
     retrieval = evaluate.add_parser("retrieval", help="hit@k and MRR@10 of retrieval on a question set")
     retrieval.add_argument("--corpus", type=Path, required=True)
@@ -303,6 +308,41 @@ def _insights(args) -> int:
     return 0
 
 
+def _stats(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.insights.model import parse_period
+    from askflow.service_layer.stats import usage_stats
+
+    period = parse_period(args.period)
+    end = utcnow()
+    with bootstrap() as components, _ProgressBar() as progress:
+        stats = usage_stats(components.requests.created_between(end - period, end), start=end - period, end=end,
+                            progress=progress)
+    if args.format == "json":
+        print(stats.model_dump_json())
+        return 0
+
+    def money(value):
+        return "—" if value is None else f"${value:.4f}"
+
+    def share(value):
+        return "—" if value is None else f"{value:.0%}"
+
+    def seconds(value):
+        return "—" if value is None else f"{value / 1000:.2f} s"
+
+    print(f"{stats.questions} questions, {stats.period_start:%Y-%m-%d %H:%M} to {stats.period_end:%Y-%m-%d %H:%M}\n"
+          f"  answered {stats.answered}, failed {stats.failed}, unfinished {stats.unfinished}\n"
+          f"  latency p50 {seconds(stats.latency_p50_ms)}, p95 {seconds(stats.latency_p95_ms)}\n"
+          f"  cost {money(stats.cost_usd)}, per answer {money(stats.cost_per_answer_usd)}\n"
+          f"  served from the cache {stats.cache_hits} ({share(stats.cache_hit_share)}), "
+          f"rated helpful {share(stats.rated_up_share)} of {stats.rated} rated")
+    print("per day:\n" + "\n".join(f"  {d.day}  {d.questions:>6} questions  {money(d.cost_usd)}" for d in stats.days))
+    if stats.failures_by_reason:
+        print("failures:\n" + "\n".join(f"  {n:>6}  {reason}" for reason, n in stats.failures_by_reason.items()))
+    return 0
+
+
 class _ProgressBar:
     """A tqdm bar on stderr per stage of a long run (reading, embedding, clustering, describing)."""
 
@@ -316,8 +356,8 @@ class _ProgressBar:
 
         if stage != self._stage:
             self.__exit__()
-            self._stage, self._bar = stage, tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
-        self._bar.total = total
+            self._stage, self._bar = stage, tqdm(total=total or None, desc=stage, file=sys.stderr, leave=False)
+        self._bar.total = total or None  # 0: not known (a scan)
         self._bar.n = done
         self._bar.refresh()
 

@@ -2,8 +2,8 @@
 the mapping of domain errors to status codes.
 
 ``POST /requests`` · ``GET /requests/{id}`` · ``POST /requests/{id}/feedback`` · ``GET /requests?good=true``,
-the web page at ``/`` and the question-insights page at ``/insights``. Every error is a JSON ``{"error": ...}``;
-no stack trace leaves here.
+the web page at ``/``, the question-insights page at ``/insights`` and the admin page at ``/admin``. Every error
+is a JSON ``{"error": ...}``; no stack trace leaves here.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ ROUTES = Map(
         Rule("/requests/<request_id:request_id>", methods=["GET"], endpoint="read"),
         Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
         Rule("/insights", methods=["GET"], endpoint="insights"),
+        Rule("/admin", methods=["GET"], endpoint="admin"),
     ],
     strict_slashes=False,
     merge_slashes=False,  # "/requests//feedback" is no route, not a redirect
@@ -114,6 +115,8 @@ def _handle(request, components, endpoint, arguments, allowed, headers):
             status, body = 404, {"error": f"no route {request.method} {request.path}"}
         elif endpoint == "insights":
             return _insights(request, components)
+        elif endpoint == "admin":
+            return _admin(request, components)
         else:
             status, body = _ENDPOINTS[endpoint](request, components, **arguments)
     except TooLarge as error:
@@ -203,6 +206,28 @@ def _insights(request, components) -> tuple[str, int, dict[str, str]]:
     if wanted and report is None:
         raise NotFound(f"no insights report {wanted}")
     return html_page(report), 200, INSIGHTS_HEADERS
+
+
+def _admin(request, components) -> tuple[str, int, dict[str, str]]:
+    """The admin page: the last ``days`` days (7 unless asked) of figures, and the latest requests' traces."""
+    import datetime as dt
+
+    from askflow.domain.clock import utcnow
+    from askflow.service_layer.stats import usage_stats
+    from askflow.web.admin import admin_page
+
+    if set(request.args) - {"days"}:
+        raise InvalidInput("the admin page takes only days=N")
+    days = request.args.get("days", "7")
+    if not days.isdigit() or not 1 <= int(days) <= 90:
+        raise InvalidInput("days: a whole number from 1 to 90")
+    end = utcnow()
+    start = end - dt.timedelta(days=int(days))
+    stats = usage_stats(components.requests.created_between(start, end), start=start, end=end)
+    s = components.settings
+    link = (f"https://console.cloud.google.com/traces/list?project={s.project_id}&tid={{trace_id}}"
+            if s.tracing == "gcp" else None)
+    return admin_page(stats, trace_link=link), 200, INSIGHTS_HEADERS
 
 
 _ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}

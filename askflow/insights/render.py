@@ -45,6 +45,26 @@ def chart_svg(report: InsightsReport) -> str:
     return "".join(parts) + f'<ul class="legend">{legend}</ul>'
 
 
+def bar_chart_svg(values: list[float], labels: list[str], *, title: str, unit: str = "") -> str:
+    """A small bar chart (one bar per label), drawn as SVG here."""
+    width, height, left, bottom, top = 640, 160, 48, 24, 10
+    peak = max(values, default=0) or 1
+    step = (width - left - 8) / max(1, len(values))
+    bars = []
+    for n, (value, label) in enumerate(zip(values, labels, strict=True)):
+        bar = (height - top - bottom) * value / peak
+        bars.append(f'<rect x="{left + n * step + 2:.1f}" y="{height - bottom - bar:.1f}" '
+                    f'width="{max(1, step - 4):.1f}" height="{bar:.1f}" fill="#0b5fff">'
+                    f"<title>{escape(label)}: {value:g}{unit}</title></rect>")
+    return (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
+            f'<text x="{left - 6}" y="{top + 10}" text-anchor="end" font-size="11">{peak:g}{unit}</text>'
+            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 8}" y2="{height - bottom}" stroke="#999"/>'
+            + "".join(bars)
+            + (f'<text x="{left}" y="{height - 6}" font-size="11">{escape(labels[0])}</text>'
+               f'<text x="{width - 8}" y="{height - 6}" text-anchor="end" font-size="11">{escape(labels[-1])}</text>'
+               if labels else "") + "</svg>")
+
+
 def _trend(cluster: ClusterInsight) -> str:
     if cluster.previous_size == 0:
         return "new" if cluster.size else "—"
@@ -56,7 +76,7 @@ def html_page(report: InsightsReport | None) -> str:
     if report is None:
         body = ("<p>No report yet. Run <code>askflow insights</code> or the <code>askflow_question_insights</code> "
                 "DAG.</p>")
-        return _page("askflow — what people ask", body)
+        return page("askflow — what people ask", body)
     gaps = "".join(
         f'<li class="gap"><h3>{escape(g.title)} <small>{g.askers} questions, '
         f'{round(g.unanswered_share * 100)}% unhelped</small></h3><p>{escape(g.finding)}</p>'
@@ -80,10 +100,10 @@ def html_page(report: InsightsReport | None) -> str:
         "<h2>Clusters</h2><div class='scroll'><table><thead><tr><th>What people ask</th><th>Questions</th>"
         "<th>Trend</th><th>Rated up / down</th><th>Unhelped</th><th>Source match</th><th>Pages cited</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>")
-    return _page("askflow — what people ask", body)
+    return page("askflow — what people ask", body)
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
