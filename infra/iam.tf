@@ -169,3 +169,18 @@ resource "google_cloud_run_service_iam_member" "scheduler_runs_requeue" {
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.scheduler.email}"
 }
+
+# Every process that opens spans writes them to Cloud Trace.
+resource "google_project_iam_member" "trace_writers" {
+  for_each = {
+    api      = google_service_account.api.email
+    worker   = google_service_account.worker.email
+    slack    = google_service_account.slack.email
+    trigger  = google_service_account.trigger.email
+    mcp      = google_service_account.mcp.email
+    composer = google_service_account.composer.email
+  }
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${each.value}"
+}

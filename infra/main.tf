@@ -18,6 +18,7 @@ locals {
     "cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "eventarc.googleapis.com",
     "pubsub.googleapis.com", "firestore.googleapis.com", "secretmanager.googleapis.com", "composer.googleapis.com",
     "artifactregistry.googleapis.com", "storage.googleapis.com", "cloudscheduler.googleapis.com",
+    "cloudtrace.googleapis.com",
   ]
   # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
   askflow_env = {
@@ -34,6 +35,7 @@ locals {
     ASKFLOW_COLLECTION                 = var.collection
     ASKFLOW_INSIGHTS_COLLECTION        = var.insights_collection
     ASKFLOW_BUDGETS_COLLECTION         = var.budgets_collection
+    ASKFLOW_TRACING                    = var.tracing
     ASKFLOW_INSIGHTS_BUCKET            = var.insights_bucket
     ASKFLOW_VECTOR_STORE               = var.vector_store
     ASKFLOW_CHEAP_MODEL                = var.cheap_model

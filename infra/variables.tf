@@ -61,6 +61,12 @@ variable "documents_bucket" {
   default = "askflow-documents"
 }
 
+variable "tracing" {
+  type        = string
+  default     = "gcp"
+  description = "where spans go: gcp (Cloud Trace), otlp (OTEL_EXPORTER_OTLP_ENDPOINT), console or none"
+}
+
 variable "budgets_collection" {
   type    = string
   default = "budgets"
