@@ -68,7 +68,7 @@ def _entry_points() -> dict[str, str]:
     """``function name -> "http" | "cloud_event"`` from functions/main.py's decorators."""
     tree = ast.parse((ROOT / "functions" / "main.py").read_text())
     kinds = {}
-    for node in tree.body:
+    for node in ast.walk(tree):  # mcp is defined only when it is the target
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Attribute) and decorator.attr in ("http", "cloud_event"):
