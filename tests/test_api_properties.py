@@ -36,6 +36,7 @@ class Components:
         self.settings = Settings(project_id="props")
         self.requests = InMemoryRequestStore()
         self.events = FakeEventBus()
+        self.budgets = None  # no limits set
 
 
 def _request(method: str, path: str, body: bytes, token: str | None) -> Request:
