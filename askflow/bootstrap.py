@@ -108,8 +108,9 @@ class Components:
 
     # -- documents ---------------------------------------------------------------------------------------------
     def location(self, spec: str, *, cache_dir: Path | None = None) -> DocsLocation:
-        """A documentation location by its one-string name: a folder, ``gs://BUCKET/PREFIX`` or
-        ``git+URL[@REF][#subdirectory=DIR]`` (``askflow.ingest.sources.locations``)."""
+        """A documentation location by its one-string name: a folder, ``gs://BUCKET/PREFIX``,
+        ``git+URL[@REF][#subdirectory=DIR]`` or a website's ``https://.../sitemap.xml`` or start URL
+        (``askflow.ingest.sources.locations``)."""
         spec = str(spec).strip()
         if not spec:
             raise InvalidInput("a documentation location is empty")
@@ -121,6 +122,14 @@ class Components:
             from askflow.adapters.git_documents import GitLocation
 
             return GitLocation.parse(spec, cache_dir=cache_dir)
+        if spec.startswith(("https://", "http://")):
+            from askflow.adapters.web_documents import WebsiteLocation
+
+            s = self.settings
+            return WebsiteLocation.parse(
+                spec, cache_dir=cache_dir or s.data_dir / "web", user_agent=s.web_user_agent,
+                rate_limit_s=s.web_rate_limit_s, timeout_s=s.web_timeout_s, max_page_bytes=s.web_max_page_bytes,
+                max_pages=s.web_max_pages, main_selector=s.web_main_selector)
         from askflow.ingest.sources.locations import FolderLocation
 
         return FolderLocation(Path(spec))

@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     training_queue: str = Field(default="default", description=(
         "Airflow queue of the training task: a worker pool with more CPU or memory (see README)"))
 
+    # Documentation websites (a sitemap URL, or a start URL to crawl under its path)
+    web_user_agent: str = "askflow-docs/0.1 (+https://github.com/askflow/askflow)"
+    web_rate_limit_s: float = Field(default=0.5, ge=0, description="at least this long between two requests")
+    web_timeout_s: float = Field(default=20.0, gt=0)
+    web_max_page_bytes: int = Field(default=2_000_000, ge=1024, description="a page is read up to this size")
+    web_max_pages: int = Field(default=5000, ge=1, description="the most pages a crawl without a sitemap lists")
+    web_main_selector: str = Field(default="main, article, [role=main]", description=(
+        "CSS selector of a page's main content (the site's navigation and chrome are left out)"))
+
     # Slack and GitHub
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

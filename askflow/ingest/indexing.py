@@ -99,6 +99,9 @@ def index_documents(
         started = time.perf_counter()
         chunks = strategy.split(document, sha)
         result.seconds["split"] += time.perf_counter() - started
+        if not chunks and document.doc_id not in stored:  # nothing to write, nothing stored to replace (a 404)
+            result.documents_skipped += 1
+            continue
         pending.append((document, chunks))
         if sum(len(cs) for _, cs in pending) >= batch_chunks:
             flush()

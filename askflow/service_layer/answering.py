@@ -182,7 +182,7 @@ class Answerer:
                 Source(
                     n=number, title=best.title, doc_id=best.doc_id, section=best.section,
                     url=passage_link(best.url, doc_id=best.doc_id, kind=best.kind.value, section=best.section,
-                                     excerpt=best.content),
+                                     excerpt=best.content, anchors=best.metadata.get("anchors")),
                     kind=best.kind.value, excerpt=best.content,
                 )
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
@@ -32,11 +33,14 @@ def markdown_id(heading: str) -> str:
     return re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", heading.strip().lower()))
 
 
-def section_anchor(doc_id: str, section: str) -> str | None:
-    """The id of the section's own (innermost) heading, by the format the document was written in."""
+def section_anchor(doc_id: str, section: str, anchors: Mapping[str, str] | None = None) -> str | None:
+    """The id of the section's own (innermost) heading: the page's own (``anchors``, heading → id, from a web
+    page), or as the format the document was written in makes it."""
     heading = section.split(" > ")[-1].strip()
     if not heading:
         return None
+    if anchors and heading in anchors:
+        return anchors[heading]
     suffix = PurePosixPath(doc_id.split(":", 1)[-1]).suffix.lower()
     if suffix == ".rst":
         return rst_id(heading) or None
@@ -56,11 +60,12 @@ def passage_start(excerpt: str) -> str | None:
     return None
 
 
-def passage_link(url: str, *, doc_id: str, kind: str, section: str, excerpt: str) -> str:
+def passage_link(url: str, *, doc_id: str, kind: str, section: str, excerpt: str,
+                 anchors: Mapping[str, str] | None = None) -> str:
     """``url`` pointing at the section and the passage, for documentation; any other source's URL as it is."""
     if kind != SourceKind.DOCS.value or "#" in url:
         return url
-    anchor = section_anchor(doc_id, section) or ""
+    anchor = section_anchor(doc_id, section, anchors) or ""
     start = passage_start(excerpt)
     # in a text directive "-", "," and "&" are syntax: percent-encoded like everything but letters and digits
     fragment = f":~:text={quote(start, safe='').replace('-', '%2D')}" if start else ""

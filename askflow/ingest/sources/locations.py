@@ -5,7 +5,9 @@ A location is named by one string, so a DAG param, a CLI argument and a setting 
 - ``/path/to/docs`` — a folder (``FolderLocation``, here);
 - ``gs://bucket/prefix/`` — the objects under a prefix (the ``gcs_documents`` adapter);
 - ``git+URL[@REF][#subdirectory=DIR]`` — pip's syntax: a repository at a branch, tag or commit (default ``HEAD``;
-  the ``git_documents`` adapter).
+  the ``git_documents`` adapter);
+- ``https://docs.example.com/sitemap.xml`` — a website's pages from its sitemap (or sitemap index), or a start URL
+  crawled under its path (the ``web_documents`` adapter).
 
 ``bootstrap``'s ``Components.location(spec)`` opens any of them. ``pin()`` turns a location into one that reads the
 same version every time (a git ref becomes its commit), so that the batches of one ingestion run, each in its own
@@ -23,7 +25,7 @@ from askflow.domain.model import Document
 from askflow.ingest.sources.files import is_doc_path, load_file, load_paths
 from askflow.ports import DocsLocation
 
-REMOTE_SCHEMES = ("gs://", "git+")
+REMOTE_SCHEMES = ("gs://", "git+", "https://", "http://")
 
 
 @dataclass
