@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from askflow.domain.model import RequestStatus
 
@@ -60,3 +65,45 @@ def ask_and_wait(api_url: str, question: str, *, poll_s: float = 0.01, timeout_s
 
 def temp_data_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="askflow-bench-"))
+
+
+@dataclass
+class DocsStack:
+    api_url: str
+    wire: Any  # the loopback OpenAI-wire server: its latency, token pace and calls
+    settings: Any
+    stack: Any
+
+
+@contextlib.contextmanager
+def docs_stack(**settings: Any) -> Iterator[DocsStack]:
+    """The local stack (emulators, the API and the answer worker) answering from the indexed test docs, with the
+    loopback OpenAI-wire server as its models and all-MiniLM-L6-v2 as its embeddings (the faster offline model, as
+    in every earlier run of these benches: its query embedding stands in for a hosted one)."""
+    data_dir = temp_data_dir()
+    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
+    from askflow.adapters.local_embeddings import MINILM
+    from askflow.bootstrap import bootstrap
+    from askflow.config import Settings
+    from askflow.dev.local_stack import LocalStack
+    from askflow.ingest.indexing import index_documents
+    from askflow.ingest.sources.files import load_paths
+    from tests.support.openai_wire import OpenAIWireServer
+
+    wire = OpenAIWireServer().start()
+    configured = Settings(**{
+        "project_id": "askflow-bench", "collection": "bench_docs", "openai_base_url": wire.base_url,
+        "openai_api_key": "bench", "cheap_model": "bench-cheap", "strong_model": "bench-strong",
+        "embedding_model": MINILM, **settings})
+    with bootstrap(configured) as components:
+        index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
+                        strategy=components.strategy(), source="docs")
+        configured = configured.model_copy(update={"database_url": components.database_url})
+        stack = LocalStack(settings=configured, log_dir=data_dir / "logs")
+        try:
+            stack.start_emulators()
+            api, _ = stack.start_functions(configured)
+            yield DocsStack(api_url=api.url, wire=wire, settings=configured, stack=stack)
+        finally:
+            stack.stop()
+            wire.stop()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import time
 
-from _stack import DOCS, ask_and_wait, summary_ms, temp_data_dir
+from _stack import ask_and_wait, docs_stack, summary_ms
 
 from askflow.domain.model import RequestStatus
 
@@ -19,32 +18,11 @@ QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "W
 
 
 def main(requests_per_latency: int = 20) -> dict:
-    data_dir = temp_data_dir()
-    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
-    from askflow.adapters.local_embeddings import MINILM
-    from askflow.bootstrap import bootstrap
-    from askflow.config import Settings
-    from askflow.dev.local_stack import LocalStack
-    from askflow.ingest.indexing import index_documents
-    from askflow.ingest.sources.files import load_paths
-    from tests.support.openai_wire import OpenAIWireServer
-
-    wire = OpenAIWireServer().start()
-    # The faster offline model, as in every earlier run of this bench: its query embedding stands in for a hosted one.
-    settings = Settings(project_id="askflow-bench", collection="bench_docs", openai_base_url=wire.base_url,
-                        openai_api_key="bench", cheap_model="bench-cheap", strong_model="bench-strong",
-                        embedding_model=MINILM)
-    components = bootstrap(settings)
-    index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
-                    strategy=components.strategy(), source="docs")
-    settings = settings.model_copy(update={"database_url": components.database_url})
-    stack = LocalStack(settings=settings, log_dir=data_dir / "logs")
     results: dict = {}
-    try:
-        stack.start_emulators()
-        api, _ = stack.start_functions(settings)
+    with docs_stack() as bench:
+        wire, api_url = bench.wire, bench.api_url
         for _ in range(3):  # warm: model load, connection pools
-            ask_and_wait(api.url, QUESTIONS[0])
+            ask_and_wait(api_url, QUESTIONS[0])
         pauses = random.Random(7)
         for latency_ms in (0, 500):
             wire.latency_s = latency_ms / 1000
@@ -54,7 +32,7 @@ def main(requests_per_latency: int = 20) -> dict:
                 # A random pause between questions: back-to-back requests of near-constant length would fall into
                 # step with the emulator's 100 ms push loop and all wait the same part of it.
                 time.sleep(pauses.uniform(0, 0.1))
-                record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)])
+                record, elapsed = ask_and_wait(api_url, QUESTIONS[i % len(QUESTIONS)])
                 assert record["status"] == RequestStatus.COMPLETE, record
                 client.append(elapsed)
                 pipeline.append(record["timings_ms"]["total_ms"])
@@ -84,10 +62,6 @@ def main(requests_per_latency: int = 20) -> dict:
                 "post_to_complete_less_delivery_within_bound": less_delivery["p50_ms"] <= bound,
             }
         results["overhead_at_L0_ms"] = results["L0"]["post_to_complete"]["p50_ms"]
-    finally:
-        stack.stop()
-        components.close()
-        wire.stop()
     return results
 
 

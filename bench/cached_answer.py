@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import time
 
-from _stack import DOCS, ask_and_wait, rate, summary_ms, temp_data_dir
+from _stack import ask_and_wait, docs_stack, rate, summary_ms
 
 from askflow.domain.model import RequestStatus
 
@@ -21,36 +20,18 @@ QUESTIONS = ["How do tasks pull an XCom value?", "How do I disable catchup?", "W
 
 
 def main(rounds: int = 8) -> dict:
-    data_dir = temp_data_dir()
-    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
-    from askflow.adapters.local_embeddings import MINILM
     from askflow.bootstrap import bootstrap
-    from askflow.config import Settings
-    from askflow.dev.local_stack import LocalStack
     from askflow.domain.messages import GradingDue
-    from askflow.ingest.indexing import index_documents
-    from askflow.ingest.sources.files import load_paths
     from askflow.service_layer.evaluation import grade_events
-    from tests.support.openai_wire import OpenAIWireServer
 
-    wire = OpenAIWireServer().start()
-    settings = Settings(project_id="askflow-bench", collection="bench_docs", openai_base_url=wire.base_url,
-                        openai_api_key="bench", cheap_model="bench-cheap", strong_model="bench-strong",
-                        embedding_model=MINILM, learned_collection="bench_learned")
-    components = bootstrap(settings)
-    index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
-                    strategy=components.strategy(), source="docs")
-    settings = settings.model_copy(update={"database_url": components.database_url})
-    stack = LocalStack(settings=settings, log_dir=data_dir / "logs")
-    try:
-        stack.start_emulators()
-        api, _ = stack.start_functions(settings)
+    with docs_stack(learned_collection="bench_learned") as bench:
+        wire, api_url, settings = bench.wire, bench.api_url, bench.settings
         wire.latency_s = 0.5
         earlier = {}
         for question in QUESTIONS:  # asked once, rated 👍, graded: verified answers
-            record, _ = ask_and_wait(api.url, question, token=BENCH_TOKEN)
+            record, _ = ask_and_wait(api_url, question, token=BENCH_TOKEN)
             assert record["status"] == RequestStatus.COMPLETE, record
-            rate(api.url, record["request_id"], {"positive": True}, token=BENCH_TOKEN)
+            rate(api_url, record["request_id"], {"positive": True}, token=BENCH_TOKEN)
             earlier[question] = record["request_id"]
         with bootstrap(settings) as c:
             events = [GradingDue(request_id=r, revision=c.requests.get(r).revision()) for r in earlier.values()]
@@ -63,7 +44,7 @@ def main(rounds: int = 8) -> dict:
         client, worker, delivery, served = [], [], [], 0
         for i in range(rounds * len(QUESTIONS)):
             time.sleep(pauses.uniform(0, 0.1))  # out of step with the emulator's 100 ms push loop
-            record, elapsed = ask_and_wait(api.url, QUESTIONS[i % len(QUESTIONS)], poll_s=0.005)
+            record, elapsed = ask_and_wait(api_url, QUESTIONS[i % len(QUESTIONS)], poll_s=0.005)
             served += record["mode"] == "cached"
             client.append(elapsed)
             worker.append(record["timings_ms"]["total_ms"])
@@ -80,10 +61,6 @@ def main(rounds: int = 8) -> dict:
             "post_to_complete_less_delivery": summary_ms([c - d for c, d in zip(client, delivery, strict=True)]),
             "within_target": post_to_complete["p50_ms"] <= 50 and model_calls == 0 and served == len(client),
         }
-    finally:
-        stack.stop()
-        components.close()
-        wire.stop()
 
 
 if __name__ == "__main__":

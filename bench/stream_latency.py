@@ -9,12 +9,11 @@ and the final one) ≤ 1 + duration / 250 ms. Prints one JSON object as its last
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
 
-from _stack import DOCS, get_json, post_json, summary_ms, temp_data_dir
+from _stack import docs_stack, get_json, post_json, summary_ms
 
 from askflow.domain.model import RequestStatus
 
@@ -43,39 +42,19 @@ def ask_and_follow(api_url: str, question: str, *, poll_s: float = 0.02, timeout
 
 
 def main(requests: int = 15) -> dict:
-    data_dir = temp_data_dir()
-    os.environ["ASKFLOW_DATA_DIR"] = str(data_dir)
     from google.cloud import firestore
 
-    from askflow.adapters.local_embeddings import MINILM
-    from askflow.bootstrap import bootstrap
-    from askflow.config import Settings
-    from askflow.dev.local_stack import LocalStack
-    from askflow.ingest.indexing import index_documents
-    from askflow.ingest.sources.files import load_paths
-    from tests.support.openai_wire import OpenAIWireServer
-
-    wire = OpenAIWireServer().start()
-    settings = Settings(project_id="askflow-bench", collection="bench_docs", openai_base_url=wire.base_url,
-                        openai_api_key="bench", cheap_model="bench-cheap", strong_model="bench-strong",
-                        embedding_model=MINILM)
-    components = bootstrap(settings)
-    index_documents(load_paths([DOCS]), store=components.store, embeddings=components.embeddings,
-                    strategy=components.strategy(), source="docs")
-    settings = settings.model_copy(update={"database_url": components.database_url})
-    stack = LocalStack(settings=settings, log_dir=data_dir / "logs")
-    try:
-        stack.start_emulators()
-        api, _ = stack.start_functions(settings)
+    with docs_stack() as bench:
+        wire, api_url, settings = bench.wire, bench.api_url, bench.settings
         for _ in range(3):  # warm: model load, connection pools
-            ask_and_follow(api.url, QUESTIONS[0])
+            ask_and_follow(api_url, QUESTIONS[0])
         wire.latency_s, wire.token_interval_s, wire.answer_sentences = LATENCY_S, TOKEN_INTERVAL_S, SENTENCES
         store = firestore.Client(project=settings.project_id).collection(settings.requests_collection)
         pauses = random.Random(7)
         first, complete, margins, writes, write_bounds, worker_writes = [], [], [], [], [], []
         for i in range(requests):
             time.sleep(pauses.uniform(0, 0.1))  # out of step with the emulator's 100 ms push loop
-            seen = ask_and_follow(api.url, QUESTIONS[i % len(QUESTIONS)])
+            seen = ask_and_follow(api_url, QUESTIONS[i % len(QUESTIONS)])
             record = seen["record"]
             assert record["status"] == RequestStatus.COMPLETE and record["mode"] == "llm", record
             stored = store.document(record["request_id"]).get().to_dict()
@@ -103,10 +82,6 @@ def main(requests: int = 15) -> dict:
             "worker_writes_with_claim_within_bound": sum(
                 w <= b for w, b in zip(worker_writes, write_bounds, strict=True)),
         }
-    finally:
-        stack.stop()
-        components.close()
-        wire.stop()
 
 
 if __name__ == "__main__":
