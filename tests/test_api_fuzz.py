@@ -14,6 +14,9 @@ from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed d
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
+# The API refuses NUL bytes (the spec says so in words: a pattern excluding them is ignored by schemathesis'
+# edge cases); this is schemathesis' own switch for such an API. Lone surrogates never come: the codec is UTF-8.
+schema.config.generation.update(allow_x00=False)
 
 
 @pytest.fixture(scope="module")

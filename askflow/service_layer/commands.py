@@ -29,6 +29,10 @@ def _storable(text: str) -> str:
 
 
 StorableText = Annotated[StrictStr, AfterValidator(_storable)]
+#: whitespace as JSON Schema's patterns (ECMA-262's ``\s``) know it: a question of only these is blank, so the API
+#: and its OpenAPI spec (``pattern: "\\S"``) agree on what is blank
+WHITESPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+             "\u2028\u2029\u202f\u205f\u3000\ufeff"
 #: an id the stores can hold: letters, digits, "_" and "-", never Firestore's reserved ``__...__``
 Identifier = Annotated[StrictStr, Field(pattern=ID.pattern), AfterValidator(_not_reserved)]
 

@@ -21,7 +21,7 @@ from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInpu
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
 from askflow.ports import Budgets, EventBus, RequestStore
-from askflow.service_layer.commands import AskQuestion, RateAnswer
+from askflow.service_layer.commands import WHITESPACE, AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def submit_question(
     """
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
-    question = command.question.strip()
+    question = command.question.strip(WHITESPACE)
     if not question:
         raise InvalidInput("question: must not be blank")
     if asker_token is not None and not _TOKEN.match(asker_token):
