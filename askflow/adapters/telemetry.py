@@ -29,7 +29,8 @@ def configure_tracing(mode: str, *, service: str, project_id: str) -> None:
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(BatchSpanProcessor(_exporter(mode, project_id)))
         trace.set_tracer_provider(provider)
-        tracing.enable(flush=lambda: provider.force_flush(timeout_millis=2000))
+        # a flush after each event is bounded: a collector that is down delays a worker's ack by a second at most
+        tracing.enable(flush=lambda: provider.force_flush(timeout_millis=1000))
         _done = True
 
 
@@ -41,7 +42,7 @@ def _exporter(mode: str, project_id: str):
     if mode == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(timeout=2)  # seconds, retries included
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
     return ConsoleSpanExporter()
