@@ -11,9 +11,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_dag(dag_file: str, conf: dict, env: dict[str, str]) -> str:
     run = runner.run_dag(ROOT / "dags" / dag_file, conf, env)
-    import os
-    if os.environ.get("DAG_DEBUG_LOG"):
-        Path(os.environ["DAG_DEBUG_LOG"]).write_text(run.stdout + "\n-----\n" + run.stderr)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return runner.state_of(run)
 
