@@ -76,6 +76,12 @@ class Retriever:
             documents = self._reranking.rerank(documents, question_vector=question_vector)
         return in_order(documents)
 
+    def distinct(self, chunks: Sequence[ScoredChunk], *,
+                 question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
+        """``rank``'s documents without those that repeat a higher-ranked one: what is shown or cited."""
+        return [document for document in self.rank(chunks, question_vector=question_vector)
+                if document.repeats is None]
+
     @property
     def embedding_model(self) -> str:
         return self._embeddings.name

@@ -174,8 +174,7 @@ class Answerer:
 
     def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float]) -> list[Source]:
         sources = []
-        distinct = [document for document in self._retriever.rank(chunks, question_vector=question_vector)
-                    if document.repeats is None]
+        distinct = self._retriever.distinct(chunks, question_vector=question_vector)
         for number, document in enumerate(distinct[: self._sources], start=1):
             best = document.chunks[0].chunk
             sources.append(

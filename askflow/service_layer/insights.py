@@ -71,7 +71,7 @@ def build_insights(
 
     def closest_pages(label: str, centre: np.ndarray) -> list[Page]:
         found = retriever.search(label, vector=centre.tolist())
-        documents = [d for d in retriever.rank(found.chunks, question_vector=found.vector) if d.repeats is None]
+        documents = retriever.distinct(found.chunks, question_vector=found.vector)
         return [Page(title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url, doc_id=d.chunks[0].chunk.doc_id)
                 for d in documents[:3]]
 

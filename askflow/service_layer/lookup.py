@@ -58,7 +58,7 @@ def search_documents(query: str, *, retriever: Retriever, limit: int) -> Hits:
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidInput(f"query: at most {MAX_QUERY_CHARS} characters")
     found = retriever.search(query)
-    documents = [d for d in retriever.rank(found.chunks, question_vector=found.vector) if d.repeats is None]
+    documents = retriever.distinct(found.chunks, question_vector=found.vector)
     return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
                              text=d.chunks[0].chunk.content) for d in documents[:limit]])
 
