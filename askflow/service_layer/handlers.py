@@ -93,11 +93,12 @@ def submit_question(
     counted = [asker, *identities]
     if budgets is not None:
         budgets.admit(counted, at=now)
+    traceparent = tracing.traceparent()
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
                       asker_sha=token_sha(asker_token) if asker_token else None,
                       budget_identities=counted if budgets is not None else [],
-                      traceparent=tracing.traceparent(), trace_id=tracing.trace_id(tracing.traceparent()))
+                      traceparent=traceparent, trace_id=tracing.trace_id(traceparent))
     requests.create(request)
     try:
         events.publish(settings.questions_topic, QuestionQueued(request_id=request_id))
