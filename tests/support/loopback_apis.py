@@ -7,27 +7,17 @@ whose path contains the fragment answer with that status.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.loopback import LoopbackServer
 
 
-class LoopbackAPI:
+class LoopbackAPI(LoopbackServer):
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.failures: list[tuple[str, int, dict[str, str]]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def fail(self, fragment: str, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
         with self._lock:

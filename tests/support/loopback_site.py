@@ -5,9 +5,10 @@ navigation chrome with ETags (a matching If-None-Match gets a 304), a page that 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.loopback import LoopbackServer
 
 CHROME = ('<html><head><title>{title} | Acme Docs</title>{canonical}</head><body>'
           '<header><nav><a href="/">Home</a> | <a href="/docs/">Docs</a> | Pricing</nav></header>'
@@ -20,7 +21,7 @@ def page(title: str, main: str, canonical: str | None = None) -> str:
     return CHROME.format(title=title, main=main, canonical=link)
 
 
-class LoopbackSite:
+class LoopbackSite(LoopbackServer):
     def __init__(self) -> None:
         self.pages: dict[str, str] = {
             "/docs/intro.html": page("Introduction", '<h1 id="introduction">Introduction</h1><p>Acme pipelines '
@@ -44,18 +45,7 @@ class LoopbackSite:
         self.busy_once = {"/docs/busy.html"}  # answered 429 (Retry-After: 1) the first time
         self.sitemap_status = 200
         self.requests: list[dict] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def fetched(self, path: str) -> list[dict]:
         with self._lock:
