@@ -77,7 +77,8 @@ class Components:
     def requests(self) -> RequestStore:
         from askflow.adapters.firestore_requests import FirestoreRequestStore
 
-        return FirestoreRequestStore(client=self.firestore_client, collection=self.settings.requests_collection)
+        return FirestoreRequestStore(client=self.firestore_client, collection=self.settings.requests_collection,
+                                     progress_collection=self.settings.request_progress_collection)
 
     @cached_property
     def evaluation_runs(self) -> EvaluationRuns:

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Google Cloud
     project_id: str = "askflow-local"
     requests_collection: str = "requests"
+    request_progress_collection: str = Field(default="progress", description=(
+        "subcollection of each request holding the answer so far (outside the grading trigger's path pattern)"))
     questions_topic: str = "askflow-questions"
     questions_subscription: str = "askflow-questions-answer-worker"
     evaluation_topic: str = "askflow-evaluation"
@@ -82,8 +84,9 @@ class Settings(BaseSettings):
     request_lease_s: float = Field(default=60.0, gt=0, description=(
         "a worker's claim on a request holds this long after its last sign of life; it beats every third of it"))
     request_deadline_s: float = 900.0
-    partial_write_interval_s: float = Field(default=0.25, ge=0, description=(
-        "while the model writes an answer, the request's partial answer is written at most this often"))
+    partial_write_interval_s: float = Field(default=1.0, ge=0, description=(
+        "while the model writes an answer, its partial answer is written at most this often (Firestore's guidance:"
+        " about one sustained write a second per document)"))
     slack_edit_interval_s: float = Field(default=1.0, ge=0, description=(
         "while the model writes an answer, the Slack reply is edited at most this often (Slack allows about one"
         " chat.update a second)"))
@@ -123,13 +126,16 @@ class Settings(BaseSettings):
     tracing: Literal["none", "console", "otlp", "gcp"] = "none"
     service_name: str = "askflow"
 
-    # Budgets (enforced at the ask API and the Slack bot before anything is queued; unset: no limit)
+    # Budgets (enforced at the ask API, the Slack bot and the MCP server before anything is queued or searched;
+    # unset: no limit)
     budgets_collection: str = "budgets"  # Firestore: one counter per identity and window
     budget_window_s: int = Field(default=86_400, ge=60, description="the budgets' window (a UTC day)")
     budget_questions_per_asker: int | None = Field(default=None, ge=0)
     budget_usd_per_asker: float | None = Field(default=None, ge=0)
     budget_questions_total: int | None = Field(default=None, ge=0)
     budget_usd_total: float | None = Field(default=None, ge=0)
+    budget_lookups_per_asker: int | None = Field(default=None, ge=0, description=(
+        "the MCP server's `search` and `fetch` calls per window (the MCP server counts as one asker)"))
 
     # Evaluation loop
     evaluation_batch_size: int = 20
@@ -200,7 +206,7 @@ class Settings(BaseSettings):
 
         return BudgetLimits(window_s=self.budget_window_s, questions_per_asker=self.budget_questions_per_asker,
                             usd_per_asker=self.budget_usd_per_asker, questions_total=self.budget_questions_total,
-                            usd_total=self.budget_usd_total)
+                            usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker)
 
     @property
     def llm_configured(self) -> bool:

@@ -148,19 +148,29 @@ class RequestStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def heartbeat(self, request_id: str, *, at: dt.datetime) -> None:
-        """The answering worker is alive: extend its lease (``Request.lease_held``)."""
+    def heartbeat(self, request: Request, *, at: dt.datetime) -> bool:
+        """The answering worker is alive: extend its lease, while its claim stands (``Request.held_by``). Returns
+        whether it wrote; a worker whose claim was lost writes nothing."""
+
+    @abc.abstractmethod
+    def reply_started(self, request: Request) -> bool:
+        """Keep the Slack reply the answering worker posted (``request.slack``), while its claim stands, so that a
+        later attempt edits the same message. Returns whether it wrote."""
 
     @abc.abstractmethod
     def progress(self, request: Request) -> bool:
-        """Write what the answering worker has so far (``Request.PROGRESS_FIELDS``) while its claim stands: the
-        stored request is still ``answering`` in the same attempt. Returns whether it wrote; a worker whose claim
-        was lost writes nothing."""
+        """Write what the answering worker has so far (``Request.PROGRESS_FIELDS``) while its claim stands, where it
+        does not change the request itself (no grading trigger fires); ``get`` shows it while the same attempt
+        answers. Returns whether it wrote; a worker whose claim was lost writes nothing."""
 
     @abc.abstractmethod
     def finish(self, request: Request) -> bool:
-        """Atomically write the request's outcome (``Request.OUTCOME_FIELDS``) unless a terminal state is already
-        stored; returns whether it wrote."""
+        """Atomically write the request's outcome (``Request.OUTCOME_FIELDS``) when the stored request accepts it
+        (``Request.accepts_outcome``: not terminal, the writer's attempt); returns whether it wrote."""
+
+    @abc.abstractmethod
+    def delivered(self, request_id: str, *, at: dt.datetime) -> None:
+        """Note that what follows a request's final write (its Slack reply, its cost counted) was done."""
 
     @abc.abstractmethod
     def unfinished(self, *, updated_before: dt.datetime, limit: int) -> list[Request]:
@@ -196,13 +206,18 @@ class Budgets(abc.ABC):
     """Question and dollar counters per asker identity and window (``BudgetLimits`` decides)."""
 
     @abc.abstractmethod
-    def admit(self, identities: Sequence[str], *, at: dt.datetime) -> None:
-        """Count one more question for each of ``identities`` and for everyone in ``at``'s window, unless a limit
-        is reached: then ``OverBudget`` and nothing is counted. Atomic under concurrent asks."""
+    def admit(self, identities: Sequence[str], *, at: dt.datetime, key: str | None = None,
+              kind: str = "questions") -> None:
+        """Count one more of ``kind`` ("questions" or "lookups") for each of ``identities`` and for everyone in
+        ``at``'s window, unless a limit is reached: then ``OverBudget`` and nothing is counted. Atomic under
+        concurrent asks. With ``key`` (a request id), admitting the same key again in the window counts nothing
+        and refuses nothing where it was counted, also when two admits of it race and after one that was never
+        followed by its request's creation."""
 
     @abc.abstractmethod
-    def spend(self, identities: Sequence[str], usd: float, *, at: dt.datetime) -> None:
-        """Add what an answer cost to the counters of the window it was asked in."""
+    def spend(self, identities: Sequence[str], usd: float, *, at: dt.datetime, key: str | None = None) -> None:
+        """Add what an answer cost to the counters of the window it was asked in; with ``key`` (the request id), once
+        per key however often it is called."""
 
 
 class EvaluationRuns(abc.ABC):

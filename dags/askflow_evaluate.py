@@ -1,9 +1,11 @@
-"""Drain the evaluation queue, grade the answers in batches, write the grades back, re-ingest good answers.
+"""Drain the evaluation queue, grade the answers in batches, re-ingest good answers, write the grades.
 
-The sensor pulls without acknowledging; messages are acknowledged only by the last task, after the grades are in
-Firestore and good answers in the vector store. The deferrable sensor is not used: its trigger acknowledges as it
-pulls, so a failed grading run would lose events. Redelivered or duplicate events are harmless: a request whose
-``graded_revision`` already matches is skipped, and stored answers have deterministic ids.
+One task, one effect: ``grade`` judges (writing nothing), ``write_back`` indexes good answers and learns every
+verdict (idempotent: deterministic ids, records upserted by request id), ``save_grades`` writes the grades last,
+since their ``graded_revision`` is what makes a later event skip a request, and ``acknowledge`` acks the messages.
+A task that fails is retried alone and repeats nothing; one killed before the grades are saved leaves the events
+unacknowledged, and the next run grades them again. The sensor pulls without acknowledging. The deferrable sensor is
+not used: its trigger acknowledges as it pulls, so a failed grading run would lose events.
 """
 
 from __future__ import annotations
@@ -67,20 +69,44 @@ def askflow_evaluate():
     )
 
     @task
-    def grade(pulled: list[dict]) -> list[str]:
+    def grade(pulled: list[dict]) -> dict:
+        """Judge what is due; writes nothing (a retry grades again)."""
         from askflow.bootstrap import bootstrap
         from askflow.domain.messages import GradingDue
-        from askflow.service_layer.evaluation import grade_events
+        from askflow.service_layer.evaluation import judge
 
         with bootstrap() as c:
-            run = grade_events(
-                [GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests,
-                runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings, grader=c.grader,
-                strategy=c.strategy(), answers_source=c.settings.answers_source,
-                answers_base_url=c.settings.answers_base_url,
-                batch_size=int(get_current_context()["params"]["batch_size"]),
-                signals=c.signals, collection=c.serving().collection, prices=c.prices,
-            )
+            run, verdicts = judge([GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests,
+                                  grader=c.grader, batch_size=int(get_current_context()["params"]["batch_size"]),
+                                  prices=c.prices)
+        return {"run": run.model_dump(mode="json"), "verdicts": [v.model_dump(mode="json") for v in verdicts]}
+
+    @task
+    def write_back(judged: dict) -> dict:
+        """Good answers indexed as sources, rejected ones removed, every verdict learned: idempotent, so a retry
+        repeats nothing."""
+        from askflow.bootstrap import bootstrap
+        from askflow.service_layer.evaluation import Verdict, apply_verdicts
+
+        with bootstrap() as c:
+            apply_verdicts([Verdict.model_validate(v) for v in judged["verdicts"]], requests=c.requests,
+                           store=c.store, embeddings=c.embeddings, strategy=c.strategy(),
+                           answers_source=c.settings.answers_source, answers_base_url=c.settings.answers_base_url,
+                           signals=c.signals, collection=c.serving().collection)
+        return judged
+
+    @task
+    def save_grades(judged: dict, pulled: list[dict]) -> list[str]:
+        """The grades last: they mark each request graded at its revision."""
+        from askflow.bootstrap import bootstrap
+        from askflow.domain.clock import utcnow
+        from askflow.domain.model import EvaluationRun
+        from askflow.service_layer.evaluation import Verdict, save_verdicts
+
+        with bootstrap() as c:
+            save_verdicts([Verdict.model_validate(v) for v in judged["verdicts"]], requests=c.requests)
+            run = EvaluationRun.model_validate(judged["run"]).model_copy(update={"finished_at": utcnow()})
+            c.evaluation_runs.save(run)
         print(f"evaluation summary: {run.model_dump(mode='json')}")
         return [m["ack_id"] for m in pulled]  # malformed events are acknowledged too: they can never succeed
 
@@ -91,7 +117,7 @@ def askflow_evaluate():
                                      ack_ids=ack_ids)
         return len(ack_ids)
 
-    acknowledge(grade(pull.output))
+    acknowledge(save_grades(write_back(grade(pull.output)), pull.output))
 
 
 dag = askflow_evaluate()

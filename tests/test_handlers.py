@@ -8,11 +8,13 @@ import uuid
 
 import pytest
 
+from askflow.adapters.memory import InMemoryBudgets
 from askflow.config import Settings
+from askflow.domain.budgets import BudgetLimits
 from askflow.domain.clock import utcnow
-from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, ModelUnavailable, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, ModelUnavailable, NotFound
 from askflow.domain.messages import GradingDue, QuestionQueued
-from askflow.domain.model import Answer, Rating, Request, RequestStatus, Source, Usage
+from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, Usage
 from askflow.grading.graders import HeuristicGrader
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.service_layer import handlers
@@ -55,6 +57,24 @@ def test_a_question_is_stored_pending_and_queued_once():
     assert stored.status is RequestStatus.PENDING and stored.question == "How do tasks pull XComs?"
     assert stored.thread_id == request.request_id  # a new conversation
     assert events.published == [(SETTINGS.questions_topic, QuestionQueued(request_id=request.request_id))]
+
+
+def test_a_delivery_whose_request_exists_is_a_duplicate_whatever_the_budget():
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    budgets = InMemoryBudgets(BudgetLimits(questions_per_asker=1, usd_per_asker=0.01))
+    thread = SlackThread(channel="C1", ts="1700000000.000100", thread_ts="1700000000.000100", user="U1")
+
+    def deliver():
+        return handlers.submit_question(AskQuestion(question="How do tasks pull XComs?"), requests=requests,
+                                        events=events, settings=SETTINGS, request_id="slack-Ev-1", slack=thread,
+                                        budgets=budgets)[0]
+
+    request = deliver()
+    budgets.spend(request.budget_identities, 1.0, at=request.created_at)  # its answer spent the asker's dollars
+    with pytest.raises(Duplicate):  # Slack's retry: neither refused (both limits are reached) nor counted
+        deliver()
+    assert budgets.spent[(budgets.limits.window(request.created_at)[0], "slack:U1")].questions == 1
+    assert events.published == [(SETTINGS.questions_topic, QuestionQueued(request_id="slack-Ev-1"))]
 
 
 @pytest.mark.parametrize(("question", "message"), [(" \n ", "blank"), ("x" * 4001, "at most 4000")])
@@ -267,3 +287,55 @@ def _cited_page(embeddings):
     chunk = Chunk(doc_id="docs:pools.rst", index=0, content="Pools limit how many tasks run at once.",
                   title="Pools", section="", url="https://docs/pools", sha="page-v1")
     return [chunk], embeddings.embed_documents([chunk.embedding_text])
+
+
+class FailingOnceStore(FakeVectorStore):
+    """A vector store whose first write fails, as a Postgres restart or a Weaviate time-out would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def upsert(self, chunks, vectors):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the vector store went away")
+        return super().upsert(chunks, vectors)
+
+
+def test_a_grading_run_retried_after_the_store_failed_still_writes_back_and_learns():
+    """The grades are the run's last write: a run whose write-back failed leaves them unsaved, so its retry does
+    what the failed run did not (before, the retry found the requests graded and skipped them)."""
+    class Signals:
+        def __init__(self) -> None:
+            self.records: dict[str, object] = {}
+
+        def record(self, answers, vectors):
+            self.records.update({a.request_id: a for a in answers})
+
+        def forget(self, request_ids):
+            return 0
+
+    requests, runs, signals = InMemoryRequestStore(), InMemoryEvaluationRuns(), Signals()
+    store, embeddings = FailingOnceStore(), HashEmbeddings()
+    store.failures = 0
+    store.upsert(*_cited_page(embeddings))
+    store.failures = 1
+    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1]."))
+    events = [GradingDue(request_id="good-1", revision="seen")]
+
+    def grade():
+        return grade_events(events, requests=requests, runs=runs, store=store, embeddings=embeddings,
+                            grader=HeuristicGrader(), strategy=ChunkingStrategy(), answers_source="answers",
+                            answers_base_url="/requests", batch_size=3, signals=signals, collection="c")
+
+    with pytest.raises(ConnectionError):
+        grade()
+    assert requests.get("good-1").graded_revision is None  # nothing marks it graded ...
+    assert signals.records == {}
+    retried = grade()  # ... so Airflow's retry grades it again and writes it back
+    assert retried.graded == 1
+    assert set(store.document_fingerprints("answers:")) == {"answers:good-1"}
+    assert set(signals.records) == {"good-1"}
+    assert requests.get("good-1").graded_revision == requests.get("good-1").revision()
+    assert grade().skipped == 1  # and once saved, never again

@@ -25,7 +25,7 @@ from tests.test_slack_bot import SECRET, event, post, wait_for
 from tests.test_web_page import browser, page  # noqa: F401 - Chromium, at phone width
 
 SENTENCE = "According to the documentation, this is how it works [1][2]."
-INTERVAL_S = 0.25  # the default partial_write_interval_s
+INTERVAL_S = 1.0  # the default partial_write_interval_s
 
 
 class FakeClock:
@@ -128,11 +128,11 @@ def streaming_worker(local_stack, indexed, pg_url, wire):  # noqa: F811
 
 
 def test_the_answer_is_written_as_it_grows_within_the_write_bound(streaming_worker, wire):
-    wire.answer_sentences, wire.token_interval_s = 12, 0.02  # 108 chunks over about 2.2 s
+    wire.answer_sentences, wire.token_interval_s = 24, 0.025  # 216 chunks over about 5.4 s
     record, store, started = streaming_worker("How do tasks pull an XCom value?")
 
     assert record.status is RequestStatus.COMPLETE and record.partial_answer is None
-    assert record.answer == " ".join([SENTENCE] * 12)
+    assert record.answer == " ".join([SENTENCE] * 24)
     texts = [text for _, text in store.partials]
     assert len(texts) >= 4  # it grew in steps the reader saw ...
     assert all(record.answer.startswith(text.rstrip()) for text in texts)  # ... each a beginning of the answer

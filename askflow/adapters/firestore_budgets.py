@@ -1,11 +1,13 @@
-"""FirestoreBudgets: question limits held by reservation, dollar counters by increments.
+"""FirestoreBudgets: question and lookup limits held by reservation, dollar counters by increments.
 
-A question takes one of the ``limit`` numbered slots of each identity's window (``{collection}/{window}-{hash}-{n}``)
-with a ``create``, which fails when the slot is taken: at most ``limit`` questions get in, however many ask at once,
-and no transaction is needed (contended transactions on one document mostly abort). A question refused by one
-identity gives back the slots it took of the others. Dollars spent are one document per identity and window,
-``Increment``-ed after each answer and read before each question. Every document carries ``expires_at`` for a
-Firestore TTL policy to delete old windows."""
+A question (or a lookup) takes one of the ``limit`` numbered slots of each identity's window
+(``{collection}/{window}-{hash}-{n}``; lookups' are ``...-{hash}-lookups-{n}``) with a ``create``, which fails when the
+slot is taken: at most ``limit`` get in, however many ask at once, and no transaction is needed (contended
+transactions on one document mostly abort). A charge refused by one identity gives back the slots it took of the
+others. A slot records the key it was taken for (a request id): a key holding a slot of a counter is not charged
+there again, and of two admits of one key that race, the slot created first is kept and the other given back. Dollars
+spent are one document per identity and window, ``Increment``-ed after each answer and read before each charge.
+Every document carries ``expires_at`` for a Firestore TTL policy to delete old windows."""
 
 from __future__ import annotations
 
@@ -28,25 +30,43 @@ class FirestoreBudgets(Budgets):
         return start, {"window_start": dt.datetime.fromtimestamp(start, dt.UTC),
                        "expires_at": dt.datetime.fromtimestamp(end, dt.UTC) + dt.timedelta(days=1)}
 
-    def admit(self, identities: Sequence[str], *, at: dt.datetime) -> None:
+    def admit(self, identities: Sequence[str], *, at: dt.datetime, key: str | None = None,
+              kind: str = "questions") -> None:
         start, stamp = self._stamp(at)
         taken = []
         try:
             for identity in [*dict.fromkeys(identities), TOTAL]:
                 counter = counter_id(identity, start)
+                slots = counter if kind == "questions" else f"{counter}-{kind}"
+                limit = self._limits.limit(identity, kind)
+                if limit is not None and key is not None and self._held(slots, key):
+                    continue  # this key was counted here already
                 usd = self._limits.limit(identity, "usd")
                 if usd is not None and self._spent_usd(counter) >= usd:
                     raise self._limits.over(identity, "usd", at=at)
-                questions = self._limits.limit(identity, "questions")
-                if questions is not None:
-                    slot = self._reserve(counter, int(questions), stamp)
-                    if slot is None:
-                        raise self._limits.over(identity, "questions", at=at)
-                    taken.append(slot)
+                if limit is None:
+                    continue
+                slot = self._reserve(slots, int(limit), stamp | {"key": key})
+                first = self._held(slots, key)[:1] if key is not None else []
+                if first and (slot is None or first[0].id != slot.id):
+                    if slot is not None:  # an admit of the same key, racing this one, holds an earlier slot
+                        slot.delete()
+                    continue
+                if slot is None:
+                    raise self._limits.over(identity, kind, at=at)
+                taken.append(slot)
         except BaseException:
             for slot in taken:
                 slot.delete()
             raise
+
+    def _held(self, slots: str, key: str) -> list[Any]:
+        """The slots of the counter ``slots`` that ``key`` holds (references), the first created first."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (self._client.collection(self._collection).where(filter=FieldFilter("counter", "==", slots))
+                 .where(filter=FieldFilter("key", "==", key)))
+        return [snapshot.reference for snapshot in sorted(query.stream(), key=lambda s: (s.create_time, s.id))]
 
     def _spent_usd(self, counter: str) -> float:
         snapshot = self._client.collection(self._collection).document(counter).get()
@@ -72,14 +92,22 @@ class FirestoreBudgets(Budgets):
                     continue
         return None
 
-    def spend(self, identities: Sequence[str], usd: float, *, at: dt.datetime) -> None:
+    def spend(self, identities: Sequence[str], usd: float, *, at: dt.datetime, key: str | None = None) -> None:
+        """One batch, atomic: the increments and, with ``key``, the creation of ``{window}-spent-{key}``, which fails
+        the whole batch when that key was counted already."""
+        from google.api_core.exceptions import AlreadyExists
         from google.cloud import firestore
 
         if usd <= 0:
             return
         start, stamp = self._stamp(at)
         batch = self._client.batch()
+        if key is not None:
+            batch.create(self._client.collection(self._collection).document(f"{start}-spent-{key}"), stamp)
         for identity in [*dict.fromkeys(identities), TOTAL]:
             ref = self._client.collection(self._collection).document(counter_id(identity, start))
             batch.set(ref, stamp | {"usd": firestore.Increment(usd)}, merge=True)
-        batch.commit()
+        try:
+            batch.commit()
+        except AlreadyExists:
+            return  # counted before: a redelivery

@@ -40,16 +40,30 @@ def from_document(fields: dict[str, Any] | None) -> Request | None:
 
 
 class FirestoreRequestStore(RequestStore):
-    def __init__(self, *, client: Any, collection: str) -> None:
+    """Requests as ``{collection}/{id}``; a worker's progress as ``{collection}/{id}/{progress_collection}/answer``,
+    outside the ``{collection}/{id}`` path pattern the grading trigger matches, so that a streamed answer's partial
+    writes fire nothing and leave the request document to its few writes (claim, heartbeats, outcome).
+
+    Every write a worker makes under its claim is fenced by the claim (``Request.held_by``, ``accepts_outcome``):
+    in one write conditional on the update time of this process's own latest fenced write, or else in a transaction
+    that reads the stored attempt. No write of this adapter that a worker makes is unconditional, so a stale update
+    time can never let a superseded worker through.
+    """
+
+    def __init__(self, *, client: Any, collection: str, progress_collection: str = "progress") -> None:
         self._client = client
         self._collection = collection
-        # request id -> (attempt, update time of this process's latest write under that claim), for the conditional
-        # writes of progress() and finish(): the one-round-trip path is taken only by the attempt that claimed
+        self._progress_collection = progress_collection
+        # request id -> (attempt, update time of this process's latest fenced write under that claim; None: unknown,
+        # the next write goes through a transaction)
         self._claims: dict[str, tuple[int, Any]] = {}
         self._claims_lock = threading.Lock()
 
     def _ref(self, request_id: str):
         return self._client.collection(self._collection).document(request_id)
+
+    def _progress_ref(self, request_id: str):
+        return self._ref(request_id).collection(self._progress_collection).document("answer")
 
     def create(self, request: Request) -> None:
         from google.api_core.exceptions import AlreadyExists
@@ -60,13 +74,23 @@ class FirestoreRequestStore(RequestStore):
             raise Duplicate(f"request {request.request_id} exists") from error
 
     def get(self, request_id: str) -> Request | None:
+        """The request; while it is answering, with the answering attempt's progress (an older attempt's is not
+        shown)."""
         snapshot = self._ref(request_id).get()
-        return from_document(snapshot.to_dict()) if snapshot.exists else None
+        request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        if request is None or request.status is not RequestStatus.ANSWERING:
+            return request
+        progress = self._progress_ref(request_id).get()
+        fields = progress.to_dict() if progress.exists else None
+        if not fields or fields.get("attempt") != request.attempts:
+            return request
+        return Request.model_validate(request.model_dump() | {name: fields[name] for name in Request.PROGRESS_FIELDS
+                                                               if name in fields})
 
     def claim(self, request_id: str, *, lease_s: float) -> Request | None:
         """A read and a write conditional on the document's update time (two round trips; a transaction takes
         three): if anyone else wrote in between, the write is refused and the claim reads again."""
-        from google.api_core.exceptions import FailedPrecondition
+        from google.api_core.exceptions import Aborted, FailedPrecondition
 
         ref = self._ref(request_id)
         for _ in range(_CONDITIONAL_ATTEMPTS):
@@ -76,85 +100,89 @@ class FirestoreRequestStore(RequestStore):
             if request is None or not request.claimable(now, lease_s):
                 return None
             claimed = request.claimed(now)
-            changes = to_document(claimed, frozenset({"status", "claimed_at", "attempts", "updated_at"}))
+            changes = to_document(claimed, frozenset({"status", "claimed_at", "attempts", "updated_at",
+                                                      "partial_answer", "sources"}))
             try:
                 written = ref.update(changes, option=self._client.write_option(last_update_time=snapshot.update_time))
-            except FailedPrecondition:
+            except (FailedPrecondition, Aborted):  # written meanwhile, or held by another's transaction: read again
                 continue
             with self._claims_lock:
                 self._claims[request_id] = (claimed.attempts, written.update_time)
             return claimed
         return None  # contended that hard: another worker is on it
 
-    def progress(self, request: Request) -> bool:
-        """One write conditional on this process's claim (its update time, moved on by each of its own writes); when
-        anything else wrote meanwhile, a transaction that checks the claim by its attempt number."""
-        from google.api_core.exceptions import FailedPrecondition
-        from google.cloud import firestore
+    def heartbeat(self, request: Request, *, at) -> bool:
+        return self._fenced_update(request, {"heartbeat_at": at}, holds=lambda stored: stored.held_by(request))
 
-        ref = self._ref(request.request_id)
-        fields = to_document(request, Request.PROGRESS_FIELDS)
-        claimed = self._claim_of(request)
-        if claimed is not None:
-            try:
-                written = ref.update(fields, option=self._client.write_option(last_update_time=claimed))
-                self._claimed_at(request.request_id, written.update_time)
-                return True
-            except FailedPrecondition:
-                pass
-
-        @firestore.transactional
-        def progress_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            stored = from_document(snapshot.to_dict()) if snapshot.exists else None
-            if stored is None or stored.status is not RequestStatus.ANSWERING or stored.attempts != request.attempts:
-                return False
-            transaction.update(ref, fields)
-            return True
-
-        return progress_in(self._client.transaction(), ref)
-
-    def _claimed_at(self, request_id: str, update_time) -> None:
-        """This process's claim now stands at ``update_time`` (its own later write), if it still holds one."""
-        with self._claims_lock:
-            if request_id in self._claims:
-                self._claims[request_id] = (self._claims[request_id][0], update_time)
-
-    def _claim_of(self, request: Request, *, release: bool = False):
-        """The update time this process's claim of ``request`` stands at, if this attempt is the one it claimed."""
-        with self._claims_lock:
-            attempt, update_time = self._claims.get(request.request_id, (None, None))
-            if attempt != request.attempts:
-                return None
-            if release:
-                del self._claims[request.request_id]
-        return update_time
+    def reply_started(self, request: Request) -> bool:
+        return self._fenced_update(request, to_document(request, frozenset({"slack"})),
+                                   holds=lambda stored: stored.held_by(request))
 
     def finish(self, request: Request) -> bool:
-        """One conditional write when nothing touched the request since this process claimed it (the usual case);
-        otherwise a transaction that refuses to overwrite a terminal state."""
-        from google.api_core.exceptions import FailedPrecondition
+        """One conditional write when nothing else touched the request since this process's last fenced write under
+        its claim (the usual case); otherwise a transaction that checks ``Request.accepts_outcome``."""
+        fields = to_document(request, Request.OUTCOME_FIELDS) | {"updated_at": utcnow()}
+        written = self._fenced_update(request, fields, holds=lambda stored: stored.accepts_outcome(request))
+        with self._claims_lock:
+            self._claims.pop(request.request_id, None)
+        return written
+
+    def _fenced_update(self, request: Request, fields: dict[str, Any], *, holds) -> bool:
+        """Update the request with ``fields`` if the stored one ``holds``; returns whether it wrote."""
+        from google.api_core.exceptions import Aborted, FailedPrecondition
         from google.cloud import firestore
 
         ref = self._ref(request.request_id)
-        fields = to_document(request, Request.OUTCOME_FIELDS) | {"updated_at": utcnow()}
-        claimed = self._claim_of(request, release=True)
-        if claimed is not None:
+        with self._claims_lock:
+            attempt, update_time = self._claims.get(request.request_id, (None, None))
+        if attempt == request.attempts and update_time is not None:
             try:
-                ref.update(fields, option=self._client.write_option(last_update_time=claimed))
+                written = ref.update(fields, option=self._client.write_option(last_update_time=update_time))
+                self._claimed_at(request, written.update_time)
                 return True
-            except FailedPrecondition:
+            except (FailedPrecondition, Aborted):
                 pass
 
         @firestore.transactional
-        def finish_in(transaction, ref):
+        def update_in(transaction, ref):
             snapshot = ref.get(transaction=transaction)
-            if not snapshot.exists or RequestStatus(snapshot.get("status")).terminal:
+            stored = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if stored is None or not holds(stored):
                 return False
             transaction.update(ref, fields)
             return True
 
-        return finish_in(self._client.transaction(), ref)
+        written = update_in(self._client.transaction(), ref)
+        self._claimed_at(request, None)  # the transaction's update time is not known here
+        return written
+
+    def _claimed_at(self, request: Request, update_time) -> None:
+        """This process's claim of ``request`` now stands at ``update_time`` (its own fenced write), if it holds it."""
+        with self._claims_lock:
+            if self._claims.get(request.request_id, (None,))[0] == request.attempts:
+                self._claims[request.request_id] = (request.attempts, update_time)
+
+    def progress(self, request: Request) -> bool:
+        """A transaction: the request is read (its claim checked) and the progress subdocument written, so the
+        request itself is not written."""
+        from google.cloud import firestore
+
+        ref, progress_ref = self._ref(request.request_id), self._progress_ref(request.request_id)
+        fields = to_document(request, Request.PROGRESS_FIELDS) | {"attempt": request.attempts}
+
+        @firestore.transactional
+        def progress_in(transaction):
+            snapshot = ref.get(transaction=transaction)
+            stored = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if stored is None or not stored.held_by(request):
+                return False
+            transaction.set(progress_ref, fields)
+            return True
+
+        return progress_in(self._client.transaction())
+
+    def delivered(self, request_id: str, *, at) -> None:
+        self._ref(request_id).update({"delivered_at": at})
 
     def unfinished(self, *, updated_before, limit: int) -> list[Request]:
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -182,12 +210,6 @@ class FirestoreRequestStore(RequestStore):
         )
         turns = self._requests(query)
         return [(t.question, t.answer or "") for t in reversed(turns) if t.status is RequestStatus.COMPLETE]
-
-    def heartbeat(self, request_id: str, *, at) -> None:
-        """One write; this process's claim then stands at the heartbeat's update time, so ``finish`` keeps its one
-        conditional write."""
-        written = self._ref(request_id).update({"heartbeat_at": at})
-        self._claimed_at(request_id, written.update_time)
 
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})

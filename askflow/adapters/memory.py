@@ -18,37 +18,52 @@ class InMemoryRequestStore(RequestStore):
 
     def __init__(self) -> None:
         self.requests: dict[str, Request] = {}
+        self._lock = threading.Lock()  # a worker's heartbeats come from another thread
 
     def create(self, request: Request) -> None:
-        if request.request_id in self.requests:
-            raise Duplicate(f"request {request.request_id} exists")
-        self.requests[request.request_id] = request
+        with self._lock:
+            if request.request_id in self.requests:
+                raise Duplicate(f"request {request.request_id} exists")
+            self.requests[request.request_id] = request
 
     def get(self, request_id: str) -> Request | None:
         return self.requests.get(request_id)
 
     def claim(self, request_id: str, *, lease_s: float) -> Request | None:
-        request, now = self.requests.get(request_id), utcnow()
-        if request is None or not request.claimable(now, lease_s):
-            return None
-        self.requests[request_id] = request.claimed(now)
-        return self.requests[request_id]
+        with self._lock:
+            request, now = self.requests.get(request_id), utcnow()
+            if request is None or not request.claimable(now, lease_s):
+                return None
+            self.requests[request_id] = request.claimed(now)
+            return self.requests[request_id]
+
+    def _update_if(self, request: Request, changes: dict, *, holds) -> bool:
+        """Apply ``changes`` to the stored request if it ``holds`` (the same rules as the Firestore adapter's)."""
+        with self._lock:
+            stored = self.requests.get(request.request_id)
+            if stored is None or not holds(stored):
+                return False
+            self.requests[request.request_id] = stored.model_copy(update=changes)
+            return True
+
+    def heartbeat(self, request: Request, *, at) -> bool:
+        return self._update_if(request, {"heartbeat_at": at}, holds=lambda stored: stored.held_by(request))
+
+    def reply_started(self, request: Request) -> bool:
+        return self._update_if(request, {"slack": request.slack}, holds=lambda stored: stored.held_by(request))
 
     def progress(self, request: Request) -> bool:
-        stored = self.requests.get(request.request_id)
-        if stored is None or stored.status is not RequestStatus.ANSWERING or stored.attempts != request.attempts:
-            return False
         progress = {field: getattr(request, field) for field in Request.PROGRESS_FIELDS}
-        self.requests[request.request_id] = stored.model_copy(update=progress)
-        return True
+        return self._update_if(request, progress, holds=lambda stored: stored.held_by(request))
 
     def finish(self, request: Request) -> bool:
-        stored = self.requests.get(request.request_id)
-        if stored is None or stored.terminal:
-            return False
         outcome = {field: getattr(request, field) for field in Request.OUTCOME_FIELDS}
-        self.requests[request.request_id] = stored.model_copy(update=outcome | {"updated_at": utcnow()})
-        return True
+        return self._update_if(request, outcome | {"updated_at": utcnow()},
+                               holds=lambda stored: stored.accepts_outcome(request))
+
+    def delivered(self, request_id: str, *, at) -> None:
+        with self._lock:
+            self.requests[request_id] = self.requests[request_id].model_copy(update={"delivered_at": at})
 
     def unfinished(self, *, updated_before, limit: int) -> list[Request]:
         def changed(request: Request):
@@ -61,9 +76,6 @@ class InMemoryRequestStore(RequestStore):
         turns = sorted((r for r in self.requests.values() if r.thread_id == thread_id and r.created_at < before
                         and r.status is RequestStatus.COMPLETE), key=lambda r: r.created_at)
         return [(r.question, r.answer or "") for r in turns[-limit:]]
-
-    def heartbeat(self, request_id: str, *, at) -> None:
-        self.requests[request_id] = self.requests[request_id].model_copy(update={"heartbeat_at": at})
 
     def mark_requeued(self, request_id: str, *, at) -> None:
         self.requests[request_id] = self.requests[request_id].model_copy(update={"updated_at": at, "requeued_at": at})
@@ -99,19 +111,31 @@ class InMemoryBudgets(Budgets):
     def __init__(self, limits: BudgetLimits) -> None:
         self.limits = limits
         self.spent: dict[tuple[int, str], Spent] = {}
+        self.spent_keys: set[tuple[int, str]] = set()  # (window, request id) whose cost was counted
+        self.charged: set[tuple[int, str, str, str]] = set()  # (window, identity, kind, key) counted under a limit
         self._lock = threading.Lock()
 
-    def admit(self, identities, *, at) -> None:
+    def admit(self, identities, *, at, key: str | None = None, kind: str = "questions") -> None:
+        """The Firestore adapter's rules: a key counted on a limited counter is neither checked nor counted there
+        again."""
         window = self.limits.window(at)[0]
-        keys = [*dict.fromkeys(identities), TOTAL]
         with self._lock:
-            self.limits.check({key: self.spent.get((window, key), Spent()) for key in keys}, at=at)
-            for key in keys:
-                counters = self.spent.setdefault((window, key), Spent())
-                counters.questions += 1
+            counted = [identity for identity in [*dict.fromkeys(identities), TOTAL]
+                       if (window, identity, kind, key) not in self.charged]
+            self.limits.check({identity: self.spent.get((window, identity), Spent()) for identity in counted}, at=at,
+                              kind=kind)
+            for identity in counted:
+                counters = self.spent.setdefault((window, identity), Spent())
+                setattr(counters, kind, getattr(counters, kind) + 1)
+                if key is not None and self.limits.limit(identity, kind) is not None:
+                    self.charged.add((window, identity, kind, key))
 
-    def spend(self, identities, usd: float, *, at) -> None:
+    def spend(self, identities, usd: float, *, at, key: str | None = None) -> None:
         window = self.limits.window(at)[0]
         with self._lock:
-            for key in [*dict.fromkeys(identities), TOTAL]:
-                self.spent.setdefault((window, key), Spent()).usd += usd
+            if key is not None:
+                if (window, key) in self.spent_keys:
+                    return
+                self.spent_keys.add((window, key))
+            for identity in [*dict.fromkeys(identities), TOTAL]:
+                self.spent.setdefault((window, identity), Spent()).usd += usd

@@ -192,6 +192,7 @@ class Request(BaseModel):
     heartbeat_at: dt.datetime | None = None  # the answering worker's last sign of life
     requeued_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
+    delivered_at: dt.datetime | None = None  # what follows the final write (the Slack reply, the cost counted) done
     error: str | None = None
     # the answer
     answer: str | None = None
@@ -229,8 +230,9 @@ class Request(BaseModel):
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
         "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd"})
-    #: what a worker writes while it answers (its claim still standing)
-    PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources", "slack"})
+    #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
+    #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
+    PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
@@ -259,6 +261,17 @@ class Request(BaseModel):
             return False
         alive = max(self.claimed_at, self.heartbeat_at or self.claimed_at)
         return (now - alive).total_seconds() < lease_s
+
+    def held_by(self, worker: Request) -> bool:
+        """This stored request is still ``worker``'s claim: answering, in the attempt ``worker`` claimed. Every write a
+        worker makes under its claim (a heartbeat, its Slack reply, its progress) is fenced by this rule."""
+        return self.status is RequestStatus.ANSWERING and self.attempts == worker.attempts
+
+    def accepts_outcome(self, outcome: Request) -> bool:
+        """A final write (an answer, a failure) lands only on a request not yet terminal and still in the attempt its
+        writer read: a worker whose expired lease another worker took over, or a deadline read before a new claim,
+        writes nothing."""
+        return not self.terminal and self.attempts == outcome.attempts
 
     def claimable(self, now: dt.datetime, lease_s: float) -> bool:
         return not self.terminal and not self.lease_held(now, lease_s)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from askflow import faults
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
@@ -86,6 +87,7 @@ def index_documents(
         result.seconds["write"] += time.perf_counter() - started
         result.documents_written += len(pending)
         pending.clear()
+        faults.kill_point("ingest.after_batch")
 
     for document in documents:
         if not document.doc_id.startswith(scope):
@@ -108,6 +110,7 @@ def index_documents(
     flush()
 
     if prune:
+        faults.kill_point("ingest.before_prune")
         refuse_empty_listing(result.documents_seen, stored, scope=scope, allow_empty=allow_empty)
         pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted

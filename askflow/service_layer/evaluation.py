@@ -1,10 +1,15 @@
 """The evaluation loop's handlers: which writes need grading, grading in batches, good answers as sources, and
 what each graded answer teaches (``learning``: its vote on its sources, a verified answer to serve again).
 
-Duplicates never cause duplicate work: an event names a request and the *revision* it saw (its answer and
-ratings); a request whose stored ``graded_revision`` already equals its current revision is skipped, and the
-answer written to the vector store has a deterministic id. A run writes back in bulk: one indexing call for all
-its good answers, one delete for all its rejected ones.
+A run is three steps, each idempotent, so a run killed or failed anywhere is made whole by running it again
+(Airflow's retry, the next run):
+1. ``judge``: grade what is due (a request whose stored ``graded_revision`` already equals its current revision is
+   skipped, so duplicate and redelivered events cost nothing);
+2. ``apply_verdicts``: bring the stored answers in line (good ones indexed as sources under a deterministic id, in
+   one indexing call; rejected ones removed, in one delete) and learn each verdict (records upserted by request id);
+3. ``save_verdicts``: the grades, whose ``graded_revision`` is the idempotency marker, written last. A run that
+   died before it grades again and re-applies (indexing the same ids, upserting the same records); one that died
+   after it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from askflow import tracing
+from pydantic import BaseModel
+
+from askflow import faults, tracing
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.messages import GradingDue
@@ -27,6 +34,13 @@ from askflow.learning.votes import learned_answer
 from askflow.ports import Embeddings, EvaluationRuns, LearnedSignals, RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
+
+
+class Verdict(BaseModel):
+    """One request's grade, as judged and not yet saved (what the evaluation DAG's tasks pass on)."""
+
+    request_id: str
+    graded: Graded
 
 
 def grading_due(old: Request | None, new: Request | None) -> GradingDue | None:
@@ -43,10 +57,28 @@ def grade_events(
     embeddings: Embeddings, grader: Grader, strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
     batch_size: int, signals: LearnedSignals | None = None, collection: str = "", prices: PriceTable | None = None,
 ) -> EvaluationRun:
-    """Grade the requests named by ``events`` in batches of ``batch_size``, write the verdicts, and bring the stored
-    answers in line: good ones indexed as sources, rejected ones removed; ``signals`` learn each graded answer
-    (``collection``: the store's, for answers that did not record theirs); ``prices`` price the grading calls.
-    Returns the run's summary."""
+    """Grade the requests named by ``events`` in batches of ``batch_size``, bring the stored answers in line (good
+    ones indexed as sources, rejected ones removed), learn each verdict (``signals``; ``collection``: the store's,
+    for answers that did not record theirs), and save the grades last; ``prices`` price the grading calls. Returns
+    the run's summary."""
+    run, verdicts = judge(events, requests=requests, grader=grader, batch_size=batch_size, prices=prices)
+    faults.kill_point("grading.after_judge")
+    apply_verdicts(verdicts, requests=requests, store=store, embeddings=embeddings, strategy=strategy,
+                   answers_source=answers_source, answers_base_url=answers_base_url, signals=signals,
+                   collection=collection)
+    faults.kill_point("grading.after_apply")
+    save_verdicts(verdicts, requests=requests)
+    faults.kill_point("grading.after_save")
+    run.finished_at = utcnow()
+    runs.save(run)
+    log.info("evaluation run %s", run.model_dump(mode="json"))
+    return run
+
+
+def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grader, batch_size: int,
+          prices: PriceTable | None = None) -> tuple[EvaluationRun, list[Verdict]]:
+    """Grade, in batches of ``batch_size``, the requests named by ``events`` that are not graded at their current
+    revision; writes nothing. Returns the run's summary so far and the verdicts."""
     prices = prices or PriceTable({})
     run = EvaluationRun(run_id=uuid.uuid4().hex, method=grader.method, events=len(events), started_at=utcnow())
     due: list[tuple[Request, str]] = []
@@ -57,8 +89,7 @@ def grade_events(
             run.skipped += 1
             continue
         due.append((request, revision))
-    good: list[Request] = []
-    judged: list[tuple[Request, Graded]] = []
+    verdicts: list[Verdict] = []
     rejected: Counter[str] = Counter()
     for start in range(0, len(due), batch_size):
         batch = due[start : start + batch_size]
@@ -71,30 +102,50 @@ def grade_events(
         for request, revision in batch:
             grade = grades[request.request_id]
             is_good, reason = verdict(grade, request)
-            graded = Graded(grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(),
-                            graded_revision=revision)
-            requests.save_grade(request.request_id, graded)
-            judged.append((request, graded))
-            if is_good:
-                good.append(request)
-            else:
+            verdicts.append(Verdict(request_id=request.request_id, graded=Graded(
+                grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(), graded_revision=revision)))
+            if not is_good:
                 rejected[reason.split(":")[0]] += 1
-    run.graded, run.good, run.rejected = len(due), len(good), dict(rejected)
-    if due:
-        store.ensure_collection(embeddings.dimension)  # a fresh deploy: the collection may not exist yet
-        # what every graded answer cited, as stored now: one lookup for the write-back and the learning alike
-        current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
-        kept = {request.request_id for request in good}
-        _write_back([request for request in good if request.cached_from is None],
-                    [request for request, _ in due if request.request_id not in kept], store=store,
-                    embeddings=embeddings, strategy=strategy, answers_source=answers_source,
-                    answers_base_url=answers_base_url, fingerprints=current)
-        if signals is not None:
-            _learn(judged, signals=signals, embeddings=embeddings, collection=collection, fingerprints=current)
-    run.finished_at = utcnow()
-    runs.save(run)
-    log.info("evaluation run %s", run.model_dump(mode="json"))
-    return run
+    run.graded, run.good, run.rejected = len(due), sum(v.graded.is_good for v in verdicts), dict(rejected)
+    return run, verdicts
+
+
+def _current(verdicts: Sequence[Verdict], requests: RequestStore) -> list[tuple[Request, Graded]]:
+    """The requests of ``verdicts`` as stored now, with their verdicts; one that changed since it was judged (a new
+    rating: its revision moved) is left to the grading its own event brings."""
+    current = []
+    for item in verdicts:
+        request = requests.get(item.request_id)
+        if request is not None and request.revision() == item.graded.graded_revision:
+            current.append((request, item.graded))
+    return current
+
+
+def apply_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore, store: VectorStore,
+                   embeddings: Embeddings, strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
+                   signals: LearnedSignals | None = None, collection: str = "") -> None:
+    """Bring the stored answers in line with ``verdicts`` and learn each; idempotent, so running it again after a
+    failure anywhere in it (or in what follows) repeats nothing."""
+    judged = _current(verdicts, requests)
+    if not judged:
+        return
+    store.ensure_collection(embeddings.dimension)  # a fresh deploy: the collection may not exist yet
+    # what every graded answer cited, as stored now: one lookup for the write-back and the learning alike
+    current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
+    _write_back([request for request, graded in judged if graded.is_good and request.cached_from is None],
+                [request for request, graded in judged if not graded.is_good], store=store,
+                embeddings=embeddings, strategy=strategy, answers_source=answers_source,
+                answers_base_url=answers_base_url, fingerprints=current)
+    faults.kill_point("grading.after_write_back")
+    if signals is not None:
+        _learn(judged, signals=signals, embeddings=embeddings, collection=collection, fingerprints=current)
+
+
+def save_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore) -> int:
+    """Write the grades (the marker that the request is graded at its revision); the last step. Returns how many."""
+    for item in verdicts:
+        requests.save_grade(item.request_id, item.graded)
+    return len(verdicts)
 
 
 def answer_doc_id(request_id: str, answers_source: str) -> str:

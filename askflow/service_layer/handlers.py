@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from askflow import tracing
+from askflow import faults, tracing
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
-from askflow.domain.errors import AskflowError, Conflict, Forbidden, InvalidInput, LeaseHeld, NotFound
+from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
 from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
 from askflow.ports import Budgets, EventBus, RequestStore
@@ -65,14 +65,16 @@ def submit_question(
 ) -> tuple[Request, str | None]:
     """Store and queue a question; returns it with the asker's token (``None`` for Slack, whose threads Slack
     itself binds). A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
-    submission then raises ``Duplicate`` and queues nothing.
+    submission then raises ``Duplicate`` before any budget is checked, and queues nothing.
 
     A web or API question is bound to its asker by a token: the caller's own (``asker_token``, 22-128 URL-safe
     characters, a browser keeps one), or a new one. A follow-up (``thread_id``) is accepted only with the token of
     whoever started the thread; otherwise the thread is "not found", and nothing of it reaches an answer.
 
     With ``budgets``, the question counts against the asker's (their token, or their Slack user) and ``identities``'
-    budgets (the caller's address, say) and everyone's, before anything is stored: ``OverBudget`` past a limit.
+    budgets (the caller's address, say) and everyone's, before anything is stored: ``OverBudget`` past a limit. It
+    is charged once per ``request_id``: submissions racing with one, or one after a submission that stopped between
+    the charge and the store, share the first one's charge.
     """
     if len(command.question) > settings.max_question_chars:
         raise InvalidInput(f"question: at most {settings.max_question_chars} characters")
@@ -87,12 +89,14 @@ def submit_question(
             root = requests.get(command.thread_id)
             if root is None or not root.asked_by(asker_token):
                 raise NotFound(f"no thread {command.thread_id} of this asker")
-    request_id = request_id or uuid.uuid4().hex
+    if request_id is not None and requests.get(request_id) is not None:
+        raise Duplicate(f"request {request_id} exists")
+    key, request_id = request_id, request_id or uuid.uuid4().hex
     now = utcnow()
     asker = f"slack:{slack.user or slack.channel}" if slack is not None else f"asker:{token_sha(asker_token)[:32]}"
     counted = [asker, *identities]
     if budgets is not None:
-        budgets.admit(counted, at=now)
+        budgets.admit(counted, at=now, key=key)
     traceparent = tracing.traceparent()
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
@@ -159,20 +163,28 @@ def answer_request(
         request = requests.claim(message.request_id, lease_s=settings.request_lease_s)
     if request is None:
         stored = requests.get(message.request_id)
-        if stored is not None and not stored.terminal and stored.lease_held(utcnow(), settings.request_lease_s):
-            # another worker is answering: the message goes back to the queue, so that it is answered even if
-            # that worker dies (its heartbeats stop, its lease runs out, a redelivery claims the request)
+        if stored is not None and not stored.terminal:
+            # another worker is answering (or its lease ran out just after the claim read it): the message goes back
+            # to the queue, so that it is answered even if that worker died (its heartbeats stop, its lease runs
+            # out, a redelivery claims the request). Never acknowledged as done while the request is not.
             raise LeaseHeld(f"request {message.request_id} is being answered by another worker")
+        if stored is not None and stored.terminal and stored.delivered_at is None and _follows_up(stored):
+            # the worker that wrote it died before its reply and its cost: this delivery does what it left
+            log.info("request %s: answered; its delivery was not done, doing it now", message.request_id)
+            _deliver(stored, requests=requests, slack=slack, budgets=budgets)
+            return "delivered"
         log.info("request %s: already answered; nothing to do", message.request_id)
         return "skipped"
+    faults.kill_point("worker.after_claim")
     partial = None
     try:
-        with _heartbeats(requests, request.request_id, every_s=settings.request_lease_s / 3):
+        with _heartbeats(requests, request, every_s=settings.request_lease_s / 3):
             request = _start_slack_reply(request, requests=requests, slack=slack)
             partial = PartialAnswers(request, requests=requests, slack=slack, settings=settings)
             answer = answerer.answer(request.question,
                                      conversation_history(request, requests=requests, slack=slack),
                                      fresh=request.fresh, on_partial=partial)
+        faults.kill_point("worker.after_answer")
         prices = PriceTable(settings.model_prices)
         outcome = request.completed(answer, at=utcnow(),
                                     cost_usd=round(prices.cost([*answer.usage, *answer.embedding_usage]), 6))
@@ -188,15 +200,33 @@ def answer_request(
                                                   "askflow.cost_usd": outcome.cost_usd}):
         written = requests.finish(outcome)
     if not written:
+        log.warning("request %s: no longer this worker's (another attempt answered it); its outcome is dropped",
+                    request.request_id)
         return "skipped"
-    if budgets is not None and outcome.cost_usd and outcome.budget_identities:
-        try:
-            budgets.spend(outcome.budget_identities, outcome.cost_usd, at=outcome.created_at)
-        except Exception as error:  # the answer is stored: a missed count is logged, never a redelivery
-            log.warning("request %s: its cost was not counted against its budgets: %s", outcome.request_id, error)
-    if slack is not None and outcome.slack is not None:
-        slack.post_answer(outcome)
+    faults.kill_point("worker.after_finish")
+    if _follows_up(outcome):
+        _deliver(outcome, requests=requests, slack=slack, budgets=budgets)
     return outcome.status.value
+
+
+def _follows_up(request: Request) -> bool:
+    """Whether a terminal request has a delivery to do after its final write: a Slack reply, or a cost to count."""
+    return request.slack is not None or bool(request.cost_usd and request.budget_identities)
+
+
+def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | None,
+             budgets: Budgets | None) -> None:
+    """What follows a request's final write, then noted as done (``delivered_at``). A worker that dies in between
+    leaves it to the next delivery of the message: the cost is counted once per request id (``Budgets.spend``) and
+    the Slack reply edits the message posted at the start, so doing either again repeats nothing."""
+    if budgets is not None and request.cost_usd and request.budget_identities:
+        try:
+            budgets.spend(request.budget_identities, request.cost_usd, at=request.created_at, key=request.request_id)
+        except Exception as error:  # the answer is stored: a missed count is logged, never a redelivery
+            log.warning("request %s: its cost was not counted against its budgets: %s", request.request_id, error)
+    if slack is not None and request.slack is not None:
+        slack.post_answer(request)
+    requests.delivered(request.request_id, at=utcnow())
 
 
 def _start_slack_reply(request: Request, *, requests: RequestStore, slack: SlackThreads | None) -> Request:
@@ -208,7 +238,7 @@ def _start_slack_reply(request: Request, *, requests: RequestStore, slack: Slack
     if reply_ts is None:
         return request
     replied = request.replied_in_slack(reply_ts)
-    requests.progress(replied)
+    requests.reply_started(replied)
     return replied
 
 
@@ -241,24 +271,28 @@ class PartialAnswers:
                             self._request.request_id)
                 return
             self.writes += 1
+            faults.kill_point("worker.after_partial")
         if self._slack is not None and now - self._edited_at >= self._settings.slack_edit_interval_s:
             self._edited_at = now
             self._slack.edit_reply(self._request, text)
 
 
 @contextlib.contextmanager
-def _heartbeats(requests: RequestStore, request_id: str, *, every_s: float):
-    """While the block runs, tell the store every ``every_s`` that this worker is alive (its lease holds)."""
+def _heartbeats(requests: RequestStore, request: Request, *, every_s: float):
+    """While the block runs, tell the store every ``every_s`` that this worker is alive (its lease holds). A beat the
+    store refuses (the claim was lost) is the last one."""
     done = threading.Event()
 
     def beat() -> None:
         while not done.wait(every_s):
             try:
-                requests.heartbeat(request_id, at=utcnow())
+                if not requests.heartbeat(request, at=utcnow()):
+                    log.warning("request %s: no longer this worker's claim; heartbeats stop", request.request_id)
+                    return
             except Exception as error:  # a missed beat shortens the lease; the answer goes on
-                log.warning("request %s: heartbeat failed: %s", request_id, error)
+                log.warning("request %s: heartbeat failed: %s", request.request_id, error)
 
-    beating = threading.Thread(target=beat, name=f"heartbeat-{request_id}", daemon=True)
+    beating = threading.Thread(target=beat, name=f"heartbeat-{request.request_id}", daemon=True)
     beating.start()
     try:
         yield

@@ -1,0 +1,219 @@
+"""One contract for every ``RequestStore``: the Firestore adapter on the emulator and the in-memory one keep the same
+rules for claims, leases, heartbeats, progress, outcomes and stale attempts (the fake may refuse nothing the real
+adapter accepts, and accept nothing it refuses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from askflow.domain.clock import utcnow
+from askflow.domain.errors import Duplicate
+from askflow.domain.model import Request, RequestStatus, SlackThread, Source
+
+
+@pytest.fixture(params=["firestore", "memory"])
+def stores(request):
+    """A factory of stores over the same records: each call is another worker instance (its own client, its own
+    memory of its claims)."""
+    if request.param == "memory":
+        from askflow.adapters.memory import InMemoryRequestStore
+
+        shared = InMemoryRequestStore()
+        return lambda: shared
+    request.getfixturevalue("local_stack")
+    from google.cloud import firestore
+
+    from askflow.adapters.firestore_requests import FirestoreRequestStore
+
+    collection = f"contract_{uuid.uuid4().hex[:8]}"
+    return lambda: FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection=collection,
+                                         progress_collection="progress")
+
+
+def _pending(store, *, slack: SlackThread | None = None) -> str:
+    request_id = uuid.uuid4().hex
+    now = utcnow()
+    store.create(Request(request_id=request_id, question="q?", created_at=now, updated_at=now, slack=slack))
+    return request_id
+
+
+def test_create_refuses_a_taken_id(stores):
+    store = stores()
+    request_id = _pending(store)
+    with pytest.raises(Duplicate):
+        store.create(Request(request_id=request_id, question="again?", created_at=utcnow()))
+    assert store.get(request_id).question == "q?"
+    assert store.get("no-such-request") is None
+
+
+def test_a_live_lease_blocks_a_claim_and_an_expired_one_does_not(stores):
+    store = stores()
+    request_id = _pending(store)
+    assert store.claim(request_id, lease_s=60).attempts == 1
+    assert store.claim(request_id, lease_s=60) is None
+    assert store.claim(request_id, lease_s=0).attempts == 2
+    assert store.claim("no-such-request", lease_s=0) is None
+
+
+def test_concurrent_claims_let_exactly_one_worker_in(stores):
+    store = stores()
+    request_id = _pending(store)
+    workers = [stores() for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        claims = list(pool.map(lambda worker: worker.claim(request_id, lease_s=60), workers))
+    assert sum(claim is not None for claim in claims) == 1
+    assert store.get(request_id).attempts == 1
+
+
+def test_heartbeats_extend_the_lease_of_the_claim_that_holds_and_of_no_other(stores):
+    a, b = stores(), stores()
+    request_id = _pending(a)
+    first = a.claim(request_id, lease_s=60)
+    beat = utcnow()
+    assert a.heartbeat(first, at=beat)
+    assert a.get(request_id).heartbeat_at == beat
+    second = b.claim(request_id, lease_s=0)
+    assert not a.heartbeat(first, at=utcnow())  # superseded: refused, and the lease is the new claim's
+    assert a.get(request_id).heartbeat_at == beat
+    assert b.heartbeat(second, at=utcnow())
+
+
+def test_a_superseded_worker_cannot_overwrite_the_answer_of_the_one_that_took_over(stores):
+    """The review's case: A claims, B takes the expired lease over and completes; A's late heartbeat, progress and
+    final write ("failed: internal error") all write nothing."""
+    a, b = stores(), stores()
+    request_id = _pending(a)
+    first = a.claim(request_id, lease_s=60)
+    assert a.heartbeat(first, at=utcnow())  # A is alive for a while, and its fast path is warm
+    second = b.claim(request_id, lease_s=0)
+    assert b.finish(second.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "from B"}))
+    assert not a.heartbeat(first, at=utcnow())
+    assert not a.progress(first.answering("late words from A", []))
+    assert not a.reply_started(first.model_copy(update={"slack": SlackThread(channel="C", ts="1.1",
+                                                                             thread_ts="1.1", reply_ts="9.9")}))
+    assert not a.finish(first.failed("internal error"))
+    stored = a.get(request_id)
+    assert (stored.status, stored.answer, stored.error, stored.slack) == (RequestStatus.COMPLETE, "from B", None, None)
+
+
+def test_a_stale_attempt_cannot_finish_even_before_the_new_one_does(stores):
+    a, b = stores(), stores()
+    request_id = _pending(a)
+    first = a.claim(request_id, lease_s=60)
+    b.claim(request_id, lease_s=0)
+    assert not a.finish(first.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "from A"}))
+    assert a.get(request_id).status is RequestStatus.ANSWERING
+
+
+def test_a_terminal_state_is_never_overwritten_nor_claimed(stores):
+    store = stores()
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    assert store.finish(claimed.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "first"}))
+    assert not store.finish(claimed.failed("late"))
+    assert not store.finish(store.get(request_id).failed("timed out"))  # read after it ended
+    assert store.claim(request_id, lease_s=0) is None
+    assert not store.heartbeat(claimed, at=utcnow())
+    assert store.get(request_id).answer == "first"
+
+
+def test_a_request_never_claimed_can_be_failed_by_whoever_read_it(stores):
+    """The deadline and a failed publish fail a pending request with the attempt they read (0)."""
+    store = stores()
+    request_id = _pending(store)
+    assert store.finish(store.get(request_id).failed("timed out"))
+    assert store.get(request_id).status is RequestStatus.FAILED
+
+
+def test_progress_is_shown_while_its_attempt_answers_and_gone_with_the_next(stores):
+    a, b = stores(), stores()
+    request_id = _pending(a)
+    first = a.claim(request_id, lease_s=60)
+    source = Source(n=1, title="Pools", url="https://example.org/pools")
+    assert a.progress(first.answering("Pools limit", [source]))
+    shown = b.get(request_id)
+    assert (shown.partial_answer, shown.sources) == ("Pools limit", [source])
+    second = b.claim(request_id, lease_s=0)
+    retried = a.get(request_id)
+    assert (retried.partial_answer, retried.sources) == (None, [])  # the new attempt starts from nothing
+    assert b.progress(second.answering("Pools limit concurrency", []))
+    assert b.finish(second.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "Pools limit [1].",
+                                              "sources": [source], "partial_answer": None}))
+    done = a.get(request_id)
+    assert (done.answer, done.partial_answer, done.sources) == ("Pools limit [1].", None, [source])
+
+
+def test_the_slack_reply_is_kept_for_the_next_attempt(stores):
+    a, b = stores(), stores()
+    thread = SlackThread(channel="C1", ts="1.1", thread_ts="1.1")
+    request_id = _pending(a, slack=thread)
+    first = a.claim(request_id, lease_s=60)
+    assert a.reply_started(first.replied_in_slack("2.2"))
+    second = b.claim(request_id, lease_s=0)
+    assert second.slack.reply_ts == "2.2"
+
+
+def test_delivery_is_noted(stores):
+    store = stores()
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    store.finish(claimed.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "a"}))
+    assert store.get(request_id).delivered_at is None
+    at = utcnow()
+    store.delivered(request_id, at=at)
+    assert store.get(request_id).delivered_at == at
+
+
+def test_racing_outcomes_of_one_attempt_and_a_takeover_leave_one_answer(stores):
+    """Threads at once: the holder finishing, a takeover claiming and finishing, the superseded worker beating; in
+    the end one outcome stands, and it is that of the writer whose write landed."""
+    for _ in range(5):
+        _race_once(stores)
+
+
+def _race_once(stores) -> None:
+    store = stores()
+    request_id = _pending(store)
+    first = stores().claim(request_id, lease_s=60)
+    barrier = threading.Barrier(3)
+    results: dict[str, object] = {}
+
+    def take_over():
+        barrier.wait()
+        worker = stores()
+        second = worker.claim(request_id, lease_s=0)
+        if second is not None:
+            results["second"] = worker.finish(
+                second.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "second"}))
+
+    def finish_first():
+        barrier.wait()
+        results["first"] = store.finish(first.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "first"}))
+
+    def beat_first():
+        barrier.wait()
+        store.heartbeat(first, at=utcnow())
+
+    threads = [threading.Thread(target=f) for f in (take_over, finish_first, beat_first)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    stored = store.get(request_id)
+    assert stored.status is RequestStatus.COMPLETE
+    assert [name for name in ("first", "second") if results.get(name)] == [stored.answer]  # one write landed
+
+
+def test_unfinished_lists_what_is_not_terminal_oldest_first(stores):
+    store = stores()
+    before = utcnow() + dt.timedelta(seconds=1)
+    waiting = _pending(store)
+    done = _pending(store)
+    store.finish(store.get(done).failed("timed out"))
+    found = [r.request_id for r in store.unfinished(updated_before=before, limit=1000)]
+    assert waiting in found and done not in found
