@@ -1,7 +1,8 @@
 """Scale: retrieval latency and ask overhead of pgvector at 10k and 100k chunks (1M with ``--million``), with
 synthetic clustered vectors and synthetic Zipf-distributed text; which HNSW ``ef_search`` holds recall@10 ≥ 0.95
-against exact search; and what the keyword search's row budget costs in top-10 overlap and saves in time. Prints one
-JSON object as its last line."""
+against exact search; what the keyword search's row budget costs in top-10 overlap and saves in time; and what a
+one-document update costs with the keyword statistics adjusted by the write against recounted over the table.
+Prints one JSON object as its last line."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ WORDS = np.array([f"term{i}" for i in range(50_000)])
 WORD_P = 1.0 / np.arange(1, len(WORDS) + 1) ** 1.07
 WORD_P /= WORD_P.sum()
 KEYWORD_QUERIES = 20
+UPDATE_ROUNDS = 5
 
 
 def synthetic(n: int, rng: np.random.Generator, centers: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -53,7 +55,7 @@ def load(store, url: str, table: str, n: int, rng, centers) -> float:
         conn.execute(f'CREATE INDEX "{table}_embedding" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
                      "WITH (m = 16, ef_construction = 64)")
         conn.execute(f'ANALYZE "{table}"')
-    store.finalize_writes()
+    store.rebuild_keyword_statistics()  # COPY went around the store, which counts what it writes
     return time.perf_counter() - started
 
 
@@ -95,6 +97,34 @@ def keyword_budget(store, unbounded, texts: list[str]) -> dict:
             "overlap@10": round(overlap / (10 * len(texts)), 3)}
 
 
+def document_update(store, url: str, table: str, rng, centers) -> dict:
+    """Replace one document's five chunks as indexing does (delete, then upsert the new version): with the keyword
+    statistics adjusted by those writes (now), and with those writes followed by the recount over the whole table
+    that every batch paid before (``rebuild_keyword_statistics``, what ``finalize_writes`` ran). Rounds alternate
+    the two; at the end the adjusted statistics are compared with a recount."""
+    import psycopg
+
+    from askflow.domain.model import Chunk
+
+    timings: dict[str, list[float]] = {"incremental": [], "with_full_recount": []}
+    for version in range(2 * UPDATE_ROUNDS):
+        vectors, texts = synthetic(5, rng, centers)
+        chunks = [Chunk(doc_id="synthetic:0", index=i, content=text, title="", section="", url="", sha=f"u{version}")
+                  for i, text in enumerate(texts)]
+        recount = version % 2 == 0
+        started = time.perf_counter()
+        store.delete_documents(["synthetic:0"])
+        store.upsert(chunks, vectors)
+        if recount:
+            store.rebuild_keyword_statistics()
+        timings["with_full_recount" if recount else "incremental"].append((time.perf_counter() - started) * 1000)
+    with psycopg.connect(url) as conn:
+        kept = set(conn.execute(f'SELECT word, ndoc FROM "{table}_lexemes" WHERE ndoc > 0'))
+        counted = set(conn.execute(f"SELECT word, ndoc FROM ts_stat('SELECT tsv FROM \"{table}\"')"
+                                   f' UNION ALL SELECT \'\', count(*) FROM "{table}"'))
+    return {**{mode: summary_ms(values) for mode, values in timings.items()}, "statistics_exact": kept == counted}
+
+
 def main(sizes: list[int]) -> dict:
     os.environ["ASKFLOW_DATA_DIR"] = str(temp_data_dir())
     from askflow.adapters.embedded_postgres import embedded_postgres_url
@@ -123,8 +153,9 @@ def main(sizes: list[int]) -> dict:
             r, ms = recall(url, table, queries[:20], ef)
             sweep[f"ef_search={ef}"] = {"recall@10": round(r, 3), "p50_ms": round(ms, 2)}
         holding = [k for k, v in sweep.items() if v["recall@10"] >= 0.95]
+        update = document_update(store, url, table, rng, centers)
         results[str(n)] = {"load_and_index_s": round(load_s, 1), "hybrid_search": summary_ms(latencies),
-                           "keyword_search": keyword,
+                           "keyword_search": keyword, "one_document_update": update,
                            "hnsw": sweep, "lowest_setting_with_recall_0.95": holding[0] if holding else None}
         print(json.dumps({str(n): results[str(n)]}), file=sys.stderr, flush=True)  # survives a cut-off run
         store.close()

@@ -1,8 +1,11 @@
 """The keyword side of ``PgVectorStore``: an IDF-weighted full-text search over the table's generated ``tsvector``.
 
 Postgres' own ``ts_rank`` knows nothing of term rarity, so each query lexeme's rank is weighted by its inverse
-document frequency, read from a small statistics table (``{collection}_lexemes``) that ``refresh`` recomputes after
-a batch of writes. Also the row layout both sides read (``COLUMNS``, ``chunk_from_row``).
+document frequency, read from a small statistics table (``{collection}_lexemes``: word -> how many chunks hold it;
+the empty word, never a lexeme, holds the number of chunks). Every write adjusts it in its own transaction by the
+rows it inserted or deleted (``adjustment``), so no write waits for a pass over the table; ``rebuild`` recomputes it
+whole, for a table that has none yet or for repair. Also the row layout both sides read (``COLUMNS``,
+``chunk_from_row``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
@@ -36,7 +39,6 @@ class PgKeywordIndex:
 
     def __init__(self, *, pool: Callable[[], ConnectionPool], collection: str, keyword_rows: int) -> None:
         self._pool = pool
-        self._collection = collection
         self._table = sql.Identifier(collection)
         self._stats = sql.Identifier(f"{collection}_lexemes")
         self._keyword_rows = keyword_rows
@@ -45,24 +47,49 @@ class PgKeywordIndex:
         return sql.SQL("CREATE TABLE IF NOT EXISTS {s} (word text PRIMARY KEY, ndoc integer NOT NULL)").format(
             s=self._stats)
 
-    def refresh(self) -> None:
-        """Recompute lexeme document frequencies: one pass over the table, run once after a batch of writes.
+    def initialize(self, conn: Connection) -> None:
+        """In the caller's transaction: build the statistics of a table that has none (a new one, or one made before
+        they were kept up to date by every write) with one ``rebuild``; a table that has them is left alone."""
+        statement = sql.SQL("SELECT EXISTS (SELECT FROM {s} WHERE word = '')").format(s=self._stats)
+        if not conn.execute(statement).fetchone()[0]:
+            self.rebuild(conn)
 
-        The row with the empty word (never a lexeme) holds the number of chunks.
+    def rebuild(self, conn: Connection | None = None) -> None:
+        """Recompute the statistics from the whole table: one pass over it (in ``conn``'s transaction if given).
+
+        Writers adjusting the statistics meanwhile wait for it (the table lock), and the rows they wrote before it
+        are either counted by it (committed) or added by them after it (not yet), so no write is lost or counted twice.
         """
-        with self._pool().connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._collection}_lexemes",))
-            conn.execute(sql.SQL("DELETE FROM {s}").format(s=self._stats))
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {s} (word, ndoc) SELECT word, ndoc FROM ts_stat({q})"
-                ).format(s=self._stats, q=sql.Literal(f'SELECT tsv FROM "{self._collection}"'))
-            )
-            conn.execute(
-                sql.SQL("INSERT INTO {s} (word, ndoc) SELECT '', count(*) FROM {t}").format(
-                    s=self._stats, t=self._table
-                )
-            )
+        if conn is None:
+            with self._pool().connection() as own, own.transaction():
+                self.rebuild(own)
+            return
+        conn.execute(sql.SQL("LOCK TABLE {s} IN EXCLUSIVE MODE").format(s=self._stats))
+        conn.execute(sql.SQL("DELETE FROM {s}").format(s=self._stats))
+        rows = sql.SQL("SELECT tsv FROM {t}").format(t=self._table).as_string(conn)
+        conn.execute(
+            sql.SQL("INSERT INTO {s} (word, ndoc) SELECT word, ndoc FROM ts_stat({q})").format(
+                s=self._stats, q=sql.Literal(rows))
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {s} (word, ndoc) SELECT '', count(*) FROM {t}").format(s=self._stats, t=self._table)
+        )
+
+    def adjustment(self, rows: str, *, sign: int) -> sql.Composed:
+        """The statement that adds (``sign`` 1) or subtracts (-1) the lexemes of the rows of the CTE named ``rows``
+        (with a ``tsv`` column) and their number to the statistics, for a ``WITH {rows} AS (...)`` to precede.
+
+        The statistics rows are locked in word order, the same in every writer, so that concurrent batches sharing
+        words wait for each other instead of deadlocking; a word whose count reaches 0 keeps its row (search
+        ignores it, ``rebuild`` drops it).
+        """
+        return sql.SQL(
+            "INSERT INTO {s} AS s (word, ndoc)"
+            " SELECT word, {sign} * count(*) FROM ("
+            "SELECT u.lexeme FROM {r} AS r, unnest(r.tsv) AS u UNION ALL SELECT '' FROM {r}"
+            ") AS w (word) GROUP BY word ORDER BY word"
+            " ON CONFLICT (word) DO UPDATE SET ndoc = s.ndoc + EXCLUDED.ndoc"
+        ).format(s=self._stats, sign=sql.Literal(sign), r=sql.Identifier(rows))
 
     def search(self, text: str, *, limit: int) -> list[ScoredChunk]:
         """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes.

@@ -100,6 +100,7 @@ class PgVectorStore(VectorStore):
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._collection,))
             for statement in ddl:
                 conn.execute(statement)
+            self._keywords.initialize(conn)
             (stored,) = conn.execute(
                 "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
                 (self._table.as_string(conn),),
@@ -112,14 +113,23 @@ class PgVectorStore(VectorStore):
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
+        """Insert the chunks not stored yet and count their lexemes in the keyword statistics, in one transaction.
+
+        A chunk id names its content (document, position and the fingerprint of the document's title, url and text
+        with the chunking strategy), so a stored id is not counted again: only what the id does not name (kind,
+        metadata, embedding) is updated.
+        """
         if not chunks:
             return 0
-        statement = sql.SQL(
+        insert = sql.SQL(
             "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, title = EXCLUDED.title,"
-            " section = EXCLUDED.section, url = EXCLUDED.url, sha = EXCLUDED.sha, kind = EXCLUDED.kind,"
-            " metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
         ).format(t=self._table)
+        update = sql.SQL("UPDATE {t} SET kind = %s, metadata = %s, embedding = %s WHERE id = %s").format(
+            t=self._table)
+        count_inserted = sql.SQL("WITH inserted AS (SELECT tsv FROM {t} WHERE id = ANY(%s::uuid[])) {adjust}").format(
+            t=self._table, adjust=self._keywords.adjustment("inserted", sign=1)
+        )
         rows = [
             (
                 c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha,
@@ -129,15 +139,34 @@ class PgVectorStore(VectorStore):
         ]
         with self._connections().connection() as conn, conn.transaction():
             with conn.cursor() as cur:
-                cur.executemany(statement, rows)
+                cur.executemany(insert, rows, returning=True)
+                inserted = set()
+                while True:
+                    inserted.update(str(row[0]) for row in cur.fetchall())
+                    if not cur.nextset():
+                        break
+                existing = [(row[8], row[9], row[10], row[0]) for row in rows if row[0] not in inserted]
+                if existing:
+                    cur.executemany(update, existing)
+            if inserted:
+                conn.execute(count_inserted, (sorted(inserted),))
         return len(rows)
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        """Delete the documents' chunks and subtract their lexemes from the keyword statistics, in one statement."""
         if not doc_ids:
             return 0
-        statement = sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._table)
-        with self._connections().connection() as conn:
-            return conn.execute(statement, (list(doc_ids),)).rowcount
+        statement = sql.SQL(
+            "WITH deleted AS (DELETE FROM {t} WHERE doc_id = ANY(%s) RETURNING tsv), adjusted AS ({adjust})"
+            " SELECT count(*) FROM deleted"
+        ).format(t=self._table, adjust=self._keywords.adjustment("deleted", sign=-1))
+        with self._connections().connection() as conn, conn.transaction():
+            return conn.execute(statement, (list(doc_ids),)).fetchone()[0]
+
+    def rebuild_keyword_statistics(self) -> None:
+        """Recompute the keyword statistics from the whole table (a pass over it): for repair, or after rows were
+        written behind the store's back (a bulk ``COPY``). Writes keep them current without it."""
+        self._keywords.rebuild()
 
     # -- reads -------------------------------------------------------------------------------------------------
     def document_fingerprints(self, prefix: str) -> dict[str, str]:
@@ -193,9 +222,6 @@ class PgVectorStore(VectorStore):
 
     def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
         return self._keywords.search(text, limit=limit)
-
-    def finalize_writes(self) -> None:
-        self._keywords.refresh()
 
     def vector_search(self, vector: Sequence[float], *, limit: int) -> list[ScoredChunk]:
         statement = sql.SQL(
