@@ -217,3 +217,22 @@ def test_unfinished_lists_what_is_not_terminal_oldest_first(stores):
     store.finish(store.get(done).failed("timed out"))
     found = [r.request_id for r in store.unfinished(updated_before=before, limit=1000)]
     assert waiting in found and done not in found
+
+
+def test_firestore_progress_leaves_the_request_document_unwritten(local_stack):
+    """The answer so far goes to a subdocument outside the grading trigger's ``{collection}/{id}`` pattern: the
+    request document's update time does not move, so a streamed answer fires no trigger per partial write."""
+    from google.cloud import firestore
+
+    from askflow.adapters.firestore_requests import FirestoreRequestStore
+
+    client = firestore.Client(project="askflow-test")
+    store = FirestoreRequestStore(client=client, collection=f"contract_{uuid.uuid4().hex[:8]}")
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    document = client.collection(store._collection).document(request_id)
+    before = document.get().update_time
+    for n in range(5):
+        assert store.progress(claimed.answering("word " * n, []))
+    assert document.get().update_time == before
+    assert store.get(request_id).partial_answer == "word " * 4
