@@ -24,6 +24,13 @@ def mcp_url(local_stack, indexed, pg_url) -> str:  # noqa: F811
     return local_stack.start_mcp(settings).url.rstrip("/") + "/mcp"
 
 
+@pytest.fixture(scope="module")
+def limited_mcp_url(local_stack, indexed, pg_url) -> str:  # noqa: F811
+    """An MCP server allowed two lookups (searches or reads) per day."""
+    settings = _settings(pg_url, "mcp", api_key=KEY, budget_lookups_per_asker=2, budgets_collection="budgets_mcp")
+    return local_stack.start_mcp(settings).url.rstrip("/") + "/mcp"
+
+
 def session(url: str, work, *, key: str | None = KEY):
     """Run ``work(client)`` in a session of the SDK's client."""
     import httpx2
@@ -109,3 +116,17 @@ def test_without_the_key_every_call_is_401(mcp_url):
 
     with pytest.raises(Exception):  # noqa: B017 - the SDK's client fails its handshake on the 401
         session(mcp_url, work, key=None)
+
+
+def test_searches_and_reads_past_their_limit_are_refused(limited_mcp_url):
+    async def work(client):
+        found = await client.call_tool("search", {"query": "How do tasks pull an XCom value?"})
+        read = await client.call_tool("fetch", {"id": "docs:xcoms.rst"})
+        searched_again = await client.call_tool("search", {"query": "Where do connections come from?"})
+        read_again = await client.call_tool("fetch", {"id": "docs:xcoms.rst"})
+        return found, read, searched_again, read_again
+
+    found, read, searched_again, read_again = session(limited_mcp_url, work)
+    assert structured(found)["results"] and structured(read)["id"] == "docs:xcoms.rst"
+    assert searched_again.is_error and "limit of 2 lookups per day is reached" in searched_again.content[0].text
+    assert read_again.is_error and "limit of 2 lookups per day is reached" in read_again.content[0].text

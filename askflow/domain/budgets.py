@@ -1,5 +1,10 @@
-"""Budgets: how many questions, and how many dollars of model calls, one asker and everyone together may spend in
-a window (a UTC day by default). The rules are here; a store keeps the counters and applies them atomically."""
+"""Budgets: how many questions, how many lookups (the MCP server's searches and document reads) and how many dollars
+of model calls one asker and everyone together may spend in a window (a UTC day by default). The rules are here; a
+store keeps the counters and applies them atomically.
+
+A charge may carry a key (a request id): the same key is counted once per identity and window, however many times
+it is admitted (a redelivery, two deliveries racing, a delivery after one that died between charging and storing).
+A key already counted on an identity's counter is neither checked nor counted again there."""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ from pydantic import BaseModel
 from askflow.domain.errors import OverBudget
 
 TOTAL = "all"  # the identity whose counter every question adds to
+KINDS = ("questions", "lookups")  # what a charge counts (dollars are spent, never charged)
 
 
 class Spent(BaseModel):
     """One identity's counters in one window."""
 
     questions: int = 0
+    lookups: int = 0
     usd: float = 0.0
 
 
@@ -28,11 +35,12 @@ class BudgetLimits(BaseModel):
     usd_per_asker: float | None = None
     questions_total: int | None = None
     usd_total: float | None = None
+    lookups_per_asker: int | None = None
 
     @property
     def enforced(self) -> bool:
         return any(limit is not None for limit in (self.questions_per_asker, self.usd_per_asker,
-                                                   self.questions_total, self.usd_total))
+                                                   self.questions_total, self.usd_total, self.lookups_per_asker))
 
     def window(self, at: dt.datetime) -> tuple[int, int]:
         """(start, end) of the window ``at`` falls in, in seconds since the epoch."""
@@ -40,31 +48,33 @@ class BudgetLimits(BaseModel):
         return start, start + self.window_s
 
     def limit(self, identity: str, kind: str) -> int | float | None:
-        """The limit of ``kind`` ("questions" or "usd") for ``identity`` (``TOTAL`` or an asker's)."""
+        """The limit of ``kind`` ("questions", "lookups" or "usd") for ``identity`` (``TOTAL`` or an asker's);
+        lookups have no overall limit."""
         if identity == TOTAL:
-            return self.questions_total if kind == "questions" else self.usd_total
-        return self.questions_per_asker if kind == "questions" else self.usd_per_asker
+            return {"questions": self.questions_total, "usd": self.usd_total}.get(kind)
+        return {"questions": self.questions_per_asker, "lookups": self.lookups_per_asker,
+                "usd": self.usd_per_asker}[kind]
 
     def over(self, identity: str, kind: str, *, at: dt.datetime) -> OverBudget:
         """The refusal for ``identity``'s ``kind`` limit: which limit, and when its window ends."""
         retry_after = max(1, self.window(at)[1] - int(at.timestamp()))
         total = identity == TOTAL
         limit = self.limit(identity, kind)
-        amount = f"{limit} questions" if kind == "questions" else f"${limit:g} of model calls"
+        amount = f"${limit:g} of model calls" if kind == "usd" else f"{limit} {kind}"
         return OverBudget(f"{'everyone' if total else 'this asker'}'s limit of {amount} per {_span(self.window_s)} "
                           f"is reached; ask again in {_span(retry_after)}",
                           limit=f"{kind}_{'total' if total else 'per_asker'}", retry_after_s=retry_after)
 
-    def check(self, spent: dict[str, Spent], *, at: dt.datetime) -> None:
-        """Raise ``OverBudget`` if one more question would go past a limit: ``spent`` holds each asker identity's
-        counters and ``TOTAL``'s. Dollars are checked as spent so far (an answer's cost is known once it is
-        answered)."""
+    def check(self, spent: dict[str, Spent], *, at: dt.datetime, kind: str = "questions") -> None:
+        """Raise ``OverBudget`` if one more of ``kind`` (a question or a lookup) would go past a limit: ``spent``
+        holds the counters of each identity to check (the askers' and ``TOTAL``'s). Dollars are checked as spent so
+        far (an answer's cost is known once it is answered)."""
         for identity, counters in spent.items():
-            questions, usd = self.limit(identity, "questions"), self.limit(identity, "usd")
-            if questions is not None and counters.questions >= questions:
-                raise self.over(identity, "questions", at=at)
+            usd, count = self.limit(identity, "usd"), self.limit(identity, kind)
             if usd is not None and counters.usd >= usd:
                 raise self.over(identity, "usd", at=at)
+            if count is not None and getattr(counters, kind) >= count:
+                raise self.over(identity, kind, at=at)
 
 
 def counter_id(identity: str, window_start: int) -> str:

@@ -4,7 +4,8 @@ Built with the official ``mcp`` SDK, stateless and with JSON responses, so any i
 Function scales to zero and back). Tools: ``search`` (the production hybrid retrieval, results in the shape OpenAI's
 deep-research connectors expect), ``fetch`` (a whole document) and ``ask`` (a cited answer through the same request
 path as the web page: queued, answered by the worker). With ``ASKFLOW_API_KEY`` set, every call needs the key, as
-``X-API-Key`` or ``Authorization: Bearer``; otherwise 401.
+``X-API-Key`` or ``Authorization: Bearer``; otherwise 401. The server is one asker of the budgets: ``search`` and
+``fetch`` count as lookups (``ASKFLOW_BUDGET_LOOKUPS_PER_ASKER``), ``ask`` as a question.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ def build_server(components):
         passage that matched."""
         retriever, _ = components.docs_for_agents()
         return await run(lookup.search_documents, query, retriever=retriever,
-                         limit=components.settings.mcp_search_results)
+                         limit=components.settings.mcp_search_results, budgets=components.budgets,
+                         prices=components.prices)
 
     @server.tool(annotations=read_only)
     async def fetch(id: str) -> lookup.WholeDocument:  # noqa: A002 - the name deep-research connectors call it by
         """Read one whole document by the id search gave, with its URL."""
         _, store = components.docs_for_agents()
-        return await run(lookup.read_document, id[:2000], store=store)
+        return await run(lookup.read_document, id[:2000], store=store, budgets=components.budgets)
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False, openWorldHint=False))
     async def ask(question: str) -> lookup.CitedAnswer:

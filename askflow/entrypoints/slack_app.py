@@ -2,7 +2,8 @@
 
 Bolt verifies the signature and timestamp (401 when bad or stale) and answers ``url_verification``. A mention or a
 direct message becomes a request queued for the answer worker, never answered inside the webhook call. The request
-id derives from Slack's event id, so Slack's retries (``X-Slack-Retry-Num``) and duplicates map to the one request.
+id derives from Slack's event id, so Slack's retries (``X-Slack-Retry-Num``) and duplicates map to the one request,
+charged once against the asker's budgets and never refused.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def build_app(components):
     def rate(positive: bool):
         def handler(ack, body, action):
             ack()
-            user = re.sub(r"[^A-Za-z0-9_-]", "_", str((body.get("user") or {}).get("id", "")))[:64]
+            user = _clicker(body)
             if not is_storable_id(action.get("value")) or not user:
                 log.info("Slack rating ignored: no request id or no user in the click")
                 return
@@ -95,24 +96,33 @@ def build_app(components):
         return handler
 
     @app.action(FRESH)
-    def fresh(ack, action):
-        """The question of an answer served from the cache, asked again in its thread and answered anew; a second
-        click maps to the same request."""
+    def fresh(ack, body, action):
+        """The question of an answer served from the cache, asked again in its thread and answered anew, counted
+        against the budgets of whoever clicked; a second click maps to the same request."""
         ack()
         served = components.requests.get(action["value"]) if is_storable_id(action.get("value")) else None
         if served is None or served.slack is None:
             return
+        thread = served.slack.model_copy(update={"user": _clicker(body) or None})
         try:
             handlers.submit_question(
                 AskQuestion(question=served.question, thread_id=served.thread_id, fresh=True),
                 requests=components.requests, events=components.events, settings=settings,
-                request_id=f"{served.request_id}-fresh", slack=served.slack)
+                request_id=f"{served.request_id}-fresh", slack=thread, budgets=components.budgets)
         except Duplicate:
             log.info("fresh answer to %s already queued", served.request_id)
+        except OverBudget as error:
+            log.info("Slack fresh answer for %s refused: %s", thread.user, error.limit)
+            replies.notice(thread.channel, thread.thread_ts, f"Sorry, I can't take more questions now: {error}.")
 
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))
     return app
+
+
+def _clicker(body: dict) -> str:
+    """The Slack user id of whoever clicked a button, made safe to store; empty when the click names none."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str((body.get("user") or {}).get("id", "")))[:64]
 
 
 class SlackMessage(BaseModel):

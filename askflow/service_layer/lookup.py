@@ -1,5 +1,6 @@
 """Looking things up for agents (the MCP server's tools): search the docs, read a whole document, ask and wait for
-the cited answer. The same retrieval and the same request path as the web page and Slack."""
+the cited answer. The same retrieval and the same request path as the web page and Slack. With budgets, each search
+and read counts as a lookup of the MCP server (one asker, ``MCP``), each question as its question."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import time
 from pydantic import BaseModel
 
 from askflow.config import Settings
+from askflow.domain.clock import utcnow
+from askflow.domain.cost import PriceTable
 from askflow.domain.errors import InvalidInput, NotFound
-from askflow.domain.model import Chunk, Request, Source
+from askflow.domain.model import Chunk, Request, Source, Usage
 from askflow.ports import Budgets, EventBus, RequestStore, VectorStore
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion
 
 MAX_QUERY_CHARS = 1000
+MCP = "mcp"  # the MCP server's budget identity
 
 
 class Hit(BaseModel):
@@ -50,21 +54,33 @@ class CitedAnswer(BaseModel):
     error: str | None = None
 
 
-def search_documents(query: str, *, retriever: Retriever, limit: int) -> Hits:
-    """The production hybrid retrieval (with what users taught), one hit per document, best first."""
+def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: Budgets | None = None,
+                     prices: PriceTable | None = None) -> Hits:
+    """The production hybrid retrieval (with what users taught), one hit per document, best first. With
+    ``budgets``, a lookup (``OverBudget`` past a limit) whose query embedding's cost is spent (tokens estimated at
+    four characters each, as the answer worker does)."""
     query = query.strip()
     if not query:
         raise InvalidInput("query: must not be blank")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidInput(f"query: at most {MAX_QUERY_CHARS} characters")
+    now = utcnow()
+    if budgets is not None:
+        budgets.admit([MCP], at=now, kind="lookups")
     found = retriever.search(query)
+    if budgets is not None and prices is not None:
+        embedding = Usage(model=retriever.embedding_model, prompt_tokens=max(1, len(query) // 4))
+        budgets.spend([MCP], prices.cost([embedding]), at=now)
     documents = retriever.distinct(found.chunks, question_vector=found.vector)
     return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
                              text=d.chunks[0].chunk.content) for d in documents[:limit]])
 
 
-def read_document(doc_id: str, *, store: VectorStore) -> WholeDocument:
-    """A document's stored chunks in order, as one text (overlapping chunks repeat their overlap)."""
+def read_document(doc_id: str, *, store: VectorStore, budgets: Budgets | None = None) -> WholeDocument:
+    """A document's stored chunks in order, as one text (overlapping chunks repeat their overlap); with
+    ``budgets``, a lookup (``OverBudget`` past a limit)."""
+    if budgets is not None:
+        budgets.admit([MCP], at=utcnow(), kind="lookups")
     chunks = store.document_chunks(doc_id)
     if not chunks:
         raise NotFound(f"no document {doc_id}")
@@ -86,10 +102,10 @@ def _joined(chunks: list[Chunk]) -> str:
 
 def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, settings: Settings,
                  timeout_s: float, budgets: Budgets | None = None, poll_s: float = 0.25) -> CitedAnswer:
-    """Queue the question like any other (counted against the MCP server's budget, ``mcp``), and wait up to
+    """Queue the question like any other (counted against the MCP server's budget, ``MCP``), and wait up to
     ``timeout_s`` for its answer; after that, the request id (``GET /requests/{id}`` follows it)."""
     request, _ = handlers.submit_question(AskQuestion(question=question), requests=requests, events=events,
-                                          settings=settings, budgets=budgets, identities=["mcp"])
+                                          settings=settings, budgets=budgets, identities=[MCP])
     deadline = time.monotonic() + timeout_s
     while True:
         request = handlers.get_request(request.request_id, requests=requests, settings=settings)
