@@ -1,5 +1,12 @@
 """GitLocation: documentation files in a git repository at a branch, tag or commit (pip's
-``git+URL[@REF][#subdirectory=DIR]``), fetched shallowly with GitPython into a cache folder."""
+``git+URL[@REF][#subdirectory=DIR]``), fetched shallowly with GitPython into a cache folder.
+
+A repository's content is not trusted: its root is the checkout's ``#subdirectory`` folder, which must be reached
+inside the checkout without ``..`` or a symbolic link, and below it the files are listed and read as a
+``FolderLocation``'s (committed symbolic links are left out, wherever they point). A URL or ref starting with ``-``
+is refused, and every git command line puts ``--`` before the URL and ref, so neither is ever read as an option
+(``--upload-pack=...`` would run a command).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,12 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document
-from askflow.ingest.sources.files import load_file
+from askflow.ingest.sources.files import is_folder_beneath, load_file
 from askflow.ingest.sources.locations import FolderLocation
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -38,11 +45,16 @@ class GitLocation:
             if key != "subdirectory" or not value:
                 raise InvalidInput(f"{spec}: the only fragment understood is #subdirectory=DIR")
             subdirectory = value.strip("/")
+            if ".." in PurePosixPath(subdirectory).parts:
+                raise InvalidInput(f"#subdirectory={value}: must be a folder inside the repository (no '..')")
         url, ref = rest, "HEAD"
         if "@" in rest.rsplit("/", 1)[-1]:  # the ref follows the repository path; user@host stays in the URL
             url, ref = rest.rsplit("@", 1)
         if not url or not ref:
             raise InvalidInput(f"{spec}: expected git+URL[@REF][#subdirectory=DIR]")
+        for name, value in (("URL", url), ("ref", ref)):
+            if value.startswith("-"):
+                raise InvalidInput(f"git {name} {value!r} starts with '-': refused, git would read it as an option")
         return cls(url, ref, subdirectory, cache_dir)
 
     def pin(self) -> str:
@@ -53,7 +65,7 @@ class GitLocation:
         return FolderLocation(self._root()).list()
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
-        document = load_file(self._root() / relative, relative, source, base_url)
+        document = load_file(self._root(), relative, source=source, base_url=base_url)
         if base_url:
             return document
         return dataclasses.replace(document, url=self._link(relative))  # the repository's, not this worker's copy
@@ -79,10 +91,13 @@ class GitLocation:
         return f"{self.public_url}@{commit}#{path}"
 
     def _root(self) -> Path:
-        root = self._checkout() / self.subdirectory
-        if not root.is_dir():
-            raise InvalidInput(f"{self.public_url}@{self.ref}: no folder {self.subdirectory!r} in the repository")
-        return root
+        """The checkout's ``#subdirectory`` folder, refused unless reached without a symbolic link (a committed
+        ``docs -> /`` or ``docs -> ../..`` is not a folder of the repository)."""
+        checkout = self._checkout()
+        if not is_folder_beneath(checkout, self.subdirectory):
+            raise InvalidInput(f"{self.public_url}@{self.ref}: no folder {self.subdirectory!r} in the repository "
+                               "(symbolic links are not followed)")
+        return checkout / self.subdirectory
 
     def _checkout(self) -> Path:
         """A shallow checkout of the ref, kept per commit under the cache folder: batches that run on the same
@@ -101,8 +116,8 @@ class GitLocation:
         scratch = Path(tempfile.mkdtemp(prefix="fetch-", dir=repo_dir))
         try:
             repo = Repo.init(scratch)
-            repo.git.fetch("--depth", "1", "--no-tags", self.url, self.ref)
-            repo.git.checkout("--quiet", "FETCH_HEAD")
+            repo.git.fetch("--depth", "1", "--no-tags", "--", self.url, self.ref)
+            repo.git.checkout("--quiet", "FETCH_HEAD", "--")
             target = repo_dir / repo.head.commit.hexsha
             if not (target / ".git").is_dir():
                 with contextlib.suppress(OSError):  # another task's checkout got there first: same commit

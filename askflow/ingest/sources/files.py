@@ -2,12 +2,24 @@
 
 Each ``load_*`` returns ``Document``s whose ``doc_id`` is ``"<source>:<relative path>"``; the source prefix is what
 ingestion prunes within, so one source's run never deletes another's documents.
+
+Nothing outside a location's root is read, whatever links or paths say. The root is the folder (or the single file)
+the user named, resolved once: a root that is itself a symbolic link is followed, since the user chose it. Below
+the root, symbolic links are never followed, neither to files nor into folders, even when they point inside the
+root (what they point to there is listed under its own path anyway): ``doc_files`` leaves them out of a listing
+with a warning, and ``read_text_beneath`` opens a file one path component at a time from the root with
+``O_NOFOLLOW``, so a link, or a ``..``, anywhere on the way is refused, even if the tree changes between listing and
+reading. Only regular files are read: a FIFO or a device is refused (a FIFO is opened without blocking).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from askflow.domain.errors import InvalidInput
@@ -16,21 +28,28 @@ from askflow.ingest.sections import markdown_sections, rst_sections
 
 DOC_SUFFIXES = (".md", ".mdx", ".rst", ".html", ".htm")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SKIPPED_LINKS_SHOWN = 5
+
+log = logging.getLogger(__name__)
 
 
 def load_paths(paths: Iterable[Path], *, source: str = "docs", base_url: str | None = None) -> list[Document]:
     """Files and folders (recursively) of documentation. Unknown suffixes in folders are skipped; named files
-    with an unknown suffix, or paths that do not exist, are an error."""
+    with an unknown suffix, or paths that do not exist, are an error. A folder is read as ``doc_files`` lists it
+    (no symbolic link below it is followed); a named file is its own root: if it is a link, the regular file it
+    points to is read, under the name the user gave."""
     documents: list[Document] = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise InvalidInput(f"no such file or folder: {path}")
         if path.is_dir():
-            for file in sorted(_doc_files(path)):
-                documents.append(load_file(file, file.relative_to(path).as_posix(), source, base_url))
+            documents += [load_file(path, relative, source=source, base_url=base_url) for relative in doc_files(path)]
         elif path.suffix.lower() in DOC_SUFFIXES:
-            documents.append(load_file(path, path.name, source, base_url))
+            target = path.resolve()
+            text = read_text_beneath(target.parent, target.name)
+            documents.append(_document(path.name, text, path, source=source, base_url=base_url))
         else:
             raise InvalidInput(f"{path}: not a documentation file ({', '.join(DOC_SUFFIXES)})")
     return documents
@@ -82,19 +101,95 @@ def is_doc_path(relative: str) -> bool:
     return path.suffix.lower() in DOC_SUFFIXES and not any(part.startswith(".") for part in path.parts)
 
 
-def _doc_files(folder: Path) -> Iterator[Path]:
-    for file in folder.rglob("*"):
-        if file.is_file() and is_doc_path(file.relative_to(folder).as_posix()):
-            yield file
+def doc_files(root: Path) -> list[str]:
+    """Relative paths of the documentation files below ``root``, sorted: regular files only, hidden folders not
+    entered, and symbolic links left out (a warning names them), whether they point to a file or a folder, inside
+    the root or out of it."""
+    found: list[str] = []
+    links: list[str] = []
+    pending = [""]
+    while pending:
+        prefix = pending.pop()
+        try:
+            with os.scandir(root / prefix) as entries:
+                for entry in entries:
+                    relative = prefix + entry.name
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_symlink():
+                        if is_doc_path(relative) or entry.is_dir():  # what following it would have read
+                            links.append(relative)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(relative + "/")
+                    elif entry.is_file(follow_symlinks=False) and is_doc_path(relative):
+                        found.append(relative)
+        except OSError as error:
+            raise InvalidInput(f"{root / prefix}: cannot list the folder ({error.strerror})") from None
+    if links:
+        shown = ", ".join(sorted(links)[:_SKIPPED_LINKS_SHOWN]) + (", ..." if len(links) > _SKIPPED_LINKS_SHOWN else "")
+        log.warning("%s: %d symbolic links left out (links are not followed below a location's root): %s",
+                    root, len(links), shown)
+    return sorted(found)
 
 
-def load_file(file: Path, relative: str, source: str, base_url: str | None) -> Document:
+def load_file(root: Path, relative: str, *, source: str, base_url: str | None) -> Document:
+    """The documentation file at ``relative`` below ``root``, read by ``read_text_beneath``."""
+    return _document(relative, read_text_beneath(root, relative), root / relative, source=source, base_url=base_url)
+
+
+def read_text_beneath(root: Path, relative: str) -> str:
+    """The UTF-8 text of the regular file at ``relative`` below ``root``, opened one path component at a time from
+    the root without following symbolic links. An absolute path, a ``..``, a link on the way, or a file that is not
+    a regular one is ``InvalidInput``."""
+    fd = _open_beneath(root, relative, folder=False)
+    with open(fd, encoding="utf-8") as file:  # universal newlines, as Path.read_text
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(f"{root / relative}: not a regular file")
+        try:
+            return file.read()
+        except UnicodeDecodeError as error:
+            raise InvalidInput(f"{root / relative}: not UTF-8 text") from error
+
+
+def is_folder_beneath(root: Path, relative: str) -> bool:
+    """Whether ``relative`` names a folder below ``root`` (or the root itself, when empty) that is reached
+    without a symbolic link or a ``..``."""
     try:
-        raw = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidInput(f"{file}: not UTF-8 text") from error
+        os.close(_open_beneath(root, relative, folder=True))
+    except InvalidInput:
+        return False
+    return True
+
+
+def _open_beneath(root: Path, relative: str, *, folder: bool) -> int:
+    """A file descriptor of ``relative`` below ``root``: each component is opened relative to the folder before it
+    with ``O_NOFOLLOW``, so the path cannot leave the root, whatever changes in the tree meanwhile."""
+    parts = PurePosixPath(relative).parts
+    if parts[:1] == ("/",) or ".." in parts or not (parts or folder):
+        raise InvalidInput(f"{relative!r}: not a path inside {root}")
+    current: int | None = None
+    reached = root
+    try:
+        current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root itself may be a link
+        for index, part in enumerate(parts):
+            reached = reached / part
+            last = index == len(parts) - 1
+            flags = _NO_FOLLOW | (os.O_NONBLOCK if last and not folder else os.O_DIRECTORY)
+            opened = os.open(part, flags, dir_fd=current)
+            os.close(current)
+            current = opened
+    except OSError as error:
+        if current is not None:
+            os.close(current)
+        link = error.errno in (errno.ELOOP, errno.ENOTDIR) and reached.is_symlink()
+        reason = "a symbolic link, not followed below the location's root" if link else error.strerror
+        raise InvalidInput(f"{reached}: not read ({reason})") from None
+    return current
+
+
+def _document(relative: str, text: str, file: Path, *, source: str, base_url: str | None) -> Document:
     url = f"{base_url.rstrip('/')}/{relative}" if base_url else file.resolve().as_uri()
-    return parse_document(relative, raw, source=source, url=url)
+    return parse_document(relative, text, source=source, url=url)
 
 
 def _split_front_matter(raw: str) -> tuple[str, dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document
-from askflow.ingest.sources.files import is_doc_path, load_file, load_paths
+from askflow.ingest.sources.files import doc_files, load_file, load_paths
 from askflow.ports import DocsLocation
 
 REMOTE_SCHEMES = ("gs://", "git+", "https://", "http://")
@@ -30,6 +30,10 @@ REMOTE_SCHEMES = ("gs://", "git+", "https://", "http://")
 
 @dataclass
 class FolderLocation:
+    """The documentation files below ``root`` and nothing else: no symbolic link below the root is listed or read,
+    and a relative path that leaves the root (``..``, an absolute path) is refused (``askflow.ingest.sources.files``).
+    """
+
     root: Path
 
     def pin(self) -> str:
@@ -42,11 +46,10 @@ class FolderLocation:
     def list(self) -> list[str]:
         if not self.root.is_dir():
             raise InvalidInput(f"no such folder: {self.root}")
-        relative_paths = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(relative for relative in relative_paths if is_doc_path(relative))
+        return doc_files(self.root)
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
-        return load_file(self.root / relative, relative, source, base_url)
+        return load_file(self.root, relative, source=source, base_url=base_url)
 
 
 def load_locations(specs: list[str], *, open_location: Callable[[str], DocsLocation], source: str,
