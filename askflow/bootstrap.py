@@ -130,7 +130,9 @@ class Components:
             return WebsiteLocation.parse(
                 spec, cache_dir=cache_dir or s.data_dir / "web", user_agent=s.web_user_agent,
                 rate_limit_s=s.web_rate_limit_s, timeout_s=s.web_timeout_s, max_page_bytes=s.web_max_page_bytes,
-                max_pages=s.web_max_pages, main_selector=s.web_main_selector)
+                max_pages=s.web_max_pages, main_selector=s.web_main_selector,
+                max_sitemap_bytes=s.web_max_sitemap_bytes, allowed_hosts=tuple(s.web_allowed_hosts),
+                allowed_networks=tuple(s.web_allowed_networks), ignored_query_params=tuple(s.web_ignored_query_params))
         from askflow.ingest.sources.locations import FolderLocation
 
         return FolderLocation(Path(spec))
@@ -453,6 +455,15 @@ class Components:
         from askflow.adapters.slack_replies import SlackReplies
 
         return SlackReplies(client=self.slack_client)
+
+    @cached_property
+    def slack_audiences(self):
+        """Who may read what in the workspace (``None`` without a bot token)."""
+        if self.slack_client is None:
+            return None
+        from askflow.adapters.slack_audiences import SlackAudiences
+
+        return SlackAudiences(client=self.slack_client, workspace_audience=self.settings.slack_workspace_audience)
 
 
 def bootstrap(settings: Settings | None = None) -> Components:

@@ -52,8 +52,23 @@ class VectorStore(abc.ABC):
         """``doc_id -> sha`` for those of ``doc_ids`` that are stored (an indexed lookup, not a scan)."""
 
     @abc.abstractmethod
-    def document_chunks(self, doc_id: str) -> list[Chunk]:
-        """Every stored chunk of one document, in document order (empty when it is not stored)."""
+    def document_chunks(self, doc_id: str, *, audiences: Sequence[str] | None) -> list[Chunk]:
+        """Every stored chunk of one document, in document order (empty when it is not stored, or when
+        ``audiences`` may not read it)."""
+
+    @abc.abstractmethod
+    def relabel(self, doc_ids: Sequence[str], audiences: Sequence[str]) -> int:
+        """Set who may read these documents' chunks (no embedding, no other change); returns how many chunks
+        changed."""
+
+    @abc.abstractmethod
+    def audiences_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]:
+        """``doc_id -> audiences`` (``None``: unlabelled) for those of ``doc_ids`` that are stored (an indexed
+        lookup)."""
+
+    @abc.abstractmethod
+    def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
+        """``doc_id -> audiences`` (``None``: unlabelled) of the stored documents whose id starts with ``prefix``."""
 
     @abc.abstractmethod
     def document_metadata(self, prefix: str) -> dict[str, dict[str, Any]]:
@@ -61,13 +76,18 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def hybrid_search(
-        self, text: str, vector: Sequence[float], *, limit: int, alpha: float
+        self, text: str, vector: Sequence[float], *, limit: int, alpha: float, audiences: Sequence[str] | None
     ) -> list[ScoredChunk]:
-        """Keyword and vector search fused; ``alpha`` = 1 is pure vector, 0 pure keyword."""
+        """Keyword and vector search fused; ``alpha`` = 1 is pure vector, 0 pure keyword.
+
+        ``audiences``: only chunks naming one of them are found, filtered inside each query (so limits, ranking and
+        fusion never see another), and a selective filter still fills ``limit`` when enough chunks match;
+        ``None``: no filter (an admin's search). Every caller says which."""
 
     @abc.abstractmethod
-    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
-        """Keyword search alone (BM25 or the like), best first; a query with no known word finds nothing."""
+    def keyword_search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
+        """Keyword search alone (BM25 or the like), best first; a query with no known word finds nothing;
+        ``audiences`` as in ``hybrid_search``."""
 
     @abc.abstractmethod
     def count(self) -> int:
@@ -167,6 +187,11 @@ class RequestStore(abc.ABC):
     def finish(self, request: Request) -> bool:
         """Atomically write the request's outcome (``Request.OUTCOME_FIELDS``) when the stored request accepts it
         (``Request.accepts_outcome``: not terminal, the writer's attempt); returns whether it wrote."""
+
+    @abc.abstractmethod
+    def claim_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        """Take the delivery of a terminal request (what follows its final write) for this worker: ``True`` when it
+        is not delivered and no other worker took it less than ``lease_s`` ago (``Request.delivery_claimable``)."""
 
     @abc.abstractmethod
     def delivered(self, request_id: str, *, at: dt.datetime) -> None:

@@ -86,10 +86,10 @@ def keyword_budget(store, unbounded, texts: list[str]) -> dict:
     bounded_ms, exact_ms, overlap = [], [], 0
     for text in texts:
         started = time.perf_counter()
-        kept = {sc.chunk.chunk_id for sc in store.keyword_search(text, limit=10)}
+        kept = {sc.chunk.chunk_id for sc in store.keyword_search(text, limit=10, audiences=None)}
         bounded_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
-        exact = {sc.chunk.chunk_id for sc in unbounded.keyword_search(text, limit=10)}
+        exact = {sc.chunk.chunk_id for sc in unbounded.keyword_search(text, limit=10, audiences=None)}
         exact_ms.append((time.perf_counter() - started) * 1000)
         overlap += len(kept & exact)
     unbounded.close()
@@ -144,7 +144,7 @@ def main(sizes: list[int]) -> dict:
         latencies = []
         for q, text in zip(queries, query_texts, strict=True):
             started = time.perf_counter()
-            store.hybrid_search(text, q, limit=40, alpha=0.5)
+            store.hybrid_search(text, q, limit=40, alpha=0.5, audiences=None)
             latencies.append((time.perf_counter() - started) * 1000)
         keyword = keyword_budget(store, PgVectorStore(url=url, collection=table, keyword_rows=n),
                                  query_texts[:KEYWORD_QUERIES])

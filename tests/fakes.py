@@ -3,6 +3,7 @@ in-memory adapters); the integration suite runs the real adapters on the emulato
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
@@ -57,21 +58,41 @@ class FakeVectorStore(VectorStore):
     def fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
         return {c.doc_id: c.sha for c, _ in self.stored.values() if c.doc_id in set(doc_ids)}
 
-    def document_chunks(self, doc_id: str) -> list[Chunk]:
-        return sorted((c for c, _ in self.stored.values() if c.doc_id == doc_id), key=lambda c: c.index)
+    def document_chunks(self, doc_id: str, *, audiences) -> list[Chunk]:
+        return sorted((c for c, _ in self.stored.values() if c.doc_id == doc_id and _admits(audiences, c)),
+                      key=lambda c: c.index)
+
+    def relabel(self, doc_ids, audiences) -> int:
+        labels, changed = tuple(sorted(set(audiences))), 0
+        for cid, (chunk, vector) in list(self.stored.items()):
+            if chunk.doc_id in set(doc_ids) and chunk.audiences != labels:
+                self.stored[cid] = (dataclasses.replace(chunk, audiences=labels), vector)
+                changed += 1
+        return changed
+
+    def audiences_of(self, doc_ids) -> dict:
+        return {c.doc_id: list(c.audiences) if c.audiences is not None else None
+                for c, _ in self.stored.values() if c.doc_id in set(doc_ids)}
+
+    def document_audiences(self, prefix: str) -> dict:
+        return {c.doc_id: list(c.audiences) if c.audiences is not None else None
+                for c, _ in self.stored.values() if c.doc_id.startswith(prefix)}
 
     def document_metadata(self, prefix: str) -> dict[str, dict]:
         return {c.doc_id: c.metadata for c, _ in sorted(self.stored.values(), key=lambda cv: -cv[0].index)
                 if c.doc_id.startswith(prefix)}
 
-    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+    def keyword_search(self, text: str, *, limit: int, audiences) -> list[ScoredChunk]:
         words = _words(text)
-        scored = [ScoredChunk(c, float(len(words & _words(c.embedding_text)))) for c, _ in self.stored.values()]
+        scored = [ScoredChunk(c, float(len(words & _words(c.embedding_text)))) for c, _ in self.stored.values()
+                  if _admits(audiences, c)]
         return sorted((s for s in scored if s.score > 0), key=lambda s: -s.score)[:limit]
 
-    def hybrid_search(self, text: str, vector: Sequence[float], *, limit: int, alpha: float) -> list[ScoredChunk]:
-        dense = sorted(self.stored.values(), key=lambda cv: -sum(a * b for a, b in zip(cv[1], vector, strict=True)))
-        sparse = self.keyword_search(text, limit=limit)
+    def hybrid_search(self, text: str, vector: Sequence[float], *, limit: int, alpha: float,
+                      audiences) -> list[ScoredChunk]:
+        dense = sorted((cv for cv in self.stored.values() if _admits(audiences, cv[0])),
+                       key=lambda cv: -sum(a * b for a, b in zip(cv[1], vector, strict=True)))
+        sparse = self.keyword_search(text, limit=limit, audiences=audiences)
         by_id = {c.chunk_id: c for c, _ in dense}
         fused = weighted_rrf([[c.chunk_id for c, _ in dense[:limit]], [s.chunk.chunk_id for s in sparse]],
                              weights=[alpha, 1 - alpha])
@@ -109,6 +130,11 @@ class HashEmbeddings(Embeddings):
             norm = sum(v * v for v in vector) ** 0.5 or 1.0
             vectors.append([v / norm for v in vector])
         return vectors
+
+
+def _admits(audiences, chunk: Chunk) -> bool:
+    """The real stores' rule: no filter, or a chunk naming one of ``audiences`` (an unlabelled one never)."""
+    return audiences is None or (chunk.audiences is not None and bool(set(audiences) & set(chunk.audiences)))
 
 
 def _words(text: str) -> set[str]:

@@ -55,7 +55,8 @@ def _redelivered(spec: dict, *, timeout_s: float = 15) -> str:
             time.sleep(0.2)
 
 
-WORKER_POINTS = ["worker.after_claim", "worker.after_partial", "worker.after_answer", "worker.after_finish"]
+WORKER_POINTS = ["worker.after_claim", "worker.after_partial", "worker.after_answer", "worker.after_finish",
+                 "worker.after_post"]
 
 
 @pytest.mark.parametrize("point", WORKER_POINTS)
@@ -71,15 +72,16 @@ def test_a_worker_killed_anywhere_ends_with_one_answer_one_reply_and_its_cost_co
 
     _killed("answer", spec, point)
     outcome = _redelivered(spec)
-    assert outcome == ("delivered" if point == "worker.after_finish" else "complete")
+    assert outcome == ("delivered" if point in ("worker.after_finish", "worker.after_post") else "complete")
     assert _redelivered(spec) == "skipped"  # and a further redelivery changes nothing
 
     stored = FirestoreRequestStore(client=client, collection=collection).get(request_id)
     assert stored.status is RequestStatus.COMPLETE and stored.answer == EXPECTED_ANSWER
     assert stored.partial_answer is None and stored.delivered_at is not None
-    assert stored.attempts == (1 if point in ("worker.after_finish",) else 2)
+    assert stored.attempts == (1 if point in ("worker.after_finish", "worker.after_post") else 2)
     slack = client.collection(f"{collection}_slack").document(request_id).get().to_dict()
-    assert slack == {"started": 1, "posted": 1}  # one reply, edited by the retry, one final answer
+    assert slack["started"] == 1 and slack["messages"] == ["9.9"]  # one reply, edited into the one final answer
+    assert slack["posted"] == (2 if point == "worker.after_post" else 1)  # the same edit again, after a death
     start = crash_driver.Settings().budget_limits.window(stored.created_at)[0]
     spent = client.collection(f"{collection}_budgets").document(counter_id("slack:U1", start)).get().to_dict()
     assert spent["usd"] == pytest.approx(COST_USD)  # counted once
@@ -122,7 +124,7 @@ def test_a_grading_run_killed_anywhere_indexes_and_learns_every_good_answer_once
     stored_answers = store.document_fingerprints("answers:")
     assert set(stored_answers) == {f"answers:{r}" for r in ids}  # every good answer indexed ...
     for request_id in ids:
-        chunks = store.document_chunks(f"answers:{request_id}")
+        chunks = store.document_chunks(f"answers:{request_id}", audiences=None)
         assert len({c.chunk_id for c in chunks}) == len(chunks) == len({c.index for c in chunks})  # ... once
     with psycopg.connect(pg_url) as conn:
         learned = dict(conn.execute(f'SELECT request_id, count(*) FROM "{table}_learned" GROUP BY request_id'))
@@ -158,9 +160,9 @@ def test_an_ingestion_killed_anywhere_leaves_every_live_document_whole_and_no_de
     clean = PgVectorStore(url=pg_url, collection=reference["table"])
     assert set(crashed.document_fingerprints("docs:")) == {"docs:a.md", "docs:b.md", "docs:d.md"}
     for doc_id in ("docs:a.md", "docs:b.md", "docs:d.md"):
-        assert [c.chunk_id for c in crashed.document_chunks(doc_id)] == \
-            [c.chunk_id for c in clean.document_chunks(doc_id)]
+        assert [c.chunk_id for c in crashed.document_chunks(doc_id, audiences=None)] == \
+            [c.chunk_id for c in clean.document_chunks(doc_id, audiences=None)]
     assert crashed.count() == clean.count()
-    assert all("first version" not in c.content for c in crashed.document_chunks("docs:a.md"))
+    assert all("first version" not in c.content for c in crashed.document_chunks("docs:a.md", audiences=None))
     crashed.close()
     clean.close()

@@ -32,7 +32,7 @@ class CannedAnswerer:
         self.error = error
         self.questions: list[tuple[str, list]] = []
 
-    def answer(self, question, history=(), *, fresh=False, on_partial=None):
+    def answer(self, question, history=(), *, fresh=False, on_partial=None, viewer=None):
         self.questions.append((question, list(history)))
         if self.error is not None:
             raise self.error
@@ -144,7 +144,7 @@ def test_a_worker_beats_while_it_answers_and_a_redelivery_waits_for_a_live_lease
     started, release = threading.Event(), threading.Event()
 
     class SlowAnswerer(CannedAnswerer):
-        def answer(self, question, history=(), *, fresh=False, on_partial=None):
+        def answer(self, question, history=(), *, fresh=False, on_partial=None, viewer=None):
             started.set()
             release.wait(5)
             return super().answer(question, history, fresh=fresh)
@@ -339,3 +339,77 @@ def test_a_grading_run_retried_after_the_store_failed_still_writes_back_and_lear
     assert set(signals.records) == {"good-1"}
     assert requests.get("good-1").graded_revision == requests.get("good-1").revision()
     assert grade().skipped == 1  # and once saved, never again
+
+
+class PostingSlack:
+    """A Slack side whose reply could not be started (no message to edit), posting each final answer anew; its
+    ``during_post`` runs inside the first post, as a redelivery arriving then would."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+        self.during_post = None
+
+    def thread_history(self, channel, thread_ts, *, before_ts):
+        return []
+
+    def start_reply(self, request):
+        return None
+
+    def edit_reply(self, request, text):
+        pass
+
+    def post_answer(self, request):
+        self.posts.append(request.status.value)
+        if self.during_post is not None:
+            during, self.during_post = self.during_post, None
+            during()
+
+
+def _slack_request(requests, *, age_s: float = 0):
+    from askflow.domain.model import SlackThread
+
+    created = utcnow() - dt.timedelta(seconds=age_s)
+    request = Request(request_id=f"slack-{uuid.uuid4().hex}", question="How do pools work?", created_at=created,
+                      updated_at=created, slack=SlackThread(channel="C1", ts="1.1", thread_ts="1.1", user="U1"))
+    requests.create(request)
+    return request
+
+
+def test_a_redelivery_while_the_answer_is_delivered_posts_nothing_more():
+    from askflow.domain.errors import LeaseHeld
+
+    requests, slack = InMemoryRequestStore(), PostingSlack()
+    request = _slack_request(requests)
+    message = QuestionQueued(request_id=request.request_id)
+    seen = []
+
+    def redelivered():
+        with pytest.raises(LeaseHeld):  # the delivery is another worker's: back to the queue, not a second post
+            handlers.answer_request(message, requests=requests, answerer=CannedAnswerer(), settings=SETTINGS,
+                                    slack=slack)
+        seen.append("refused")
+
+    slack.during_post = redelivered
+    assert handlers.answer_request(message, requests=requests, answerer=CannedAnswerer(), settings=SETTINGS,
+                                   slack=slack) == "complete"
+    assert slack.posts == ["complete"] and seen == ["refused"]
+    assert handlers.answer_request(message, requests=requests, answerer=CannedAnswerer(), settings=SETTINGS,
+                                   slack=slack) == "skipped"
+    assert slack.posts == ["complete"]
+
+
+def test_a_slack_question_timed_out_under_its_worker_still_gets_its_reply():
+    requests, slack, events = InMemoryRequestStore(), PostingSlack(), FakeEventBus()
+    settings = SETTINGS.model_copy(update={"request_deadline_s": 30, "requeue_after_s": 0})
+    request = _slack_request(requests, age_s=120)
+
+    class SweptMeanwhile(CannedAnswerer):
+        def answer(self, question, history=(), *, fresh=False, on_partial=None, viewer=None):
+            handlers.requeue_unfinished(requests=requests, events=events, settings=settings)
+            return super().answer(question, history, fresh=fresh)
+
+    assert handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
+                                   answerer=SweptMeanwhile(), settings=settings, slack=slack) == "skipped"
+    stored = requests.get(request.request_id)
+    assert stored.error == "timed out" and stored.delivered_at is not None
+    assert slack.posts == ["failed"]  # the thread is told, once

@@ -92,7 +92,7 @@ def test_incremental_indexing_skips_updates_prunes_and_follows_the_strategy(
     (corpus / "scheduling.md").write_text((corpus / "scheduling.md").read_text() + "\n\nBackfill re-runs intervals.\n")
     third = run()
     assert third.documents_written == 1 and third.documents_skipped == 2
-    hits = store.keyword_search("backfill", limit=5)
+    hits = store.keyword_search("backfill", limit=5, audiences=None)
     assert hits and hits[0].chunk.doc_id == "docs:scheduling.md"
 
     (corpus / "xcoms.rst").unlink()

@@ -51,11 +51,11 @@ def test_upsert_is_idempotent_by_deterministic_ids(store):
 def test_hybrid_search_by_keywords_and_by_vector(store):
     store.upsert(CHUNKS, VECTORS)
     store.finalize_writes()
-    by_keyword = store.hybrid_search("pools concurrency", [0.5, 0.5, 0.5, 0.5], limit=2, alpha=0.0)
+    by_keyword = store.hybrid_search("pools concurrency", [0.5, 0.5, 0.5, 0.5], limit=2, alpha=0.0, audiences=None)
     assert by_keyword[0].chunk.doc_id == "slack:c"
-    by_vector = store.hybrid_search("unrelated words", [0, 1, 0, 0], limit=2, alpha=1.0)
+    by_vector = store.hybrid_search("unrelated words", [0, 1, 0, 0], limit=2, alpha=1.0, audiences=None)
     assert by_vector[0].chunk.doc_id == "docs:b.md"
-    fused = store.hybrid_search("deferrable worker slot", [1, 0, 0, 0], limit=4, alpha=0.5)
+    fused = store.hybrid_search("deferrable worker slot", [1, 0, 0, 0], limit=4, alpha=0.5, audiences=None)
     assert {fused[0].chunk.chunk_id, fused[1].chunk.chunk_id} == {CHUNKS[0].chunk_id, CHUNKS[1].chunk_id}
     assert fused[0].score >= fused[-1].score
     hit = fused[0].chunk
@@ -65,10 +65,10 @@ def test_hybrid_search_by_keywords_and_by_vector(store):
 def test_keyword_search_alone(store):
     store.upsert(CHUNKS, VECTORS)
     store.finalize_writes()
-    found = store.keyword_search("how do pools limit concurrency", limit=3)
+    found = store.keyword_search("how do pools limit concurrency", limit=3, audiences=None)
     assert found[0].chunk.doc_id == "slack:c"
     assert all(sc.chunk.chunk_id != CHUNKS[2].chunk_id for sc in found)  # shares no word with the query
-    assert store.keyword_search("zeppelin", limit=3) == []
+    assert store.keyword_search("zeppelin", limit=3, audiences=None) == []
 
 
 def test_fingerprints_by_source_prefix_and_delete_by_document(store):
@@ -95,8 +95,8 @@ def test_every_chunk_can_be_read_back_page_by_page(store):
 
 def test_a_document_is_read_back_whole_in_its_order(store):
     store.upsert(list(reversed(CHUNKS)), list(reversed(VECTORS)))
-    assert store.document_chunks("docs:a.md") == [CHUNKS[0], CHUNKS[1]]
-    assert store.document_chunks("docs:missing.md") == []
+    assert store.document_chunks("docs:a.md", audiences=None) == [CHUNKS[0], CHUNKS[1]]
+    assert store.document_chunks("docs:missing.md", audiences=None) == []
 
 
 def test_fingerprints_by_document_id(store):
@@ -118,11 +118,11 @@ def test_pgvector_keyword_search_selects_rows_by_the_rarest_words_within_its_bud
     unbounded.upsert(chunks, vectors)
     unbounded.finalize_writes()
     query = "why is my DAG task killed with SIGSEGV"
-    everything = unbounded.keyword_search(query, limit=10)
+    everything = unbounded.keyword_search(query, limit=10, audiences=None)
     assert len(everything) == len(chunks)  # "task" and "dag" alone match every row
 
     bounded = PgVectorStore(url=pg_url, collection=collection_name, keyword_rows=3)
-    selected = bounded.keyword_search(query, limit=10)
+    selected = bounded.keyword_search(query, limit=10, audiences=None)
     # "sigsegv" (2 rows) and "kill" (1 row) fit the budget of 3 rows; "task" and "dag" only add to the score
     assert [sc.chunk.doc_id for sc in selected] == ["docs:rare.md", "docs:rarer.md"]
     assert [sc.chunk.doc_id for sc in everything[:2]] == ["docs:rare.md", "docs:rarer.md"]

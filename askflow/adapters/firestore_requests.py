@@ -122,19 +122,20 @@ class FirestoreRequestStore(RequestStore):
         """One conditional write when nothing else touched the request since this process's last fenced write under
         its claim (the usual case); otherwise a transaction that checks ``Request.accepts_outcome``."""
         fields = to_document(request, Request.OUTCOME_FIELDS) | {"updated_at": utcnow()}
-        written = self._fenced_update(request, fields, holds=lambda stored: stored.accepts_outcome(request))
-        with self._claims_lock:
-            self._claims.pop(request.request_id, None)
-        return written
+        return self._fenced_update(request, fields, holds=lambda stored: stored.accepts_outcome(request), release=True)
 
-    def _fenced_update(self, request: Request, fields: dict[str, Any], *, holds) -> bool:
-        """Update the request with ``fields`` if the stored one ``holds``; returns whether it wrote."""
+    def _fenced_update(self, request: Request, fields: dict[str, Any], *, holds, release: bool = False) -> bool:
+        """Update the request with ``fields`` if the stored one ``holds``; returns whether it wrote. ``release``: the
+        claim's last write (the outcome): its token is taken out first, so no later write of this process can use
+        it."""
         from google.api_core.exceptions import Aborted, FailedPrecondition
         from google.cloud import firestore
 
         ref = self._ref(request.request_id)
         with self._claims_lock:
             attempt, update_time = self._claims.get(request.request_id, (None, None))
+            if release and attempt == request.attempts:
+                del self._claims[request.request_id]
         if attempt == request.attempts and update_time is not None:
             try:
                 written = ref.update(fields, option=self._client.write_option(last_update_time=update_time))
@@ -180,6 +181,22 @@ class FirestoreRequestStore(RequestStore):
             return True
 
         return progress_in(self._client.transaction())
+
+    def claim_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        """A transaction: read, check ``Request.delivery_claimable``, write ``delivering_at``."""
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def claim_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            stored = from_document(snapshot.to_dict()) if snapshot.exists else None
+            now = utcnow()
+            if stored is None or not stored.delivery_claimable(now, lease_s):
+                return False
+            transaction.update(ref, {"delivering_at": now})
+            return True
+
+        return claim_in(self._client.transaction(), self._ref(request_id))
 
     def delivered(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"delivered_at": at})

@@ -61,6 +61,14 @@ class InMemoryRequestStore(RequestStore):
         return self._update_if(request, outcome | {"updated_at": utcnow()},
                                holds=lambda stored: stored.accepts_outcome(request))
 
+    def claim_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        with self._lock:
+            stored, now = self.requests.get(request_id), utcnow()
+            if stored is None or not stored.delivery_claimable(now, lease_s):
+                return False
+            self.requests[request_id] = stored.model_copy(update={"delivering_at": now})
+            return True
+
     def delivered(self, request_id: str, *, at) -> None:
         with self._lock:
             self.requests[request_id] = self.requests[request_id].model_copy(update={"delivered_at": at})

@@ -19,18 +19,26 @@ from psycopg_pool import ConnectionPool
 
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
 
-COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata"
+COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata, audiences"
 
 
 def chunk_from_row(row: Sequence) -> Chunk:
     """A chunk from a row that starts with ``COLUMNS``."""
-    _id, doc_id, index, content, title, section, url, sha, kind, metadata = row[:10]
+    _id, doc_id, index, content, title, section, url, sha, kind, metadata, audiences = row[:11]
     if isinstance(metadata, str):
         metadata = json.loads(metadata)
     return Chunk(
         doc_id=doc_id, index=index, content=content, title=title, section=section, url=url, sha=sha,
-        kind=SourceKind(kind), metadata=metadata or {},
+        kind=SourceKind(kind), metadata=metadata or {}, audiences=tuple(audiences) if audiences is not None else None,
     )
+
+
+def audience_filter(audiences: Sequence[str] | None, *, column: str = "audiences") -> tuple[sql.Composable, list]:
+    """The ``AND ...`` a query adds to admit only chunks naming one of ``audiences`` (an indexed array overlap; an
+    unlabelled chunk, NULL, never matches), and its parameters; nothing for ``None`` (no filter)."""
+    if audiences is None:
+        return sql.SQL(""), []
+    return sql.SQL(" AND {c} && %s::text[]").format(c=sql.Identifier(column)), [list(audiences)]
 
 
 class PgKeywordIndex:
@@ -91,7 +99,7 @@ class PgKeywordIndex:
             " ON CONFLICT (word) DO UPDATE SET ndoc = s.ndoc + EXCLUDED.ndoc"
         ).format(s=self._stats, sign=sql.Literal(sign), r=sql.Identifier(rows))
 
-    def search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+    def search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
         """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes.
 
         Postgres ranks every row that matches, so the cost grows with how many rows the query's words occur in.
@@ -123,6 +131,7 @@ class PgKeywordIndex:
             }
             if not weighted:
                 return []
+            admits, admits_params = audience_filter(audiences)
             # One sum of per-lexeme ranks per row, not a join of rows with lexemes and a GROUP BY: the same scores,
             # three to four times faster at 100k chunks (bench/scale.py).
             score = sql.SQL(" + ").join(
@@ -131,18 +140,19 @@ class PgKeywordIndex:
             score_params = [value for word, idf in weighted.items() for value in (idf, _quote_lexeme(word))]
             statement = sql.SQL(
                 """WITH scored AS (
-                       SELECT id, {score} AS score FROM {t} WHERE tsv @@ to_tsquery('simple', %s)
+                       SELECT id, {score} AS score FROM {t} WHERE tsv @@ to_tsquery('simple', %s){admits}
                        ORDER BY score DESC LIMIT %s
                    )
                    SELECT {cols}, scored.score FROM scored JOIN {t} c USING (id) ORDER BY scored.score DESC"""
             ).format(
                 score=score,
+                admits=admits,
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")),
             )
             selecting = list(weighted) if total <= self._keyword_rows else self._rarest(weighted, frequencies)
             disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
-            rows = conn.execute(statement, (*score_params, disjunction, limit)).fetchall()
+            rows = conn.execute(statement, (*score_params, disjunction, *admits_params, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
     def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from askflow.adapters.pgvector_keywords import COLUMNS, PgKeywordIndex, chunk_from_row
+from askflow.adapters.pgvector_keywords import COLUMNS, PgKeywordIndex, audience_filter, chunk_from_row
 from askflow.domain.errors import ConfigurationError
 from askflow.domain.model import Chunk, ScoredChunk
 from askflow.ports import VectorStore
@@ -77,6 +77,7 @@ class PgVectorStore(VectorStore):
                     sha text NOT NULL,
                     kind text NOT NULL,
                     metadata jsonb NOT NULL DEFAULT '{{}}',
+                    audiences text[],
                     embedding vector({dim}) NOT NULL,
                     tsv tsvector GENERATED ALWAYS AS (
                         setweight(to_tsvector('english', title || ' ' || section), 'A')
@@ -86,6 +87,12 @@ class PgVectorStore(VectorStore):
             ).format(t=self._table, dim=sql.Literal(dimension)),
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (doc_id)").format(
                 i=sql.Identifier(f"{self._collection}_doc_id"), t=self._table
+            ),
+            # a collection made before audiences: its chunks stay unlabelled (NULL), read by admins only, until their
+            # location is indexed or relabelled again
+            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS audiences text[]").format(t=self._table),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (audiences)").format(
+                i=sql.Identifier(f"{self._collection}_audiences"), t=self._table
             ),
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (tsv)").format(
                 i=sql.Identifier(f"{self._collection}_tsv"), t=self._table
@@ -122,18 +129,19 @@ class PgVectorStore(VectorStore):
         if not chunks:
             return 0
         insert = sql.SQL(
-            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING RETURNING id"
         ).format(t=self._table)
-        update = sql.SQL("UPDATE {t} SET kind = %s, metadata = %s, embedding = %s WHERE id = %s").format(
-            t=self._table)
+        update = sql.SQL(
+            "UPDATE {t} SET kind = %s, metadata = %s, audiences = %s, embedding = %s WHERE id = %s"
+        ).format(t=self._table)
         count_inserted = sql.SQL("WITH inserted AS (SELECT tsv FROM {t} WHERE id = ANY(%s::uuid[])) {adjust}").format(
             t=self._table, adjust=self._keywords.adjustment("inserted", sign=1)
         )
         rows = [
             (
                 c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha,
-                c.kind.value, Jsonb(c.metadata), _vector(v),
+                c.kind.value, Jsonb(c.metadata), list(c.audiences) if c.audiences is not None else None, _vector(v),
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]
@@ -145,7 +153,7 @@ class PgVectorStore(VectorStore):
                     inserted.update(str(row[0]) for row in cur.fetchall())
                     if not cur.nextset():
                         break
-                existing = [(row[8], row[9], row[10], row[0]) for row in rows if row[0] not in inserted]
+                existing = [(row[8], row[9], row[10], row[11], row[0]) for row in rows if row[0] not in inserted]
                 if existing:
                     cur.executemany(update, existing)
             if inserted:
@@ -183,11 +191,38 @@ class PgVectorStore(VectorStore):
         with self._connections().connection() as conn:
             return {doc_id: sha for doc_id, sha in conn.execute(statement, (list(doc_ids),))}
 
-    def document_chunks(self, doc_id: str) -> list[Chunk]:
-        statement = sql.SQL("SELECT " + COLUMNS + " FROM {t} WHERE doc_id = %s ORDER BY chunk_index").format(
-            t=self._table)
+    def document_chunks(self, doc_id: str, *, audiences: Sequence[str] | None) -> list[Chunk]:
+        admits, params = audience_filter(audiences)
+        statement = sql.SQL("SELECT " + COLUMNS + " FROM {t} WHERE doc_id = %s{admits} ORDER BY chunk_index").format(
+            t=self._table, admits=admits)
         with self._connections().connection() as conn:
-            return [chunk_from_row(row) for row in conn.execute(statement, (doc_id,))]
+            return [chunk_from_row(row) for row in conn.execute(statement, (doc_id, *params))]
+
+    def relabel(self, doc_ids: Sequence[str], audiences: Sequence[str]) -> int:
+        if not doc_ids:
+            return 0
+        statement = sql.SQL(
+            "UPDATE {t} SET audiences = %s WHERE doc_id = ANY(%s) AND audiences IS DISTINCT FROM %s").format(
+            t=self._table)
+        labels = sorted(set(audiences))
+        with self._connections().connection() as conn, conn.transaction():
+            return conn.execute(statement, (labels, list(doc_ids), labels)).rowcount
+
+    def audiences_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]:
+        if not doc_ids:
+            return {}
+        statement = sql.SQL(
+            "SELECT DISTINCT ON (doc_id) doc_id, audiences FROM {t} WHERE doc_id = ANY(%s) ORDER BY doc_id, chunk_index"
+        ).format(t=self._table)
+        with self._connections().connection() as conn:
+            return dict(conn.execute(statement, (list(doc_ids),)).fetchall())
+
+    def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
+        statement = sql.SQL(
+            "SELECT DISTINCT ON (doc_id) doc_id, audiences FROM {t} WHERE starts_with(doc_id, %s)"
+            " ORDER BY doc_id, chunk_index").format(t=self._table)
+        with self._connections().connection() as conn:
+            return dict(conn.execute(statement, (prefix,)).fetchall())
 
     def document_metadata(self, prefix: str) -> dict[str, dict]:
         statement = sql.SQL(
@@ -209,10 +244,10 @@ class PgVectorStore(VectorStore):
             return conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=self._table)).fetchone()[0]
 
     def hybrid_search(
-        self, text: str, vector: Sequence[float], *, limit: int, alpha: float
+        self, text: str, vector: Sequence[float], *, limit: int, alpha: float, audiences: Sequence[str] | None
     ) -> list[ScoredChunk]:
-        dense = self.vector_search(vector, limit=limit) if alpha > 0 else []
-        sparse = self.keyword_search(text, limit=limit) if alpha < 1 else []
+        dense = self.vector_search(vector, limit=limit, audiences=audiences) if alpha > 0 else []
+        sparse = self.keyword_search(text, limit=limit, audiences=audiences) if alpha < 1 else []
         by_id = {sc.chunk.chunk_id: sc.chunk for sc in dense + sparse}
         fused = weighted_rrf(
             [[sc.chunk.chunk_id for sc in dense], [sc.chunk.chunk_id for sc in sparse]],
@@ -220,18 +255,27 @@ class PgVectorStore(VectorStore):
         )
         return [ScoredChunk(by_id[cid], score) for cid, score in fused[:limit]]
 
-    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
-        return self._keywords.search(text, limit=limit)
+    def keyword_search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
+        return self._keywords.search(text, limit=limit, audiences=audiences)
 
-    def vector_search(self, vector: Sequence[float], *, limit: int) -> list[ScoredChunk]:
+    def vector_search(self, vector: Sequence[float], *, limit: int,
+                      audiences: Sequence[str] | None = None) -> list[ScoredChunk]:
+        """Nearest chunks by cosine. With ``audiences`` the filter is in the query, and pgvector's iterative index
+        scan (0.8: ``hnsw.iterative_scan``) keeps reading the HNSW graph until ``limit`` rows pass it, so a filter
+        that admits 1% of the chunks still fills the list (up to ``hnsw.max_scan_tuples`` visited)."""
+        admits, params = audience_filter(audiences)
         statement = sql.SQL(
-            "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS score FROM {t} ORDER BY embedding <=> %s LIMIT %s"
-        ).format(t=self._table)
+            "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS score FROM {t} WHERE true{admits}"
+            " ORDER BY embedding <=> %s LIMIT %s"
+        ).format(t=self._table, admits=admits)
         query_vector = _vector(vector)
-        with self._connections().connection() as conn:
-            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(self._ef_search)))
-            rows = conn.execute(statement, (query_vector, query_vector, limit)).fetchall()
+        with self._connections().connection() as conn, conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(self._ef_search)))
+            if audiences is not None:
+                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            rows = conn.execute(statement, (query_vector, *params, query_vector, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
+
 
 def _register_vector(conn: psycopg.Connection) -> None:
     """Each new connection learns the ``vector`` type; the first one to a fresh database creates the extension

@@ -1,8 +1,10 @@
 """WeaviateVectorStore: the production vector store (weaviate-client v4).
 
 A collection with ``content``, ``source`` (doc id), ``url``, ``title``, ``section``, ``sha``, ``kind``, ``chunk_index``
-and ``metadata`` (JSON text), vectors supplied by askflow (no server-side vectorizer), hybrid search with ``alpha``,
-batch upserts keyed by the chunks' deterministic UUIDs.
+and ``metadata`` (JSON text), ``audiences`` (who may read it: a text array every query filters on, inside the query,
+with the HNSW index's ACORN filter strategy so a selective filter still fills the result), vectors supplied by
+askflow (no server-side vectorizer), hybrid search with ``alpha``, batch upserts keyed by the chunks' deterministic
+UUIDs. Objects stored before audiences existed have none and are found by admins only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import urlparse
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
 from askflow.ports import VectorStore
 
-_PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata")
+_PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata", "audiences")
 
 
 class WeaviateVectorStore(VectorStore):
@@ -45,17 +47,22 @@ class WeaviateVectorStore(VectorStore):
         return self._connected().collections.get(self._name)
 
     def ensure_collection(self, dimension: int) -> None:
-        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorFilterStrategy
 
         client = self._connected()
+        audiences = Property(name="audiences", data_type=DataType.TEXT_ARRAY, tokenization=Tokenization.FIELD)
         if client.collections.exists(self._name):
+            collection = client.collections.get(self._name)
+            if not any(p.name == "audiences" for p in collection.config.get().properties):
+                collection.config.add_property(audiences)  # a collection made before audiences
             return
         text = lambda name, tokenize=Tokenization.WORD: Property(  # noqa: E731
             name=name, data_type=DataType.TEXT, tokenization=tokenize
         )
         client.collections.create(
             self._name,
-            vector_config=Configure.Vectors.self_provided(),
+            vector_config=Configure.Vectors.self_provided(vector_index_config=Configure.VectorIndex.hnsw(
+                filter_strategy=VectorFilterStrategy.ACORN)),
             properties=[
                 text("content"), text("title"), text("section"),
                 Property(name="source", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
@@ -64,6 +71,7 @@ class WeaviateVectorStore(VectorStore):
                 Property(name="kind", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
                 Property(name="chunk_index", data_type=DataType.INT),
                 Property(name="metadata", data_type=DataType.TEXT, index_searchable=False),
+                audiences,
             ],
         )
 
@@ -99,12 +107,12 @@ class WeaviateVectorStore(VectorStore):
             fingerprints |= {obj.properties["source"]: obj.properties["sha"] for obj in response.objects}
         return fingerprints
 
-    def document_chunks(self, doc_id: str) -> list[Chunk]:
+    def document_chunks(self, doc_id: str, *, audiences: Sequence[str] | None) -> list[Chunk]:
         from weaviate.classes.query import Filter
 
         # Weaviate's cursor cannot be filtered: one query, up to its default result cap (QUERY_MAXIMUM_RESULTS)
         response = self._collection().query.fetch_objects(
-            filters=Filter.by_property("source").equal(doc_id), limit=10_000)
+            filters=_admitting(Filter.by_property("source").equal(doc_id), audiences), limit=10_000)
         return sorted((_chunk(obj.properties) for obj in response.objects), key=lambda chunk: chunk.index)
 
     def document_fingerprints(self, prefix: str) -> dict[str, str]:
@@ -124,24 +132,60 @@ class WeaviateVectorStore(VectorStore):
         return metadata
 
     def hybrid_search(
-        self, text: str, vector: Sequence[float], *, limit: int, alpha: float
+        self, text: str, vector: Sequence[float], *, limit: int, alpha: float, audiences: Sequence[str] | None
     ) -> list[ScoredChunk]:
         from weaviate.classes.query import HybridFusion, MetadataQuery
 
         response = self._collection().query.hybrid(
             query=text, vector=list(vector), alpha=alpha, limit=limit, fusion_type=HybridFusion.RELATIVE_SCORE,
             query_properties=list(_QUERY_PROPERTIES), return_metadata=MetadataQuery(score=True),
+            filters=_admitting(None, audiences),
         )
         return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
 
-    def keyword_search(self, text: str, *, limit: int) -> list[ScoredChunk]:
+    def keyword_search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
         from weaviate.classes.query import MetadataQuery
 
         response = self._collection().query.bm25(
             query=text, limit=limit, query_properties=list(_QUERY_PROPERTIES),
-            return_metadata=MetadataQuery(score=True),
+            return_metadata=MetadataQuery(score=True), filters=_admitting(None, audiences),
         )
         return [ScoredChunk(_chunk(obj.properties), float(obj.metadata.score or 0.0)) for obj in response.objects]
+
+    def relabel(self, doc_ids: Sequence[str], audiences: Sequence[str]) -> int:
+        from weaviate.classes.query import Filter
+
+        labels, changed = sorted(set(audiences)), 0
+        collection = self._collection()
+        for doc_id in dict.fromkeys(doc_ids):
+            response = collection.query.fetch_objects(filters=Filter.by_property("source").equal(doc_id),
+                                                      limit=10_000, return_properties=["audiences"])
+            for obj in response.objects:
+                if sorted(obj.properties.get("audiences") or []) != labels:
+                    collection.data.update(uuid=obj.uuid, properties={"audiences": labels})
+                    changed += 1
+        return changed
+
+    def audiences_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]:
+        from weaviate.classes.query import Filter
+
+        found: dict[str, list[str] | None] = {}
+        wanted = sorted(set(doc_ids))
+        for start in range(0, len(wanted), 100):  # as ``fingerprints``: the first chunk of each
+            response = self._collection().query.fetch_objects(
+                filters=Filter.by_property("source").contains_any(wanted[start : start + 100])
+                & Filter.by_property("chunk_index").equal(0),
+                limit=100, return_properties=["source", "audiences"],
+            )
+            found |= {obj.properties["source"]: obj.properties.get("audiences") or None for obj in response.objects}
+        return found
+
+    def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
+        found: dict[str, list[str] | None] = {}
+        for obj in self._collection().iterator(return_properties=["source", "audiences"]):
+            if obj.properties["source"].startswith(prefix):
+                found[obj.properties["source"]] = obj.properties.get("audiences")
+        return found
 
     def chunks(self, *, after: str | None, limit: int) -> list[Chunk]:
         response = self._collection().query.fetch_objects(after=after, limit=limit)  # cursor: uuid order
@@ -170,7 +214,7 @@ def _properties(chunk: Chunk) -> dict:
     return {
         "content": chunk.content, "source": chunk.doc_id, "url": chunk.url, "title": chunk.title,
         "section": chunk.section, "sha": chunk.sha, "kind": chunk.kind.value, "chunk_index": chunk.index,
-        "metadata": json.dumps(chunk.metadata),
+        "metadata": json.dumps(chunk.metadata), "audiences": list(chunk.audiences or []),
     }
 
 
@@ -179,4 +223,16 @@ def _chunk(properties: dict) -> Chunk:
         doc_id=properties["source"], index=int(properties["chunk_index"]), content=properties["content"],
         title=properties["title"], section=properties["section"], url=properties["url"], sha=properties["sha"],
         kind=SourceKind(properties["kind"]), metadata=json.loads(properties.get("metadata") or "{}"),
+        audiences=tuple(properties["audiences"]) if properties.get("audiences") else None,
     )
+
+
+def _admitting(where, audiences: Sequence[str] | None):
+    """``where`` (a Weaviate filter or ``None``) and, with ``audiences``, the filter admitting only objects that name
+    one of them (an object with none never matches); ``None`` for no filter at all."""
+    from weaviate.classes.query import Filter
+
+    if audiences is None:
+        return where
+    admitted = Filter.by_property("audiences").contains_any(list(audiences))
+    return admitted if where is None else where & admitted

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from askflow.domain.audiences import PUBLIC, Viewer, readers_of
+
 CHUNK_NAMESPACE = uuid.UUID("6f1c3f0e-4b7a-4f57-9a55-2b1d0c0a5e11")
 
 
@@ -45,9 +47,12 @@ class Document:
     url: str
     kind: SourceKind = SourceKind.DOCS
     metadata: dict[str, Any] = field(default_factory=dict)
+    audiences: tuple[str, ...] = (PUBLIC,)  # who may read it (``domain.audiences``), set by its location
+    unavailable: str | None = None  # why its location could not read it this run: what is stored of it stays
 
     @property
     def sha(self) -> str:
+        """Its content's fingerprint; its audiences are not content: relabelling re-embeds nothing."""
         return content_hash(self.title, self.url, self.text)
 
 
@@ -68,6 +73,7 @@ class Chunk:
     sha: str
     kind: SourceKind = SourceKind.DOCS
     metadata: dict[str, Any] = field(default_factory=dict)
+    audiences: tuple[str, ...] | None = (PUBLIC,)  # its document's; ``None``: stored unlabelled, admins only
 
     @property
     def chunk_id(self) -> str:
@@ -98,7 +104,11 @@ class Source(BaseModel):
     section: str = ""
     kind: str = SourceKind.DOCS.value
     excerpt: str = ""
+    date: str = Field(default="", exclude=True)  # the passage's (YYYY-MM-DD) as the prompt gives it; never stored
     cited: bool = True  # False: given to the model, never cited by its answer
+    # who may read its document, as the search found it (None: unlabelled): what the answer's ``readers`` are made
+    # of when it is written; never serialised, so no view or stored copy of a source names an audience
+    audiences: list[str] | None = Field(default=None, exclude=True)
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,7 @@ class Request(BaseModel):
     heartbeat_at: dt.datetime | None = None  # the answering worker's last sign of life
     requeued_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
+    delivering_at: dt.datetime | None = None  # a worker took the delivery (``delivery_claimable``)
     delivered_at: dt.datetime | None = None  # what follows the final write (the Slack reply, the cost counted) done
     error: str | None = None
     # the answer
@@ -208,6 +219,9 @@ class Request(BaseModel):
     collection: str | None = None
     fresh: bool = False  # the asker wants a new answer, not a verified earlier one
     asker_sha: str | None = None  # sha256 of the asker's token (web and API): who may follow up and rate
+    audiences: list[str] | None = [PUBLIC]  # what its answer may draw on: its place's audiences (None: an admin's)
+    asked_in_public: bool = True  # asked where anyone may see it (an anonymous web, API or MCP asker)
+    readers: list[str] | None = None  # who may read its answer: its sources' and its place's (``readers_of``)
     budget_identities: list[str] = []  # whose budgets it counts against (hashed where they name a person)
     trace_id: str | None = None  # its trace (OpenTelemetry), when tracing is on
     traceparent: str | None = None  # the API span that stored it: what the worker and grading continue or link to
@@ -229,7 +243,7 @@ class Request(BaseModel):
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd"})
+        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
@@ -273,6 +287,13 @@ class Request(BaseModel):
         writes nothing."""
         return not self.terminal and self.attempts == outcome.attempts
 
+    def delivery_claimable(self, now: dt.datetime, lease_s: float) -> bool:
+        """A terminal request whose delivery is not done and not held by a worker that took it less than ``lease_s``
+        ago: one delivery at a time, and one that died is taken over when its lease runs out."""
+        if not self.terminal or self.delivered_at is not None:
+            return False
+        return self.delivering_at is None or (now - self.delivering_at).total_seconds() >= lease_s
+
     def claimable(self, now: dt.datetime, lease_s: float) -> bool:
         return not self.terminal and not self.lease_held(now, lease_s)
 
@@ -292,8 +313,28 @@ class Request(BaseModel):
     def past_deadline(self, now: dt.datetime, deadline_s: float) -> bool:
         return (now - self.created_at).total_seconds() > deadline_s
 
+    @property
+    def place_audiences(self) -> list[str] | None:
+        """Who sees the place it was asked in, as an audience set: everyone for a public place; otherwise what its
+        answer may draw on (its asker's, or what every member of its Slack channel may read)."""
+        return [PUBLIC] if self.asked_in_public else self.audiences
+
+    def readable_by(self, viewer: Viewer, *, token: str | None = None) -> bool:
+        """Whether ``viewer`` (with the asker ``token``) may see this request: a public one anyone; another only its
+        asker (web, API, MCP: their token) and admins (a Slack one: admins, Slack shows it in its thread)."""
+        if viewer.admin or self.is_public:
+            return True
+        return bool(self.asker_sha) and self.asked_by(token)
+
+    @property
+    def is_public(self) -> bool:
+        """Asked in a public place, and answered (if it was) only from what everyone may read."""
+        return self.asked_in_public and (self.readers is None or self.readers == [PUBLIC]) and \
+            self.audiences == [PUBLIC]
+
     def completed(self, answer: Answer, *, at: dt.datetime, cost_usd: float | None = None) -> Request:
-        return self.model_copy(update={"cost_usd": cost_usd,
+        readers = readers_of([self.place_audiences, *(s.audiences for s in answer.sources)])  # cited or not: seen
+        return self.model_copy(update={"cost_usd": cost_usd, "readers": readers,
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
             "partial_answer": None,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
@@ -346,6 +387,7 @@ class LearnedAnswer(BaseModel):
     answer: str | None = None
     sources: list[Source] = []
     graded_at: dt.datetime
+    readers: list[str] | None = None  # who may be served it (``Request.readers``); None: admins only
 
 
 class VerifiedMatch(BaseModel):

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from askflow.config import SPLITTERS
+from askflow.domain.audiences import PUBLIC, Viewer, audience_names
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, InvalidInput
 
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the full answer record as JSON")
     ask.add_argument("--fresh", action="store_true", help="answer anew even when a verified earlier answer matches")
+    ask.add_argument("--audience", action="append", default=[], metavar="NAME",
+                     help="answer from what this audience may read too (repeatable; public always)")
     ask.set_defaults(run=_ask)
 
     ingest = commands.add_parser("ingest", help="index .md/.mdx/.rst/.html from files, folders, GCS or git")
@@ -54,7 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--prune-all", action="store_true",
                         help="let locations with no documents delete every stored document of the source "
                              "(refused otherwise)")
+    ingest.add_argument("--audience", action="append", default=None, metavar="NAME",
+                        help="who may read these documents (repeatable; default: public)")
     ingest.set_defaults(run=_ingest)
+
+    relabel = commands.add_parser("relabel", help="change who may read stored documents, without embedding them")
+    relabel.add_argument("prefix", metavar="DOC_ID_PREFIX", help="a source (docs:) or part of one (docs:guides/)")
+    relabel.add_argument("--audience", action="append", required=True, metavar="NAME",
+                         help="who may read them (repeatable)")
+    relabel.set_defaults(run=_relabel)
 
     finetune = commands.add_parser(
         "finetune", help="fine-tune the embedding model on the corpus; promote it only if it retrieves better")
@@ -136,7 +147,7 @@ def _ask(args) -> int:
     if not args.question.strip():
         raise InvalidInput("the question is empty")
     with bootstrap() as components:
-        answer = components.answerer.answer(args.question, fresh=args.fresh)
+        answer = components.answerer.answer(args.question, fresh=args.fresh, viewer=_viewer(args.audience))
     print(json.dumps(answer_json(answer), indent=2) if args.json else format_answer(answer_json(answer)))
     return 0
 
@@ -153,9 +164,35 @@ def _ingest(args) -> int:
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
-            allow_empty=args.prune_all,
+            allow_empty=args.prune_all, audiences=_audiences(args.audience or [PUBLIC]),
+            max_unavailable_share=components.settings.web_max_unavailable_share,
         )
     print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _audiences(names: list[str]) -> list[str]:
+    try:
+        return audience_names(names)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+
+
+def _viewer(names: list[str]) -> Viewer:
+    return Viewer.of(_audiences(names))
+
+
+def _relabel(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.ingest.labels import relabel_location
+
+    if ":" not in args.prefix:
+        raise InvalidInput(f"prefix {args.prefix!r}: a document id prefix, as SOURCE: or SOURCE:PATH")
+    with bootstrap() as components:
+        components.store.ensure_collection(components.embeddings.dimension)
+        result = relabel_location(components.store, prefix=args.prefix, audiences=_audiences(args.audience),
+                                  answers_source=components.settings.answers_source)
+    print(json.dumps(result))
     return 0
 
 

@@ -9,10 +9,8 @@ is a JSON ``{"error": ...}``; no stack trace leaves here.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +19,7 @@ from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
 from askflow import tracing
+from askflow.domain.audiences import Viewer
 from askflow.domain.errors import (
     AskflowError,
     Conflict,
@@ -31,13 +30,13 @@ from askflow.domain.errors import (
     TooLarge,
     TooSlow,
 )
+from askflow.entrypoints.credentials import caller, session_cookie
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 BODY_READ_TIMEOUT_S = 10.0  # locally; in production Cloud Run's front end buffers the body before the function
-SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
 ASKER_TOKEN = "X-Asker-Token"  # who asked (the web page keeps one per browser): follow-ups and ratings need it
 
 
@@ -101,12 +100,20 @@ def _handle(request, components, endpoint, arguments, allowed, headers):
         from askflow.web import static_response
 
         body, status, page_headers = static_response(arguments.get("name", "index.html"))
-        if status == 200 and components.settings.api_key is not None and not arguments.get("name"):
-            page_headers = page_headers | {"Set-Cookie": _session_cookie(request, components.settings),
+        settings = components.settings
+        if status == 200 and (settings.api_key is not None or settings.api_keys) and not arguments.get("name"):
+            page_headers = page_headers | {"Set-Cookie": session_cookie(request, settings),
                                            "Cache-Control": "no-store"}
         return body, status, page_headers
-    if not _authenticated(request, components.settings):
+    who = caller(request, components.settings)
+    if not who.may_ask:
         return json.dumps({"error": "missing or wrong API key (X-API-Key)"}), 401, headers
+    if endpoint == "admin" and not who.viewer.admin:
+        return json.dumps({"error": "the admin page needs an admin credential: the admin API key (X-API-Key), "
+                                    "or an admin's identity behind IAP"}), 403, headers
+    if endpoint == "insights" and who.via == "session":
+        return json.dumps({"error": "the insights page needs an API key (X-API-Key) or IAP, not the web page's "
+                                    "session"}), 403, headers
     try:
         if endpoint is None and allowed:
             status, body = 405, {"error": f"{request.method} not allowed on {request.path}"}
@@ -114,11 +121,11 @@ def _handle(request, components, endpoint, arguments, allowed, headers):
         elif endpoint is None:
             status, body = 404, {"error": f"no route {request.method} {request.path}"}
         elif endpoint == "insights":
-            return _insights(request, components)
+            return _insights(request, components, viewer=who.viewer)
         elif endpoint == "admin":
             return _admin(request, components)
         else:
-            status, body = _ENDPOINTS[endpoint](request, components, **arguments)
+            status, body = _ENDPOINTS[endpoint](request, components, viewer=who.viewer, **arguments)
     except TooLarge as error:
         status, body = 413, {"error": str(error)}
     except TooSlow as error:
@@ -152,18 +159,19 @@ def unread_body_response(body: dict[str, Any], headers: dict[str, str], *, statu
     return iter([json.dumps(body)]), status, headers | {"Connection": "close"}
 
 
-def _feed(request, components) -> tuple[int, dict[str, Any]]:
+def _feed(request, components, *, viewer: Viewer) -> tuple[int, dict[str, Any]]:
     if request.args.get("good") != "true" or set(request.args) - {"good"}:
         raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
     good = handlers.recent_good_answers(requests=components.requests)
-    return 200, {"items": [r.model_dump(mode="json", include=handlers.FEED_PUBLIC_FIELDS) for r in good]}
+    return 200, {"items": [handlers.public_view(r, handlers.FEED_PUBLIC_FIELDS) for r in good]}
 
 
-def _ask(request, components) -> tuple[int, dict[str, Any]]:
+def _ask(request, components, *, viewer: Viewer) -> tuple[int, dict[str, Any]]:
     queued, token = handlers.submit_question(_parse(request, AskQuestion), requests=components.requests,
                                              events=components.events, settings=components.settings,
                                              asker_token=request.headers.get(ASKER_TOKEN),
-                                             budgets=components.budgets, identities=[client_identity(request)])
+                                             budgets=components.budgets, identities=[client_identity(request)],
+                                             viewer=viewer)
     return 202, {"request_id": queued.request_id, "status": queued.status.value, "asker_token": token}
 
 
@@ -176,12 +184,16 @@ def client_identity(request) -> str:
     return f"address:{hashlib.sha256(address.encode()).hexdigest()[:32]}"
 
 
-def _read(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
+def _read(request, components, *, viewer: Viewer, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The public view of a request; one that is not public only for its asker (their token) and admins: to anyone
+    else it does not exist (404, as an unknown id)."""
     stored = handlers.get_request(request_id, requests=components.requests, settings=components.settings)
-    return 200, stored.model_dump(mode="json", exclude_none=True, include=handlers.PUBLIC_FIELDS)
+    if not stored.readable_by(viewer, token=request.headers.get(ASKER_TOKEN)):
+        raise NotFound(f"no request {request_id}")
+    return 200, handlers.public_view(stored)
 
 
-def _rate(request, components, *, request_id: str) -> tuple[int, dict[str, Any]]:
+def _rate(request, components, *, viewer: Viewer, request_id: str) -> tuple[int, dict[str, Any]]:
     return 200, handlers.rate_as_asker(request_id, _parse(request, RateAnswer), requests=components.requests,
                                        asker_token=request.headers.get(ASKER_TOKEN))
 
@@ -192,8 +204,9 @@ INSIGHTS_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control":
                     "X-Content-Type-Options": "nosniff"}
 
 
-def _insights(request, components) -> tuple[str, int, dict[str, str]]:
-    """The latest question-insights report (or ``?report=ID``) as a page: HTML rendered here, no script."""
+def _insights(request, components, *, viewer: Viewer) -> tuple[str, int, dict[str, str]]:
+    """The latest question-insights report (or ``?report=ID``) as a page: HTML rendered here, no script. A shared
+    place: the report masks every question not asked in public, for everyone (``AskedQuestion.of``)."""
     from askflow.insights.render import html_page
 
     if set(request.args) - {"report"}:
@@ -247,38 +260,6 @@ def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:
         log.exception("requeue sweep failed")
         return json.dumps({"error": "internal error"}), 500, headers
     return json.dumps(summary), 200, headers
-
-
-def _authenticated(request, settings) -> bool:
-    """No key set: everyone. Otherwise the key in ``X-API-Key``, or the web page's session cookie."""
-    if settings.api_key is None:
-        return True
-    sent = request.headers.get("X-API-Key", "")
-    if hmac.compare_digest(sent.encode(), settings.api_key.get_secret_value().encode()):
-        return True
-    return _valid_session(request.cookies.get(SESSION_COOKIE, ""), settings)
-
-
-def _session_cookie(request, settings) -> str:
-    """The web page's same-origin session, for deployments with an API key: the page is public, so whoever loads it
-    may ask through it, for ``SESSION_S``; other callers need the key. HttpOnly (no script reads it) and
-    SameSite=Strict (no other site's page sends it); Secure over HTTPS."""
-    issued = str(int(time.time()))
-    secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
-    return (f"{SESSION_COOKIE}={issued}.{_sign(issued, settings)}; Max-Age={SESSION_S}; Path=/; HttpOnly; "
-            f"SameSite=Strict{'; Secure' if secure else ''}")
-
-
-def _valid_session(cookie: str, settings) -> bool:
-    issued, _, signature = cookie.partition(".")
-    if not issued.isdigit() or not hmac.compare_digest(signature.encode(), _sign(issued, settings).encode()):
-        return False
-    return 0 <= time.time() - int(issued) <= SESSION_S
-
-
-def _sign(issued: str, settings) -> str:
-    key = settings.api_key.get_secret_value().encode()
-    return hmac.new(key, f"askflow-session:{issued}".encode(), hashlib.sha256).hexdigest()
 
 
 def read_body(request, limit: int) -> bytes:

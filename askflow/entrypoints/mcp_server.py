@@ -3,19 +3,24 @@
 Built with the official ``mcp`` SDK, stateless and with JSON responses, so any instance answers any call (a Cloud
 Function scales to zero and back). Tools: ``search`` (the production hybrid retrieval, results in the shape OpenAI's
 deep-research connectors expect), ``fetch`` (a whole document) and ``ask`` (a cited answer through the same request
-path as the web page: queued, answered by the worker). With ``ASKFLOW_API_KEY`` set, every call needs the key, as
-``X-API-Key`` or ``Authorization: Bearer``; otherwise 401. The server is one asker of the budgets: ``search`` and
-``fetch`` count as lookups (``ASKFLOW_BUDGET_LOOKUPS_PER_ASKER``), ``ask`` as a question.
+path as the web page: queued, answered by the worker). With a key configured (``ASKFLOW_API_KEY``,
+``ASKFLOW_API_KEYS``), every call needs one, as ``X-API-Key`` or ``Authorization: Bearer``; otherwise 401. Each tool
+sees what its key may see (its audiences; without keys, ``public``): search and fetch filter by them, and an answer
+is shown to its asker alone. The server is one asker of the budgets: ``search`` and ``fetch`` count as lookups
+(``ASKFLOW_BUDGET_LOOKUPS_PER_ASKER``), ``ask`` as a question.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from typing import Any
 
+from mcp.server.mcpserver import Context  # the tools' context parameter: the SDK finds it by its annotation
+
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+from askflow.entrypoints.credentials import keyed, keys_configured
 from askflow.service_layer import lookup  # the tools' result types: the SDK reads their annotations
 
 log = logging.getLogger(__name__)
@@ -44,22 +49,23 @@ def build_server(components):
             raise ToolError(str(error)) from None
 
     @server.tool(annotations=read_only)
-    async def search(query: str) -> lookup.Hits:
+    async def search(query: str, ctx: Context) -> lookup.Hits:
         """Search the documentation: the best-matching documents, each with its id (for fetch), title, URL and the
         passage that matched."""
         retriever, _ = components.docs_for_agents()
         return await run(lookup.search_documents, query, retriever=retriever,
                          limit=components.settings.mcp_search_results, budgets=components.budgets,
-                         prices=components.prices)
+                         prices=components.prices, viewer=tool_viewer(ctx, components.settings))
 
     @server.tool(annotations=read_only)
-    async def fetch(id: str) -> lookup.WholeDocument:  # noqa: A002 - the name deep-research connectors call it by
+    async def fetch(id: str, ctx: Context) -> lookup.WholeDocument:  # noqa: A002 - deep-research connectors' name
         """Read one whole document by the id search gave, with its URL."""
         _, store = components.docs_for_agents()
-        return await run(lookup.read_document, id[:2000], store=store, budgets=components.budgets)
+        return await run(lookup.read_document, id[:2000], store=store, budgets=components.budgets,
+                         viewer=tool_viewer(ctx, components.settings))
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False, openWorldHint=False))
-    async def ask(question: str) -> lookup.CitedAnswer:
+    async def ask(question: str, ctx: Context) -> lookup.CitedAnswer:
         """Ask a question: an answer written from the documentation, with numbered citations [n] of its sources.
         If it takes longer than the server waits, the result has the request id and its status so far."""
         from askflow.service_layer.commands import AskQuestion
@@ -70,9 +76,20 @@ def build_server(components):
             raise ToolError("; ".join(f"question: {e['msg']}" for e in error.errors())) from None
         return await run(lookup.ask_and_wait, command.question, requests=components.requests,
                          events=components.events, settings=components.settings, budgets=components.budgets,
-                         timeout_s=components.settings.mcp_ask_timeout_s)
+                         timeout_s=components.settings.mcp_ask_timeout_s, viewer=tool_viewer(ctx, components.settings))
 
     return server
+
+
+def _sent_key(headers) -> str:
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def tool_viewer(ctx: Context, settings) -> Viewer:
+    """Whom a tool call's results are for: its key's audiences (no keys configured: ``public``)."""
+    request = ctx.request_context.request
+    found = keyed(_sent_key(request.headers), settings) if request is not None and keys_configured(settings) else None
+    return found.viewer if found is not None else PUBLIC_VIEWER
 
 
 class McpEndpoint:
@@ -83,7 +100,7 @@ class McpEndpoint:
         from mcp.server.transport_security import TransportSecuritySettings
 
         settings = components.settings
-        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self._settings = settings
         hosts = settings.mcp_allowed_hosts
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection="*" not in hosts, allowed_hosts=hosts,
@@ -107,10 +124,10 @@ class McpEndpoint:
             await ready.wait()
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        if self._api_key is None:
+        if not keys_configured(self._settings):
             return True
-        sent = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
-        return hmac.compare_digest(sent, self._api_key)
+        decoded = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers.items()}
+        return keyed(_sent_key(decoded), self._settings) is not None
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] != "http":

@@ -168,8 +168,8 @@ def with_hard_negatives(pairs: Sequence[TrainingPair], store: VectorStore, *, ca
     population = list(pairs)
     completed = []
     for pair in pairs:
-        negative = next((hit.chunk.embedding_text for hit in store.keyword_search(pair.anchor, limit=candidates)
-                         if hit.chunk.doc_id != pair.doc_id), None)
+        found = store.keyword_search(pair.anchor, limit=candidates, audiences=None)  # training: the whole corpus
+        negative = next((hit.chunk.embedding_text for hit in found if hit.chunk.doc_id != pair.doc_id), None)
         if negative is None:
             others = [p.positive for p in rng.sample(population, min(len(population), 8)) if p.doc_id != pair.doc_id]
             negative = others[0] if others else None

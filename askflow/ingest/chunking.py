@@ -58,7 +58,7 @@ class ChunkingStrategy:
         return [
             Chunk(
                 doc_id=document.doc_id, index=i, content=text, title=document.title, section=section,
-                url=document.url, sha=sha, kind=document.kind, metadata=metadata,
+                url=document.url, sha=sha, kind=document.kind, metadata=metadata, audiences=document.audiences,
             )
             for i, (section, text) in enumerate(pieces)
         ]

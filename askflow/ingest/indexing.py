@@ -3,23 +3,32 @@
 Like LangChain's record manager with ``cleanup="full"``: every stored document carries a fingerprint of its content,
 the chunking strategy and the embedding model. A document whose fingerprint is unchanged is skipped (nothing is
 embedded or written); a changed one has its chunks replaced; a stored document of the same source that the source
-no longer lists is pruned.
+no longer lists is pruned. A document its location could not read this run (``Document.unavailable``: a page
+answering 403 or 503) is neither: what is stored of it stays, the result reports it, and past a share of them the
+run fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from askflow import faults
-from askflow.domain.errors import InvalidInput
+from askflow.domain.audiences import audience_names
+from askflow.domain.errors import AskflowError, InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ports import Embeddings, VectorStore
 
 log = logging.getLogger(__name__)
+
+
+class SourceIncomplete(AskflowError):
+    """More of a source's documents could not be read this run than a run may leave unread: what was read is
+    indexed and what is stored of the rest is kept, but the run fails, so that someone looks."""
 
 
 @dataclass
@@ -31,7 +40,9 @@ class IndexingResult:
     chunks_written: int = 0
     chunks_deleted: int = 0
     answers_invalidated: int = 0
+    chunks_relabelled: int = 0  # of unchanged documents whose location's audiences changed
     seconds: dict[str, float] = field(default_factory=lambda: {"split": 0.0, "embed": 0.0, "write": 0.0})
+    unavailable: dict[str, str] = field(default_factory=dict)  # doc id -> why it could not be read (kept as stored)
 
     @property
     def changed(self) -> bool:
@@ -53,6 +64,8 @@ def index_documents(
     answers_source: str | None = None,
     scope: str | None = None,
     allow_empty: bool = False,
+    audiences: Sequence[str] | None = None,
+    max_unavailable_share: float = 1.0,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
@@ -60,6 +73,11 @@ def index_documents(
         Slack channel's run prunes only that channel.
     :param allow_empty: let no documents at all prune every stored one of the scope. Otherwise that is refused:
         an empty listing is far more often a wrong path or an outage than a source that was emptied on purpose.
+    :param audiences: who may read every one of ``documents`` (their location's audiences; ``None``: each
+        document's own). A stored document whose content is unchanged but whose audiences differ is relabelled,
+        never embedded again.
+    :param max_unavailable_share: once all is written and pruned, fail (``SourceIncomplete``) when more than this
+        share of ``documents`` could not be read (``Document.unavailable``); they keep what is stored either way.
     """
     scope = scope or f"{source}:"
     if not scope.startswith(f"{source}:"):
@@ -73,6 +91,7 @@ def index_documents(
     result = IndexingResult()
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk]]] = []
+    unchanged: dict[tuple[str, ...], list[str]] = {}  # audiences -> unchanged documents: relabelled, not re-embedded
 
     def flush() -> None:
         if not pending:
@@ -89,14 +108,21 @@ def index_documents(
         pending.clear()
         faults.kill_point("ingest.after_batch")
 
+    if audiences is not None:
+        labels = tuple(audience_names(audiences))
+        documents = (dataclasses.replace(document, audiences=labels) for document in documents)
     for document in documents:
         if not document.doc_id.startswith(scope):
             raise ValueError(f"document {document.doc_id!r} is not within {scope!r}")
         result.documents_seen += 1
         seen.add(document.doc_id)
+        if document.unavailable is not None:  # not read this run: what is stored of it stays as it is
+            result.unavailable[document.doc_id] = document.unavailable
+            continue
         sha = strategy.document_sha(document, embeddings.name)
         if stored.get(document.doc_id) == sha:
             result.documents_skipped += 1
+            unchanged.setdefault(tuple(sorted(document.audiences)), []).append(document.doc_id)
             continue
         started = time.perf_counter()
         chunks = strategy.split(document, sha)
@@ -108,17 +134,24 @@ def index_documents(
         if sum(len(cs) for _, cs in pending) >= batch_chunks:
             flush()
     flush()
+    for audiences, doc_ids in unchanged.items():
+        result.chunks_relabelled += store.relabel(doc_ids, audiences)
 
     if prune:
         faults.kill_point("ingest.before_prune")
         refuse_empty_listing(result.documents_seen, stored, scope=scope, allow_empty=allow_empty)
         pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
+    if result.chunks_relabelled and answers_source and source != answers_source:
+        from askflow.ingest.labels import relabel_answers
+
+        relabel_answers(store, answers_source=answers_source, cited={d for ids in unchanged.values() for d in ids})
     if result.changed:
         if answers_source and source != answers_source:
             result.answers_invalidated = invalidate_answers(store, answers_source=answers_source)
         store.finalize_writes()
     log.info("indexed source %s: %s", source, result.to_dict())
+    refuse_unavailable_share(result.unavailable, result.documents_seen, max_share=max_unavailable_share)
     return result
 
 
@@ -126,6 +159,17 @@ def refuse_empty_listing(listed: int, stored: dict[str, str], *, scope: str, all
     if not listed and stored and not allow_empty:
         raise InvalidInput(f"no documents found for {scope!r}, which holds {len(stored)} stored documents: refusing "
                            "to delete them all (to empty it on purpose, allow an empty listing: --prune-all)")
+
+
+def refuse_unavailable_share(unavailable: Mapping[str, str], listed: int, *, max_share: float) -> None:
+    """Fail the run (``SourceIncomplete``, naming the first few and why) when more than ``max_share`` of its
+    ``listed`` documents could not be read; called once the run's writes and deletes are done."""
+    if not listed or len(unavailable) <= max_share * listed:
+        return
+    named = "; ".join(f"{doc_id}: {why}" for doc_id, why in sorted(unavailable.items())[:5])
+    more = f"; and {len(unavailable) - 5} more" if len(unavailable) > 5 else ""
+    raise SourceIncomplete(f"{len(unavailable)} of {listed} documents could not be read ({named}{more}): more than "
+                           f"{max_share:.0%} of them fails the run; what is stored of them is kept")
 
 
 def prune_documents(

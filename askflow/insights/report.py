@@ -61,11 +61,14 @@ class AskedQuestion:
         top = (cited or request.sources or [None])[0]
         return cls(
             request_id=request.request_id, question=question,
-            private=bool(private_findings(request.question, question)), created_at=request.created_at,
+            # a shared place: a question asked where not everyone may see it is masked like private data, and what
+            # its answer cited is not shown
+            private=bool(private_findings(request.question, question)) or not request.is_public,
+            created_at=request.created_at,
             failed=request.status is RequestStatus.FAILED,
             dont_know=request.status is RequestStatus.COMPLETE and bool(DONT_KNOW.search(request.answer or "")),
             net_rating=request.net_rating, top_source=top.excerpt if top is not None else "",
-            cited=tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited))
+            cited=tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited) if request.is_public else ())
 
 
 def build_report(

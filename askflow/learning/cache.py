@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from askflow.domain.model import VerifiedMatch
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+from askflow.domain.model import LearnedAnswer, VerifiedMatch
 from askflow.learning.questions import difference, question_key
 from askflow.learning.votes import still_valid
 from askflow.ports import Embeddings, LearnedSignals, VectorStore
@@ -37,11 +38,23 @@ class AnswerCache:
         self._threshold = threshold
         self._candidates = candidates
 
-    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None) -> VerifiedMatch | None:
+    def _readable(self, answers: list[LearnedAnswer], viewer: Viewer) -> list[LearnedAnswer]:
+        """Those of ``answers`` whose cited documents ``viewer`` may read as they are labelled now (a location
+        relabelled since the answer was verified counts at once)."""
+        if viewer.admin or not answers:
+            return answers
+        now = self._store.audiences_of(sorted({doc_id for answer in answers for doc_id in answer.cited}))
+        return [answer for answer in answers if all(viewer.may_read(now.get(doc_id)) for doc_id in answer.cited)]
+
+    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None,
+               viewer: Viewer = PUBLIC_VIEWER) -> VerifiedMatch | None:
         """:param vector: gives the question's embedding, made only when no exact match is found (the answerer
-        passes the one its search will use, so a miss costs no second embedding)."""
-        exact = still_valid(self._signals.verified_by_key(question_key(question), collection=self._collection),
-                            self._store)
+        passes the one its search will use, so a miss costs no second embedding). :param viewer: whom the answer
+        is for: an answer is served only to a viewer who may read it (every source it cited, and the place it was
+        asked in: ``LearnedAnswer.readers``)."""
+        exact = self._readable(still_valid(
+            [answer for answer in self._signals.verified_by_key(question_key(question), collection=self._collection)
+             if viewer.may_read(answer.readers)], self._store), viewer)
         if exact:
             log.info("cache: exact match %s", exact[0].request_id)
             return VerifiedMatch(answer=exact[0], similarity=1.0, how="exact")
@@ -50,8 +63,10 @@ class AnswerCache:
                                      collection=self._collection, embedding_model=self._embeddings.name,
                                      limit=self._candidates, verified_only=True)
         nearest = near[0][1] if near else None
-        close = [(answer, similarity) for answer, similarity in near if similarity >= self._threshold]
-        valid = {answer.request_id for answer in still_valid([answer for answer, _ in close], self._store)}
+        close = [(answer, similarity) for answer, similarity in near
+                 if similarity >= self._threshold and viewer.may_read(answer.readers)]
+        valid = {answer.request_id
+                 for answer in self._readable(still_valid([answer for answer, _ in close], self._store), viewer)}
         for answer, similarity in close:
             why_not = difference(question, answer.question)
             if answer.request_id in valid and why_not is None:

@@ -43,7 +43,7 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
         question=request.question, question_key=question_key(request.question), verified=verified,
         answer=request.answer if verified else None,
         sources=list(request.sources) if verified else cited_now,  # served again whole, or what it cited
-        graded_at=graded.graded_at,
+        graded_at=graded.graded_at, readers=request.readers,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from askflow import tracing
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.model import ScoredChunk
 from askflow.ports import Embeddings, VectorStore
 from askflow.retrieval.query import clean_query
@@ -46,24 +47,29 @@ class Retriever:
         """The question's embedding as ``search`` makes it (the verified-answer cache matches by it too)."""
         return self._embeddings.embed_query(clean_query(question).dense)
 
-    def search(self, question: str, *, vector: Sequence[float] | None = None) -> Retrieved:
-        """Hybrid search; ``vector``: the question's embedding when it was made already (``embed``)."""
+    def search(self, question: str, *, vector: Sequence[float] | None = None,
+               viewer: Viewer = PUBLIC_VIEWER) -> Retrieved:
+        """Hybrid search of what ``viewer`` may read; ``vector``: the question's embedding when it was made already
+        (``embed``)."""
         query = clean_query(question)
         vector = vector if vector is not None else self._embeddings.embed_query(query.dense)
         with tracing.span("search hybrid", attributes={"askflow.candidates": self._candidates,
                                                        "askflow.alpha": self._alpha}) as current:
-            found = self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha)
+            found = self._store.hybrid_search(query.keywords, vector, limit=self._candidates, alpha=self._alpha,
+                                              audiences=viewer.search_filter)
             tracing.annotate(current, {"askflow.found": len(found)})
         return Retrieved(found, list(vector))
 
-    def search_keywords(self, questions: Sequence[str], pool: Executor) -> list[list[ScoredChunk]]:
+    def search_keywords(self, questions: Sequence[str], pool: Executor,
+                        viewer: Viewer = PUBLIC_VIEWER) -> list[list[ScoredChunk]]:
         """Rewordings of a question: keyword search only, in parallel. Their worth is other words for the same thing,
         which only the keyword side can use: a paraphrase's sentence embedding lands next to the question's own.
         Embedding them would also put an embedding call (a network round trip with hosted embeddings) on the
         critical path between the rewording and the answer."""
         def search(question: str) -> list[ScoredChunk]:
             with tracing.span("search keywords", attributes={"askflow.candidates": self._candidates}):
-                return self._store.keyword_search(clean_query(question).keywords, limit=self._candidates)
+                return self._store.keyword_search(clean_query(question).keywords, limit=self._candidates,
+                                                  audiences=viewer.search_filter)
 
         return list(pool.map(tracing.in_context(search), questions))
 

@@ -102,6 +102,8 @@ def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grade
         for request, revision in batch:
             grade = grades[request.request_id]
             is_good, reason = verdict(grade, request)
+            if not request.is_public:  # asked where not everyone may see it, or answered from what not all may read
+                grade = grade.model_copy(update={"public": False})
             verdicts.append(Verdict(request_id=request.request_id, graded=Graded(
                 grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(), graded_revision=revision)))
             if not is_good:
@@ -167,8 +169,9 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
             title=request.question.strip().splitlines()[0][:150],
             url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
             kind=SourceKind.ANSWERED_QUESTION,
-            metadata={"format": "text", "cited": {s.doc_id: fingerprints[s.doc_id] for s in request.sources
-                                                  if s.doc_id in fingerprints},
+            audiences=tuple(request.readers or ()),  # who may read every source it drew on and its place
+            metadata={"format": "text", "place": request.place_audiences,
+                      "cited": {s.doc_id: fingerprints[s.doc_id] for s in request.sources if s.doc_id in fingerprints},
                       "cited_urls": [s.url for s in request.sources]},
         )
         for request in good

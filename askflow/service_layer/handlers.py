@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from askflow import faults, tracing
 from askflow.config import Settings
+from askflow.domain.audiences import ADMIN, PUBLIC_VIEWER, Viewer
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, LeaseHeld, NotFound
@@ -40,7 +41,7 @@ class Answers(Protocol):
     """What answers a question (``answering.Answerer``)."""
 
     def answer(self, question: str, history: list[tuple[str, str]] = ..., *, fresh: bool = ...,
-               on_partial: Callable[[str, list[Source]], None] | None = ...) -> Answer: ...
+               on_partial: Callable[[str, list[Source]], None] | None = ..., viewer: Viewer = ...) -> Answer: ...
 
 
 class SlackThreads(Protocol):
@@ -61,10 +62,17 @@ class SlackThreads(Protocol):
 def submit_question(
     command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings,
     request_id: str | None = None, slack: SlackThread | None = None, asker_token: str | None = None,
-    budgets: Budgets | None = None, identities: Sequence[str] = (),
+    budgets: Budgets | None = None, identities: Sequence[str] = (), viewer: Viewer = PUBLIC_VIEWER,
 ) -> tuple[Request, str | None]:
     """Store and queue a question; returns it with the asker's token (``None`` for Slack, whose threads Slack
-    itself binds). A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
+    itself binds).
+
+    ``viewer``: whom the answer will be shown to, and so what it may draw on: the asker's audiences (web, API, MCP:
+    the answer is shown to them alone) or, for Slack, what everyone in the place it was asked may read. A question is
+    "asked in public" when a web, API or MCP asker sees only what everyone may: only such questions may reach
+    shared places (the homepage feed).
+
+    A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
     submission then raises ``Duplicate`` before any budget is checked, and queues nothing.
 
     A web or API question is bound to its asker by a token: the caller's own (``asker_token``, 22-128 URL-safe
@@ -102,6 +110,7 @@ def submit_question(
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
                       asker_sha=token_sha(asker_token) if asker_token else None,
                       budget_identities=counted if budgets is not None else [],
+                      audiences=viewer.search_filter, asked_in_public=slack is None and viewer.is_public,
                       traceparent=traceparent, trace_id=tracing.trace_id(traceparent))
     requests.create(request)
     try:
@@ -110,6 +119,11 @@ def submit_question(
         requests.finish(request.failed("could not queue the question"))
         raise AskflowError("could not queue the question") from error
     return request, asker_token
+
+
+def public_view(request: Request, fields: frozenset[str] = PUBLIC_FIELDS) -> dict[str, Any]:
+    """What ``GET /requests/{id}`` (``fields``) shows of a request (its sources never say who may read them)."""
+    return request.model_dump(mode="json", exclude_none=True, include=fields)
 
 
 def get_request(request_id: str, *, requests: RequestStore, settings: Settings) -> Request:
@@ -168,11 +182,12 @@ def answer_request(
             # to the queue, so that it is answered even if that worker died (its heartbeats stop, its lease runs
             # out, a redelivery claims the request). Never acknowledged as done while the request is not.
             raise LeaseHeld(f"request {message.request_id} is being answered by another worker")
-        if stored is not None and stored.terminal and stored.delivered_at is None and _follows_up(stored):
-            # the worker that wrote it died before its reply and its cost: this delivery does what it left
-            log.info("request %s: answered; its delivery was not done, doing it now", message.request_id)
-            _deliver(stored, requests=requests, slack=slack, budgets=budgets)
+        if stored is not None and _deliver_left(stored, requests=requests, slack=slack, budgets=budgets,
+                                                settings=settings):
             return "delivered"
+        if stored is not None and stored.terminal and stored.delivered_at is None and _follows_up(stored):
+            # another worker took its delivery and may have died doing it: come back when that lease runs out
+            raise LeaseHeld(f"request {message.request_id} is being delivered by another worker")
         log.info("request %s: already answered; nothing to do", message.request_id)
         return "skipped"
     faults.kill_point("worker.after_claim")
@@ -183,7 +198,7 @@ def answer_request(
             partial = PartialAnswers(request, requests=requests, slack=slack, settings=settings)
             answer = answerer.answer(request.question,
                                      conversation_history(request, requests=requests, slack=slack),
-                                     fresh=request.fresh, on_partial=partial)
+                                     fresh=request.fresh, on_partial=partial, viewer=request_viewer(request))
         faults.kill_point("worker.after_answer")
         prices = PriceTable(settings.model_prices)
         outcome = request.completed(answer, at=utcnow(),
@@ -200,13 +215,33 @@ def answer_request(
                                                   "askflow.cost_usd": outcome.cost_usd}):
         written = requests.finish(outcome)
     if not written:
-        log.warning("request %s: no longer this worker's (another attempt answered it); its outcome is dropped",
-                    request.request_id)
+        log.warning("request %s: no longer this worker's (another attempt answered it, or it timed out); its outcome "
+                    "is dropped", request.request_id)
+        stored = requests.get(request.request_id)  # a request failed as timed out still gets its Slack reply
+        _deliver_left(stored, requests=requests, slack=slack, budgets=budgets, settings=settings)
         return "skipped"
     faults.kill_point("worker.after_finish")
-    if _follows_up(outcome):
+    if _follows_up(outcome) and requests.claim_delivery(outcome.request_id, lease_s=settings.request_lease_s):
         _deliver(outcome, requests=requests, slack=slack, budgets=budgets)
     return outcome.status.value
+
+
+def _deliver_left(stored: Request | None, *, requests: RequestStore, slack: SlackThreads | None,
+                  budgets: Budgets | None, settings: Settings) -> bool:
+    """Do the delivery a terminal request is still owed (its worker died before it, or it timed out under a worker
+    whose write was refused), if no other worker is doing it; returns whether this one did."""
+    if stored is None or not stored.terminal or stored.delivered_at is not None or not _follows_up(stored):
+        return False
+    if not requests.claim_delivery(stored.request_id, lease_s=settings.request_lease_s):
+        return False
+    log.info("request %s: %s; its delivery was not done, doing it now", stored.request_id, stored.status.value)
+    _deliver(stored, requests=requests, slack=slack, budgets=budgets)
+    return True
+
+
+def request_viewer(request: Request) -> Viewer:
+    """Whom a request's answer is shown to, as the request recorded it when it was asked."""
+    return ADMIN if request.audiences is None else Viewer.of(request.audiences)
 
 
 def _follows_up(request: Request) -> bool:
@@ -216,9 +251,10 @@ def _follows_up(request: Request) -> bool:
 
 def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | None,
              budgets: Budgets | None) -> None:
-    """What follows a request's final write, then noted as done (``delivered_at``). A worker that dies in between
-    leaves it to the next delivery of the message: the cost is counted once per request id (``Budgets.spend``) and
-    the Slack reply edits the message posted at the start, so doing either again repeats nothing."""
+    """What follows a request's final write, by the one worker that claimed the delivery, then noted as done
+    (``delivered_at``). A worker that dies in between leaves it to the next delivery of the message once its delivery
+    lease runs out: the cost is counted once per request id (``Budgets.spend``) and the Slack reply edits the message
+    posted at the start (only when none was posted, a death between the post and the note posts it twice)."""
     if budgets is not None and request.cost_usd and request.budget_identities:
         try:
             budgets.spend(request.budget_identities, request.cost_usd, at=request.created_at, key=request.request_id)
@@ -226,6 +262,7 @@ def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | 
             log.warning("request %s: its cost was not counted against its budgets: %s", request.request_id, error)
     if slack is not None and request.slack is not None:
         slack.post_answer(request)
+    faults.kill_point("worker.after_post")
     requests.delivered(request.request_id, at=utcnow())
 
 
@@ -311,7 +348,10 @@ def requeue_unfinished(*, requests: RequestStore, events: EventBus, settings: Se
                                 limit=settings.requeue_batch)
     for request in stale:
         if request.past_deadline(now, settings.request_deadline_s):
-            summary["timed_out"] += _fail_late(request, requests=requests)
+            failed = _fail_late(request, requests=requests)
+            summary["timed_out"] += failed
+            if failed and request.slack is not None:  # a worker delivers its failure to its thread
+                events.publish(settings.questions_topic, QuestionQueued(request_id=request.request_id))
         elif request.lease_held(now, settings.request_lease_s):
             summary["still_answering"] += 1
         else:
@@ -348,5 +388,6 @@ def rate_as_asker(request_id: str, command: RateAnswer, *, requests: RequestStor
 
 
 def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> list[Request]:
-    """The homepage feed: recent requests graded good and public (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
-    return requests.recent_good(limit)
+    """The homepage feed, a shared place: recent requests graded good, asked in public and answered only from what
+    everyone may read (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
+    return [request for request in requests.recent_good(limit * 4) if request.is_public][:limit]

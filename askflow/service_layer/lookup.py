@@ -4,11 +4,13 @@ and read counts as a lookup of the MCP server (one asker, ``MCP``), each questio
 
 from __future__ import annotations
 
+import logging
 import time
 
 from pydantic import BaseModel
 
 from askflow.config import Settings
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import InvalidInput, NotFound
@@ -18,6 +20,7 @@ from askflow.retrieval.retriever import Retriever
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion
 
+log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 MCP = "mcp"  # the MCP server's budget identity
 
@@ -55,7 +58,7 @@ class CitedAnswer(BaseModel):
 
 
 def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: Budgets | None = None,
-                     prices: PriceTable | None = None) -> Hits:
+                     prices: PriceTable | None = None, viewer: Viewer = PUBLIC_VIEWER) -> Hits:
     """The production hybrid retrieval (with what users taught), one hit per document, best first. With
     ``budgets``, a lookup (``OverBudget`` past a limit) whose query embedding's cost is spent (tokens estimated at
     four characters each, as the answer worker does)."""
@@ -67,21 +70,25 @@ def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: B
     now = utcnow()
     if budgets is not None:
         budgets.admit([MCP], at=now, kind="lookups")
-    found = retriever.search(query)
+    found = retriever.search(query, viewer=viewer)
     if budgets is not None and prices is not None:
         embedding = Usage(model=retriever.embedding_model, prompt_tokens=max(1, len(query) // 4))
-        budgets.spend([MCP], prices.cost([embedding]), at=now)
+        try:
+            budgets.spend([MCP], prices.cost([embedding]), at=now)
+        except Exception as error:  # the search ran: a missed count is logged, never the agent's failure
+            log.warning("an MCP search's cost was not counted against its budgets: %s", error)
     documents = retriever.distinct(found.chunks, question_vector=found.vector)
     return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
                              text=d.chunks[0].chunk.content) for d in documents[:limit]])
 
 
-def read_document(doc_id: str, *, store: VectorStore, budgets: Budgets | None = None) -> WholeDocument:
+def read_document(doc_id: str, *, store: VectorStore, budgets: Budgets | None = None,
+                  viewer: Viewer = PUBLIC_VIEWER) -> WholeDocument:
     """A document's stored chunks in order, as one text (overlapping chunks repeat their overlap); with
     ``budgets``, a lookup (``OverBudget`` past a limit)."""
     if budgets is not None:
         budgets.admit([MCP], at=utcnow(), kind="lookups")
-    chunks = store.document_chunks(doc_id)
+    chunks = store.document_chunks(doc_id, audiences=viewer.search_filter)  # one it may not read: "no document"
     if not chunks:
         raise NotFound(f"no document {doc_id}")
     first = chunks[0]
@@ -101,11 +108,12 @@ def _joined(chunks: list[Chunk]) -> str:
 
 
 def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, settings: Settings,
-                 timeout_s: float, budgets: Budgets | None = None, poll_s: float = 0.25) -> CitedAnswer:
+                 timeout_s: float, budgets: Budgets | None = None, poll_s: float = 0.25,
+                 viewer: Viewer = PUBLIC_VIEWER) -> CitedAnswer:
     """Queue the question like any other (counted against the MCP server's budget, ``MCP``), and wait up to
     ``timeout_s`` for its answer; after that, the request id (``GET /requests/{id}`` follows it)."""
     request, _ = handlers.submit_question(AskQuestion(question=question), requests=requests, events=events,
-                                          settings=settings, budgets=budgets, identities=[MCP])
+                                          settings=settings, budgets=budgets, identities=[MCP], viewer=viewer)
     deadline = time.monotonic() + timeout_s
     while True:
         request = handlers.get_request(request.request_id, requests=requests, settings=settings)

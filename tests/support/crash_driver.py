@@ -26,7 +26,7 @@ PROJECT = "askflow-test"
 class StreamingAnswerer:
     """Writes its answer in three steps, as a model streams, then answers."""
 
-    def answer(self, question, history=(), *, fresh=False, on_partial=None):
+    def answer(self, question, history=(), *, fresh=False, on_partial=None, viewer=None):
         source = Source(n=1, title="Pools", url="https://docs/pools", doc_id="docs:pools.rst",
                         excerpt="Pools limit concurrency.")
         words = ["Pools", "limit", "concurrency [1]."]
@@ -40,7 +40,7 @@ class StreamingAnswerer:
 
 class RecordedSlack:
     """The Slack side of the worker, recorded in Firestore (``{collection}_slack/{request id}``): how many replies
-    were started and how many final answers posted."""
+    were started, how many final answers posted, and into which messages."""
 
     def __init__(self, client, collection: str) -> None:
         self._client, self._collection = client, f"{collection}_slack"
@@ -62,7 +62,12 @@ class RecordedSlack:
         pass
 
     def post_answer(self, request):
-        self._count(request, "posted")
+        from google.cloud import firestore
+
+        # a final answer posted into the reply started before is an edit of that message; without one, a new one
+        message = request.slack.reply_ts or f"new-{firestore.SERVER_TIMESTAMP}"
+        self._client.collection(self._collection).document(request.request_id).set(
+            {"posted": firestore.Increment(1), "messages": firestore.ArrayUnion([message])}, merge=True)
 
 
 class ApprovingGrader:

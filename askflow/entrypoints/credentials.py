@@ -1,0 +1,145 @@
+"""Who is calling the HTTP API, and so what they may see: API keys, the web page's session cookie, and the identity
+Identity-Aware Proxy signed.
+
+- ``ASKFLOW_API_KEY``: the deployment's admin key (every audience, the admin pages).
+- ``ASKFLOW_API_KEYS``: more keys, each bound to audiences and an admin flag (``ApiKey``).
+- The web page's session cookie (set when a key is configured): the asking API as an anonymous asker (``public``),
+  never the admin pages.
+- Behind IAP (``ASKFLOW_IAP_AUDIENCE`` set): the signed ``x-goog-iap-jwt-assertion``, verified with google-auth
+  against IAP's keys (``ASKFLOW_IAP_CERTS_URL``, cached for ``CERTS_TTL_S``), maps to audiences by
+  ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address, or ``@domain``) and to admin by ``ASKFLOW_IAP_ADMINS``. A header
+  IAP did not sign — a bare ``x-goog-authenticated-user-email``, a forged or expired token — counts for nothing.
+- Anyone else: ``public`` when no key is configured, and nothing at all otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+
+log = logging.getLogger(__name__)
+SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
+IAP_HEADER = "x-goog-iap-jwt-assertion"
+IAP_ISSUER = "https://cloud.google.com/iap"
+CERTS_TTL_S = 300
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a request may do: ``may_ask`` (the asking API), as ``viewer`` (``viewer.admin``: the admin pages too)."""
+
+    viewer: Viewer
+    may_ask: bool
+    via: str  # "key", "iap", "session", "anonymous" or "none"
+
+
+NOBODY = Caller(viewer=PUBLIC_VIEWER, may_ask=False, via="none")
+
+
+def caller(request, settings) -> Caller:
+    """The strongest credential the request carries; a wrong key is no credential (and not a fall-back to the
+    cookie)."""
+    sent = request.headers.get("X-API-Key")
+    if sent:
+        return keyed(sent, settings) or NOBODY
+    iap = request.headers.get(IAP_HEADER)
+    if iap and settings.iap_audience:
+        identity = _iap_identity(iap, settings)
+        if identity is not None:
+            return identity
+    if not keys_configured(settings):
+        return Caller(viewer=PUBLIC_VIEWER, may_ask=True, via="anonymous")
+    if _valid_session(request.cookies.get(SESSION_COOKIE, ""), settings):
+        return Caller(viewer=PUBLIC_VIEWER, may_ask=True, via="session")
+    return NOBODY
+
+
+def keys_configured(settings) -> bool:
+    return settings.api_key is not None or bool(settings.api_keys)
+
+
+def keyed(sent: str, settings) -> Caller | None:
+    """The caller a key names, or ``None`` for a key that is not configured."""
+    admin_key = settings.api_key
+    if admin_key is not None and hmac.compare_digest(sent.encode(), admin_key.get_secret_value().encode()):
+        return Caller(viewer=Viewer.of(admin=True), may_ask=True, via="key")
+    for key in settings.api_keys:
+        if hmac.compare_digest(sent.encode(), key.key.get_secret_value().encode()):
+            return Caller(viewer=Viewer.of(key.audiences, admin=key.admin), may_ask=True, via="key")
+    return None
+
+
+class _Certs:
+    """IAP's public keys, fetched with google-auth's transport and kept ``CERTS_TTL_S``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cached: dict[str, tuple[float, dict]] = {}
+
+    def get(self, url: str) -> dict:
+        with self._lock:
+            fetched = self._cached.get(url)
+            if fetched is not None and time.monotonic() - fetched[0] < CERTS_TTL_S:
+                return fetched[1]
+        import google.auth.transport.requests
+
+        response = google.auth.transport.requests.Request()(url=url, method="GET", timeout=5)
+        if response.status != 200:
+            raise ValueError(f"IAP keys: HTTP {response.status}")
+        certs = json.loads(response.data)
+        with self._lock:
+            self._cached[url] = (time.monotonic(), certs)
+        return certs
+
+
+_CERTS = _Certs()
+
+
+def _iap_identity(token: str, settings) -> Caller | None:
+    """The caller IAP vouches for, or ``None`` when the token does not verify (logged, never trusted)."""
+    from google.auth import exceptions, jwt
+
+    try:
+        claims = jwt.decode(token, certs=_CERTS.get(settings.iap_certs_url), audience=settings.iap_audience)
+    except (exceptions.GoogleAuthError, ValueError, KeyError) as error:
+        log.warning("an IAP assertion that does not verify was ignored: %s", error)
+        return None
+    email = str(claims.get("email", "")).lower()
+    if claims.get("iss") != IAP_ISSUER or not email:
+        log.warning("an IAP assertion from %r without an e-mail was ignored", claims.get("iss"))
+        return None
+    domain = "@" + email.rpartition("@")[2]
+    rules = {rule.lower(): audiences for rule, audiences in settings.iap_audience_rules.items()}
+    audiences = [*rules.get(domain, []), *rules.get(email, [])]
+    admin = email in {admin.lower() for admin in settings.iap_admins}
+    return Caller(viewer=Viewer.of(audiences, admin=admin), may_ask=True, via="iap")
+
+
+def session_cookie(request, settings) -> str:
+    """The web page's same-origin session, for deployments with an API key: the page is public, so whoever loads it
+    may ask through it, for ``SESSION_S``, as an anonymous asker; other callers need a key. HttpOnly (no script
+    reads it) and SameSite=Strict (no other site's page sends it); Secure over HTTPS."""
+    issued = str(int(time.time()))
+    secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
+    return (f"{SESSION_COOKIE}={issued}.{_sign(issued, settings)}; Max-Age={SESSION_S}; Path=/; HttpOnly; "
+            f"SameSite=Strict{'; Secure' if secure else ''}")
+
+
+def _valid_session(cookie: str, settings) -> bool:
+    issued, _, signature = cookie.partition(".")
+    if not issued.isdigit() or not hmac.compare_digest(signature.encode(), _sign(issued, settings).encode()):
+        return False
+    return 0 <= time.time() - int(issued) <= SESSION_S
+
+
+def _sign(issued: str, settings) -> str:
+    secret = settings.api_key or (settings.api_keys[0].key if settings.api_keys else None)
+    key = secret.get_secret_value().encode() if secret is not None else b""
+    return hmac.new(key, f"askflow-session:{issued}".encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,480 @@
+"""Audiences: every source and every answer knows who may see it, and no answer crosses that line.
+
+A loopback Slack workspace with a public channel and a private one (two members, one of them also in the public
+channel) feeds the ask path on fakes of the stores; the filter inside the real pgvector queries, the CLI, API keys
+and IAP assertions are tested on the real parts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from askflow.adapters.memory import InMemoryRequestStore
+from askflow.adapters.slack_audiences import SlackAudiences
+from askflow.config import Settings
+from askflow.domain.audiences import ADMIN, PUBLIC, PUBLIC_VIEWER, Viewer, readers_of
+from askflow.domain.clock import utcnow
+from askflow.domain.messages import QuestionQueued
+from askflow.domain.model import Chunk, Document, Grade, SlackThread, SourceKind
+from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.indexing import index_documents
+from askflow.retrieval.retriever import Retriever
+from askflow.service_layer import handlers
+from askflow.service_layer.answering import Answerer
+from askflow.service_layer.commands import AskQuestion
+from tests.fakes import FakeEventBus, FakeVectorStore, HashEmbeddings
+from tests.support.loopback_apis import SlackAPI
+
+SECRET_WORDS = "The vault rotation passphrase lives in the zebra-orchid runbook"
+PRIVATE, PUBLIC_CHANNEL, DM_MEMBER, DM_OUTSIDER, GROUP_DM = "CPRIV", "CPUB", "DMEM", "DOUT", "GMIX"
+
+
+class Workspace(SlackAPI):
+    """The loopback Slack API with a workspace's membership: ``conversations.info``, ``conversations.members``,
+    ``users.info`` and ``users.conversations``, as slack_sdk calls them."""
+
+    def __init__(self) -> None:
+        self.kinds = {PUBLIC_CHANNEL: "public", PRIVATE: "private", DM_MEMBER: "im", DM_OUTSIDER: "im",
+                      GROUP_DM: "mpim"}
+        self.members = {PUBLIC_CHANNEL: ["UMEM", "UOUT", "UMEM2"], PRIVATE: ["UMEM", "UMEM2"],
+                        DM_MEMBER: ["UMEM", "UBOT"], DM_OUTSIDER: ["UOUT", "UBOT"], GROUP_DM: ["UMEM", "UOUT"]}
+        self.guests: set[str] = set()
+        super().__init__()
+
+    def respond(self, method, path, query, body):
+        params, name = {**query, **body}, path.rsplit("/", 1)[-1]
+        if name == "conversations.info":
+            kind = self.kinds[params["channel"]]
+            return 200, {"ok": True, "channel": {"id": params["channel"], "is_private": kind != "public",
+                                                 "is_im": kind == "im", "is_mpim": kind == "mpim"}}
+        if name == "conversations.members":
+            return 200, {"ok": True, "members": self.members[params["channel"]],
+                         "response_metadata": {"next_cursor": ""}}
+        if name == "users.info":
+            return 200, {"ok": True, "user": {"id": params["user"], "is_restricted": params["user"] in self.guests}}
+        if name == "users.conversations":
+            channels = [{"id": c} for c, kind in self.kinds.items()
+                        if kind == "private" and params["user"] in self.members[c]]
+            return 200, {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
+        return super().respond(method, path, query, body)
+
+
+@pytest.fixture
+def workspace():
+    api = Workspace()
+    yield api
+    api.stop()
+
+
+def _audiences(api: Workspace) -> SlackAudiences:
+    from slack_sdk import WebClient
+
+    return SlackAudiences(client=WebClient(token="xoxb-test", base_url=api.base_url),
+                          workspace_audience="slack:workspace")
+
+
+def test_a_place_may_draw_on_what_every_one_there_may_read(workspace):
+    audiences = _audiences(workspace)
+    assert audiences.channel_readers(PRIVATE) == [f"slack:{PRIVATE}"]
+    assert audiences.channel_readers(PUBLIC_CHANNEL) == ["slack:workspace"]
+    assert audiences.place_audiences(PUBLIC_CHANNEL, "UMEM") == [PUBLIC, "slack:workspace"]  # even a member asking
+    assert audiences.place_audiences(PRIVATE, "UMEM") == [PUBLIC, f"slack:{PRIVATE}", "slack:workspace"]
+    assert audiences.place_audiences(DM_MEMBER, "UMEM") == [PUBLIC, f"slack:{PRIVATE}", "slack:workspace"]
+    assert audiences.place_audiences(DM_OUTSIDER, "UOUT") == [PUBLIC, "slack:workspace"]
+    assert audiences.place_audiences(GROUP_DM, "UMEM") == [PUBLIC, "slack:workspace"]  # UOUT is there too
+
+
+def test_guests_get_public_and_their_own_channels_only_and_membership_is_cached_briefly(workspace):
+    workspace.guests.add("UMEM2")
+    clock = SimpleNamespace(now=0.0)
+    from slack_sdk import WebClient
+
+    audiences = SlackAudiences(client=WebClient(token="xoxb-test", base_url=workspace.base_url),
+                               workspace_audience="slack:workspace", cache_s=3600, clock=lambda: clock.now)
+    assert audiences.user_audiences("UMEM2") == [PUBLIC, f"slack:{PRIVATE}"]
+    assert audiences.place_audiences(PRIVATE, "UMEM") == [PUBLIC, f"slack:{PRIVATE}"]  # a guest reads the reply
+    workspace.members[PRIVATE].remove("UMEM2")
+    clock.now = 299.0
+    assert f"slack:{PRIVATE}" in audiences.user_audiences("UMEM2")  # cached ...
+    clock.now = 301.0  # ... for at most five minutes, whatever was asked for
+    assert audiences.user_audiences("UMEM2") == [PUBLIC]
+
+
+def _stores():
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    docs = [Document(doc_id=f"slack:{PRIVATE}/1.1", text=SECRET_WORDS + ".", title="vault rotation",
+                     url="https://acme.slack.com/archives/CPRIV/p11", kind=SourceKind.SLACK,
+                     audiences=(f"slack:{PRIVATE}",)),
+            Document(doc_id="docs:vault.md", text="The vault holds connections. Rotation is explained in the runbook.",
+                     title="Vault", url="https://docs/vault")]
+    index_documents(docs[:1], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="slack")
+    index_documents(docs[1:], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="docs")
+    answerer = Answerer(retriever=Retriever(store=store, embeddings=embeddings, alpha=0.5, candidates=10),
+                        cheap_model=None, strong_model=None, rewordings=0, sources=4)
+    return store, embeddings, answerer
+
+
+def _answered(answerer, viewer, *, slack: SlackThread | None = None) -> object:
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    request, _ = handlers.submit_question(
+        AskQuestion(question="Where does the vault rotation passphrase live?"), requests=requests, events=events,
+        settings=Settings(), viewer=viewer, slack=slack, request_id=f"r-{uuid.uuid4().hex}" if slack else None)
+    handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests, answerer=answerer,
+                            settings=Settings())
+    return requests.get(request.request_id)
+
+
+def _cites_private(request) -> bool:
+    return any(s.doc_id.startswith(f"slack:{PRIVATE}") for s in request.sources) or "zebra-orchid" in request.answer
+
+
+def test_the_private_thread_reaches_its_members_and_no_one_else(workspace):
+    _, _, answerer = _stores()
+    audiences = _audiences(workspace)
+
+    def in_slack(channel: str, user: str):
+        thread = SlackThread(channel=channel, ts="5.5", thread_ts="5.5", user=user)
+        return _answered(answerer, Viewer.of(audiences.place_audiences(channel, user)), slack=thread)
+
+    anonymous = _answered(answerer, PUBLIC_VIEWER)
+    employee_key = _answered(answerer, Viewer.of(["employees"]))
+    in_public_channel = in_slack(PUBLIC_CHANNEL, "UMEM")  # a member, asking where everyone reads the reply
+    outsider_dm = in_slack(DM_OUTSIDER, "UOUT")
+    member_dm = in_slack(DM_MEMBER, "UMEM")
+    in_private_channel = in_slack(PRIVATE, "UMEM2")
+    for request in (anonymous, employee_key, in_public_channel, outsider_dm):
+        assert request.answer and not _cites_private(request), request.sources
+    for request in (member_dm, in_private_channel):
+        assert _cites_private(request) and f"slack:{PRIVATE}/1.1" in [s.doc_id for s in request.sources]
+        assert request.readers == [f"slack:{PRIVATE}"] and not request.is_public
+    assert anonymous.is_public and anonymous.readers == [PUBLIC]
+    assert not in_public_channel.is_public  # asked in Slack: never a shared place's, whatever it cites
+
+
+def test_the_feed_lists_only_public_answers_and_grading_never_makes_a_slack_one_public(workspace):
+    from askflow.service_layer.evaluation import judge
+
+    _, _, answerer = _stores()
+    audiences = _audiences(workspace)
+    requests = InMemoryRequestStore()
+    member = _answered(answerer, Viewer.of(audiences.place_audiences(DM_MEMBER, "UMEM")),
+                       slack=SlackThread(channel=DM_MEMBER, ts="6.6", thread_ts="6.6", user="UMEM"))
+    anonymous = _answered(answerer, PUBLIC_VIEWER)
+    for request in (member, anonymous):
+        requests.requests[request.request_id] = request
+
+    class Approving:
+        method = "llm"
+
+        def grade(self, batch):
+            return {r.request_id: Grade(helpfulness=5, relevance=5, public=True, method="llm") for r in batch}, []
+
+    from askflow.domain.messages import GradingDue
+
+    _, verdicts = judge([GradingDue(request_id=r.request_id, revision="x") for r in (member, anonymous)],
+                        requests=requests, grader=Approving(), batch_size=5)
+    graded = {v.request_id: v.graded for v in verdicts}
+    assert graded[member.request_id].grade.public is False and graded[anonymous.request_id].grade.public is True
+    for request_id, item in graded.items():
+        requests.save_grade(request_id, item)
+    assert [r.request_id for r in handlers.recent_good_answers(requests=requests)] == [anonymous.request_id]
+
+
+def test_the_cache_serves_an_answer_only_to_whoever_may_read_what_it_cited():
+    from askflow.domain.model import LearnedAnswer
+    from askflow.learning.cache import AnswerCache
+    from askflow.learning.questions import question_key
+
+    store, embeddings, _ = _stores()
+    question = "Where does the vault rotation passphrase live?"
+    learned = LearnedAnswer(request_id="member-1", collection="c", embedding_model=embeddings.name, vote=1,
+                            cited={f"slack:{PRIVATE}/1.1": store.fingerprints([f"slack:{PRIVATE}/1.1"])[
+                                f"slack:{PRIVATE}/1.1"]},
+                            question=question, question_key=question_key(question), verified=True,
+                            answer="In the zebra-orchid runbook [1].", graded_at=utcnow(),
+                            readers=[f"slack:{PRIVATE}"])
+
+    class Signals:
+        def verified_by_key(self, key, *, collection):
+            return [learned] if key == learned.question_key else []
+
+        def nearest(self, vector, **kwargs):
+            return [(learned, 1.0)]
+
+    cache = AnswerCache(signals=Signals(), store=store, embeddings=embeddings, collection="c", threshold=0.5)
+    assert cache.lookup(question, viewer=PUBLIC_VIEWER) is None
+    assert cache.lookup(question, viewer=Viewer.of(["slack:workspace"])) is None  # a non-member
+    assert cache.lookup(question, viewer=Viewer.of([f"slack:{PRIVATE}"])).answer.request_id == "member-1"
+    store.relabel([f"slack:{PRIVATE}/1.1"], ["slack:elsewhere"])  # relabelled since: the member no longer reads it
+    assert cache.lookup(question, viewer=Viewer.of([f"slack:{PRIVATE}"])) is None
+
+
+def test_insights_mask_questions_not_asked_in_public():
+    from askflow.insights.model import PRIVATE_QUESTION  # noqa: F401 - the mask the renderings show
+    from askflow.insights.report import AskedQuestion
+
+    _, _, answerer = _stores()
+    slack = SlackThread(channel=DM_MEMBER, ts="7.7", thread_ts="7.7", user="UMEM")
+    member = _answered(answerer, Viewer.of([f"slack:{PRIVATE}", "slack:workspace"]), slack=slack)
+    anonymous = _answered(answerer, PUBLIC_VIEWER)
+    assert AskedQuestion.of(member).private and AskedQuestion.of(member).cited == ()
+    assert not AskedQuestion.of(anonymous).private
+
+
+def test_readers_are_the_intersection_with_public_for_everyone():
+    assert readers_of([[PUBLIC], [PUBLIC]]) == [PUBLIC]
+    assert readers_of([[PUBLIC], ["employees"]]) == ["employees"]
+    assert readers_of([["employees", "customers"], ["employees"]]) == ["employees"]
+    assert readers_of([["employees"], ["slack:C1"]]) == []  # no one audience reads both: admins only
+    assert readers_of([[PUBLIC], None]) == []
+    assert ADMIN.may_read([]) and not PUBLIC_VIEWER.may_read([]) and not PUBLIC_VIEWER.may_read(None)
+
+
+# -- the filter inside the real store's queries ---------------------------------------------------------------------
+
+def _chunk(doc_id: str, content: str, audiences, index: int = 0) -> Chunk:
+    return Chunk(doc_id=doc_id, index=index, content=content, title=doc_id, section="", url=f"https://x/{doc_id}",
+                 sha="v1", audiences=audiences)
+
+
+def test_pgvector_filters_inside_every_query_and_fills_the_limit(pg_url, collection_name):
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    store.ensure_collection(4)
+    private = _chunk("slack:CPRIV/1", SECRET_WORDS, ("slack:CPRIV",))
+    legacy = _chunk("docs:legacy.md", SECRET_WORDS + " (before audiences)", None)
+    public = [_chunk(f"docs:p{i}.md", f"The vault note {i} about rotation.", (PUBLIC,)) for i in range(8)]
+    store.upsert([private, legacy, *public], [[1, 0, 0, 0], [1, 0, 0, 0], *([[0.5, 0.5, 0, 0]] * 8)])
+    words = "vault rotation passphrase zebra-orchid runbook"
+    for found in (store.keyword_search(words, limit=5, audiences=[PUBLIC]),
+                  store.hybrid_search(words, [1, 0, 0, 0], limit=5, alpha=0.5, audiences=[PUBLIC]),
+                  store.vector_search([1, 0, 0, 0], limit=5, audiences=[PUBLIC])):
+        assert len(found) == 5 and {sc.chunk.doc_id for sc in found} <= {c.doc_id for c in public}
+    assert store.keyword_search(words, limit=1, audiences=None)[0].chunk.doc_id in (private.doc_id, legacy.doc_id)
+    members = store.keyword_search(words, limit=3, audiences=[PUBLIC, "slack:CPRIV"])
+    assert members[0].chunk.doc_id == private.doc_id and legacy.doc_id not in [sc.chunk.doc_id for sc in members]
+    assert store.document_chunks(private.doc_id, audiences=[PUBLIC]) == []
+    assert store.document_chunks(private.doc_id, audiences=["slack:CPRIV"])[0].audiences == ("slack:CPRIV",)
+    assert store.audiences_of([private.doc_id, legacy.doc_id]) == {private.doc_id: ["slack:CPRIV"],
+                                                                   legacy.doc_id: None}
+    assert store.relabel([legacy.doc_id], [PUBLIC]) == 1 and store.relabel([legacy.doc_id], [PUBLIC]) == 0
+    assert legacy.doc_id in [sc.chunk.doc_id for sc in store.keyword_search(words, limit=10, audiences=[PUBLIC])]
+    store.close()
+
+
+def test_a_filter_admitting_one_percent_still_fills_the_vector_search(pg_url, collection_name):
+    """The HNSW index alone returns ef_search candidates and the filter would keep about 1% of them; pgvector's
+    iterative scan reads on until the limit is met."""
+    import numpy as np
+
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    store = PgVectorStore(url=pg_url, collection=collection_name, ef_search=40)
+    store.ensure_collection(8)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(3000, 8))
+    chunks = [_chunk(f"docs:d{i}.md", f"chunk {i}", ("rare",) if i % 100 == 0 else (PUBLIC,)) for i in range(3000)]
+    for start in range(0, 3000, 500):
+        store.upsert(chunks[start:start + 500], vectors[start:start + 500].tolist())
+    found = store.vector_search(vectors[1].tolist(), limit=10, audiences=["rare"])
+    assert len(found) == 10 and all(sc.chunk.audiences == ("rare",) for sc in found)
+    store.close()
+
+
+def _conditions(where) -> list[tuple[str, object]]:
+    """A Weaviate filter's (property, value) conditions, through its ands and ors."""
+    if hasattr(where, "filters"):
+        return [condition for part in where.filters for condition in _conditions(part)]
+    return [(where.target, where.value)]
+
+
+def test_the_weaviate_adapter_puts_the_audience_filter_in_every_query_it_builds():
+    from askflow.adapters.weaviate_store import WeaviateVectorStore
+
+    calls: list[tuple[str, dict]] = []
+
+    class Query:
+        def __getattr__(self, name):
+            def record(**kwargs):
+                calls.append((name, kwargs))
+                return SimpleNamespace(objects=[])
+            return record
+
+    store = WeaviateVectorStore(url="http://127.0.0.1:1", api_key=None, collection="c")
+    store._collection = lambda: SimpleNamespace(query=Query())
+    store.hybrid_search("words", [0.1], limit=3, alpha=0.5, audiences=["employees"])
+    store.keyword_search("words", limit=3, audiences=["employees"])
+    store.document_chunks("docs:a.md", audiences=["employees"])
+    assert [name for name, _ in calls] == ["hybrid", "bm25", "fetch_objects"]
+    for _, kwargs in calls:
+        assert ("audiences", ["employees"]) in _conditions(kwargs["filters"])
+    calls.clear()
+    store.hybrid_search("words", [0.1], limit=3, alpha=0.5, audiences=None)  # an admin's: no filter
+    assert calls[0][1]["filters"] is None
+
+
+# -- the CLI: a docs folder for employees -------------------------------------------------------------------------
+
+def test_a_folder_for_employees_is_found_with_that_audience_only_and_relabelled_without_embedding(
+        pg_url, collection_name, tmp_path):
+    from tests.test_cli import askflow
+
+    docs = tmp_path / "handbook"
+    docs.mkdir()
+    (docs / "leave.md").write_text("# Parental leave\n\nEmployees get twenty weeks of parental leave, paid.\n")
+    env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name}
+    question = "How many weeks of parental leave do employees get?"
+    ingested = askflow("ingest", str(docs), "--source", "handbook", "--audience", "employees", env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    assert "Parental leave" not in askflow("ask", question, env=env).stdout
+    assert "Parental leave" in askflow("ask", question, "--audience", "employees", env=env).stdout
+    relabelled = askflow("ingest", str(docs), "--source", "handbook", "--audience", "public", env=env)
+    result = json.loads(relabelled.stdout.strip().splitlines()[-1])
+    assert result["documents_written"] == 0 and result["chunks_relabelled"] >= 1  # nothing embedded again
+    assert "Parental leave" in askflow("ask", question, env=env).stdout
+    back = askflow("relabel", "handbook:", "--audience", "employees", env=env)
+    assert back.returncode == 0 and json.loads(back.stdout)["chunks_relabelled"] >= 1
+    assert "Parental leave" not in askflow("ask", question, env=env).stdout
+    bad = askflow("ingest", str(docs), "--source", "handbook", "--audience", "Bad Name!", env=env)
+    assert bad.returncode == 2 and "askflow: audience" in bad.stderr
+
+
+# -- credentials: API keys, the page's cookie, IAP ----------------------------------------------------------------
+
+class Certs:
+    """IAP's key endpoint on loopback: ``{kid: PEM public key}``, and an ES256 signer for tokens."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        pem = self.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        body = json.dumps({"kid-1": pem}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/iap/verify/public_key"
+
+    def token(self, *, key=None, **claims) -> str:
+        from cryptography.hazmat.primitives import serialization
+        from google.auth import crypt, jwt
+
+        pem = (key or self.key).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())
+        now = int(time.time())
+        payload = {"iss": "https://cloud.google.com/iap", "aud": "/projects/1/apps/askflow", "iat": now,
+                   "exp": now + 600, "email": "ana@example.com", "sub": "accounts.google.com:1"} | claims
+        return jwt.encode(crypt.ES256Signer.from_string(pem, key_id="kid-1"), payload).decode()
+
+
+def _request(headers: dict[str, str] | None = None, cookies: dict[str, str] | None = None):
+    return SimpleNamespace(headers=headers or {}, cookies=cookies or {}, scheme="https")
+
+
+def test_iap_identities_verify_and_forged_ones_count_for_nothing():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from askflow.entrypoints.credentials import IAP_HEADER, caller
+
+    certs = Certs()
+    settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.url,
+                        iap_audience_rules={"@example.com": ["employees"]}, iap_admins=["boss@example.com"])
+    good = caller(_request({IAP_HEADER: certs.token()}), settings)
+    assert good.via == "iap" and good.viewer == Viewer.of(["employees"]) and not good.viewer.admin
+    assert caller(_request({IAP_HEADER: certs.token(email="boss@example.com")}), settings).viewer.admin
+    forged = certs.token(key=ec.generate_private_key(ec.SECP256R1()))
+    for headers in ({IAP_HEADER: forged}, {IAP_HEADER: certs.token(aud="/projects/2/apps/other")},
+                    {IAP_HEADER: certs.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)},
+                    {IAP_HEADER: certs.token().rsplit(".", 1)[0] + "."},  # unsigned
+                    {"x-goog-authenticated-user-email": "accounts.google.com:boss@example.com"}):
+        who = caller(_request(headers), settings)
+        assert who.viewer == PUBLIC_VIEWER and not who.viewer.admin, headers
+    certs.server.shutdown()
+
+
+def test_keys_are_bound_to_audiences_and_the_page_cookie_opens_the_asking_api_only():
+    from askflow.entrypoints.credentials import SESSION_COOKIE, caller, session_cookie
+
+    settings = Settings(api_key="admin-key", api_keys=[{"name": "staff", "key": "staff-key",
+                                                         "audiences": ["employees"]}])
+    assert caller(_request({"X-API-Key": "admin-key"}), settings).viewer.admin
+    staff = caller(_request({"X-API-Key": "staff-key"}), settings)
+    assert staff.may_ask and staff.viewer == Viewer.of(["employees"]) and not staff.viewer.admin
+    assert not caller(_request({"X-API-Key": "wrong"}), settings).may_ask
+    cookie = session_cookie(_request(), settings).split(";")[0].split("=", 1)[1]
+    session = caller(_request(cookies={SESSION_COOKIE: cookie}), settings)
+    assert session.may_ask and session.via == "session" and session.viewer == PUBLIC_VIEWER
+    assert not caller(_request(), settings).may_ask
+
+
+def test_a_request_not_asked_in_public_is_shown_to_its_asker_and_admins_only():
+    from flask import Request
+    from werkzeug.test import EnvironBuilder
+
+    from askflow.entrypoints.http_api import handle
+
+    requests = InMemoryRequestStore()
+    settings = Settings(api_key="admin-key", api_keys=[{"name": "staff", "key": "staff-key",
+                                                         "audiences": ["employees"]}])
+    token = "staff-browser-token-0123456789"
+    asked, _ = handlers.submit_question(AskQuestion(question="Our leave policy?"), requests=requests,
+                                        events=FakeEventBus(), settings=settings, asker_token=token,
+                                        viewer=Viewer.of(["employees"]))
+    components = SimpleNamespace(settings=settings, requests=requests)
+
+    def get(headers):
+        environ = EnvironBuilder(path=f"/requests/{asked.request_id}", headers=headers).get_environ()
+        body, status, _ = handle(Request(environ), components)
+        return status, json.loads(body)
+
+    assert get({"X-API-Key": "staff-key", "X-Asker-Token": token})[0] == 200
+    assert get({"X-API-Key": "admin-key"})[0] == 200
+    status, body = get({"X-API-Key": "staff-key", "X-Asker-Token": "someone-elses-token-0123456"})
+    assert status == 404 and "no request" in body["error"]  # as if it did not exist
+    assert not asked.asked_in_public and asked.audiences == ["employees", PUBLIC]
+
+
+def test_a_slack_thread_id_names_no_channel():
+    from askflow.entrypoints.slack_app import slack_thread_id
+
+    thread = slack_thread_id("CPRIV", "1700000000.000100")
+    assert "CPRIV" not in thread and thread == slack_thread_id("CPRIV", "1700000000.000100")
+    assert thread != slack_thread_id("CPUB", "1700000000.000100")
+
+
+def test_graded_private_answers_are_written_back_for_their_readers_only():
+    from askflow.service_layer.evaluation import _write_back
+
+    store, embeddings, answerer = _stores()
+    member = _answered(answerer, Viewer.of([f"slack:{PRIVATE}"]),
+                       slack=SlackThread(channel=DM_MEMBER, ts="8.8", thread_ts="8.8", user="UMEM"))
+    assert member.readers == [f"slack:{PRIVATE}"]
+    _write_back([member], [], store=store, embeddings=embeddings, strategy=ChunkingStrategy(),
+                answers_source="answers", answers_base_url="https://askflow/answers",
+                fingerprints=store.fingerprints([s.doc_id for s in member.sources]))
+    stored = f"answers:{member.request_id}"
+    assert store.audiences_of([stored]) == {stored: [f"slack:{PRIVATE}"]}
+    outsiders = store.keyword_search("vault rotation passphrase", limit=10, audiences=[PUBLIC, "slack:workspace"])
+    assert outsiders and stored not in [hit.chunk.doc_id for hit in outsiders]
+    members = store.keyword_search("vault rotation passphrase", limit=10, audiences=[PUBLIC, f"slack:{PRIVATE}"])
+    assert stored in [hit.chunk.doc_id for hit in members]
