@@ -1,12 +1,20 @@
 """SlackReplies: what the answer worker says in Slack — thread history, a working reaction, a reply posted at once
 and edited as the answer is written, then the answer with its numbered sources and rating buttons. The client is
-slack_sdk's WebClient as ``bootstrap`` builds it (retry handlers, ``Retry-After`` honoured)."""
+slack_sdk's WebClient as ``bootstrap`` builds it (retry handlers, ``Retry-After`` honoured).
+
+Every text askflow sends is escaped as Slack's formatting rules ask (``slack_text``): an answer quoting an issue
+that holds ``<!channel>`` shows those characters and pings no one. The only markup in a message is askflow's own:
+its source links (``slack_link``), bold and italics. Names are never linked (``link_names`` off, block text
+``verbatim``), so a bare ``@here`` stays text too.
+"""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from askflow.domain.model import Request, RequestStatus
 
@@ -17,11 +25,45 @@ FRESH = "askflow_fresh"  # answer anew a question answered from a verified earli
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 PLACEHOLDER = "Looking through the docs…"
 WRITING = " ✍️"  # after the text while the answer is being written
+SECTION_CHARS = 2900  # of a section block's text (Slack: 3000)
+EDIT_CHARS = 3000  # of the answer so far, in an edit
+TITLE_CHARS = 150  # of a source's title, as a link's label
+UNLINKED = {"link_names": False, "parse": "none"}  # what every post and edit says: no name becomes a mention
+_URL_SAFE = "/:?#[]@!$&'()*+,;=%~"  # RFC 3986's reserved characters, and % (kept escapes): the rest is encoded
 
 
 def question_text(text: str) -> str:
     """A message without its @-mentions of the bot."""
     return _MENTION.sub("", text or "").strip()
+
+
+def slack_text(text: str, limit: int | None = None) -> str:
+    """``text`` as Slack shows it, never as markup: ``&``, ``<`` and ``>`` escaped (``&amp;``, ``&lt;``, ``&gt;``),
+    Slack's rule for text that is not a link or a mention, so ``<!channel>``, ``<@U123>`` or ``<url|label>`` in it
+    read as typed. Cut to ``limit`` characters, never inside an escape. slack_sdk has no helper for this (its
+    ``models`` build blocks and escape nothing); those three replacements are exactly ``html.escape`` without
+    quotes."""
+    escaped = html.escape(text, quote=False)
+    if limit is None or len(escaped) <= limit:
+        return escaped
+    return re.sub(r"&[a-z]*$", "", escaped[:limit])
+
+
+def slack_link(url: str, label: str) -> str:
+    """``<url|label>``, Slack's link, for an http(s) URL with a host; the label alone for any other (a local
+    folder's ``file:`` URI, a ``javascript:`` one). In the URL whatever a URL may not hold unencoded (``|``, ``<``,
+    ``>``, spaces, quotes) is percent-encoded and ``&`` escaped; in the label ``&``, ``<`` and ``>`` are escaped: so
+    neither ends the link early nor opens another."""
+    label = slack_text(" ".join(label.split())[:TITLE_CHARS])
+    try:
+        parts = urlsplit(url.strip())
+        linkable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed host ("http://[::1")
+        linkable = False
+    if not linkable:
+        return label
+    href = slack_text(quote(url.strip(), safe=_URL_SAFE))
+    return f"<{href}|{label}>" if label else f"<{href}>"
 
 
 class SlackReplies:
@@ -45,11 +87,12 @@ class SlackReplies:
                 if float(m["ts"]) < float(before_ts) and question_text(m.get("text", ""))][-4:]
 
     def notice(self, channel: str, thread_ts: str, text: str) -> None:
-        """A short message in the thread (a refusal, say); a Slack failure is logged."""
+        """A short message in the thread (a refusal, say), as text (escaped); a Slack failure is logged."""
         from slack_sdk.errors import SlackApiError
 
         try:
-            self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False)
+            self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=slack_text(text),
+                                          unfurl_links=False, **UNLINKED)
         except SlackApiError as error:
             log.warning("could not post in %s: %s", channel, error.response.get("error"))
 
@@ -59,7 +102,8 @@ class SlackReplies:
 
         try:
             response = self._client.chat_postMessage(channel=request.slack.channel, thread_ts=request.slack.thread_ts,
-                                                     text=PLACEHOLDER, unfurl_links=False)
+                                                     text=slack_text(PLACEHOLDER), unfurl_links=False,
+                                                     **UNLINKED)
         except SlackApiError as error:
             log.warning("could not start the reply for %s: %s", request.request_id, error.response.get("error"))
             return None
@@ -71,7 +115,7 @@ class SlackReplies:
 
         try:
             self._client.chat_update(channel=request.slack.channel, ts=request.slack.reply_ts,
-                                     text=text[:3000] + WRITING)
+                                     text=slack_text(text, EDIT_CHARS) + WRITING, **UNLINKED)
         except SlackApiError as error:
             log.warning("could not edit the reply for %s: %s", request.request_id, error.response.get("error"))
 
@@ -96,26 +140,34 @@ class SlackReplies:
             text = "Sorry, I could not answer that one."
             blocks = None
         if slack.reply_ts:
-            self._client.chat_update(channel=slack.channel, ts=slack.reply_ts, text=text, blocks=blocks or [])
+            self._client.chat_update(channel=slack.channel, ts=slack.reply_ts, text=slack_text(text),
+                                     blocks=blocks or [], **UNLINKED)
         else:
-            self._client.chat_postMessage(channel=slack.channel, thread_ts=slack.thread_ts, text=text,
-                                          blocks=blocks, unfurl_links=False)
+            self._client.chat_postMessage(channel=slack.channel, thread_ts=slack.thread_ts, text=slack_text(text),
+                                          blocks=blocks, unfurl_links=False, **UNLINKED)
         self.mark(slack.channel, slack.ts, add=DONE if complete else FAILED, remove=WORKING)
 
 
 def answer_blocks(request: Request) -> list[dict]:
-    sources = "\n".join(f"[{s.n}] <{s.url}|{s.title}>{'' if s.cited else ' _(not cited)_'}" for s in request.sources)
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": (request.answer or "")[:2900]}}]
-    if sources:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sources*\n{sources}"[:2900]}})
+    """The answer, its numbered sources (whole lines, as many as fit a section), a note on how it was made, and
+    the rating buttons."""
+    blocks: list[dict] = [{"type": "section", "text": _mrkdwn(slack_text(request.answer or "", SECTION_CHARS))}]
+    sources = "*Sources*"
+    for s in request.sources:
+        line = f"\n[{s.n}] {slack_link(s.url, s.title)}{'' if s.cited else ' _(not cited)_'}"
+        if len(sources) + len(line) > SECTION_CHARS:
+            break
+        sources += line
+    if request.sources:
+        blocks.append({"type": "section", "text": _mrkdwn(sources)})
     if request.mode == "extractive":
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": "Extractive mode: no language model is configured."}]})
+            _mrkdwn("Extractive mode: no language model is configured.")]})
     if request.mode == "cached":
         how = ("the same question" if (request.cache_similarity or 0) >= 1
                else f"a question {round((request.cache_similarity or 0) * 100)}% alike")
-        note = f"A verified answer to {how}, asked before (request `{request.cached_from}`)."
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+        note = f"A verified answer to {how}, asked before (request `{slack_text(request.cached_from or '')}`)."
+        blocks.append({"type": "context", "elements": [_mrkdwn(note)]})
     buttons = [
         {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
          "value": request.request_id},
@@ -127,3 +179,8 @@ def answer_blocks(request: Request) -> list[dict]:
                         "text": {"type": "plain_text", "text": "Get a fresh answer"}})
     blocks.append({"type": "actions", "elements": buttons})
     return blocks
+
+
+def _mrkdwn(text: str) -> dict:
+    """A mrkdwn text object of text already escaped; ``verbatim``: Slack links no names or channels in it."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}

@@ -150,7 +150,7 @@ def _chat(body: dict, *, sentences: int = 1) -> dict:
         question = user.split("Question:", 1)[-1].strip().splitlines()[0][:200]
         content = json.dumps({"queries": [f"{question} overview", f"how to {question}", f"{question} example"]})
     else:
-        numbers = re.findall(r"^\[(\d+)\]", user, flags=re.MULTILINE)
+        numbers = re.findall(r'^<source n="(\d+)"', user, flags=re.MULTILINE)  # the fenced sources' numbers
         cites = "".join(f"[{n}]" for n in numbers[:2]) or ""
         content = " ".join([f"According to the documentation, this is how it works {cites}."] * sentences)
     return {
