@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from askflow.domain.audiences import audience_names
 from askflow.domain.errors import ConfigurationError
 
 # The one list of each choice: the settings validate against them, the CLI and the DAG params offer them.
@@ -22,6 +23,20 @@ VectorStoreName = Literal["pgvector", "weaviate"]
 VECTOR_STORES: tuple[str, ...] = get_args(VectorStoreName)
 EmbeddingProvider = Literal["local", "openai"]
 EMBEDDING_PROVIDERS: tuple[str, ...] = get_args(EmbeddingProvider)
+
+
+class ApiKey(BaseModel):
+    """An API key bound to the audiences it may read (and whether it opens the admin pages)."""
+
+    name: str
+    key: SecretStr
+    audiences: list[str] = []
+    admin: bool = False
+
+    @field_validator("audiences")
+    @classmethod
+    def _named(cls, audiences: list[str]) -> list[str]:
+        return audience_names(audiences)
 
 
 class Settings(BaseSettings):
@@ -76,8 +91,24 @@ class Settings(BaseSettings):
 
     # Ask path
     api_key: SecretStr | None = Field(
-        default=None, description="When set, API calls must send it as X-API-Key (the web page stays public)."
-    )
+        default=None, description=(
+            "The deployment's admin key: when set, API calls must send a key as X-API-Key (the web page stays public"
+            " and its session cookie opens the asking API as an anonymous asker); this one sees every audience and"
+            " opens the admin pages."))
+    api_keys: list[ApiKey] = Field(default=[], description=(
+        "more API keys, each bound to audiences (JSON: [{\"name\", \"key\", \"audiences\", \"admin\"}])"))
+    iap_audience: str | None = Field(default=None, description=(
+        "behind Identity-Aware Proxy: the signed header's expected audience (/projects/NUMBER/...); unset: IAP"
+        " headers are ignored"))
+    iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"
+    iap_audience_rules: dict[str, list[str]] = Field(default={}, description=(
+        "IAP identity -> audiences, by e-mail address or '@domain'"))
+    iap_admins: list[str] = Field(default=[], description="IAP e-mail addresses that are admins")
+    slack_workspace_audience: str = Field(default="slack:workspace", description=(
+        "the audience of a workspace's members: what its public channels are readable by"))
+    github_repo_audiences: dict[str, list[str]] = Field(default={}, description=(
+        "owner/name -> audiences of its issues; unset: public for a public repository, github:<owner/name> (admins"
+        " only until a key or rule names it) for a private one"))
     max_question_chars: int = 4000
     rewordings: int = 3
     sources_per_answer: int = 6
@@ -190,15 +221,41 @@ class Settings(BaseSettings):
     web_max_pages: int = Field(default=5000, ge=1, description="the most pages a crawl without a sitemap lists")
     web_main_selector: str = Field(default="main, article, [role=main]", description=(
         "CSS selector of a page's main content (the site's navigation and chrome are left out)"))
+    web_max_sitemap_bytes: int = Field(default=50 * 2**20, ge=1024, description=(
+        "the largest sitemap read, also once decompressed (the sitemap protocol's limit: 50 MiB)"))
+    web_allowed_hosts: list[str] = Field(default=[], description=(
+        "host:port pairs besides the location's own that a site's redirects, child sitemaps, pages and canonical "
+        "links may lead to (JSON list: [\"www.example.com:443\"])"))
+    web_allowed_networks: list[str] = Field(default=[], description=(
+        "networks (CIDR) of addresses that are not public a site may still be reached at: an intranet site "
+        "([\"10.0.0.0/8\"]); unset, loopback, private and link-local addresses (the metadata server) are refused"))
+    web_ignored_query_params: list[str] = Field(
+        default=["utm_*", "gclid", "fbclid", "msclkid", "mc_cid", "mc_eid", "_ga"], description=(
+            "query parameters (fnmatch patterns) a page's URL and id are read without; every other one makes "
+            "another page"))
+    web_max_unavailable_share: float = Field(default=0.1, ge=0, le=1, description=(
+        "a run in which more than this share of a site's pages could not be read (403, 5xx, a dropped connection) "
+        "fails; those pages keep what is stored of them either way"))
 
     # Slack and GitHub
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_channels: list[str] = []
+    slack_reply_window_days: float = Field(default=7.0, ge=0, description=(
+        "each Slack ingestion run lists the threads started up to this long before the newest stored one again, so"
+        " that their new replies are read; replies to older threads wait for the reconcile"))
+    slack_reconcile_every_runs: int = Field(default=24, ge=0, description=(
+        "one Slack ingestion run in this many (numbered by the hour since the epoch: 24 is the 00:00 UTC run) lists"
+        " each channel's whole history, pruning deleted threads; 0: never, 1: every run"))
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None
     github_repos: list[str] = []
+    github_reconcile_every_runs: int = Field(default=7, ge=0, description=(
+        "one GitHub ingestion run in this many (numbered by the day since the epoch) lists every issue, pruning"
+        " deleted and transferred ones; 0: never, 1: every run"))
+    github_closed_max_age_days: int | None = Field(default=None, ge=0, description=(
+        "issues closed longer ago than this are not indexed, and stored ones are pruned; unset: every issue"))
 
     @property
     def budget_limits(self):

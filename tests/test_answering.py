@@ -71,7 +71,7 @@ def test_a_follow_up_is_looked_up_in_the_cache_by_its_stand_alone_form_never_by_
         def __init__(self):
             self.asked = []
 
-        def lookup(self, question, *, vector=None):
+        def lookup(self, question, *, vector=None, viewer=None):
             self.asked.append(question)
             return None
 

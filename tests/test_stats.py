@@ -85,3 +85,19 @@ def test_the_admin_page_needs_the_key_and_shows_the_figures_and_traces(keyed_adm
     assert "timed out: 2" in page.locator("body").inner_text()
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "admin-phone.png"), full_page=True)
+
+
+def test_the_web_pages_cookie_opens_the_asking_api_but_not_the_admin_pages(keyed_admin):
+    with urllib.request.urlopen(keyed_admin, timeout=10) as page:  # the web page sets its session cookie
+        cookie = page.headers["Set-Cookie"].split(";")[0]
+    asked = urllib.request.Request(f"{keyed_admin}requests?good=true", headers={"Cookie": cookie})
+    with urllib.request.urlopen(asked, timeout=10) as response:
+        assert response.status == 200
+    for path in ("admin", "insights"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"{keyed_admin}{path}", headers={"Cookie": cookie}),
+                                   timeout=10)
+        assert refused.value.code == 403 and "error" in json.load(refused.value)
+    keyed = urllib.request.Request(f"{keyed_admin}insights", headers={"X-API-Key": KEY})
+    with urllib.request.urlopen(keyed, timeout=10) as response:
+        assert response.status == 200

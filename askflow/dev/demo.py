@@ -38,17 +38,20 @@ GRADE_POLL_S = 10.0
 RUNNING: set[subprocess.Popen] = set()  # the grading runs going on now: stopped with the demo
 
 
-def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300) -> dict:
+def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300, api_key: str | None = None) -> dict:
+    """Ask as the web page's user would (with ``api_key``, as a keyed caller: the deployment's own key)."""
+    keyed = {"X-API-Key": api_key} if api_key else {}
     request = urllib.request.Request(
         f"{api_url.rstrip('/')}/requests",
         data=json.dumps({"question": question}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **keyed},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         request_id = json.load(response)["request_id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/requests/{request_id}", timeout=30) as response:
+        read = urllib.request.Request(f"{api_url.rstrip('/')}/requests/{request_id}", headers=keyed)
+        with urllib.request.urlopen(read, timeout=30) as response:
             record = json.load(response)
         if RequestStatus(record["status"]).terminal:
             return record
@@ -105,7 +108,8 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
 
         print(f"\n  askflow is running. Open the web page:  {api.url}\n", flush=True)
         print(f"Q: {question}\n", flush=True)
-        record = ask_over_http(api.url, question)
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        record = ask_over_http(api.url, question, api_key=key)
         if record["status"] != RequestStatus.COMPLETE.value:
             print(f"the request failed: {record.get('error')}")
             return 1
@@ -126,6 +130,12 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
                   "rating; `askflow demo --airflow` runs Airflow itself")
         print(f"  Firestore, Pub/Sub   {stack.env['FIRESTORE_EMULATOR_HOST']}, {stack.env['PUBSUB_EMULATOR_HOST']}")
         print(f"  logs                 {stack.log_dir}")
+        if key is not None:
+            print(f"  admin pages          {api.url}admin and {api.url}insights: send the admin key, e.g. "
+                  f"curl -H 'X-API-Key: $ASKFLOW_API_KEY' {api.url}admin")
+        else:
+            print(f"  admin pages          {api.url}insights (questions asked in public only); /admin needs an "
+                  "admin credential: set ASKFLOW_API_KEY and send it as X-API-Key")
         if wait:
             print("\nRate an answer on the web page: it is graded and appears under \"Recent good answers\". "
                   "Ctrl-C stops everything.", flush=True)

@@ -8,6 +8,7 @@ charged once against the asker's budgets and never refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, OverBudget, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
 from askflow.entrypoints.http_api import read_body, unread_body_response
@@ -41,13 +43,24 @@ def build_app(components):
     )
     replies = components.slack_replies
 
+    def place_viewer(channel: str, user: str | None) -> Viewer:
+        """What an answer posted in ``channel`` may draw on: what everyone there may read (``SlackAudiences``);
+        ``public`` alone when Slack cannot say."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            return Viewer.of(components.slack_audiences.place_audiences(channel, user))
+        except (SlackApiError, KeyError) as error:
+            log.warning("Slack membership of %s unknown (%s): answering from public sources only", channel, error)
+            return PUBLIC_VIEWER
+
     def queue(event: dict, body: dict) -> None:
         """A mention or a direct message becomes a queued request; one that is not a well-formed message (a
         signed request can still be malformed) is acknowledged and dropped, with a log line."""
         try:
             message = SlackMessage.model_validate({**event, "event_id": body.get("event_id")})
             command = AskQuestion(question=question_text(message.text)[: settings.max_question_chars] or " ",
-                                  thread_id=f"slack-{message.channel}-{message.thread}".replace(".", "_"))
+                                  thread_id=slack_thread_id(message.channel, message.thread))
         except ValidationError as error:
             log.warning("Slack event dropped, not a message askflow can answer: %s",
                         "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
@@ -60,7 +73,7 @@ def build_app(components):
                 request_id=f"slack-{message.event_id}",
                 slack=SlackThread(channel=message.channel, ts=message.ts, thread_ts=message.thread,
                                   user=message.user, in_thread=message.thread_ts is not None),
-                budgets=components.budgets,
+                budgets=components.budgets, viewer=place_viewer(message.channel, message.user),
             )
         except Duplicate:
             log.info("Slack event %s already queued (a retry)", message.event_id)
@@ -108,7 +121,8 @@ def build_app(components):
             handlers.submit_question(
                 AskQuestion(question=served.question, thread_id=served.thread_id, fresh=True),
                 requests=components.requests, events=components.events, settings=settings,
-                request_id=f"{served.request_id}-fresh", slack=thread, budgets=components.budgets)
+                request_id=f"{served.request_id}-fresh", slack=thread, budgets=components.budgets,
+                viewer=place_viewer(thread.channel, thread.user))
         except Duplicate:
             log.info("fresh answer to %s already queued", served.request_id)
         except OverBudget as error:
@@ -123,6 +137,11 @@ def build_app(components):
 def _clicker(body: dict) -> str:
     """The Slack user id of whoever clicked a button, made safe to store; empty when the click names none."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", str((body.get("user") or {}).get("id", "")))[:64]
+
+
+def slack_thread_id(channel: str, thread_ts: str) -> str:
+    """A Slack thread's id as requests keep it: the same for every message of the thread, naming no channel."""
+    return "slack-" + hashlib.sha256(f"{channel}/{thread_ts}".encode()).hexdigest()[:32]
 
 
 class SlackMessage(BaseModel):

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Protocol
 
 from askflow import tracing
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage, VerifiedMatch
 from askflow.ports import ChatModel
@@ -54,7 +55,8 @@ ANSWER_SYSTEM = (
 class VerifiedAnswers(Protocol):
     """Verified earlier answers (``learning.cache.AnswerCache``)."""
 
-    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None) -> VerifiedMatch | None:
+    def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None,
+               viewer: Viewer = ...) -> VerifiedMatch | None:
         ...
 
 
@@ -85,19 +87,23 @@ class Answerer:
         return "llm" if self._strong is not None else "extractive"
 
     def answer(self, question: str, history: Sequence[tuple[str, str]] = (), *, fresh: bool = False,
-               on_partial: Callable[[str, list[Source]], None] | None = None) -> Answer:
+               on_partial: Callable[[str, list[Source]], None] | None = None,
+               viewer: Viewer = PUBLIC_VIEWER) -> Answer:
         """Answer ``question`` (after ``history``, the conversation so far). A question that is not a follow-up is
         first looked up among verified earlier answers, unless ``fresh``; a follow-up only by the stand-alone
         question the cheap model makes of it, never by its own words.
 
         ``on_partial`` is told the model's answer as it is written, its citations already checked (the text so far
-        and its sources, in the order it first cites them); extractive and cached answers come whole, at once."""
+        and its sources, in the order it first cites them); extractive and cached answers come whole, at once.
+
+        ``viewer``: whom the answer is shown to. Every search admits only what it may read (the filter is inside the
+        store's queries), and the cache serves only an answer it may read."""
         started = time.perf_counter()
         use_cache = self._cache is not None and not fresh
         # a question's embedding, made at most once: by the cache lookup on a miss, or by the search
         question_vector = functools.cache(partial(self._retriever.embed, question))
         if use_cache and not history:
-            match = self._cache.lookup(question, vector=question_vector)
+            match = self._cache.lookup(question, vector=question_vector, viewer=viewer)
             if match is not None:
                 return self._cached(question, match, started, question_vector=question_vector)
         timings: dict[str, float] = {}
@@ -106,20 +112,21 @@ class Answerer:
             # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
             # what the thread is about; the rewordings (with a model) are made stand-alone from the history
             original = pool.submit(tracing.in_context(lambda: self._retriever.search(
-                _with_context(question, history), vector=None if history else question_vector())))
+                _with_context(question, history), vector=None if history else question_vector(), viewer=viewer)))
             queries = [question]
             if self._cheap is not None and self._rewordings > 0:
                 try:
                     reworded, reword_usage = self._reword(question, history)
                     usage.append(reword_usage)
                     queries += reworded
-                    match = self._cache.lookup(reworded[0]) if use_cache and history and reworded else None
+                    match = (self._cache.lookup(reworded[0], viewer=viewer) if use_cache and history and reworded
+                             else None)
                     if match is not None:
                         return self._cached(question, match, started, usage=[reword_usage])
                 except ModelUnavailable as error:  # rewording only widens the search: answer without it
                     log.warning("rewording failed, searching the question alone: %s", error)
                 timings["reword_ms"] = _ms(started)
-            reworded = self._retriever.search_keywords(queries[1:], pool)
+            reworded = self._retriever.search_keywords(queries[1:], pool, viewer=viewer)
             found = original.result()
             chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
         timings["retrieve_ms"] = _ms(started)
@@ -189,6 +196,7 @@ class Answerer:
                     url=passage_link(best.url, doc_id=best.doc_id, kind=best.kind.value, section=best.section,
                                      excerpt=best.content, anchors=best.metadata.get("anchors")),
                     kind=best.kind.value, excerpt=best.content, date=passage_date(best.metadata),
+                    audiences=list(best.audiences) if best.audiences is not None else None,
                 )
             )
         return sources
