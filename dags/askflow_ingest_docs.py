@@ -69,6 +69,8 @@ def askflow_ingest_docs():
                 [p for batch in listed for p in batch["paths"]], store=components.store,
                 embeddings=components.embeddings, source=params["source"],
                 answers_source=components.settings.answers_source, allow_empty=bool(params["prune_all"]),
+                unavailable={doc_id: why for r in results for doc_id, why in r["unavailable"].items()},
+                max_unavailable_share=components.settings.web_max_unavailable_share,
             )
         for key in ("documents_written", "documents_skipped", "chunks_written"):
             summary[key] = sum(r[key] for r in results)

@@ -4,10 +4,17 @@ retries on its own and only references (a pinned location, relative paths) trave
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from askflow.ingest.chunking import ChunkingStrategy
-from askflow.ingest.indexing import index_documents, invalidate_answers, prune_documents, refuse_empty_listing
+from askflow.ingest.indexing import (
+    index_documents,
+    invalidate_answers,
+    prune_documents,
+    refuse_empty_listing,
+    refuse_unavailable_share,
+)
 from askflow.ingest.sources.github_issues import load_repo_issues
 from askflow.ingest.sources.slack import load_channel_threads
 from askflow.ports import DocsLocation, Embeddings, VectorStore
@@ -31,9 +38,12 @@ def index_batch(location: DocsLocation, relative_paths: list[str], *, store: Vec
 
 
 def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings, source: str,
-                       answers_source: str, allow_empty: bool = False) -> dict[str, Any]:
+                       answers_source: str, allow_empty: bool = False, unavailable: Mapping[str, str] | None = None,
+                       max_unavailable_share: float = 1.0) -> dict[str, Any]:
     """Delete what the source no longer has, drop the stored answers whose cited sources changed, then refresh the
-    store's derived statistics. An empty listing of a source with stored documents fails (``allow_empty``)."""
+    store's derived statistics. An empty listing of a source with stored documents fails (``allow_empty``), and so
+    does, once pruned, a run whose batches could not read more than ``max_unavailable_share`` of the listing
+    (``unavailable``: doc id -> why, what the batches reported)."""
     store.ensure_collection(embeddings.dimension)
     scope = f"{source}:"
     stored = store.document_fingerprints(prefix=scope)
@@ -42,7 +52,9 @@ def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddi
                                         stored=stored)
     invalidated = invalidate_answers(store, answers_source=answers_source)
     store.finalize_writes()
-    return {"documents_pruned": documents, "chunks_deleted": chunks, "answers_invalidated": invalidated}
+    refuse_unavailable_share(unavailable or {}, len(relative_paths), max_share=max_unavailable_share)
+    return {"documents_pruned": documents, "chunks_deleted": chunks, "answers_invalidated": invalidated,
+            "unavailable": dict(unavailable or {})}
 
 
 def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings: Embeddings,
