@@ -1,7 +1,9 @@
 """Scale: retrieval latency and ask overhead of pgvector at 10k and 100k chunks (1M with ``--million``), with
 synthetic clustered vectors and synthetic Zipf-distributed text; which HNSW ``ef_search`` holds recall@10 ≥ 0.95
 against exact search; what the keyword search's row budget costs in top-10 overlap and saves in time; and what a
-one-document update costs with the keyword statistics adjusted by the write against recounted over the table.
+one-document update costs with the keyword statistics adjusted by the write against recounted over the table; and
+hybrid search filtered to an audience admitting 1% of the chunks, drawn at random (``random1``) and away from the
+queries' neighbourhood (``far1``: two clusters the queries are never drawn from), with how many lists came back full.
 Prints one JSON object as its last line."""
 
 from __future__ import annotations
@@ -23,12 +25,29 @@ KEYWORD_QUERIES = 20
 UPDATE_ROUNDS = 5
 
 
-def synthetic(n: int, rng: np.random.Generator, centers: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    labels = rng.integers(0, len(centers), n)
+FAR_CLUSTERS = (0, 1)  # of 200: the chunks of these two clusters (1%) are the "far" audience's
+
+
+def synthetic(n: int, rng: np.random.Generator, centers: np.ndarray, *,
+              clusters: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    vectors, texts, _ = labelled(n, rng, centers, clusters=clusters)
+    return vectors, texts
+
+
+def labelled(n: int, rng: np.random.Generator, centers: np.ndarray, *,
+             clusters: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    labels = rng.choice(clusters, n) if clusters is not None else rng.integers(0, len(centers), n)
     vectors = centers[labels] + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     texts = [" ".join(row) for row in WORDS[rng.choice(len(WORDS), size=(n, 60), p=WORD_P)]]
-    return vectors.astype(np.float32), texts
+    return vectors.astype(np.float32), texts, labels
+
+
+def audiences_of(labels: np.ndarray, rng: np.random.Generator) -> list[list[str]]:
+    """Every chunk ``public``; 1% drawn at random also ``random1``; the two far clusters' chunks (1%) ``far1``."""
+    drawn = rng.random(len(labels)) < 0.01
+    return [["public", *(["random1"] if pick else []), *(["far1"] if label in FAR_CLUSTERS else [])]
+            for label, pick in zip(labels, drawn, strict=True)]
 
 
 def load(store, url: str, table: str, n: int, rng, centers) -> float:
@@ -43,13 +62,14 @@ def load(store, url: str, table: str, n: int, rng, centers) -> float:
         done = 0
         while done < n:
             batch = min(20000, n - done)
-            vectors, texts = synthetic(batch, rng, centers)
+            vectors, texts, labels = labelled(batch, rng, centers)
+            audiences = audiences_of(labels, rng)
             with conn.cursor().copy(
-                f'COPY "{table}" (id, doc_id, chunk_index, content, sha, kind, embedding) FROM STDIN'
+                f'COPY "{table}" (id, doc_id, chunk_index, content, sha, kind, audiences, embedding) FROM STDIN'
             ) as copy:
                 for i in range(batch):
                     copy.write_row((f"00000000-0000-4000-8000-{done + i:012d}", f"synthetic:{(done + i) // 5}",
-                                    (done + i) % 5, texts[i], "s", "docs", vectors[i]))
+                                    (done + i) % 5, texts[i], "s", "docs", audiences[i], vectors[i]))
             done += batch
         conn.execute("SET maintenance_work_mem = '4GB'")  # the 1M graph (~2 GB) builds in memory
         conn.execute(f'CREATE INDEX "{table}_embedding" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
@@ -125,6 +145,20 @@ def document_update(store, url: str, table: str, rng, centers) -> dict:
     return {**{mode: summary_ms(values) for mode, values in timings.items()}, "statistics_exact": kept == counted}
 
 
+def audience_search(store, queries: np.ndarray, texts: list[str], audience: str) -> dict:
+    """Hybrid search (limit 40) admitting only ``audience``'s chunks: latency, and how full the lists are (the
+    chunks the audience may read are far more than 40, so a full list is 40)."""
+    latencies, sizes = [], []
+    for q, text in zip(queries, texts, strict=True):
+        started = time.perf_counter()
+        found = store.hybrid_search(text, q, limit=40, alpha=0.5, audiences=[audience])
+        latencies.append((time.perf_counter() - started) * 1000)
+        sizes.append(len(found))
+        assert all(audience in sc.chunk.audiences for sc in found)
+    return {**summary_ms(latencies), "full_lists": sum(n == 40 for n in sizes), "queries": len(sizes),
+            "min_results": min(sizes)}
+
+
 def main(sizes: list[int]) -> dict:
     os.environ["ASKFLOW_DATA_DIR"] = str(temp_data_dir())
     from askflow.adapters.embedded_postgres import embedded_postgres_url
@@ -148,6 +182,9 @@ def main(sizes: list[int]) -> dict:
             latencies.append((time.perf_counter() - started) * 1000)
         keyword = keyword_budget(store, PgVectorStore(url=url, collection=table, keyword_rows=n),
                                  query_texts[:KEYWORD_QUERIES])
+        near, near_texts = synthetic(50, rng, centers, clusters=np.arange(len(FAR_CLUSTERS), len(centers)))
+        filtered = {audience: audience_search(store, near, [" ".join(t.split()[:8]) for t in near_texts], audience)
+                    for audience in ("random1", "far1")}
         sweep = {}
         for ef in (40, 100, 200, 400):
             r, ms = recall(url, table, queries[:20], ef)
@@ -156,6 +193,7 @@ def main(sizes: list[int]) -> dict:
         update = document_update(store, url, table, rng, centers)
         results[str(n)] = {"load_and_index_s": round(load_s, 1), "hybrid_search": summary_ms(latencies),
                            "keyword_search": keyword, "one_document_update": update,
+                           "hybrid_search_one_percent_audience": filtered,
                            "hnsw": sweep, "lowest_setting_with_recall_0.95": holding[0] if holding else None}
         print(json.dumps({str(n): results[str(n)]}), file=sys.stderr, flush=True)  # survives a cut-off run
         store.close()
