@@ -88,8 +88,8 @@ def test_the_admin_page_needs_the_key_and_shows_the_figures_and_traces(keyed_adm
 
 
 def test_the_web_pages_cookie_opens_the_asking_api_but_not_the_admin_pages(keyed_admin):
-    with urllib.request.urlopen(keyed_admin, timeout=10) as page:  # the web page sets its session cookie
-        cookie = page.headers["Set-Cookie"].split(";")[0]
+    with urllib.request.urlopen(keyed_admin, timeout=10) as loaded:  # the web page sets its session cookie
+        cookie = loaded.headers["Set-Cookie"].split(";")[0]
     asked = urllib.request.Request(f"{keyed_admin}requests?good=true", headers={"Cookie": cookie})
     with urllib.request.urlopen(asked, timeout=10) as response:
         assert response.status == 200
