@@ -1,17 +1,28 @@
-"""Airflow DAG: ingest GitHub issues and their comments (state, labels and closed-at kept), one mapped task per
-repository; each repository's run prunes only that repository's deleted issues."""
+"""Airflow DAG: ingest GitHub issues and their comments (state, labels and closed-at kept; a closed issue's every
+passage says so), one mapped task per repository. Each run reads only the issues updated since the last one; one run
+in ``ASKFLOW_GITHUB_RECONCILE_EVERY_RUNS`` lists every issue (the reconcile) and prunes the deleted ones."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from askflow_dag_defaults import source_ingestion_dag
+
+RUN_PERIOD = dt.timedelta(days=1)  # the schedule's: the reconcile is every N-th run of it
 
 
 def index_repo(repo: str, *, components, strategy) -> dict:
-    from askflow.ingest.pipeline import index_github_repo
+    from airflow.sdk import get_current_context
 
+    from askflow.ingest.pipeline import index_github_repo, reconcile_due
+
+    settings = components.settings
+    full_sync = reconcile_due(get_current_context()["dag_run"].run_after, run_period=RUN_PERIOD,
+                              every_runs=settings.github_reconcile_every_runs)
     return index_github_repo(repo, client=components.github_client, store=components.store,
                              embeddings=components.embeddings, strategy=strategy,
-                             answers_source=components.settings.answers_source)
+                             answers_source=settings.answers_source, full_sync=full_sync,
+                             closed_max_age_days=settings.github_closed_max_age_days)
 
 
 dag = source_ingestion_dag(

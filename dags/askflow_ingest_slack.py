@@ -1,20 +1,31 @@
 """Airflow DAG: ingest the threads of Slack channels (one document per thread, with its permalink), one mapped
-task per channel; each channel's run prunes only that channel's deleted threads."""
+task per channel. Each run reads only the threads new or moved since the last one and prunes only that channel's
+deleted threads; one run in ``ASKFLOW_SLACK_RECONCILE_EVERY_RUNS`` lists the whole history (the reconcile)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from askflow_dag_defaults import source_ingestion_dag
+
+RUN_PERIOD = dt.timedelta(hours=1)  # the schedule's: the reconcile is every N-th run of it
 
 
 def index_channel(channel: str, *, components, strategy) -> dict:
+    from airflow.sdk import get_current_context
+
     from askflow.domain.errors import ConfigurationError
-    from askflow.ingest.pipeline import index_slack_channel
+    from askflow.ingest.pipeline import index_slack_channel, reconcile_due
 
     if components.slack_client is None:
         raise ConfigurationError("ASKFLOW_SLACK_BOT_TOKEN is needed to read Slack channels")
+    settings = components.settings
+    full_sync = reconcile_due(get_current_context()["dag_run"].run_after, run_period=RUN_PERIOD,
+                              every_runs=settings.slack_reconcile_every_runs)
     return index_slack_channel(channel, client=components.slack_client, store=components.store,
                                embeddings=components.embeddings, strategy=strategy,
-                               answers_source=components.settings.answers_source)
+                               answers_source=settings.answers_source,
+                               reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync)
 
 
 dag = source_ingestion_dag(

@@ -1,22 +1,28 @@
 """Ingestion as steps an orchestrator can map and retry: list, index a batch, prune; and one step per Slack channel
-or GitHub repository. ``askflow ingest`` runs the same indexing in one call; the DAGs run these steps so each batch
-retries on its own and only references (a pinned location, relative paths) travel between tasks."""
+or GitHub repository, which reads only what changed since the last run. ``askflow ingest`` runs the same indexing in
+one call; the DAGs run these steps so each batch retries on its own and only references (a pinned location, relative
+paths) travel between tasks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from askflow.domain.audiences import PUBLIC
+from askflow.domain.clock import utcnow
+from askflow.domain.model import Document
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import (
+    IndexingResult,
     index_documents,
     invalidate_answers,
     prune_documents,
     refuse_empty_listing,
     refuse_unavailable_share,
 )
-from askflow.ingest.sources.github_issues import load_repo_issues
-from askflow.ingest.sources.slack import load_channel_threads
+from askflow.ingest.sources.github_issues import read_repo_issues
+from askflow.ingest.sources.slack import Workspace, read_channel
 from askflow.ports import DocsLocation, Embeddings, VectorStore
 
 
@@ -31,10 +37,12 @@ def batches(items: list[str], size: int) -> list[list[str]]:
 
 
 def index_batch(location: DocsLocation, relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings,
-                strategy: ChunkingStrategy, source: str, base_url: str | None = None) -> dict[str, Any]:
+                strategy: ChunkingStrategy, source: str, base_url: str | None = None,
+                audiences: Sequence[str] = (PUBLIC,)) -> dict[str, Any]:
+    """One batch of a location's documents, labelled with the location's ``audiences``."""
     documents = [location.load(relative, source=source, base_url=base_url) for relative in relative_paths]
     return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
-                           prune=False).to_dict()
+                           prune=False, audiences=audiences).to_dict()
 
 
 def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings, source: str,
@@ -57,17 +65,70 @@ def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddi
             "unavailable": dict(unavailable or {})}
 
 
+def reconcile_due(at: dt.datetime, *, run_period: dt.timedelta, every_runs: int) -> bool:
+    """Whether the run scheduled at ``at`` is the one in ``every_runs`` that lists its whole source (the reconcile).
+    Runs are numbered by the ``run_period``s since the Unix epoch, so every worker agrees with no stored state: hourly
+    runs and 24 reconcile at the 00:00 UTC run, daily runs and 7 every seventh day. 0: never; 1: every run."""
+    if every_runs <= 0:
+        return False
+    return int(at.timestamp() // run_period.total_seconds()) % every_runs == 0
+
+
 def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings: Embeddings,
-                        strategy: ChunkingStrategy, answers_source: str, source: str = "slack") -> dict[str, Any]:
-    """One channel's threads; prunes only that channel's deleted threads. ``client``: slack_sdk's WebClient."""
-    documents = load_channel_threads(client, channel, source=source)
-    return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
-                           scope=f"{source}:{channel}/", answers_source=answers_source).to_dict()
+                        strategy: ChunkingStrategy, answers_source: str, reply_window_s: float,
+                        full_sync: bool = False, source: str = "slack") -> dict[str, Any]:
+    """One channel's threads that are new or moved since the last run, and its deleted threads pruned; what a run
+    costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
+    WebClient."""
+    scope = f"{source}:{channel}/"
+    store.ensure_collection(embeddings.dimension)
+    stored = store.document_metadata(scope)
+    changes = read_channel(client, channel, stored=stored, workspace=Workspace.of(client),
+                           reply_window_s=reply_window_s, full=full_sync, source=source)
+    if changes.oldest is None:
+        refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
+    result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
+                            source=source, scope=scope, answers_source=answers_source)
+    return result.to_dict() | {"full_sync": changes.oldest is None, "listed": changes.listed,
+                               "listed_from": changes.oldest}
 
 
 def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embeddings, strategy: ChunkingStrategy,
-                      answers_source: str, source: str = "github") -> dict[str, Any]:
-    """One repository's issues; prunes only that repository's deleted issues. ``client``: PyGithub's Github."""
-    documents = load_repo_issues(client, repo, source=source)
-    return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
-                           scope=f"{source}:{repo}/", answers_source=answers_source).to_dict()
+                      answers_source: str, full_sync: bool = False, closed_max_age_days: int | None = None,
+                      source: str = "github") -> dict[str, Any]:
+    """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
+    the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that); what a run costs:
+    ``askflow.ingest.sources.github_issues``. ``client``: PyGithub's Github."""
+    scope = f"{source}:{repo}/"
+    store.ensure_collection(embeddings.dimension)
+    stored = store.document_metadata(scope)
+    closed_before = None if closed_max_age_days is None else (utcnow() - dt.timedelta(days=closed_max_age_days)).date()
+    changes = read_repo_issues(client, repo, stored=stored, full=full_sync, closed_before=closed_before,
+                               source=source)
+    if changes.since is None:
+        refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
+    result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
+                            source=source, scope=scope, answers_source=answers_source)
+    return result.to_dict() | {"full_sync": changes.since is None, "listed": changes.listed,
+                               "listed_since": changes.since}
+
+
+def _write_changes(documents: list[Document], gone: Collection[str], *, store: VectorStore, embeddings: Embeddings,
+                   strategy: ChunkingStrategy, source: str, scope: str, answers_source: str) -> IndexingResult:
+    """Index ``documents`` (new, or read again because their sync point moved), then delete the ``gone`` ones and
+    the stored answers citing them. A document read again whose text is unchanged is written anyway, or its stored
+    sync point would stay behind and it would be read again on every run (a thread whose only new reply is askflow's
+    own, an issue whose assignee changed): one embedding of it."""
+    current = store.fingerprints([document.doc_id for document in documents])
+    behind = [document.doc_id for document in documents
+              if current.get(document.doc_id) == strategy.document_sha(document, embeddings.name)]
+    if behind:
+        store.delete_documents(behind)
+    result = index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
+                             prune=False, scope=scope, answers_source=answers_source)
+    if gone:
+        result.documents_pruned = len(gone)
+        result.chunks_deleted += store.delete_documents(sorted(gone))
+        result.answers_invalidated += invalidate_answers(store, answers_source=answers_source)
+        store.finalize_writes()
+    return result

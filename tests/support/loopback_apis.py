@@ -1,13 +1,20 @@
-"""Loopback servers for the Slack Web API and the GitHub REST API, serving real-format payloads.
+"""Loopback servers for the Slack Web API and the GitHub REST API, serving real-format payloads, paged as the real
+ones page (Slack by cursor, GitHub by ``page`` and a ``Link`` header) and filtered as they filter (Slack's
+``oldest``/``latest``, GitHub's ``since``/``state``/``labels``/``sort``).
 
-Both record every call and take injected failures: ``fail(path_fragment, status, headers)`` makes the next request
-whose path contains the fragment answer with that status.
+Both record every call (``counts()``: calls per API method) and take injected failures:
+``fail(path_fragment, status, headers)`` makes the next request whose path contains the fragment answer with that
+status.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import urllib.parse
+from collections import Counter
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 
 from tests.support.loopback import LoopbackServer
@@ -31,7 +38,16 @@ class LoopbackAPI(LoopbackServer):
                     return status, headers
         return None
 
-    def respond(self, method: str, path: str, query: dict, body: dict) -> tuple[int, object]:
+    def counts(self) -> Counter[str]:
+        """How many calls each API method got (``call_name``), failed ones included."""
+        with self._lock:
+            return Counter(self.call_name(call) for call in self.calls)
+
+    def call_name(self, call: dict) -> str:
+        raise NotImplementedError
+
+    def respond(self, method: str, path: str, query: dict, body: dict) -> tuple:
+        """``(status, payload)`` or ``(status, payload, headers)``."""
         raise NotImplementedError
 
     def _handler(self):
@@ -57,8 +73,7 @@ class LoopbackAPI(LoopbackServer):
                     status, headers = failure
                     payload = {"ok": False, "error": "injected", "message": "injected"}
                 else:
-                    headers = {}
-                    status, payload = api.respond(method, parsed.path, query, body)
+                    status, payload, headers = (*api.respond(method, parsed.path, query, body), {})[:3]
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -81,13 +96,20 @@ class LoopbackAPI(LoopbackServer):
 
 
 class SlackAPI(LoopbackAPI):
-    """``channels`` maps a channel id to its messages: ``{"ts", "user", "text", "replies": [...]}``."""
+    """``channels`` maps a channel id to its top-level messages, oldest first: ``{"ts", "user", "text",
+    "replies": [...], "subtype", "bot_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id"}``). The bot the
+    token belongs to is ``UBOT``/``BBOT`` in a workspace at ``workspace_url``. ``max_page`` caps a page below what
+    ``limit`` asks (tests make it small to see paging)."""
+
+    BOT_USER, BOT_ID = "UBOT", "BBOT"
 
     def __init__(self) -> None:
         self.channels: dict[str, list[dict]] = {}
         self.posted: list[dict] = []
         self.updated: list[dict] = []  # chat.update calls, in order (each with its ``ts``)
         self.reactions: list[dict] = []
+        self.workspace_url = "https://acme.slack.com/"
+        self.max_page: int | None = None
         super().__init__()
 
     def replies(self, thread_ts: str) -> list[dict]:
@@ -109,34 +131,68 @@ class SlackAPI(LoopbackAPI):
     def base_url(self) -> str:
         return f"{self.url}/api/"
 
+    def call_name(self, call: dict) -> str:
+        return call["path"].rsplit("/", 1)[-1]
+
+    def _page(self, items: list, params: dict, render) -> dict:
+        """One page of ``items`` (each made a payload by ``render``) from the offset the cursor names, as Slack pages
+        (``limit``: 100 unless asked)."""
+        limit = int(params.get("limit") or 100)
+        limit = min(limit, self.max_page) if self.max_page else limit
+        start = int(params.get("cursor") or 0)
+        cursor = str(start + limit) if start + limit < len(items) else ""
+        return {"ok": True, "messages": [render(item) for item in items[start:start + limit]],
+                "has_more": bool(cursor), "response_metadata": {"next_cursor": cursor}}
+
+    @staticmethod
+    def _message(message: dict, *, default_user: str, thread_ts: str | None = None) -> dict:
+        payload = {"type": "message", "ts": message["ts"], "user": message.get("user", default_user),
+                   "text": message["text"]}
+        payload |= {key: message[key] for key in ("subtype", "bot_id") if message.get(key)}
+        if message.get("edited"):
+            payload["edited"] = {"user": payload["user"], "ts": message["edited"]}
+        return payload | ({"thread_ts": thread_ts} if thread_ts else {})
+
+    def _history(self, params: dict) -> dict:
+        oldest = Decimal(params.get("oldest") or 0)
+        latest = Decimal(params["latest"]) if params.get("latest") else None
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+
+        def within(ts: Decimal) -> bool:  # Slack's oldest and latest bounds, exclusive unless ``inclusive``
+            if ts < oldest or (ts == oldest and not inclusive):
+                return False
+            return latest is None or ts < latest or (ts == latest and inclusive)
+
+        listed = [m for m in self.channels.get(params["channel"], []) if within(Decimal(m["ts"]))]
+        listed.sort(key=lambda m: Decimal(m["ts"]), reverse=True)  # newest first, as Slack lists
+        return self._page(listed, params, self._history_message)
+
+    def _history_message(self, m: dict) -> dict:
+        message = self._message(m, default_user="U1")
+        if m.get("replies"):  # a thread's root, as history shows it: its replies counted, not listed
+            message |= {"thread_ts": m["ts"], "reply_count": len(m["replies"]),
+                        "reply_users": sorted({r.get("user", "U2") for r in m["replies"]}),
+                        "latest_reply": max((r["ts"] for r in m["replies"]), key=Decimal)}
+        return message
+
+    def _thread(self, params: dict) -> dict:
+        root = next((m for m in self.channels.get(params["channel"], []) if m["ts"] == params["ts"]), None)
+        if root is None:
+            return {"ok": False, "error": "thread_not_found"}
+        return self._page([(root, "U1"), *((reply, "U2") for reply in root.get("replies", []))], params,
+                          lambda item: self._message(item[0], default_user=item[1], thread_ts=root["ts"]))
+
     def respond(self, method, path, query, body):
         params = {**query, **body}
         name = path.rsplit("/", 1)[-1]
         if name == "conversations.history":
-            messages = [
-                {"type": "message", "ts": m["ts"], "user": m.get("user", "U1"), "text": m["text"],
-                 **({"thread_ts": m["ts"], "reply_count": len(m["replies"])} if m.get("replies") else {}),
-                 **({"subtype": m["subtype"]} if m.get("subtype") else {})}
-                for m in self.channels.get(params["channel"], [])
-            ]
-            # two pages, as Slack paginates with a cursor
-            page = int(params.get("cursor") or 0)
-            half = (len(messages) + 1) // 2
-            chunk = messages[:half] if page == 0 else messages[half:]
-            cursor = "1" if page == 0 and len(messages) > half else ""
-            return 200, {"ok": True, "messages": chunk, "has_more": bool(cursor),
-                         "response_metadata": {"next_cursor": cursor}}
+            return 200, self._history(params)
         if name == "conversations.replies":
-            root = next(m for m in self.channels[params["channel"]] if m["ts"] == params["ts"])
-            replies = [{"type": "message", "ts": r["ts"], "user": r.get("user", "U2"), "text": r["text"],
-                        "thread_ts": root["ts"]} for r in root.get("replies", [])]
-            return 200, {"ok": True, "has_more": False, "response_metadata": {"next_cursor": ""},
-                         "messages": [{"type": "message", "ts": root["ts"], "user": root.get("user", "U1"),
-                                       "text": root["text"], "thread_ts": root["ts"]}, *replies]}
+            return 200, self._thread(params)
         if name == "chat.getPermalink":
             ts = params["message_ts"].replace(".", "")
             return 200, {"ok": True, "channel": params["channel"],
-                         "permalink": f"https://acme.slack.com/archives/{params['channel']}/p{ts}"}
+                         "permalink": f"{self.workspace_url}archives/{params['channel']}/p{ts}"}
         if name == "chat.postMessage":
             with self._lock:
                 ts = f"9{len(self.posted) + 1}.000100"
@@ -154,32 +210,72 @@ class SlackAPI(LoopbackAPI):
             self.reactions.append({"method": name, **params})
             return 200, {"ok": True}
         if name == "auth.test":
-            return 200, {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"}
+            return 200, {"ok": True, "url": self.workspace_url, "team": "Acme", "user": "askflow",
+                         "user_id": self.BOT_USER, "bot_id": self.BOT_ID, "team_id": "T1"}
         return 200, {"ok": False, "error": "unknown_method"}
 
 
+def _github_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 class GitHubAPI(LoopbackAPI):
-    """``issues`` maps "owner/name" to issue dicts: ``number, title, body, state, labels, closed_at, comments,
-    pull_request`` (truthy for pull requests, which GitHub lists among issues)."""
+    """``issues`` maps "owner/name" to issue dicts: ``number, title, body, state, state_reason, labels, closed_at,
+    updated_at, comments, pull_request`` (truthy for pull requests, which GitHub lists among issues). Lists are paged
+    as GitHub pages them: ``per_page`` (30 unless asked, at most 100) and ``page``, with a ``Link`` header."""
+
+    UPDATED_AT = "2024-01-03T03:04:05Z"  # an issue's ``updated_at`` unless it says
 
     def __init__(self) -> None:
         self.issues: dict[str, list[dict]] = {}
         super().__init__()
 
+    def call_name(self, call: dict) -> str:
+        path = re.sub(r"^/repos/[^/]+/[^/]+", "/repos/{repo}", call["path"])
+        return f"{call['method']} {re.sub(r'/[0-9]+(?=/|$)', '/{number}', path)}"
+
     def _issue(self, repo: str, issue: dict) -> dict:
         url = f"{self.url}/repos/{repo}/issues/{issue['number']}"
+        kind = "pull" if issue.get("pull_request") else "issues"
+        state = issue.get("state", "open")
         payload = {
             "id": 1000 + issue["number"], "number": issue["number"], "title": issue["title"],
-            "body": issue.get("body", ""), "state": issue.get("state", "open"),
+            "body": issue.get("body", ""), "state": state,
+            "state_reason": issue.get("state_reason", "completed") if state == "closed" else None,
             "labels": [{"id": i, "name": name, "color": "ededed"} for i, name in enumerate(issue.get("labels", []))],
-            "closed_at": issue.get("closed_at"), "created_at": "2024-01-02T03:04:05Z",
-            "updated_at": "2024-01-03T03:04:05Z", "html_url": f"https://github.com/{repo}/issues/{issue['number']}",
+            "closed_at": issue.get("closed_at"), "created_at": issue.get("created_at", "2024-01-02T03:04:05Z"),
+            "updated_at": issue.get("updated_at", self.UPDATED_AT),
+            "html_url": f"https://github.com/{repo}/{kind}/{issue['number']}",
             "url": url, "comments_url": f"{url}/comments", "comments": len(issue.get("comments", [])),
             "user": {"login": "reporter", "id": 7},
         }
         if issue.get("pull_request"):
             payload["pull_request"] = {"url": f"{self.url}/repos/{repo}/pulls/{issue['number']}"}
         return payload
+
+    def _page(self, path: str, query: dict, items: list, render) -> tuple[int, list, dict]:
+        """One page of ``items`` (each made a payload by ``render``), as GitHub pages: ``per_page`` (30 unless asked,
+        at most 100) and ``page``, the next page's URL in the ``Link`` header."""
+        per_page, page = min(int(query.get("per_page") or 30), 100), int(query.get("page") or 1)
+        start = (page - 1) * per_page
+        headers = {}
+        if start + per_page < len(items):
+            headers["Link"] = f'<{self.url}{path}?{urllib.parse.urlencode(query | {"page": page + 1})}>; rel="next"'
+        return 200, [render(item) for item in items[start:start + per_page]], headers
+
+    def _listed(self, repo: str, query: dict) -> list[dict]:
+        wanted = set(filter(None, query.get("labels", "").split(",")))
+        state = query.get("state", "open")
+        since = _github_time(query["since"]) if query.get("since") else None
+        issues = [issue for issue in self.issues.get(repo, [])
+                  if wanted <= set(issue.get("labels", []))
+                  and state in ("all", issue.get("state", "open"))
+                  and (since is None or _github_time(issue.get("updated_at", self.UPDATED_AT)) >= since)]
+        field = "updated_at" if query.get("sort") == "updated" else "created_at"
+        default = self.UPDATED_AT if field == "updated_at" else "2024-01-02T03:04:05Z"
+        issues.sort(key=lambda issue: (_github_time(issue.get(field, default)), issue["number"]),
+                    reverse=query.get("direction", "desc") == "desc")
+        return issues
 
     def respond(self, method, path, query, body):
         parts = path.strip("/").split("/")
@@ -196,9 +292,7 @@ class GitHubAPI(LoopbackAPI):
             return 201, self._issue(repo, issue)
         if len(parts) == 4 and parts[3] == "issues":
             repo = f"{parts[1]}/{parts[2]}"
-            wanted = set(filter(None, query.get("labels", "").split(",")))
-            return 200, [self._issue(repo, issue) for issue in self.issues.get(repo, [])
-                         if wanted <= set(issue.get("labels", []))]
+            return self._page(path, query, self._listed(repo, query), lambda issue: self._issue(repo, issue))
         if len(parts) == 5 and parts[3] == "issues":
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
             issue = next((i for i in self.issues.get(repo, []) if i["number"] == number), None)
@@ -208,7 +302,7 @@ class GitHubAPI(LoopbackAPI):
         if len(parts) == 6 and parts[5] == "comments":
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
             issue = next(i for i in self.issues[repo] if i["number"] == number)
-            return 200, [{"id": n, "body": text, "user": {"login": f"commenter{n}", "id": n},
-                          "created_at": "2024-01-02T03:04:05Z", "html_url": f"https://github.com/{repo}/issues/{number}"}
-                         for n, text in enumerate(issue.get("comments", []))]
+            return self._page(path, query, list(enumerate(issue.get("comments", []))), lambda item: {
+                "id": item[0], "body": item[1], "user": {"login": f"commenter{item[0]}", "id": item[0]},
+                "created_at": "2024-01-02T03:04:05Z", "html_url": f"https://github.com/{repo}/issues/{number}"})
         return 404, {"message": "Not Found"}

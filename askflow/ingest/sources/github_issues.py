@@ -1,31 +1,100 @@
-"""GitHub issues with their comments as documents, through PyGithub (any base URL: github.com or Enterprise).
+"""GitHub issues with their comments as documents, read incrementally, through PyGithub (any base URL: github.com or
+Enterprise).
 
-State, labels and closed-at are kept in the metadata *and* in the text's first line, so that retrieval and the
-answer can tell a fixed bug from an open one. The client is PyGithub's, as ``bootstrap`` builds it.
+An issue's state goes with every passage of it: its title, which every chunk carries and every citation shows, says
+"open", "closed on DATE" or "closed as not planned on DATE", and so does the text's first line, so that retrieval and
+the answer can tell a fixed bug from an open one. The metadata keeps state, labels, closed-at and ``updated_at``.
+
+What was read is kept with the documents themselves: each stored issue's metadata holds its ``updated_at``, read back
+through the vector store (``document_metadata``) by any worker of any run. A run lists the issues updated since the
+newest stored one (``since=``, least recently updated first, a page per 30 issues) and reads the comments of those
+whose ``updated_at`` moved and that have any: no other call per issue. ``since=`` cannot show an issue that was
+deleted or transferred: the reconcile (``full``) lists every issue (a page per 30, still no call for an unchanged one)
+and prunes the stored ones it no longer shows.
+
+Not indexed: pull requests, the coverage-gap issues askflow files itself (``askflow/adapters/github_gaps.py`` marks
+their bodies with ``GAP_MARKER``), and with ``closed_before``, issues closed before that day (stored ones are pruned).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
 from askflow.domain.model import Document, SourceKind
 
+GAP_MARKER = "<!-- askflow-gap:"  # how askflow/adapters/github_gaps.py marks the body of each issue it files
+_CLOSED_AS = {"not_planned": "closed as not planned", "duplicate": "closed as a duplicate"}
 
-def load_repo_issues(client, repo: str, *, source: str = "github") -> list[Document]:
-    documents = []
-    for issue in client.get_repo(repo).get_issues(state="all"):
-        if issue.pull_request is not None:
+
+@dataclass(frozen=True)
+class IssueChanges:
+    """What one run read of a repository."""
+
+    documents: list[Document]  # issues new or updated since they were stored, least recently updated first
+    gone: frozenset[str]  # stored issues to prune: gone from the full listing, closed too long ago, or not to index
+    listed: int  # issues the listing returned, pull requests and skipped ones included
+    since: str | None  # the ``since=`` the listing asked with: ``None``, every issue
+
+
+def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], full: bool = False,
+                     closed_before: dt.date | None = None, source: str = "github") -> IssueChanges:
+    """The issues of ``repo`` new or updated since ``stored`` (``doc_id -> metadata`` of the repository's stored
+    issues), and the stored ones to prune.
+
+    :param full: list every issue (the reconcile), as when nothing is stored.
+    :param closed_before: issues closed before this day are not indexed.
+    """
+    since = None if full else newest_update(stored)
+    listing = client.withLazy(True).get_repo(repo).get_issues(  # lazy: no call for the repository itself
+        state="all", sort="updated", direction="asc", **({"since": dt.datetime.fromisoformat(since)} if since else {}))
+    documents, kept, skipped = [], set(), set()
+    for issue in listing:
+        doc_id = f"{source}:{repo}/issues/{issue.number}"
+        closed = issue.closed_at.date() if issue.closed_at else None
+        # a pull request is listed among issues; its html_url is its /pull/ page (reading ``pull_request`` of an
+        # issue that is none would make PyGithub fetch the issue again: a call per issue)
+        if "/pull/" in issue.html_url or GAP_MARKER in (issue.body or "") \
+                or (closed_before and closed and closed < closed_before):
+            skipped.add(doc_id)
             continue
-        labels = [label.name for label in issue.labels]
-        closed = issue.closed_at.date().isoformat() if issue.closed_at else None
-        status = f"{issue.state}" + (f" (closed {closed})" if closed else "")
-        header = f"Issue #{issue.number} in {repo} — {status}" + (f"; labels: {', '.join(labels)}" if labels else "")
-        parts = [header, issue.body or ""]
+        kept.add(doc_id)
+        if stored.get(doc_id, {}).get("updated_at") != issue.updated_at.isoformat():
+            documents.append(_document(issue, repo, doc_id))
+    aged = {doc_id for doc_id, metadata in stored.items() if closed_before and metadata.get("closed_at")
+            and dt.date.fromisoformat(metadata["closed_at"]) < closed_before}
+    gone = (set(stored) - kept if since is None else set(stored) & skipped) | (aged - kept)
+    return IssueChanges(documents=documents, gone=frozenset(gone), listed=len(kept | skipped), since=since)
+
+
+def newest_update(stored: dict[str, dict[str, Any]]) -> str | None:
+    """The newest ``updated_at`` of the stored issues (GitHub's ``since`` is inclusive: that issue is listed again,
+    and read no further); ``None`` when nothing is stored."""
+    return max((m["updated_at"] for m in stored.values() if m.get("updated_at")), key=dt.datetime.fromisoformat,
+               default=None)
+
+
+def state_of(issue) -> str:
+    """"open", "closed on DATE", or how it was closed when not as completed ("closed as not planned on DATE")."""
+    if issue.state != "closed":
+        return issue.state
+    closed = _CLOSED_AS.get(issue.state_reason, "closed")
+    return f"{closed} on {issue.closed_at.date().isoformat()}" if issue.closed_at else closed
+
+
+def _document(issue, repo: str, doc_id: str) -> Document:
+    labels = [label.name for label in issue.labels]
+    state = state_of(issue)
+    header = f"Issue #{issue.number} in {repo} — {state}" + (f"; labels: {', '.join(labels)}" if labels else "")
+    parts = [header, issue.body or ""]
+    if issue.comments:
         parts += [f"{c.user.login if c.user else 'someone'}: {c.body}" for c in issue.get_comments()]
-        documents.append(
-            Document(
-                doc_id=f"{source}:{repo}/issues/{issue.number}", text="\n\n".join(parts),
-                title=f"#{issue.number} {issue.title}", url=issue.html_url, kind=SourceKind.GITHUB,
-                metadata={"format": "text", "repo": repo, "number": issue.number, "state": issue.state,
-                          "labels": labels, "closed_at": closed},
-            )
-        )
-    return documents
+    return Document(
+        doc_id=doc_id, text="\n\n".join(parts), title=f"#{issue.number} {issue.title} ({state})", url=issue.html_url,
+        kind=SourceKind.GITHUB,
+        metadata={"format": "text", "repo": repo, "number": issue.number, "state": issue.state,
+                  "state_reason": issue.state_reason, "labels": labels,
+                  "closed_at": issue.closed_at.date().isoformat() if issue.closed_at else None,
+                  "updated_at": issue.updated_at.isoformat()},
+    )

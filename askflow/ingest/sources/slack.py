@@ -1,4 +1,21 @@
-"""Slack threads as documents: one thread (its root and replies) is one document with its permalink.
+"""Slack threads as documents, read incrementally: one thread (its root and replies) is one document, linked by the
+permalink built on the workspace's URL.
+
+What was read is kept with the documents themselves: each stored thread's metadata holds its *sync point*, the
+``latest_reply``, ``reply_count`` and root ``edited`` time that history showed when it was indexed, and any worker of
+any run reads them back through the vector store (``document_metadata``). A run costs:
+
+- one ``auth.test``: the workspace's URL, on which permalinks are built (no ``chat.getPermalink`` per thread), and
+  the bot's own ids: askflow's own messages are never indexed;
+- ``conversations.history`` pages of 200 messages from ``oldest``, the newest stored thread less the reply window:
+  the new threads, and the recent ones whose replies may have moved;
+- one ``conversations.replies`` per listed thread whose sync point moved (a reply posted or deleted, the root edited),
+  none for an unchanged thread; a lone message is read from history alone.
+
+A listing holds every message after ``oldest``, so a stored thread in that range that it no longer shows was deleted
+and is pruned at once. The reconcile (``full``) lists the whole history — one page per 200 threads, and still no call
+for an unchanged thread — pruning every deleted thread and reading the replies posted to threads older than the
+window. History does not show an edited reply: it is read with its thread's next move.
 
 The client is slack_sdk's ``WebClient`` as ``bootstrap`` builds it (its retry handlers honour ``Retry-After``).
 """
@@ -6,41 +23,120 @@ The client is slack_sdk's ``WebClient`` as ``bootstrap`` builds it (its retry ha
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from askflow.domain.model import Document, SourceKind
+
+PAGE = 200  # messages per page: the most Slack recommends
+SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "bot_add"})
+SYNC_FIELDS = ("latest_reply", "reply_count", "edited")  # what a stored thread's metadata says history showed
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What ``auth.test`` says of the token: the workspace's URL, and the bot's own user and bot ids."""
+
+    url: str
+    user_id: str | None = None
+    bot_id: str | None = None
+
+    @classmethod
+    def of(cls, client) -> Workspace:
+        identity = client.auth_test()
+        return cls(url=identity["url"], user_id=identity.get("user_id"), bot_id=identity.get("bot_id"))
+
+    def permalink(self, channel: str, ts: str) -> str:
+        """The link ``chat.getPermalink`` gives a top-level message: ``<workspace>/archives/<channel>/p<ts without
+        its dot>``."""
+        return f"{self.url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+
+    def wrote(self, message: dict) -> bool:
+        """Whether ``message`` is askflow's own (its answers in threads, its notices)."""
+        return bool((self.user_id and message.get("user") == self.user_id)
+                    or (self.bot_id and message.get("bot_id") == self.bot_id))
+
+
+@dataclass(frozen=True)
+class ChannelChanges:
+    """What one run read of a channel."""
+
+    documents: list[Document]  # threads new or moved since they were stored, oldest first
+    gone: frozenset[str]  # stored threads the listing shows deleted, or no longer to index
+    listed: int  # top-level messages the listing returned, skipped ones included
+    oldest: str | None  # where the listing started: ``None``, the whole history
+
+
+def read_channel(client, channel: str, *, stored: dict[str, dict[str, Any]], workspace: Workspace,
+                 reply_window_s: float, full: bool = False, source: str = "slack") -> ChannelChanges:
+    """The threads of ``channel`` new or moved since ``stored`` (``doc_id -> metadata`` of the channel's stored
+    threads), and the stored ones deleted since.
+
+    :param reply_window_s: how far before the newest stored thread the listing starts.
+    :param full: list the whole history (the reconcile), as when nothing is stored.
+    """
+    oldest = None if full else listing_start(stored, reply_window_s)
+    listing = list(_paged(client.conversations_history, "messages", channel=channel,
+                          **({"oldest": oldest} if oldest is not None else {})))
+    roots = {f"{source}:{channel}/{m['ts']}": m for m in listing if _indexable(m, workspace)}
+    documents, kept = [], set()
+    for doc_id, root in sorted(roots.items(), key=lambda item: Decimal(item[1]["ts"])):
+        if doc_id in stored and sync_point(root) == tuple(stored[doc_id].get(name) for name in SYNC_FIELDS):
+            kept.add(doc_id)
+            continue
+        document = _thread(client, channel, root, doc_id=doc_id, workspace=workspace)
+        if document is not None:
+            documents.append(document)
+            kept.add(doc_id)
+    covered = {doc_id for doc_id, metadata in stored.items() if oldest is None
+               or (metadata.get("thread_ts") and Decimal(metadata["thread_ts"]) > Decimal(oldest))}
+    return ChannelChanges(documents=documents, gone=frozenset(covered - kept), listed=len(listing), oldest=oldest)
+
+
+def listing_start(stored: dict[str, dict[str, Any]], reply_window_s: float) -> str | None:
+    """Where an incremental listing starts (Slack's ``oldest``, exclusive): the newest stored thread less
+    ``reply_window_s``; ``None`` (the whole history) when nothing is stored."""
+    newest = max((Decimal(m["thread_ts"]) for m in stored.values() if m.get("thread_ts")), default=None)
+    if newest is None:
+        return None
+    return f"{max(newest - Decimal(str(reply_window_s)), Decimal(0)):.6f}"
+
+
+def sync_point(root: dict) -> tuple:
+    """A thread's root as history shows it, reduced to what moves when the thread changes (``SYNC_FIELDS``)."""
+    return (root.get("latest_reply") or root["ts"], root.get("reply_count") or 0, (root.get("edited") or {}).get("ts"))
+
+
+def _indexable(message: dict, workspace: Workspace) -> bool:
+    if message.get("subtype") in SKIPPED_SUBTYPES or workspace.wrote(message):
+        return False
+    return message.get("thread_ts", message["ts"]) == message["ts"]  # a reply also sent to the channel: its thread's
+
+
+def _thread(client, channel: str, root: dict, *, doc_id: str, workspace: Workspace) -> Document | None:
+    """The thread of ``root`` as one document, without askflow's own replies; ``None`` when no message has text."""
+    messages = _paged(client.conversations_replies, "messages", channel=channel, ts=root["ts"]) \
+        if root.get("reply_count") else [root]
+    thread = [m for m in messages if (m.get("text") or "").strip() and m.get("subtype") not in SKIPPED_SUBTYPES
+              and not workspace.wrote(m)]
+    if not thread:
+        return None
+    ts, first = root["ts"], (root.get("text") or "").strip()
+    text = "\n\n".join(f"{m.get('user') or m.get('username') or 'someone'}: {m['text']}" for m in thread)
+    return Document(
+        doc_id=doc_id, text=text, title=first.splitlines()[0][:120] if first else ts,
+        url=workspace.permalink(channel, ts), kind=SourceKind.SLACK,
+        metadata={"format": "text", "channel": channel, "thread_ts": ts, "replies": sum(m["ts"] != ts for m in thread),
+                  **dict(zip(SYNC_FIELDS, sync_point(root), strict=True))},
+    )
 
 
 def _paged(method, key: str, **kwargs: Any) -> Iterator[dict]:
     cursor = None
     while True:
-        response = method(cursor=cursor, limit=200, **kwargs)
+        response = method(cursor=cursor, limit=PAGE, **kwargs)
         yield from response[key]
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not cursor:
             return
-
-
-def load_channel_threads(client, channel: str, *, source: str = "slack") -> list[Document]:
-    """Every thread of ``channel`` (a message with replies, or a lone message) as one document."""
-    documents = []
-    for message in _paged(client.conversations_history, "messages", channel=channel):
-        if message.get("subtype") in ("channel_join", "channel_leave", "bot_add"):
-            continue
-        ts = message["ts"]
-        if message.get("reply_count"):
-            thread = list(_paged(client.conversations_replies, "messages", channel=channel, ts=ts))
-        else:
-            thread = [message]
-        text = "\n\n".join(f"{m.get('user') or m.get('username') or 'someone'}: {m.get('text', '')}" for m in thread)
-        if not text.strip():
-            continue
-        permalink = client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"]
-        first_line = (message.get("text") or "").strip().splitlines()[0][:120] if message.get("text") else ts
-        documents.append(
-            Document(
-                doc_id=f"{source}:{channel}/{ts}", text=text, title=first_line, url=permalink, kind=SourceKind.SLACK,
-                metadata={"format": "text", "channel": channel, "thread_ts": ts, "replies": len(thread) - 1},
-            )
-        )
-    return documents
