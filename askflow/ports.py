@@ -67,6 +67,11 @@ class VectorStore(abc.ABC):
         lookup)."""
 
     @abc.abstractmethod
+    def scope_audiences(self, prefix: str) -> list[str] | None:
+        """The audiences of one stored document whose id starts with ``prefix`` (what a location's new documents are
+        labelled with when its run names none); ``None`` when none is stored or it is unlabelled."""
+
+    @abc.abstractmethod
     def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
         """``doc_id -> audiences`` (``None``: unlabelled) of the stored documents whose id starts with ``prefix``."""
 
@@ -206,6 +211,10 @@ class RequestStore(abc.ABC):
         """(question, answer) of the thread's completed requests created before ``before``, oldest first."""
 
     @abc.abstractmethod
+    def thread_readers(self, thread_id: str, *, before: dt.datetime, limit: int = 4) -> list[list[str] | None]:
+        """The ``readers`` of the requests ``thread_history`` returns (what a follow-up's answer inherits)."""
+
+    @abc.abstractmethod
     def mark_requeued(self, request_id: str, *, at: dt.datetime) -> None:
         """Note that the request was queued again (the requeue sweep), so the next sweep waits for it."""
 
@@ -220,7 +229,8 @@ class RequestStore(abc.ABC):
 
     @abc.abstractmethod
     def recent_good(self, limit: int) -> list[Request]:
-        """The most recent requests graded good and public, newest first."""
+        """The most recent requests graded good that may be listed in shared places (``in_feed``), newest first: the
+        filter is in the query."""
 
     @abc.abstractmethod
     def created_between(self, start: dt.datetime, end: dt.datetime, *, page_size: int = 500) -> Iterator[Request]:

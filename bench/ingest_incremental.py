@@ -148,12 +148,13 @@ def main() -> dict:
     def channel(full_sync: bool = False):
         return lambda: index_slack_channel("C1", client=components.slack_client, store=store, embeddings=embeddings,
                                            strategy=strategy, answers_source=settings.answers_source,
-                                           reply_window_s=window_s, full_sync=full_sync)
+                                           reply_window_s=window_s, full_sync=full_sync,
+                                           audiences=["slack:workspace"])
 
     def repo(full_sync: bool = False):
         return lambda: index_github_repo("acme/pipes", client=unpaced, store=store, embeddings=embeddings,
                                          strategy=strategy, answers_source=settings.answers_source,
-                                         full_sync=full_sync)
+                                         full_sync=full_sync, audiences=["public"])
 
     runs: dict[str, dict] = {"slack": {}, "github": {}}
 

@@ -33,6 +33,10 @@ from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, components_for, 
         "batch_size": Param(50, type="integer", minimum=1, maximum=1000),
         "prune_all": Param(False, type="boolean", description=(
             "let a location with no documents delete every stored document of the source (fails otherwise)")),
+        "audiences": Param(None, type=["null", "array"],
+                           items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9:._/-]*$"}, description=(
+                               "who may read the location's documents (README 'Who may see what'); null: as stored,"
+                               " public for a new location")),
     },
 )
 def askflow_ingest_docs():
@@ -56,7 +60,7 @@ def askflow_ingest_docs():
             return index_batch(
                 components.location(batch["location"]), batch["paths"], store=components.store,
                 embeddings=components.embeddings, strategy=strategy_from(params, components),
-                source=params["source"], base_url=params["base_url"],
+                source=params["source"], base_url=params["base_url"], audiences=params["audiences"],
             )
 
     @task(trigger_rule="none_failed")

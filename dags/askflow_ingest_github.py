@@ -15,6 +15,7 @@ def index_repo(repo: str, *, components, strategy) -> dict:
     from airflow.sdk import get_current_context
 
     from askflow.ingest.pipeline import index_github_repo, reconcile_due
+    from askflow.ingest.sources.github_issues import repository_audiences
 
     settings = components.settings
     full_sync = reconcile_due(get_current_context()["dag_run"].run_after, run_period=RUN_PERIOD,
@@ -22,7 +23,9 @@ def index_repo(repo: str, *, components, strategy) -> dict:
     return index_github_repo(repo, client=components.github_client, store=components.store,
                              embeddings=components.embeddings, strategy=strategy,
                              answers_source=settings.answers_source, full_sync=full_sync,
-                             closed_max_age_days=settings.github_closed_max_age_days)
+                             closed_max_age_days=settings.github_closed_max_age_days,
+                             audiences=repository_audiences(components.github_client, repo,
+                                                            settings.github_repo_audiences))
 
 
 dag = source_ingestion_dag(

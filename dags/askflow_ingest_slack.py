@@ -25,7 +25,8 @@ def index_channel(channel: str, *, components, strategy) -> dict:
     return index_slack_channel(channel, client=components.slack_client, store=components.store,
                                embeddings=components.embeddings, strategy=strategy,
                                answers_source=settings.answers_source,
-                               reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync)
+                               reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync,
+                               audiences=components.slack_audiences.channel_readers(channel))
 
 
 dag = source_ingestion_dag(

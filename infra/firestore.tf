@@ -29,6 +29,10 @@ resource "google_firestore_index" "good_requests_by_recency" {
     order      = "ASCENDING"
   }
   fields {
+    field_path = "in_feed"
+    order      = "ASCENDING"
+  }
+  fields {
     field_path = "created_at"
     order      = "DESCENDING"
   }

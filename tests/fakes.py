@@ -74,6 +74,10 @@ class FakeVectorStore(VectorStore):
         return {c.doc_id: list(c.audiences) if c.audiences is not None else None
                 for c, _ in self.stored.values() if c.doc_id in set(doc_ids)}
 
+    def scope_audiences(self, prefix: str):
+        found = next((c for c, _ in self.stored.values() if c.doc_id.startswith(prefix)), None)
+        return list(found.audiences) if found is not None and found.audiences is not None else None
+
     def document_audiences(self, prefix: str) -> dict:
         return {c.doc_id: list(c.audiences) if c.audiences is not None else None
                 for c, _ in self.stored.values() if c.doc_id.startswith(prefix)}

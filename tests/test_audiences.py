@@ -112,18 +112,20 @@ def _stores():
                      audiences=(f"slack:{PRIVATE}",)),
             Document(doc_id="docs:vault.md", text="The vault holds connections. Rotation is explained in the runbook.",
                      title="Vault", url="https://docs/vault")]
-    index_documents(docs[:1], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="slack")
+    index_documents(docs[:1], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="slack",
+                    audiences=[f"slack:{PRIVATE}"])
     index_documents(docs[1:], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="docs")
     answerer = Answerer(retriever=Retriever(store=store, embeddings=embeddings, alpha=0.5, candidates=10),
                         cheap_model=None, strong_model=None, rewordings=0, sources=4)
     return store, embeddings, answerer
 
 
-def _answered(answerer, viewer, *, slack: SlackThread | None = None) -> object:
+def _answered(answerer, viewer, *, slack: SlackThread | None = None, place_readers=None) -> object:
     requests, events = InMemoryRequestStore(), FakeEventBus()
     request, _ = handlers.submit_question(
         AskQuestion(question="Where does the vault rotation passphrase live?"), requests=requests, events=events,
-        settings=Settings(), viewer=viewer, slack=slack, request_id=f"r-{uuid.uuid4().hex}" if slack else None)
+        settings=Settings(), viewer=viewer, slack=slack, request_id=f"r-{uuid.uuid4().hex}" if slack else None,
+        place_readers=place_readers)
     handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests, answerer=answerer,
                             settings=Settings())
     return requests.get(request.request_id)
@@ -139,7 +141,8 @@ def test_the_private_thread_reaches_its_members_and_no_one_else(workspace):
 
     def in_slack(channel: str, user: str):
         thread = SlackThread(channel=channel, ts="5.5", thread_ts="5.5", user=user)
-        return _answered(answerer, Viewer.of(audiences.place_audiences(channel, user)), slack=thread)
+        return _answered(answerer, Viewer.of(audiences.place_audiences(channel, user)), slack=thread,
+                         place_readers=audiences.place_readers(channel))
 
     anonymous = _answered(answerer, PUBLIC_VIEWER)
     employee_key = _answered(answerer, Viewer.of(["employees"]))
@@ -151,7 +154,10 @@ def test_the_private_thread_reaches_its_members_and_no_one_else(workspace):
         assert request.answer and not _cites_private(request), request.sources
     for request in (member_dm, in_private_channel):
         assert _cites_private(request) and f"slack:{PRIVATE}/1.1" in [s.doc_id for s in request.sources]
-        assert request.readers == [f"slack:{PRIVATE}"] and not request.is_public
+        assert not request.is_public and not request.in_feed
+    assert in_private_channel.readers == [f"slack:{PRIVATE}"]  # the channel's members
+    assert member_dm.readers == []  # a direct message: its asker alone (and admins)
+    assert in_public_channel.readers == ["slack:workspace"]  # the workspace sees the channel
     assert anonymous.is_public and anonymous.readers == [PUBLIC]
     assert not in_public_channel.is_public  # asked in Slack: never a shared place's, whatever it cites
 
@@ -162,8 +168,9 @@ def test_the_feed_lists_only_public_answers_and_grading_never_makes_a_slack_one_
     _, _, answerer = _stores()
     audiences = _audiences(workspace)
     requests = InMemoryRequestStore()
-    member = _answered(answerer, Viewer.of(audiences.place_audiences(DM_MEMBER, "UMEM")),
-                       slack=SlackThread(channel=DM_MEMBER, ts="6.6", thread_ts="6.6", user="UMEM"))
+    member = _answered(answerer, Viewer.of(audiences.place_audiences(PRIVATE, "UMEM")),
+                       slack=SlackThread(channel=PRIVATE, ts="6.6", thread_ts="6.6", user="UMEM"),
+                       place_readers=audiences.place_readers(PRIVATE))
     anonymous = _answered(answerer, PUBLIC_VIEWER)
     for request in (member, anonymous):
         requests.requests[request.request_id] = request
@@ -341,7 +348,7 @@ def test_a_folder_for_employees_is_found_with_that_audience_only_and_relabelled_
     back = askflow("relabel", "handbook:", "--audience", "employees", env=env)
     assert back.returncode == 0 and json.loads(back.stdout)["chunks_relabelled"] >= 1
     assert "Parental leave" not in askflow("ask", question, env=env).stdout
-    bad = askflow("ingest", str(docs), "--source", "handbook", "--audience", "Bad Name!", env=env)
+    bad = askflow("ingest", str(docs), "--source", "handbook", "--audience", "bad name!", env=env)
     assert bad.returncode == 2 and "askflow: audience" in bad.stderr
 
 
@@ -467,7 +474,8 @@ def test_graded_private_answers_are_written_back_for_their_readers_only():
 
     store, embeddings, answerer = _stores()
     member = _answered(answerer, Viewer.of([f"slack:{PRIVATE}"]),
-                       slack=SlackThread(channel=DM_MEMBER, ts="8.8", thread_ts="8.8", user="UMEM"))
+                       slack=SlackThread(channel=PRIVATE, ts="8.8", thread_ts="8.8", user="UMEM"),
+                       place_readers=[f"slack:{PRIVATE}"])
     assert member.readers == [f"slack:{PRIVATE}"]
     _write_back([member], [], store=store, embeddings=embeddings, strategy=ChunkingStrategy(),
                 answers_source="answers", answers_base_url="https://askflow/answers",
@@ -478,3 +486,124 @@ def test_graded_private_answers_are_written_back_for_their_readers_only():
     assert outsiders and stored not in [hit.chunk.doc_id for hit in outsiders]
     members = store.keyword_search("vault rotation passphrase", limit=10, audiences=[PUBLIC, f"slack:{PRIVATE}"])
     assert stored in [hit.chunk.doc_id for hit in members]
+
+
+def test_a_question_asked_in_a_private_place_never_becomes_public_through_a_public_answer(workspace):
+    """Asked in a private channel and answered from public pages only: the question is the channel's, so the answer
+    (which a write-back would store with its question) is read by the channel's members, not by everyone."""
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    index_documents([Document(doc_id="docs:vault.md", text="The vault holds connections and rotates them.",
+                              title="Vault", url="https://docs/vault")], store=store, embeddings=embeddings,
+                    strategy=ChunkingStrategy(), source="docs")
+    answerer = Answerer(retriever=Retriever(store=store, embeddings=embeddings, alpha=0.5, candidates=10),
+                        cheap_model=None, strong_model=None, rewordings=0, sources=4)
+    audiences = _audiences(workspace)
+    asked = _answered(answerer, Viewer.of(audiences.place_audiences(PRIVATE, "UMEM")),
+                      slack=SlackThread(channel=PRIVATE, ts="9.9", thread_ts="9.9", user="UMEM"),
+                      place_readers=audiences.place_readers(PRIVATE))
+    assert [s.doc_id for s in asked.sources] == ["docs:vault.md"] and asked.readers == [f"slack:{PRIVATE}"]
+    employee = _answered(answerer, Viewer.of(["employees"]))  # a keyed web asker: shown to them alone
+    assert employee.readers == [] and not employee.in_feed
+
+
+def test_a_follow_up_inherits_what_its_thread_drew_on():
+    _, _, answerer = _stores()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    token = "thread-starter-token-0123456789"
+    settings = Settings()
+    root, _ = handlers.submit_question(AskQuestion(question="Where does the vault rotation passphrase live?"),
+                                       requests=requests, events=events, settings=settings, asker_token=token,
+                                       viewer=Viewer.of([f"slack:{PRIVATE}"]))
+    handlers.answer_request(QuestionQueued(request_id=root.request_id), requests=requests, answerer=answerer,
+                            settings=settings)
+    assert _cites_private(requests.get(root.request_id))
+    follow_up, _ = handlers.submit_question(AskQuestion(question="And where is the vault?",
+                                                        thread_id=root.request_id),
+                                            requests=requests, events=events, settings=settings, asker_token=token)
+    handlers.answer_request(QuestionQueued(request_id=follow_up.request_id), requests=requests, answerer=answerer,
+                            settings=settings)
+    answered = requests.get(follow_up.request_id)
+    assert answered.context_turns == 1 and answered.readers == [] and not answered.in_feed
+
+
+def test_slack_channels_are_labelled_by_who_may_read_them_and_relabelled_when_that_changes(workspace):
+    from slack_sdk import WebClient
+
+    from askflow.ingest.pipeline import index_slack_channel
+
+    workspace.channels = {PRIVATE: [{"ts": "1700000000.000100", "user": "UMEM", "text": SECRET_WORDS}],
+                          PUBLIC_CHANNEL: [{"ts": "1700000000.000200", "user": "UMEM", "text": "Pools limit tasks."}]}
+    store, embeddings, audiences = FakeVectorStore(), HashEmbeddings(), _audiences(workspace)
+    client = WebClient(token="xoxb-test", base_url=workspace.base_url)
+    for channel in (PRIVATE, PUBLIC_CHANNEL):
+        index_slack_channel(channel, client=client, store=store, embeddings=embeddings, strategy=ChunkingStrategy(),
+                            answers_source="answers", reply_window_s=7 * 86_400,
+                            audiences=audiences.channel_readers(channel))
+    assert store.document_audiences(f"slack:{PRIVATE}/") == {f"slack:{PRIVATE}/1700000000.000100":
+                                                             [f"slack:{PRIVATE}"]}
+    assert list(store.document_audiences(f"slack:{PUBLIC_CHANNEL}/").values()) == [["slack:workspace"]]
+    calls = embeddings.calls
+    index_slack_channel(PUBLIC_CHANNEL, client=client, store=store, embeddings=embeddings,
+                        strategy=ChunkingStrategy(), answers_source="answers", reply_window_s=7 * 86_400,
+                        audiences=[f"slack:{PUBLIC_CHANNEL}"])  # the channel was made private
+    assert list(store.document_audiences(f"slack:{PUBLIC_CHANNEL}/").values()) == [[f"slack:{PUBLIC_CHANNEL}"]]
+    assert embeddings.calls == calls  # relabelled, nothing embedded
+
+
+def test_a_run_that_names_no_audience_keeps_the_locations_labels():
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    page = Document(doc_id="handbook:leave.md", text="Twenty weeks of parental leave.", title="Leave",
+                    url="https://hb/leave")
+    index_documents([page], store=store, embeddings=embeddings, strategy=ChunkingStrategy(), source="handbook",
+                    audiences=["employees"])
+    newer = Document(doc_id="handbook:pay.md", text="Pay day is the 25th.", title="Pay", url="https://hb/pay")
+    index_documents([page, newer], store=store, embeddings=embeddings, strategy=ChunkingStrategy(),
+                    source="handbook")  # the daily run, naming none
+    assert store.document_audiences("handbook:") == {"handbook:leave.md": ["employees"],
+                                                     "handbook:pay.md": ["employees"]}
+
+
+def test_relabelling_a_document_id_leaves_its_namesakes_alone():
+    from askflow.ingest.labels import relabel_location
+
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    for doc_id in ("docs:guides", "docs:guides-internal/secret.md"):
+        index_documents([Document(doc_id=doc_id, text="words", title="t", url="https://x")], store=store,
+                        embeddings=embeddings, strategy=ChunkingStrategy(), source="docs", prune=False,
+                        audiences=["employees"])
+    relabel_location(store, prefix="docs:guides", audiences=[PUBLIC], answers_source="answers")
+    assert store.document_audiences("docs:") == {"docs:guides": [PUBLIC],
+                                                 "docs:guides-internal/secret.md": ["employees"]}
+
+
+def test_a_learned_association_never_brings_in_a_document_the_viewer_may_not_read():
+    from askflow.domain.model import LearnedAnswer
+    from askflow.learning.questions import question_key
+    from askflow.learning.ranking import LearnedRanking
+
+    store, embeddings, _ = _stores()
+    private = f"slack:{PRIVATE}/1.1"
+    record = LearnedAnswer(request_id="member-1", collection="c", embedding_model=embeddings.name, vote=1,
+                           cited={private: store.fingerprints([private])[private]}, question="q",
+                           question_key=question_key("q"), verified=False, graded_at=utcnow(),
+                           sources=[{"n": 1, "title": "vault rotation", "url": "u", "doc_id": private,
+                                     "excerpt": SECRET_WORDS}])
+
+    class Signals:
+        def nearest(self, vector, **kwargs):
+            return [(record, 0.99)]
+
+        def citing(self, doc_ids):
+            return []
+
+    ranking = LearnedRanking(signals=Signals(), store=store, collection="c", embedding_model=embeddings.name,
+                             prior_weight=0.1, prior_strength=2, association_weight=1.0, min_similarity=0.7)
+    retriever = Retriever(store=store, embeddings=embeddings, alpha=0.5, candidates=10, reranking=ranking)
+    found = retriever.search("Where is the vault?", viewer=PUBLIC_VIEWER)
+    public = retriever.distinct(found.chunks, question_vector=found.vector, viewer=PUBLIC_VIEWER)
+    assert private not in [d.doc_id for d in public]
+    member = Viewer.of([f"slack:{PRIVATE}"])
+    found = retriever.search("Where is the vault?", viewer=member)
+    joined = retriever.distinct(found.chunks, question_vector=found.vector, viewer=member)
+    assert private in [d.doc_id for d in joined]
+    assert next(d for d in joined if d.doc_id == private).chunks[0].chunk.audiences == (f"slack:{PRIVATE}",)

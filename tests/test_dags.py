@@ -65,7 +65,7 @@ def test_docs_dag_reads_a_git_repository_and_a_gcs_prefix(airflow_env, pg_url, w
             "collection": collection_name, "batch_size": 1}
     assert run_dag("askflow_ingest_docs.py", conf, env) == "success"
     assert set(store.document_fingerprints("handbook:")) == {"handbook:xcoms.rst", "handbook:guides/connections.html"}
-    assert {hit.chunk.url for hit in store.keyword_search("XCom push pull", limit=20)
+    assert {hit.chunk.url for hit in store.keyword_search("XCom push pull", limit=20, audiences=None)
             if hit.chunk.doc_id == "handbook:xcoms.rst"} == {f"{git_docs.as_uri()}@{head}#docs/xcoms.rst"}
 
     bucket = storage.Client().create_bucket(f"docs-{collection_name.replace('_', '-')}")

@@ -39,7 +39,7 @@ class ExplodingAnswerer:
         self.error = error
         self.calls = 0
 
-    def answer(self, question, history=(), *, fresh=False, on_partial=None):
+    def answer(self, question, history=(), *, fresh=False, on_partial=None, viewer=None):
         self.calls += 1
         raise self.error
 

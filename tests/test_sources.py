@@ -75,11 +75,12 @@ class Index:
     def channel(self, api: SlackAPI, channel: str = "C1", **options) -> dict:
         return index_slack_channel(channel, client=slack_client(api), store=self.store, embeddings=self.embeddings,
                                    strategy=self.strategy, answers_source="answers", reply_window_s=WEEK_S,
-                                   **options)
+                                   **({"audiences": ["slack:workspace"]} | options))
 
     def repo(self, api: GitHubAPI, repo: str = "acme/pipes", **options) -> dict:
         return index_github_repo(repo, client=github_client(api), store=self.store, embeddings=self.embeddings,
-                                 strategy=self.strategy, answers_source="answers", **options)
+                                 strategy=self.strategy, answers_source="answers",
+                                 **({"audiences": ["public"]} | options))
 
     def chunks(self, doc_id: str) -> list:
         return sorted((c for c, _ in self.store.stored.values() if c.doc_id == doc_id), key=lambda c: c.index)

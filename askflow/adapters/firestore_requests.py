@@ -215,6 +215,12 @@ class FirestoreRequestStore(RequestStore):
         return self._requests(query)
 
     def thread_history(self, thread_id: str, *, before, limit: int = 4) -> list[tuple[str, str]]:
+        return [(t.question, t.answer or "") for t in self._thread(thread_id, before=before, limit=limit)]
+
+    def thread_readers(self, thread_id: str, *, before, limit: int = 4) -> list[list[str] | None]:
+        return [t.readers for t in self._thread(thread_id, before=before, limit=limit)]
+
+    def _thread(self, thread_id: str, *, before, limit: int) -> list[Request]:
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -226,7 +232,7 @@ class FirestoreRequestStore(RequestStore):
             .limit(limit)
         )
         turns = self._requests(query)
-        return [(t.question, t.answer or "") for t in reversed(turns) if t.status is RequestStatus.COMPLETE]
+        return [t for t in reversed(turns) if t.status is RequestStatus.COMPLETE]
 
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})
@@ -257,6 +263,7 @@ class FirestoreRequestStore(RequestStore):
         query = (
             self._client.collection(self._collection)
             .where(filter=FieldFilter("is_good", "==", True))
+            .where(filter=FieldFilter("in_feed", "==", True))
             .order_by("created_at", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )

@@ -81,9 +81,17 @@ class InMemoryRequestStore(RequestStore):
         return sorted(waiting, key=changed)[:limit]
 
     def thread_history(self, thread_id: str, *, before, limit: int = 4) -> list[tuple[str, str]]:
-        turns = sorted((r for r in self.requests.values() if r.thread_id == thread_id and r.created_at < before
-                        and r.status is RequestStatus.COMPLETE), key=lambda r: r.created_at)
-        return [(r.question, r.answer or "") for r in turns[-limit:]]
+        return [(r.question, r.answer or "") for r in self._thread(thread_id, before=before, limit=limit)]
+
+    def thread_readers(self, thread_id: str, *, before, limit: int = 4) -> list[list[str] | None]:
+        return [r.readers for r in self._thread(thread_id, before=before, limit=limit)]
+
+    def _thread(self, thread_id: str, *, before, limit: int) -> list[Request]:
+        """The Firestore adapter's query: the thread's last ``limit`` requests before ``before``, the completed ones
+        of them, oldest first."""
+        turns = sorted((r for r in self.requests.values() if r.thread_id == thread_id and r.created_at < before),
+                       key=lambda r: r.created_at)[-limit:]
+        return [r for r in turns if r.status is RequestStatus.COMPLETE]
 
     def mark_requeued(self, request_id: str, *, at) -> None:
         self.requests[request_id] = self.requests[request_id].model_copy(update={"updated_at": at, "requeued_at": at})
@@ -99,7 +107,7 @@ class InMemoryRequestStore(RequestStore):
         return request
 
     def recent_good(self, limit: int) -> list[Request]:
-        good = [r for r in self.requests.values() if r.is_good]
+        good = [r for r in self.requests.values() if r.is_good and r.in_feed]
         return sorted(good, key=lambda r: r.created_at, reverse=True)[:limit]
 
     def created_between(self, start, end, *, page_size: int = 500):

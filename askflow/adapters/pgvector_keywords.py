@@ -153,6 +153,11 @@ class PgKeywordIndex:
             selecting = list(weighted) if total <= self._keyword_rows else self._rarest(weighted, frequencies)
             disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
             rows = conn.execute(statement, (*score_params, disjunction, *admits_params, limit)).fetchall()
+            if audiences is not None and len(rows) < limit and len(selecting) < len(weighted):
+                # the rarest words may occur only in chunks this asker may not read (the statistics count every
+                # chunk): select by every word rather than come back short, and say nothing of what else exists
+                every = " | ".join(_quote_lexeme(w) for w in weighted)
+                rows = conn.execute(statement, (*score_params, every, *admits_params, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
     def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:

@@ -217,6 +217,12 @@ class PgVectorStore(VectorStore):
         with self._connections().connection() as conn:
             return dict(conn.execute(statement, (list(doc_ids),)).fetchall())
 
+    def scope_audiences(self, prefix: str) -> list[str] | None:
+        statement = sql.SQL("SELECT audiences FROM {t} WHERE starts_with(doc_id, %s) LIMIT 1").format(t=self._table)
+        with self._connections().connection() as conn:
+            row = conn.execute(statement, (prefix,)).fetchone()
+        return row[0] if row else None
+
     def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
         statement = sql.SQL(
             "SELECT DISTINCT ON (doc_id) doc_id, audiences FROM {t} WHERE starts_with(doc_id, %s)"

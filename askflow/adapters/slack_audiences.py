@@ -6,7 +6,8 @@ cached for at most ``cache_s`` (five minutes at most: a member removed from a ch
 - A user's audiences: the workspace's and every private channel they are a member of (``users.conversations``); a
   guest (restricted, single-channel) or a Slack Connect member (``is_stranger``) gets ``public`` and their private
   channels only.
-- A place's audiences (what an answer posted there may draw on): everyone in the channel reads the bot's reply, so
+- A place's readers (who sees what is posted there: a channel's readers; admins only for a DM or a group DM) and its
+  audiences (what an answer posted there may draw on): everyone in the channel reads the bot's reply, so
   what every member may read — a public channel: the workspace's (without it when a guest is a member); a private
   channel: also its own threads; a direct message: everything the asker may read; a group DM: what every participant
   may read.
@@ -82,6 +83,14 @@ class SlackAudiences:
 
         channels = self._memo("channels", user, load)
         return sorted({PUBLIC, *channels, *(() if self._is_guest(user) else (self._workspace,))})
+
+    def place_readers(self, channel: str) -> list[str]:
+        """Who sees what is posted in ``channel`` (the readers an answer given there, and its question, may reach):
+        a channel's readers; none but admins for a direct message or a group DM."""
+        info = self.channel(channel)
+        if info.get("is_im") or info.get("is_mpim"):
+            return []
+        return self.channel_readers(channel)
 
     def place_audiences(self, channel: str, asker: str | None) -> list[str]:
         """What an answer posted in ``channel`` (asked by ``asker``) may draw on."""

@@ -180,6 +180,13 @@ class WeaviateVectorStore(VectorStore):
             found |= {obj.properties["source"]: obj.properties.get("audiences") or None for obj in response.objects}
         return found
 
+    def scope_audiences(self, prefix: str) -> list[str] | None:
+        from weaviate.classes.query import Filter
+
+        response = self._collection().query.fetch_objects(
+            filters=Filter.by_property("source").like(f"{prefix}*"), limit=1, return_properties=["audiences"])
+        return (response.objects[0].properties.get("audiences") or None) if response.objects else None
+
     def document_audiences(self, prefix: str) -> dict[str, list[str] | None]:
         found: dict[str, list[str] | None] = {}
         for obj in self._collection().iterator(return_properties=["source", "audiences"]):

@@ -132,7 +132,7 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
         print(f"  logs                 {stack.log_dir}")
         if key is not None:
             print(f"  admin pages          {api.url}admin and {api.url}insights: send the admin key, e.g. "
-                  f"curl -H 'X-API-Key: $ASKFLOW_API_KEY' {api.url}admin")
+                  f'curl -H "X-API-Key: $ASKFLOW_API_KEY" {api.url}admin')
         else:
             print(f"  admin pages          {api.url}insights (questions asked in public only); /admin needs an "
                   "admin credential: set ASKFLOW_API_KEY and send it as X-API-Key")

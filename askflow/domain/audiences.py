@@ -20,16 +20,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 PUBLIC = "public"
-AUDIENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9:._-]{0,127}$")
+AUDIENCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}$")  # slack:C0123ABCD, github:owner/name
 
 
 def audience_names(names: Iterable[str]) -> list[str]:
-    """``names`` checked (lower-case letters, digits and ``:._-``, up to 128), sorted, without repeats; raises
-    ``ValueError`` naming a bad one."""
+    """``names`` checked (letters, digits and ``:._/-``, up to 128), sorted, without repeats; raises ``ValueError``
+    naming a bad one."""
     checked = set()
     for name in names:
         if not AUDIENCE_NAME.match(name):
-            raise ValueError(f"audience {name!r}: lower-case letters, digits, ':', '.', '_' or '-' (up to 128)")
+            raise ValueError(f"audience {name!r}: letters, digits, ':', '.', '_', '/' or '-' (up to 128)")
         checked.add(name)
     return sorted(checked)
 

@@ -222,6 +222,10 @@ class Request(BaseModel):
     audiences: list[str] | None = [PUBLIC]  # what its answer may draw on: its place's audiences (None: an admin's)
     asked_in_public: bool = True  # asked where anyone may see it (an anonymous web, API or MCP asker)
     readers: list[str] | None = None  # who may read its answer: its sources' and its place's (``readers_of``)
+    # who sees the place it was asked in: [public] for a public one; a Slack channel's readers; [] (admins only) for
+    # a direct message, a group DM, or a web, API or MCP asker who sees more than public (shown to them alone)
+    place_readers: list[str] = [PUBLIC]
+    in_feed: bool = False  # may be listed in shared places, once graded good (``is_public`` when it was answered)
     budget_identities: list[str] = []  # whose budgets it counts against (hashed where they name a person)
     trace_id: str | None = None  # its trace (OpenTelemetry), when tracing is on
     traceparent: str | None = None  # the API span that stored it: what the worker and grading continue or link to
@@ -243,7 +247,7 @@ class Request(BaseModel):
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers"})
+        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
@@ -313,12 +317,6 @@ class Request(BaseModel):
     def past_deadline(self, now: dt.datetime, deadline_s: float) -> bool:
         return (now - self.created_at).total_seconds() > deadline_s
 
-    @property
-    def place_audiences(self) -> list[str] | None:
-        """Who sees the place it was asked in, as an audience set: everyone for a public place; otherwise what its
-        answer may draw on (its asker's, or what every member of its Slack channel may read)."""
-        return [PUBLIC] if self.asked_in_public else self.audiences
-
     def readable_by(self, viewer: Viewer, *, token: str | None = None) -> bool:
         """Whether ``viewer`` (with the asker ``token``) may see this request: a public one anyone; another only its
         asker (web, API, MCP: their token) and admins (a Slack one: admins, Slack shows it in its thread)."""
@@ -330,11 +328,14 @@ class Request(BaseModel):
     def is_public(self) -> bool:
         """Asked in a public place, and answered (if it was) only from what everyone may read."""
         return self.asked_in_public and (self.readers is None or self.readers == [PUBLIC]) and \
-            self.audiences == [PUBLIC]
+            self.audiences == [PUBLIC] and self.place_readers == [PUBLIC]
 
-    def completed(self, answer: Answer, *, at: dt.datetime, cost_usd: float | None = None) -> Request:
-        readers = readers_of([self.place_audiences, *(s.audiences for s in answer.sources)])  # cited or not: seen
-        return self.model_copy(update={"cost_usd": cost_usd, "readers": readers,
+    def completed(self, answer: Answer, *, at: dt.datetime, cost_usd: float | None = None,
+                  history_readers: Sequence[Sequence[str] | None] = ()) -> Request:
+        # the place, every source given (cited or not: the model saw it) and what the conversation drew on before
+        readers = readers_of([self.place_readers, *(s.audiences for s in answer.sources), *history_readers])
+        in_feed = self.model_copy(update={"readers": readers}).is_public
+        return self.model_copy(update={"cost_usd": cost_usd, "readers": readers, "in_feed": in_feed,
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
             "partial_answer": None,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from askflow.config import SPLITTERS
-from askflow.domain.audiences import PUBLIC, Viewer, audience_names
+from askflow.domain.audiences import Viewer, audience_names
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, InvalidInput
 
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="let locations with no documents delete every stored document of the source "
                              "(refused otherwise)")
     ingest.add_argument("--audience", action="append", default=None, metavar="NAME",
-                        help="who may read these documents (repeatable; default: public)")
+                        help="who may read these documents (repeatable; default: as stored, public when new)")
     ingest.set_defaults(run=_ingest)
 
     relabel = commands.add_parser("relabel", help="change who may read stored documents, without embedding them")
@@ -164,7 +164,7 @@ def _ingest(args) -> int:
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
-            allow_empty=args.prune_all, audiences=_audiences(args.audience or [PUBLIC]),
+            allow_empty=args.prune_all, audiences=_audiences(args.audience) if args.audience else None,
             max_unavailable_share=components.settings.web_max_unavailable_share,
         )
     print(json.dumps(result.to_dict()))

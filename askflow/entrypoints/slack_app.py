@@ -43,16 +43,18 @@ def build_app(components):
     )
     replies = components.slack_replies
 
-    def place_viewer(channel: str, user: str | None) -> Viewer:
-        """What an answer posted in ``channel`` may draw on: what everyone there may read (``SlackAudiences``);
-        ``public`` alone when Slack cannot say."""
+    def place(channel: str, user: str | None) -> dict:
+        """What an answer posted in ``channel`` may draw on (what everyone there may read) and who sees it there
+        (``SlackAudiences``); ``public`` sources and admins-only readers when Slack cannot say."""
         from slack_sdk.errors import SlackApiError
 
+        audiences = components.slack_audiences
         try:
-            return Viewer.of(components.slack_audiences.place_audiences(channel, user))
+            return {"viewer": Viewer.of(audiences.place_audiences(channel, user)),
+                    "place_readers": audiences.place_readers(channel)}
         except (SlackApiError, KeyError) as error:
             log.warning("Slack membership of %s unknown (%s): answering from public sources only", channel, error)
-            return PUBLIC_VIEWER
+            return {"viewer": PUBLIC_VIEWER, "place_readers": []}
 
     def queue(event: dict, body: dict) -> None:
         """A mention or a direct message becomes a queued request; one that is not a well-formed message (a
@@ -73,7 +75,7 @@ def build_app(components):
                 request_id=f"slack-{message.event_id}",
                 slack=SlackThread(channel=message.channel, ts=message.ts, thread_ts=message.thread,
                                   user=message.user, in_thread=message.thread_ts is not None),
-                budgets=components.budgets, viewer=place_viewer(message.channel, message.user),
+                budgets=components.budgets, **place(message.channel, message.user),
             )
         except Duplicate:
             log.info("Slack event %s already queued (a retry)", message.event_id)
@@ -122,7 +124,7 @@ def build_app(components):
                 AskQuestion(question=served.question, thread_id=served.thread_id, fresh=True),
                 requests=components.requests, events=components.events, settings=settings,
                 request_id=f"{served.request_id}-fresh", slack=thread, budgets=components.budgets,
-                viewer=place_viewer(thread.channel, thread.user))
+                **place(thread.channel, thread.user))
         except Duplicate:
             log.info("fresh answer to %s already queued", served.request_id)
         except OverBudget as error:

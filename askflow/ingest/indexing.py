@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from askflow import faults
-from askflow.domain.audiences import audience_names
+from askflow.domain.audiences import PUBLIC, audience_names
 from askflow.domain.errors import AskflowError, InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
@@ -65,6 +65,7 @@ def index_documents(
     scope: str | None = None,
     allow_empty: bool = False,
     audiences: Sequence[str] | None = None,
+    own_audiences: bool = False,
     max_unavailable_share: float = 1.0,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
@@ -73,9 +74,11 @@ def index_documents(
         Slack channel's run prunes only that channel.
     :param allow_empty: let no documents at all prune every stored one of the scope. Otherwise that is refused:
         an empty listing is far more often a wrong path or an outage than a source that was emptied on purpose.
-    :param audiences: who may read every one of ``documents`` (their location's audiences; ``None``: each
-        document's own). A stored document whose content is unchanged but whose audiences differ is relabelled,
-        never embedded again.
+    :param audiences: who may read every one of ``documents``, as the run names them (their location's audiences):
+        a stored document whose content is unchanged but whose audiences differ is relabelled, never embedded
+        again. ``None``: the location's audiences as stored (those of a stored document of the scope: a daily run
+        that names none changes no label), and ``public`` for a location never indexed.
+    :param own_audiences: each document carries its own audiences (stored answers: their readers), kept as they are.
     :param max_unavailable_share: once all is written and pruned, fail (``SourceIncomplete``) when more than this
         share of ``documents`` could not be read (``Document.unavailable``); they keep what is stored either way.
     """
@@ -108,8 +111,10 @@ def index_documents(
         pending.clear()
         faults.kill_point("ingest.after_batch")
 
-    if audiences is not None:
-        labels = tuple(audience_names(audiences))
+    relabelling = audiences is not None or own_audiences
+    if not own_audiences:
+        labels = tuple(audience_names(audiences if audiences is not None else
+                                      store.scope_audiences(scope) or [PUBLIC]))
         documents = (dataclasses.replace(document, audiences=labels) for document in documents)
     for document in documents:
         if not document.doc_id.startswith(scope):
@@ -122,7 +127,8 @@ def index_documents(
         sha = strategy.document_sha(document, embeddings.name)
         if stored.get(document.doc_id) == sha:
             result.documents_skipped += 1
-            unchanged.setdefault(tuple(sorted(document.audiences)), []).append(document.doc_id)
+            if relabelling:
+                unchanged.setdefault(tuple(sorted(document.audiences)), []).append(document.doc_id)
             continue
         started = time.perf_counter()
         chunks = strategy.split(document, sha)

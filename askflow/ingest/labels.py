@@ -14,12 +14,15 @@ log = logging.getLogger(__name__)
 
 
 def relabel_location(store: VectorStore, *, prefix: str, audiences: Sequence[str], answers_source: str) -> dict:
-    """Set the audiences of every stored document whose id starts with ``prefix`` (a source, ``docs:``, or a part
-    of one), then of the stored answers that cited any of them. Returns what changed."""
+    """Set the audiences of the stored documents under ``prefix`` (a source, ``docs:``; a folder of one,
+    ``docs:guides/``; or one document's id), then of the stored answers that cited any of them. Returns what
+    changed."""
     labels = audience_names(audiences)
     if not labels:
         raise ValueError("relabelling needs at least one audience")
     stored = store.document_audiences(prefix)
+    if not prefix.endswith((":", "/")):  # a document id, not a folder: "docs:guides" is not "docs:guides-internal/"
+        stored = {doc_id: labels for doc_id, labels in stored.items() if doc_id == prefix}
     changed = store.relabel(sorted(stored), labels) if stored else 0
     answers = relabel_answers(store, answers_source=answers_source, cited=set(stored)) if changed else 0
     log.info("relabelled %s: %d documents, %d chunks, %d stored answers", prefix, len(stored), changed, answers)

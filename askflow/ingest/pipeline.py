@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from askflow.domain.audiences import PUBLIC
+from askflow.domain.audiences import audience_names
 from askflow.domain.clock import utcnow
 from askflow.domain.model import Document
 from askflow.ingest.chunking import ChunkingStrategy
@@ -38,8 +38,9 @@ def batches(items: list[str], size: int) -> list[list[str]]:
 
 def index_batch(location: DocsLocation, relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings,
                 strategy: ChunkingStrategy, source: str, base_url: str | None = None,
-                audiences: Sequence[str] = (PUBLIC,)) -> dict[str, Any]:
-    """One batch of a location's documents, labelled with the location's ``audiences``."""
+                audiences: Sequence[str] | None = None) -> dict[str, Any]:
+    """One batch of a location's documents, labelled with the location's ``audiences`` (``None``: as stored,
+    ``index_documents``)."""
     documents = [location.load(relative, source=source, base_url=base_url) for relative in relative_paths]
     return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
                            prune=False, audiences=audiences).to_dict()
@@ -76,10 +77,11 @@ def reconcile_due(at: dt.datetime, *, run_period: dt.timedelta, every_runs: int)
 
 def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings: Embeddings,
                         strategy: ChunkingStrategy, answers_source: str, reply_window_s: float,
-                        full_sync: bool = False, source: str = "slack") -> dict[str, Any]:
+                        audiences: Sequence[str], full_sync: bool = False, source: str = "slack") -> dict[str, Any]:
     """One channel's threads that are new or moved since the last run, and its deleted threads pruned; what a run
     costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
-    WebClient."""
+    WebClient. ``audiences``: who may read the channel (``SlackAudiences.channel_readers``): every thread of it,
+    the unchanged ones relabelled when that changed (a channel made private)."""
     scope = f"{source}:{channel}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -88,17 +90,19 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
     if changes.oldest is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
-                            source=source, scope=scope, answers_source=answers_source)
+                            source=source, scope=scope, answers_source=answers_source, audiences=audiences,
+                            stored=stored)
     return result.to_dict() | {"full_sync": changes.oldest is None, "listed": changes.listed,
                                "listed_from": changes.oldest}
 
 
 def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embeddings, strategy: ChunkingStrategy,
-                      answers_source: str, full_sync: bool = False, closed_max_age_days: int | None = None,
-                      source: str = "github") -> dict[str, Any]:
+                      answers_source: str, audiences: Sequence[str], full_sync: bool = False,
+                      closed_max_age_days: int | None = None, source: str = "github") -> dict[str, Any]:
     """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
     the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that); what a run costs:
-    ``askflow.ingest.sources.github_issues``. ``client``: PyGithub's Github."""
+    ``askflow.ingest.sources.github_issues``. ``client``: PyGithub's Github. ``audiences``: who may read the
+    repository's issues (``repository_audiences``), the unchanged ones relabelled when that changed."""
     scope = f"{source}:{repo}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -108,13 +112,15 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
     if changes.since is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
-                            source=source, scope=scope, answers_source=answers_source)
+                            source=source, scope=scope, answers_source=answers_source, audiences=audiences,
+                            stored=stored)
     return result.to_dict() | {"full_sync": changes.since is None, "listed": changes.listed,
                                "listed_since": changes.since}
 
 
 def _write_changes(documents: list[Document], gone: Collection[str], *, store: VectorStore, embeddings: Embeddings,
-                   strategy: ChunkingStrategy, source: str, scope: str, answers_source: str) -> IndexingResult:
+                   strategy: ChunkingStrategy, source: str, scope: str, answers_source: str,
+                   audiences: Sequence[str], stored: Mapping[str, Any]) -> IndexingResult:
     """Index ``documents`` (new, or read again because their sync point moved), then delete the ``gone`` ones and
     the stored answers citing them. A document read again whose text is unchanged is written anyway, or its stored
     sync point would stay behind and it would be read again on every run (a thread whose only new reply is askflow's
@@ -125,7 +131,14 @@ def _write_changes(documents: list[Document], gone: Collection[str], *, store: V
     if behind:
         store.delete_documents(behind)
     result = index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
-                             prune=False, scope=scope, answers_source=answers_source)
+                             prune=False, scope=scope, answers_source=answers_source, audiences=audiences)
+    unchanged = sorted(set(stored) - set(gone) - {document.doc_id for document in documents})
+    relabelled = store.relabel(unchanged, audience_names(audiences)) if unchanged else 0
+    if relabelled:  # the source's audiences changed: what was stored, and the answers citing it, follow
+        from askflow.ingest.labels import relabel_answers
+
+        result.chunks_relabelled += relabelled
+        relabel_answers(store, answers_source=answers_source, cited=set(unchanged))
     if gone:
         result.documents_pruned = len(gone)
         result.chunks_deleted += store.delete_documents(sorted(gone))

@@ -20,7 +20,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from askflow.domain.model import Chunk, ScoredChunk, Source, SourceKind
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+from askflow.domain.model import ScoredChunk, SourceKind
 from askflow.learning.votes import still_valid
 from askflow.ports import LearnedSignals, VectorStore
 from askflow.retrieval.ranking import RankedDocument
@@ -47,22 +48,24 @@ class LearnedRanking:
         self._min_similarity = min_similarity
         self._neighbours = neighbours
 
-    def rerank(self, ranked: Sequence[RankedDocument], *,
-               question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
+    def rerank(self, ranked: Sequence[RankedDocument], *, question_vector: Sequence[float] | None = None,
+               viewer: Viewer = PUBLIC_VIEWER) -> list[RankedDocument]:
+        """``viewer``: whom the ranking is for; a document joins the candidates by association only when it may read
+        it (read from the store through the same filter as any search)."""
         documents = list(ranked)
         if self._association_weight > 0 and question_vector is not None:
-            documents = self._associate(documents, question_vector)
+            documents = self._associate(documents, question_vector, viewer)
         if self._prior_weight > 0:
             documents = self._apply_priors(documents)
         return documents
 
-    def _associate(self, documents: list[RankedDocument], vector: Sequence[float]) -> list[RankedDocument]:
+    def _associate(self, documents: list[RankedDocument], vector: Sequence[float],
+                   viewer: Viewer) -> list[RankedDocument]:
         near = self._signals.nearest(vector, collection=self._collection, embedding_model=self._embedding_model,
                                      limit=self._neighbours, verified_only=False)
         near = [(record, similarity) for record, similarity in near if similarity >= self._min_similarity]
         valid = {record.request_id for record in still_valid([record for record, _ in near], self._store)}
         votes: dict[str, float] = {}
-        cited: dict[str, Source] = {}
         for record, similarity in near:
             if record.request_id not in valid:
                 continue
@@ -70,7 +73,6 @@ class LearnedRanking:
             for source in record.sources:
                 if source.doc_id in record.cited:
                     votes[source.doc_id] = votes.get(source.doc_id, 0.0) + record.vote * weight
-                    cited.setdefault(source.doc_id, source)
         if not votes:
             return documents
         a = self._association_weight
@@ -78,7 +80,9 @@ class LearnedRanking:
         present = {d.doc_id for d in documents}
         for doc_id, total in votes.items():
             if doc_id not in present and total > 0:
-                out.append(RankedDocument(doc_id, a * total, [ScoredChunk(_chunk_of(cited[doc_id]), 0.0)]))
+                readable = self._store.document_chunks(doc_id, audiences=viewer.search_filter)
+                if readable:  # a document the viewer may not read never joins: as if it were not stored
+                    out.append(RankedDocument(doc_id, a * total, [ScoredChunk(readable[0], 0.0)]))
         return out
 
     def _apply_priors(self, documents: list[RankedDocument]) -> list[RankedDocument]:
@@ -98,10 +102,3 @@ class LearnedRanking:
             p = (g + s) / (g + b + 2 * s)
             out.append(replace(document, score=document.score * (1 + w * (2 * p - 1))) if g or b else document)
         return out
-
-
-def _chunk_of(source: Source) -> Chunk:
-    """A cited source as a chunk (its excerpt as the content), for a page that enters the candidates by
-    association alone."""
-    return Chunk(doc_id=source.doc_id, index=-1, content=source.excerpt, title=source.title, section=source.section,
-                 url=source.url, sha="", kind=SourceKind(source.kind))

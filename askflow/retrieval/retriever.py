@@ -18,8 +18,8 @@ from askflow.retrieval.ranking import RankedDocument, in_order, score_documents
 class Reranking(Protocol):
     """What reorders documents after fusion (``learning.ranking.LearnedRanking``)."""
 
-    def rerank(self, ranked: Sequence[RankedDocument], *,
-               question_vector: Sequence[float] | None) -> list[RankedDocument]: ...
+    def rerank(self, ranked: Sequence[RankedDocument], *, question_vector: Sequence[float] | None,
+               viewer: Viewer) -> list[RankedDocument]: ...
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,20 @@ class Retriever:
 
         return list(pool.map(tracing.in_context(search), questions))
 
-    def rank(self, chunks: Sequence[ScoredChunk], *,
-             question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
+    def rank(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
+             viewer: Viewer = PUBLIC_VIEWER) -> list[RankedDocument]:
         """The documents of fused ``chunks``, best first, with the learned signals applied (those that compare
         questions need ``question_vector``, the asked question's embedding)."""
         documents = score_documents(chunks)
         if self._reranking is not None:
-            documents = self._reranking.rerank(documents, question_vector=question_vector)
+            documents = self._reranking.rerank(documents, question_vector=question_vector, viewer=viewer)
         return in_order(documents)
 
-    def distinct(self, chunks: Sequence[ScoredChunk], *,
-                 question_vector: Sequence[float] | None = None) -> list[RankedDocument]:
-        """``rank``'s documents without those that repeat a higher-ranked one: what is shown or cited."""
-        return [document for document in self.rank(chunks, question_vector=question_vector)
+    def distinct(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
+                 viewer: Viewer = PUBLIC_VIEWER) -> list[RankedDocument]:
+        """``rank``'s documents without those that repeat a higher-ranked one: what is shown or cited (to
+        ``viewer``)."""
+        return [document for document in self.rank(chunks, question_vector=question_vector, viewer=viewer)
                 if document.repeats is None]
 
     @property

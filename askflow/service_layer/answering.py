@@ -130,7 +130,7 @@ class Answerer:
             found = original.result()
             chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
         timings["retrieve_ms"] = _ms(started)
-        sources = self._select_sources(chunks, found.vector)
+        sources = self._select_sources(chunks, found.vector, viewer)
         answer_started = time.perf_counter()
         removed = 0
         if self._strong is None:
@@ -185,9 +185,10 @@ class Answerer:
         cleaned = [q.strip() for q in queries if isinstance(q, str) and q.strip()]
         return cleaned[: self._rewordings], completion.usage
 
-    def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float]) -> list[Source]:
+    def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float],
+                        viewer: Viewer) -> list[Source]:
         sources = []
-        distinct = self._retriever.distinct(chunks, question_vector=question_vector)
+        distinct = self._retriever.distinct(chunks, question_vector=question_vector, viewer=viewer)
         for number, document in enumerate(distinct[: self._sources], start=1):
             best = document.chunks[0].chunk
             sources.append(

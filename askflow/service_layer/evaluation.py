@@ -170,14 +170,14 @@ def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: 
             url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
             kind=SourceKind.ANSWERED_QUESTION,
             audiences=tuple(request.readers or ()),  # who may read every source it drew on and its place
-            metadata={"format": "text", "place": request.place_audiences,
+            metadata={"format": "text", "place": request.place_readers,
                       "cited": {s.doc_id: fingerprints[s.doc_id] for s in request.sources if s.doc_id in fingerprints},
                       "cited_urls": [s.url for s in request.sources]},
         )
         for request in good
     ]
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=answers_source,
-                    prune=False)
+                    prune=False, own_audiences=True)
 
 
 def _learn(judged: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, embeddings: Embeddings,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from askflow import faults, tracing
 from askflow.config import Settings
-from askflow.domain.audiences import ADMIN, PUBLIC_VIEWER, Viewer
+from askflow.domain.audiences import ADMIN, PUBLIC, PUBLIC_VIEWER, Viewer
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, LeaseHeld, NotFound
@@ -63,6 +63,7 @@ def submit_question(
     command: AskQuestion, *, requests: RequestStore, events: EventBus, settings: Settings,
     request_id: str | None = None, slack: SlackThread | None = None, asker_token: str | None = None,
     budgets: Budgets | None = None, identities: Sequence[str] = (), viewer: Viewer = PUBLIC_VIEWER,
+    place_readers: Sequence[str] | None = None,
 ) -> tuple[Request, str | None]:
     """Store and queue a question; returns it with the asker's token (``None`` for Slack, whose threads Slack
     itself binds).
@@ -70,7 +71,9 @@ def submit_question(
     ``viewer``: whom the answer will be shown to, and so what it may draw on: the asker's audiences (web, API, MCP:
     the answer is shown to them alone) or, for Slack, what everyone in the place it was asked may read. A question is
     "asked in public" when a web, API or MCP asker sees only what everyone may: only such questions may reach
-    shared places (the homepage feed).
+    shared places (the homepage feed). ``place_readers``: who sees the place (Slack: the channel's readers); by
+    default ``public`` for a question asked in public and no one but admins for any other (shown to its asker
+    alone).
 
     A caller with its own idempotency key (Slack's event id) passes it as ``request_id``: a second
     submission then raises ``Duplicate`` before any budget is checked, and queues nothing.
@@ -106,11 +109,14 @@ def submit_question(
     if budgets is not None:
         budgets.admit(counted, at=now, key=key)
     traceparent = tracing.traceparent()
+    in_public = slack is None and viewer.is_public
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
                       asker_sha=token_sha(asker_token) if asker_token else None,
                       budget_identities=counted if budgets is not None else [],
-                      audiences=viewer.search_filter, asked_in_public=slack is None and viewer.is_public,
+                      audiences=viewer.search_filter, asked_in_public=in_public,
+                      place_readers=list(place_readers) if place_readers is not None else
+                      ([PUBLIC] if in_public else []),
                       traceparent=traceparent, trace_id=tracing.trace_id(traceparent))
     requests.create(request)
     try:
@@ -201,7 +207,9 @@ def answer_request(
                                      fresh=request.fresh, on_partial=partial, viewer=request_viewer(request))
         faults.kill_point("worker.after_answer")
         prices = PriceTable(settings.model_prices)
-        outcome = request.completed(answer, at=utcnow(),
+        earlier = (requests.thread_readers(request.thread_id, before=request.created_at)
+                   if request.slack is None and request.in_web_thread and answer.context_turns else [])
+        outcome = request.completed(answer, at=utcnow(), history_readers=earlier,
                                     cost_usd=round(prices.cost([*answer.usage, *answer.embedding_usage]), 6))
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)
@@ -390,4 +398,4 @@ def rate_as_asker(request_id: str, command: RateAnswer, *, requests: RequestStor
 def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> list[Request]:
     """The homepage feed, a shared place: recent requests graded good, asked in public and answered only from what
     everyone may read (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
-    return [request for request in requests.recent_good(limit * 4) if request.is_public][:limit]
+    return [request for request in requests.recent_good(limit) if request.is_public]  # in_feed, checked again

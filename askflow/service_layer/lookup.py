@@ -77,7 +77,7 @@ def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: B
             budgets.spend([MCP], prices.cost([embedding]), at=now)
         except Exception as error:  # the search ran: a missed count is logged, never the agent's failure
             log.warning("an MCP search's cost was not counted against its budgets: %s", error)
-    documents = retriever.distinct(found.chunks, question_vector=found.vector)
+    documents = retriever.distinct(found.chunks, question_vector=found.vector, viewer=viewer)
     return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
                              text=d.chunks[0].chunk.content) for d in documents[:limit]])
 

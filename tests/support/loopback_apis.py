@@ -99,7 +99,8 @@ class SlackAPI(LoopbackAPI):
     """``channels`` maps a channel id to its top-level messages, oldest first: ``{"ts", "user", "text",
     "replies": [...], "subtype", "bot_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id"}``). The bot the
     token belongs to is ``UBOT``/``BBOT`` in a workspace at ``workspace_url``. ``max_page`` caps a page below what
-    ``limit`` asks (tests make it small to see paging)."""
+    ``limit`` asks (tests make it small to see paging). ``conversations.info`` calls the ``private_channels``
+    private and every other channel public."""
 
     BOT_USER, BOT_ID = "UBOT", "BBOT"
 
@@ -110,6 +111,7 @@ class SlackAPI(LoopbackAPI):
         self.reactions: list[dict] = []
         self.workspace_url = "https://acme.slack.com/"
         self.max_page: int | None = None
+        self.private_channels: set[str] = set()  # what conversations.info calls private
         super().__init__()
 
     def replies(self, thread_ts: str) -> list[dict]:
@@ -187,6 +189,10 @@ class SlackAPI(LoopbackAPI):
         name = path.rsplit("/", 1)[-1]
         if name == "conversations.history":
             return 200, self._history(params)
+        if name == "conversations.info":  # a public channel unless ``private_channels`` names it
+            private = params["channel"] in self.private_channels
+            return 200, {"ok": True, "channel": {"id": params["channel"], "is_private": private, "is_im": False,
+                                                 "is_mpim": False}}
         if name == "conversations.replies":
             return 200, self._thread(params)
         if name == "chat.getPermalink":

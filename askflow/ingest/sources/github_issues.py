@@ -19,9 +19,11 @@ their bodies with ``GAP_MARKER``), and with ``closed_before``, issues closed bef
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from askflow.domain.audiences import PUBLIC
 from askflow.domain.model import Document, SourceKind
 
 GAP_MARKER = "<!-- askflow-gap:"  # how askflow/adapters/github_gaps.py marks the body of each issue it files
@@ -98,3 +100,11 @@ def _document(issue, repo: str, doc_id: str) -> Document:
                   "closed_at": issue.closed_at.date().isoformat() if issue.closed_at else None,
                   "updated_at": issue.updated_at.isoformat()},
     )
+
+
+def repository_audiences(client, repo: str, configured: Mapping[str, Sequence[str]]) -> list[str]:
+    """Who may read a repository's issues: what ``configured`` (``ASKFLOW_GITHUB_REPO_AUDIENCES``) names, or else
+    ``public`` for a public repository and ``github:<owner/name>`` for a private one (one call to ask which)."""
+    if repo in configured:
+        return list(configured[repo])
+    return [PUBLIC] if not client.get_repo(repo).private else [f"github:{repo.lower()}"]
