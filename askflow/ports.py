@@ -277,14 +277,17 @@ class LearnedSignals(abc.ABC):
         """The records with a vote (non-zero) that cite any of ``doc_ids`` (an indexed lookup)."""
 
     @abc.abstractmethod
-    def verified_by_key(self, question_key: str, *, collection: str) -> list[LearnedAnswer]:
-        """Verified answers of ``collection`` to the same normalised question, newest first."""
+    def verified_by_key(self, question_key: str, *, collection: str,
+                        readers: Sequence[str] | None = None) -> list[LearnedAnswer]:
+        """Verified answers of ``collection`` to the same normalised question, newest first; with ``readers``, only
+        those one of them may read (``LearnedAnswer.readers``), filtered in the query."""
 
     @abc.abstractmethod
     def nearest(self, vector: Sequence[float], *, collection: str, embedding_model: str, limit: int,
-                verified_only: bool) -> list[tuple[LearnedAnswer, float]]:
+                verified_only: bool, readers: Sequence[str] | None = None) -> list[tuple[LearnedAnswer, float]]:
         """The records of ``collection`` with a vote (or only the verified answers) whose question embedding (by
-        ``embedding_model``) is closest to ``vector``: (record, cosine similarity), closest first."""
+        ``embedding_model``) is closest to ``vector``: (record, cosine similarity), closest first; ``readers`` as in
+        ``verified_by_key``."""
 
     @abc.abstractmethod
     def question_vectors(self, request_ids: Sequence[str], *, embedding_model: str) -> dict[str, list[float]]:

@@ -207,7 +207,7 @@ def test_the_cache_serves_an_answer_only_to_whoever_may_read_what_it_cited():
                             readers=[f"slack:{PRIVATE}"])
 
     class Signals:
-        def verified_by_key(self, key, *, collection):
+        def verified_by_key(self, key, *, collection, readers=None):
             return [learned] if key == learned.question_key else []
 
         def nearest(self, vector, **kwargs):

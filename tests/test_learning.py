@@ -154,7 +154,7 @@ def test_answers_to_similar_questions_vote_for_and_against_what_they_cited(pg_ur
         # an unlike question's answer cited stays out
         assert order == ["docs:second", "docs:first", "docs:missed"]
         joined = next(d for d in ranking.rerank(ranked, question_vector=asked) if d.doc_id == "docs:missed")
-        assert joined.chunks[0].chunk.url == "https://docs/docs:missed"
+        assert joined.chunks[0].chunk == chunks["missed"]  # as stored, read through the viewer's filter
     finally:
         signals.close()
 
@@ -166,7 +166,8 @@ def test_a_verified_answer_is_served_again_with_no_model_call(loop):
     for asked in (QUESTION, "  how do TASKS pull an xcom value from another task  "):
         served = loop.answerer.answer(asked)
         assert served.mode == "cached" and served.cached_from == "original"
-        assert served.text == original.answer and served.sources == original.sources
+        assert served.text == original.answer  # and its sources as stored (who may read them is never stored)
+        assert [s.model_dump() for s in served.sources] == [s.model_dump() for s in original.sources]
         assert served.cache_similarity == 1.0  # the same normalised question
     semantic = loop.answerer.answer("How can a task pull the XCom value of another task?")
     assert semantic.mode == "cached" and 0.8 <= semantic.cache_similarity < 1.0

@@ -97,26 +97,29 @@ class PgLearnedSignals(LearnedSignals):
         with self._connections().connection() as conn:
             return [LearnedAnswer.model_validate(row[0]) for row in conn.execute(statement, (list(doc_ids),))]
 
-    def verified_by_key(self, question_key: str, *, collection: str) -> list[LearnedAnswer]:
+    def verified_by_key(self, question_key: str, *, collection: str,
+                        readers: Sequence[str] | None = None) -> list[LearnedAnswer]:
+        admits, admitted = _readers_filter(readers)
         statement = sql.SQL(
-            "SELECT record FROM {t} WHERE verified AND collection = %s AND question_key = %s"
+            "SELECT record FROM {t} WHERE verified AND collection = %s AND question_key = %s{admits}"
             " ORDER BY graded_at DESC LIMIT 5"
-        ).format(t=self._table)
+        ).format(t=self._table, admits=admits)
         with self._connections().connection() as conn:
             return [LearnedAnswer.model_validate(row[0])
-                    for row in conn.execute(statement, (collection, question_key))]
+                    for row in conn.execute(statement, (collection, question_key, *admitted))]
 
     def nearest(self, vector: Sequence[float], *, collection: str, embedding_model: str, limit: int,
-                verified_only: bool) -> list[tuple[LearnedAnswer, float]]:
+                verified_only: bool, readers: Sequence[str] | None = None) -> list[tuple[LearnedAnswer, float]]:
+        admits, admitted = _readers_filter(readers)
         statement = sql.SQL(
             "SELECT record, 1 - (embedding <=> %s) FROM {t} WHERE (verified OR NOT %s) AND vote <> 0"
             " AND collection = %s AND embedding_model = %s AND embedding IS NOT NULL AND vector_dims(embedding) = %s"
-            " ORDER BY embedding <=> %s LIMIT %s"
-        ).format(t=self._table)
+            "{admits} ORDER BY embedding <=> %s LIMIT %s"
+        ).format(t=self._table, admits=admits)
         query = _vector(vector)
         with self._connections().connection() as conn:
-            rows = conn.execute(statement, (query, verified_only, collection, embedding_model, len(query), query,
-                                            limit))
+            rows = conn.execute(statement, (query, verified_only, collection, embedding_model, len(query),
+                                            *admitted, query, limit))
             return [(LearnedAnswer.model_validate(record), float(similarity)) for record, similarity in rows]
 
     def question_vectors(self, request_ids: Sequence[str], *, embedding_model: str) -> dict[str, list[float]]:
@@ -139,3 +142,11 @@ class PgLearnedSignals(LearnedSignals):
     def clear(self) -> None:
         with self._connections().connection() as conn:
             conn.execute(sql.SQL("TRUNCATE {t}").format(t=self._table))
+
+
+def _readers_filter(readers: Sequence[str] | None) -> tuple[sql.Composable, list]:
+    """``AND ...`` admitting only records one of ``readers`` may read (in the query, before its limit); nothing for
+    ``None`` (an admin)."""
+    if readers is None:
+        return sql.SQL(""), []
+    return sql.SQL(" AND (record -> 'readers') ?| %s::text[]"), [list(readers)]

@@ -138,6 +138,7 @@ class Answer:
     cache_similarity: float | None = None  # and how close the question came to that request's
     citations_removed: int = 0  # citations of sources the model was never given
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
+    readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
 
     @property
     def models(self) -> list[str]:
@@ -333,7 +334,8 @@ class Request(BaseModel):
     def completed(self, answer: Answer, *, at: dt.datetime, cost_usd: float | None = None,
                   history_readers: Sequence[Sequence[str] | None] = ()) -> Request:
         # the place, every source given (cited or not: the model saw it) and what the conversation drew on before
-        readers = readers_of([self.place_readers, *(s.audiences for s in answer.sources), *history_readers])
+        given = [answer.readers] if answer.cached_from else [s.audiences for s in answer.sources]
+        readers = readers_of([self.place_readers, *given, *history_readers])
         in_feed = self.model_copy(update={"readers": readers}).is_public
         return self.model_copy(update={"cost_usd": cost_usd, "readers": readers, "in_feed": in_feed,
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,

@@ -154,6 +154,8 @@ def _ask(args) -> int:
 
 def _ingest(args) -> int:
     from askflow.bootstrap import bootstrap
+
+    audiences = _audiences(args.audience) if args.audience else None  # a bad name fails before anything loads
     from askflow.ingest.indexing import index_documents
     from askflow.ingest.sources.locations import load_locations
 
@@ -164,7 +166,7 @@ def _ingest(args) -> int:
         result = index_documents(
             documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
-            allow_empty=args.prune_all, audiences=_audiences(args.audience) if args.audience else None,
+            allow_empty=args.prune_all, audiences=audiences,
             max_unavailable_share=components.settings.web_max_unavailable_share,
         )
     print(json.dumps(result.to_dict()))

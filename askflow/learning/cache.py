@@ -52,8 +52,10 @@ class AnswerCache:
         passes the one its search will use, so a miss costs no second embedding). :param viewer: whom the answer
         is for: an answer is served only to a viewer who may read it (every source it cited, and the place it was
         asked in: ``LearnedAnswer.readers``)."""
+        readers = viewer.search_filter  # who may be served what, inside the queries (before their limits)
         exact = self._readable(still_valid(
-            [answer for answer in self._signals.verified_by_key(question_key(question), collection=self._collection)
+            [answer for answer in self._signals.verified_by_key(question_key(question), collection=self._collection,
+                                                                readers=readers)
              if viewer.may_read(answer.readers)], self._store), viewer)
         if exact:
             log.info("cache: exact match %s", exact[0].request_id)
@@ -61,7 +63,7 @@ class AnswerCache:
         embedded = vector() if vector is not None else self._embeddings.embed_query(question_vector_text(question))
         near = self._signals.nearest(embedded,
                                      collection=self._collection, embedding_model=self._embeddings.name,
-                                     limit=self._candidates, verified_only=True)
+                                     limit=self._candidates, verified_only=True, readers=readers)
         nearest = near[0][1] if near else None
         close = [(answer, similarity) for answer, similarity in near
                  if similarity >= self._threshold and viewer.may_read(answer.readers)]

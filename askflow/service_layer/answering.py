@@ -165,6 +165,7 @@ class Answerer:
                       queries=[question], usage=list(usage), timings_ms={"cache_ms": total, "total_ms": total},
                       embedding_model=self._retriever.embedding_model, collection=self._collection,
                       cached_from=match.answer.request_id, cache_similarity=match.similarity,
+                      readers=match.answer.readers,
                       embedding_usage=self._embedding_usage(question, (), question_vector))
 
     def _embedding_usage(self, question: str, history, question_vector) -> list[Usage]:
