@@ -122,7 +122,7 @@ class Components:
         if spec.startswith("git+"):
             from askflow.adapters.git_documents import GitLocation
 
-            return GitLocation.parse(spec, cache_dir=cache_dir)
+            return GitLocation.parse(spec, cache_dir=cache_dir or self.settings.data_dir / "git")  # not /tmp
         if spec.startswith(("https://", "http://")):
             from askflow.adapters.web_documents import WebsiteLocation
 

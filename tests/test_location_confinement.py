@@ -163,3 +163,25 @@ def test_the_cli_refuses_a_dashed_git_url_with_a_message_and_exit_2(outside, cap
     assert main(["ingest", f"git+-oProxyCommand=touch {marker}"]) == 2
     assert capsys.readouterr().err.startswith("askflow: git URL '-oProxyCommand=touch ")
     assert not marker.exists()
+
+
+def test_a_link_planted_where_a_cached_checkout_belongs_is_never_read(linked_repo, outside):
+    """A review's case: the cache of pinned checkouts is a folder others may write (it was under /tmp); a link
+    planted at a commit's place is not taken for its checkout."""
+    import hashlib
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(linked_repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    cache = outside / "cache"
+    impostor = outside / "impostor"
+    (impostor / ".git").mkdir(parents=True)
+    (impostor / "docs").mkdir()
+    (impostor / "docs" / "notes.md").write_text("# Private\n\nnot from this repository\n")
+    slot = cache / hashlib.sha256(linked_repo.as_uri().encode()).hexdigest()[:16] / head
+    slot.parent.mkdir(parents=True)
+    slot.symlink_to(impostor, target_is_directory=True)
+    location = open_location(f"git+{linked_repo.as_uri()}@{head}#subdirectory=docs", cache)
+    assert location.list() == ["guide.md"]  # fetched, not the impostor's notes.md
+    assert bootstrap(Settings(data_dir=outside / "data")).location(f"git+{linked_repo.as_uri()}@{head}") \
+        .cache_dir == outside / "data" / "git"  # not a shared /tmp

@@ -313,3 +313,23 @@ def test_a_crawl_fetches_each_page_once(site, tmp_path):
     assert set(store.document_fingerprints("web:")) == crawled  # the 403 page kept, and what it links to
     assert Counter(r["path"] for r in site.requests) == Counter(pages | {"/robots.txt", "/docs/gone.html"})
     assert all("If-None-Match" in r["headers"] for r in site.requests if r["path"] in pages - {"/docs/guide/"})
+
+
+def test_a_crawl_that_reaches_its_page_limit_prunes_nothing(site, tmp_path):
+    """A review's case: new links (``?sort=N`` pages, say) push pages already stored past the limit; a listing cut
+    short would prune them, so the run fails and keeps what is stored."""
+    from askflow.adapters.web_documents import SiteUnavailable
+
+    store = FakeVectorStore()
+    site.busy_once.clear()
+    site.pages["/docs/"] = page("Docs", '<h1 id="docs">Docs</h1><a href="intro.html">intro</a>')
+    _run(_location(site, tmp_path, start="/docs/"), store)
+    before = set(store.document_fingerprints("web:"))
+    assert {"web:docs/", "web:docs/intro.html"} <= before
+    for n in range(12):
+        site.pages[f"/docs/p{n}.html"] = page(f"P{n}", f'<h1 id="p{n}">Page {n}</h1><p>Listing {n}.</p>')
+    site.pages["/docs/"] = page("Docs", '<h1 id="docs">Docs</h1>' + "".join(
+        f'<a href="p{n}.html">page {n}</a>' for n in range(12)) + '<a href="intro.html">intro</a>')
+    with pytest.raises(SiteUnavailable, match="MAX_PAGES"):
+        _run(_location(site, tmp_path, start="/docs/", max_pages=5), store)
+    assert set(store.document_fingerprints("web:")) == before

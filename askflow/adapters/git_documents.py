@@ -109,7 +109,9 @@ class GitLocation:
 
         repo_dir = (self.cache_dir or Path(tempfile.gettempdir()) / "askflow-git") / hashlib.sha256(
             self.url.encode()).hexdigest()[:16]
-        if _COMMIT.match(self.ref) and (repo_dir / self.ref / ".git").is_dir():
+        cached = repo_dir / self.ref
+        if _COMMIT.match(self.ref) and not repo_dir.is_symlink() and not cached.is_symlink() and (
+                cached / ".git").is_dir():  # a checkout this cache made, never a link planted in its place
             self._checked_out = repo_dir / self.ref
             return self._checked_out
         repo_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,8 @@ class GitLocation:
             repo.git.fetch("--depth", "1", "--no-tags", "--", self.url, self.ref)
             repo.git.checkout("--quiet", "FETCH_HEAD", "--")
             target = repo_dir / repo.head.commit.hexsha
+            if target.is_symlink():  # planted where this commit's checkout belongs: never followed, replaced
+                target.unlink()
             if not (target / ".git").is_dir():
                 with contextlib.suppress(OSError):  # another task's checkout got there first: same commit
                     scratch.rename(target)  # atomic

@@ -271,10 +271,11 @@ class WebsiteLocation:
         return xml
 
     def _crawl(self) -> dict[str, dict]:
-        """Pages reachable from the start URL whose path starts with its path, breadth first, up to ``max_pages``,
-        each fetched once: here, its cached copy stamped with this listing's stamp, which ``load`` then finds. A
-        page that could not be read is listed as such (its stored version stays), and the links its cached copy had
-        are followed still, so that what lies behind it is not pruned."""
+        """Pages reachable from the start URL whose path starts with its path, breadth first, up to ``max_pages`` (a
+        site with more fails the listing rather than prune what it did not reach), each fetched once: here, its
+        cached copy stamped with this listing's stamp, which ``load`` then finds. A page that could not be read is
+        listed as such (its stored version stays), and the links its cached copy had are followed still, so that
+        what lies behind it is not pruned."""
         stamp = f"crawl:{uuid.uuid4().hex}"
         start = self._normalized(self.start)
         queue, seen = deque([start]), {start}
@@ -294,6 +295,9 @@ class WebsiteLocation:
                 if link not in seen:
                     seen.add(link)
                     queue.append(link)
+        if queue:  # pages were left unread: a listing cut short would prune them, so none is taken
+            raise SiteUnavailable(f"the crawl of {start} reached ASKFLOW_WEB_MAX_PAGES ({self.max_pages}) with "
+                                  f"{len(queue)} pages left unread; nothing indexed or pruned (raise the limit)")
         return listed
 
     def _in_crawl(self, url: str) -> bool:
@@ -444,7 +448,7 @@ class WebsiteLocation:
     def _refusal(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         """Why this location may not connect to ``address`` (``None``: it may): only public addresses, and those
         in ``allowed_networks``."""
-        address = getattr(address, "ipv4_mapped", None) or address
+        address = _embedded_ipv4(address)
         if any(address in network for network in self._networks):
             return None
         if address.is_loopback:
@@ -463,12 +467,18 @@ class WebsiteLocation:
         target = httpx.URL(url)
         extensions = {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
         with self._http().stream("GET", target.copy_with(host=address), extensions=extensions,
-                                 headers={"Host": target.netloc.decode("ascii"), **headers}) as response:
+                                 headers={"Host": target.netloc.decode("ascii"), "Accept-Encoding": "gzip, deflate",
+                                          **headers}) as response:
             if response.status_code in (408, 429) or response.status_code >= 500:
                 raise _Retryable(response.status_code, _retry_after(response.headers.get("Retry-After")))
+            inflate = _inflater(response.headers.get("Content-Encoding", ""))
+            if inflate is False:  # more than one layer, or one not asked for: never inflated at all
+                log.warning("%s: Content-Encoding %r is not read", url, response.headers.get("Content-Encoding"))
+                return _Answer(url=url, status=406, headers=response.headers, content=b"", encoding="utf-8")
             body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
+            # the raw bytes, inflated here with a cap per step: httpx would inflate a whole network chunk first
+            for chunk in response.iter_raw():
+                body += inflate.decompress(chunk, limit + 1 - len(body)) if inflate is not None else chunk
                 if len(body) >= limit:
                     log.warning("%s: larger than %d bytes, read up to there", url, limit)
                     break
@@ -578,8 +588,13 @@ def extract_main(html: str, url: str, *, selector: str) -> MainContent:
 
 
 def _endpoint(url: str) -> tuple[str, int] | None:
-    """(host, port) of an http(s) URL, its port made explicit; ``None`` for any other URL."""
+    """(host, port) of an http(s) URL, its port made explicit; ``None`` for any other URL, and for one a browser would
+    read another host from than this parser does: a backslash, user info, a control character or a space."""
+    if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return None
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return None
     try:
         port = parts.port
     except ValueError:
@@ -587,6 +602,34 @@ def _endpoint(url: str) -> tuple[str, int] | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
     return parts.hostname, port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _inflater(content_encoding: str):
+    """What inflates a body sent with ``content_encoding``: ``None`` for none, a zlib decompressor for one gzip or
+    deflate layer, ``False`` for anything else (two layers, br, zstd: not read)."""
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header, told apart by zlib
+    return False
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64, IPv4-compatible), which is where it leads; else
+    the address itself."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _NAT64) or (int(address) >> 32 == 0 and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def _not_a_page(url: str) -> bool:

@@ -29,8 +29,12 @@ DATE_KEYS = ("updated_at", "last_modified", "committed_at", "closed_at", "thread
 
 _OPENERS = "<\uff1c\ufe64\u2039\u2329\u27e8\u3008\u02c2\u1438"  # < and what reads as it
 _SLASHES = "/\uff0f\u2215\u2044\u29f8\\\\"
-_INVISIBLE = "\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff"
-_TAG_LIKE = re.compile(rf"[{_OPENERS}][\s{_INVISIBLE}]*(?:[{_SLASHES}][\s{_INVISIBLE}]*)?([\w{_INVISIBLE}]+)")
+_OPENER = re.compile(f"[{_OPENERS}]")
+#: what a reader (or a model) does not see between the opener and the name: format and control characters,
+#: combining marks, separators, and the Hangul fillers (letters that render as nothing)
+_UNSEEN_CATEGORIES = frozenset({"Cf", "Cc", "Mn", "Me", "Zs", "Zl", "Zp"})
+_FILLERS = "\u115f\u1160\u3164\uffa0"
+_LOOKAHEAD = 64  # characters after an opener read to tell what it opens
 
 
 def fenced(tag: str, text: str, **attributes: Any) -> str:
@@ -43,8 +47,15 @@ def fenced(tag: str, text: str, **attributes: Any) -> str:
 
 
 def defused(text: str) -> str:
-    """``text`` with every tag-like opening or closing of a fence made inert (its ``<`` written ``&lt;``)."""
-    return _TAG_LIKE.sub(_inert, text)
+    """``text`` with every tag-like opening or closing of a fence made inert (its ``<`` written ``&lt;``): an opener
+    (``<`` or a look-alike) followed, once every unseen character is dropped and look-alikes folded (NFKD, marks
+    removed, NFKC, casefold), by a fence tag's name, with or without a slash."""
+    parts, last = [], 0
+    for opener in _OPENER.finditer(text):
+        if _names_fence(text[opener.end(): opener.end() + _LOOKAHEAD]):
+            parts += [text[last:opener.start()], "&lt;"]
+            last = opener.end()
+    return "".join(parts) + text[last:]
 
 
 def passage_date(metadata: Mapping[str, Any]) -> str:
@@ -57,9 +68,11 @@ def passage_date(metadata: Mapping[str, Any]) -> str:
     return ""
 
 
-def _inert(match: re.Match) -> str:
-    name = unicodedata.normalize("NFKC", re.sub(f"[{_INVISIBLE}]", "", match.group(1))).casefold()
-    return "&lt;" + match.group(0)[1:] if name.startswith(FENCE_TAGS) else match.group(0)
+def _names_fence(following: str) -> bool:
+    seen = "".join(c for c in unicodedata.normalize("NFKD", following)
+                   if unicodedata.category(c) not in _UNSEEN_CATEGORIES and c not in _FILLERS)
+    folded = unicodedata.normalize("NFKC", seen).casefold()
+    return folded.lstrip(_SLASHES).startswith(FENCE_TAGS)
 
 
 def _attribute(value: Any) -> str:
