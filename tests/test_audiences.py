@@ -7,9 +7,9 @@ and IAP assertions are tested on the real parts."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
@@ -28,6 +28,7 @@ from askflow.service_layer import handlers
 from askflow.service_layer.answering import Answerer
 from askflow.service_layer.commands import AskQuestion
 from tests.fakes import FakeEventBus, FakeVectorStore, HashEmbeddings
+from tests.support.loopback import LoopbackServer
 from tests.support.loopback_apis import SlackAPI
 
 SECRET_WORDS = "The vault rotation passphrase lives in the zebra-orchid runbook"
@@ -359,22 +360,28 @@ def test_a_folder_for_employees_is_found_with_that_audience_only_and_relabelled_
 
 # -- credentials: API keys, the page's cookie, IAP ----------------------------------------------------------------
 
-class Certs:
+class Certs(LoopbackServer):
     """IAP's key endpoint on loopback: ``{kid: PEM public key}``, and an ES256 signer for tokens."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
         self.key = ec.generate_private_key(ec.SECP256R1())
         pem = self.key.public_key().public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        body = json.dumps({"kid-1": pem}).encode()
+        self.body = json.dumps({"kid-1": pem}).encode()
+        super().__init__()
+
+    @property
+    def certs_url(self) -> str:
+        return f"{self.url}/iap/verify/public_key"
+
+    def _handler(self):
+        body = self.body
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):  # noqa: N802 (http.server's name)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -383,9 +390,7 @@ class Certs:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/iap/verify/public_key"
+        return Handler
 
     def token(self, *, key=None, **claims) -> str:
         from cryptography.hazmat.primitives import serialization
@@ -409,7 +414,7 @@ def test_iap_identities_verify_and_forged_ones_count_for_nothing():
     from askflow.entrypoints.credentials import IAP_HEADER, caller
 
     certs = Certs()
-    settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.url,
+    settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.certs_url,
                         iap_audience_rules={"@example.com": ["employees"]}, iap_admins=["boss@example.com"])
     good = caller(_request({IAP_HEADER: certs.token()}), settings)
     assert good.via == "iap" and good.viewer == Viewer.of(["employees"]) and not good.viewer.admin
@@ -421,7 +426,7 @@ def test_iap_identities_verify_and_forged_ones_count_for_nothing():
                     {"x-goog-authenticated-user-email": "accounts.google.com:boss@example.com"}):
         who = caller(_request(headers), settings)
         assert who.viewer == PUBLIC_VIEWER and not who.viewer.admin, headers
-    certs.server.shutdown()
+    certs.stop()
 
 
 def test_keys_are_bound_to_audiences_and_the_page_cookie_opens_the_asking_api_only():

@@ -5,41 +5,47 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import threading
 import tracemalloc
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from askflow.adapters.web_documents import WebsiteLocation, _endpoint
+from tests.support.loopback import LoopbackServer
 
 HUGE = b" " * (40 * 2**20)  # 40 MiB of spaces: a few kB once gzipped twice
 
 
-class Bomb:
+class Bomb(LoopbackServer):
     """A loopback site whose ``/page`` is HUGE, gzipped ``layers`` times and sent with that Content-Encoding."""
 
     def __init__(self, layers: int) -> None:
         body = HUGE
         for _ in range(layers):
             body = gzip.compress(body, compresslevel=9)
-        encoding = ", ".join(["gzip"] * layers)
+        self.body, self.encoding = body, ", ".join(["gzip"] * layers)
+        super().__init__()
+
+    @property
+    def page_url(self) -> str:
+        return f"{self.url}/page"
+
+    def _handler(self):
+        bomb = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Encoding", encoding)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Encoding", bomb.encoding)
+                self.send_header("Content-Length", str(len(bomb.body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(bomb.body)
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/page"
+        return Handler
 
 
 @pytest.mark.parametrize(("layers", "status", "content"), [
@@ -48,15 +54,15 @@ class Bomb:
 ])
 def test_a_compressed_body_never_inflates_past_its_cap(tmp_path, layers, status, content):
     bomb = Bomb(layers)
-    location = WebsiteLocation(start=bomb.url, cache_dir=tmp_path, max_page_bytes=1000,
+    location = WebsiteLocation(start=bomb.page_url, cache_dir=tmp_path, max_page_bytes=1000,
                                allowed_networks=("127.0.0.0/8",), rate_limit_s=0)
     tracemalloc.start()
     try:
-        answer = location._get(bomb.url)
+        answer = location._get(bomb.page_url)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-        bomb.server.shutdown()
+        bomb.stop()
     assert peak < 8 * 2**20  # read a bounded step at a time (before: the whole 40 MiB and more)
     assert (answer.status, answer.content) == (status, content)
 
