@@ -25,6 +25,7 @@ from askflow.ports import (
     EventBus,
     FinetuneRuns,
     LearnedSignals,
+    Reranker,
     RequestStore,
     ServingIndex,
     VectorStore,
@@ -78,7 +79,8 @@ class Components:
         from askflow.adapters.firestore_requests import FirestoreRequestStore
 
         return FirestoreRequestStore(client=self.firestore_client, collection=self.settings.requests_collection,
-                                     progress_collection=self.settings.request_progress_collection)
+                                     progress_collection=self.settings.request_progress_collection,
+                                     audit_collection=self.settings.audit_collection)
 
     @cached_property
     def evaluation_runs(self) -> EvaluationRuns:
@@ -251,13 +253,20 @@ class Components:
         return self.settings.data_dir / "models"
 
     def retriever_for(self, store: VectorStore, embeddings: Embeddings | None = None, *,
-                      signals: LearnedSignals | None = None, collection: str | None = None):
+                      signals: LearnedSignals | None = None, collection: str | None = None, rerank: bool = False):
         """The production retrieval settings over any store and model (the evaluation uses its own collection),
         with what ``signals`` learned about ``collection`` (default: the serving one) applied to the ranking
-        (unless ``ASKFLOW_LEARNING`` is off)."""
-        from askflow.retrieval.retriever import Retriever
+        (unless ``ASKFLOW_LEARNING`` is off); with ``rerank``, the configured reranker (``ASKFLOW_RERANKER``) reorders
+        the fused top documents first."""
+        from askflow.retrieval.retriever import ModelReranking, Retriever
 
         s = self.settings
+        model_reranking = None
+        if rerank and self.reranker is not None:
+            model_reranking = ModelReranking(
+                reranker=self.reranker, top_n=s.rerank_top_n, max_chars=s.rerank_max_chars,
+                timeout_s=s.rerank_timeout_s, max_attempts=s.rerank_max_attempts,
+                withheld_audiences=s.withheld_audiences, prices=self.prices)
         embeddings = embeddings or self.embeddings
         reranking = None
         if signals is not None and s.learning:
@@ -268,7 +277,37 @@ class Components:
                 embedding_model=embeddings.name, prior_weight=s.prior_weight, prior_strength=s.prior_strength,
                 association_weight=s.association_weight, min_similarity=s.association_min_similarity)
         return Retriever(store=store, embeddings=embeddings, alpha=s.hybrid_alpha,
-                         candidates=s.retrieval_candidates, reranking=reranking)
+                         candidates=s.retrieval_candidates, reranking=reranking, model_reranking=model_reranking)
+
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        """The reranking model ``ASKFLOW_RERANKER`` names (``None``: none)."""
+        s = self.settings
+        if s.reranker == "cohere":
+            import httpx
+
+            from askflow.adapters.cohere_rerank import CohereReranker
+
+            key = s.rerank_api_key.get_secret_value() if s.rerank_api_key else None
+            client = httpx.Client(headers={"Authorization": f"Bearer {key}"} if key else {},
+                                  timeout=s.rerank_timeout_s)
+            return CohereReranker(client=client, url=s.rerank_url, model=s.reranker_model)
+        if s.reranker == "vertex":
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.auth.transport.requests import AuthorizedSession
+
+            from askflow.adapters.vertex_ranking import VertexReranker
+
+            try:
+                credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            except DefaultCredentialsError as error:
+                raise ConfigurationError(f"ASKFLOW_RERANKER=vertex needs Google credentials: {NO_CREDENTIALS}") \
+                    from error
+            return VertexReranker(session=AuthorizedSession(credentials), base_url=s.vertex_ranking_url,
+                                  project=s.project_id, ranking_config=s.vertex_ranking_config,
+                                  model=s.reranker_model)
+        return None
 
     def docs_for_agents(self):
         """(retriever, store) the MCP tools search and read: ``ASKFLOW_MCP_COLLECTION`` with the configured embedding
@@ -277,7 +316,8 @@ class Components:
         serving = self.serving() if s.mcp_collection is None else Serving(
             model=s.embedding_model, collection=s.mcp_collection, base_model=s.embedding_model)
         store, embeddings = self._pair(serving)
-        return self.retriever_for(store, embeddings, signals=self.signals, collection=serving.collection), store
+        return self.retriever_for(store, embeddings, signals=self.signals, collection=serving.collection,
+                                  rerank=True), store
 
     # -- learning from users -----------------------------------------------------------------------------------
     @cached_property
@@ -301,8 +341,9 @@ class Components:
         return PgLearnedSignals(url=self.database_url, table=table)
 
     def answerer_for(self, store: VectorStore, embeddings: Embeddings, *, collection: str,
-                     signals: LearnedSignals | None):
-        """An answerer over ``store``, with what ``signals`` learned (ranking and the verified-answer cache)."""
+                     signals: LearnedSignals | None, requests: RequestStore | None = None):
+        """An answerer over ``store``, with what ``signals`` learned (ranking and the verified-answer cache, which
+        serves only answers whose request ``requests`` still holds verified)."""
         from askflow.learning.cache import AnswerCache
         from askflow.service_layer.answering import Answerer
 
@@ -310,12 +351,12 @@ class Components:
         cache = None
         if signals is not None and s.learning and s.cache:
             cache = AnswerCache(signals=signals, store=store, embeddings=embeddings, collection=collection,
-                                threshold=s.cache_threshold)
+                                threshold=s.cache_threshold, requests=requests)
         return Answerer(
-            retriever=self.retriever_for(store, embeddings, signals=signals, collection=collection),
+            retriever=self.retriever_for(store, embeddings, signals=signals, collection=collection, rerank=True),
             collection=collection,
             cheap_model=self.chat_model(s.cheap_model), strong_model=self.chat_model(s.strong_model),
-            rewordings=s.rewordings, sources=s.sources_per_answer, cache=cache,
+            rewordings=s.rewordings, sources=s.sources_per_answer, cache=cache, subject=s.docs_subject,
         )
 
     @cached_property
@@ -372,7 +413,7 @@ class Components:
             if key not in self._answerers:
                 store, embeddings = self._pair(serving)
                 self._answerers[key] = self.answerer_for(store, embeddings, collection=serving.collection,
-                                                         signals=self.signals)
+                                                         signals=self.signals, requests=self.requests)
             return self._answerers[key]
 
     @cached_property
@@ -406,7 +447,8 @@ class Components:
             raise ConfigurationError("filing coverage gaps needs ASKFLOW_INSIGHTS_DOCS_REPO (owner/name)")
         from askflow.adapters.github_gaps import GitHubGapIssues
 
-        return GitHubGapIssues(client=self.github_client, repo=self.settings.insights_docs_repo)
+        return GitHubGapIssues(client=self.github_client, repo=self.settings.insights_docs_repo,
+                               label=self.settings.github_gap_label)
 
     def trainer(self, *, progress: bool = False) -> EmbeddingTrainer:
         """Trains from the serving model: a fresh copy of it, loaded apart from the one answering questions."""
@@ -424,7 +466,7 @@ class Components:
         from askflow.grading.graders import HeuristicGrader, LLMGrader
 
         model = self.chat_model(self.settings.cheap_model)
-        return LLMGrader(model=model) if model is not None else HeuristicGrader()
+        return LLMGrader(model=model, subject=self.settings.docs_subject) if model is not None else HeuristicGrader()
 
     # -- Slack -------------------------------------------------------------------------------------------------
     @cached_property

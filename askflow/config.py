@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError,
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from askflow.domain.audiences import audience_names
+from askflow.domain.cost import RerankPrice
 from askflow.domain.errors import ConfigurationError
 
 # The one list of each choice: the settings validate against them, the CLI and the DAG params offer them.
@@ -23,6 +24,9 @@ VectorStoreName = Literal["pgvector", "weaviate"]
 VECTOR_STORES: tuple[str, ...] = get_args(VectorStoreName)
 EmbeddingProvider = Literal["local", "openai"]
 EMBEDDING_PROVIDERS: tuple[str, ...] = get_args(EmbeddingProvider)
+RerankerName = Literal["none", "cohere", "vertex"]
+RERANKERS: tuple[str, ...] = get_args(RerankerName)
+RERANK_DEFAULT_MODELS = {"cohere": "rerank-v3.5", "vertex": "semantic-ranker-default-004"}
 
 
 class ApiKey(BaseModel):
@@ -80,11 +84,14 @@ class Settings(BaseSettings):
     strong_model: str = "gpt-4o"
     embedding_provider: EmbeddingProvider = "local"
     embedding_model: str = "all-mpnet-base-v2"
-    model_prices: dict[str, list[float]] = Field(
+    model_prices: dict[str, list[float] | RerankPrice] = Field(
         default={"gpt-4o-mini": [0.15, 0.60], "gpt-4o": [2.50, 10.00], "text-embedding-3-small": [0.02],
-                 "text-embedding-3-large": [0.13], "all-mpnet-base-v2": [0.0], "all-MiniLM-L6-v2": [0.0]},
-        description=("US dollars per million tokens, input then output, per model (JSON); a model missing here "
-                     "costs nothing and is named in the log"))
+                 "text-embedding-3-large": [0.13], "all-mpnet-base-v2": [0.0], "all-MiniLM-L6-v2": [0.0],
+                 "rerank-v3.5": RerankPrice(per_1k_searches=2.00, documents_per_search=100),
+                 "semantic-ranker-default-004": RerankPrice(per_1k_searches=1.00, documents_per_search=100)},
+        description=("US dollars per million tokens, input then output, per model (JSON); a reranker's as "
+                     "{\"per_1k_searches\", \"per_1k_documents\", \"documents_per_search\"} (or per million tokens); "
+                     "a model missing here costs nothing and is named in the log"))
     llm_timeout_s: float = 60.0
     llm_max_attempts: int = 4
     llm_backoff_max_s: float = 8.0
@@ -171,8 +178,24 @@ class Settings(BaseSettings):
     # Evaluation loop
     evaluation_batch_size: int = 20
     evaluation_max_messages: int = 200
+    grading_attempts: int = Field(default=3, ge=1, le=20, description=(
+        "runs that may try to grade an answer the model judge skipped or mangled before it is left ungraded"))
     answers_source: str = "answers"
-    answers_base_url: str = "/requests"
+    answers_base_url: str = Field(default="", description=(
+        "where stored answers' pages are (empty: ASKFLOW_PUBLIC_URL's /answers)"))
+
+    # Trust (README: "What askflow learns, and from whom")
+    docs_subject: str = Field(default="", max_length=200, description=(
+        "what the indexed docs are about (\"Apache Airflow\"), named in the rewording, answering and grading "
+        "prompts"))
+    public_url: str = Field(default="", description=(
+        "the API's public base URL (https://askflow.example.com): the absolute links to stored answers' pages that "
+        "Slack, MCP and the web page give (empty: relative links)"))
+    review_queue_per_asker: int = Field(default=5, ge=0, le=1000, description=(
+        "open review-queue items one asker's 👍 may add (0: an asker's 👍 queues nothing)"))
+    slack_reviewers: list[str] = Field(default=[], description=(
+        "Slack user ids whose approve click or ✅ verifies an answer (a user group's id, S..., counts its members)"))
+    audit_collection: str = "audit"  # Firestore: every reviewer's decision, who, when, what
 
     # Learning from users (README: "The learning loop")
     learning: bool = Field(default=True, description=(
@@ -196,6 +219,37 @@ class Settings(BaseSettings):
     chunk_overlap: int = 150
     hybrid_alpha: float = 0.5
     retrieval_candidates: int = 80
+
+    # Reranking (README "Retrieval quality"): a model reorders the fused top documents, before the learned ranking
+    reranker: RerankerName = Field(default="none", description=(
+        "none, cohere (the Cohere-compatible /rerank wire format: Cohere, Voyage, Jina, vLLM, Infinity) or vertex "
+        "(the Vertex AI ranking API)"))
+    rerank_model: str | None = Field(default=None, description=(
+        "the reranking model; unset: rerank-v3.5 with cohere, semantic-ranker-default-004 with vertex"))
+    rerank_url: str = Field(default="https://api.cohere.com/v1/rerank", description=(
+        "the Cohere-compatible endpoint (https://api.voyageai.com/v1/rerank, https://api.jina.ai/v1/rerank, "
+        "http://vllm:8000/v1/rerank, http://infinity:7997/rerank)"))
+    rerank_api_key: SecretStr | None = Field(default=None, description=(
+        "the Cohere-compatible endpoint's key, sent as a bearer token (unset: none sent, a self-hosted server)"))
+    vertex_ranking_url: str = Field(default="https://discoveryengine.googleapis.com/v1", description=(
+        "the Discovery Engine API's base URL (its ranking config is ASKFLOW_VERTEX_RANKING_CONFIG of "
+        "ASKFLOW_PROJECT_ID, location global)"))
+    vertex_ranking_config: str = "default_ranking_config"
+    rerank_top_n: int = Field(default=30, ge=1, le=100, description=(
+        "the fused top documents the reranker reorders (the rest keep their places below them); up to 100, one "
+        "search as Cohere and Vertex AI bill"))
+    rerank_max_chars: int = Field(default=2000, ge=100, description=(
+        "the most text of one document sent to the reranker, title included: its best passages, best first, the "
+        "last cut (under the model's input limit at about four characters a token: semantic-ranker-default-004 reads "
+        "1,024 tokens, rerank-v3.5 4,096 with the question)"))
+    rerank_timeout_s: float = Field(default=1.0, gt=0, description=(
+        "how long the reranking of one question may take, retries included; past it the fused order stands"))
+    rerank_max_attempts: int = Field(default=2, ge=1, description=(
+        "attempts at one reranking (a 429, a 5xx, a time-out or a dropped connection is tried again within "
+        "rerank_timeout_s)"))
+    withheld_audiences: list[str] = Field(default=[], description=(
+        "audiences (fnmatch patterns: [\"employees\", \"slack:*\"]) whose documents' text is never sent to a "
+        "third-party reranker: such a document (or an unlabelled one, while this is set) keeps its fused place"))
     pgvector_ef_search: int = 200  # recall@10 ≥ 0.95 up to 100k chunks; 0.915-0.975 at 1M, 400 gave 0.965
     pgvector_keyword_rows: int = 10_000  # rows a keyword search may rank (see PgVectorStore.keyword_search)
     serving_refresh_s: float = 10.0  # how long a process keeps the serving pair before it reads it again
@@ -248,6 +302,9 @@ class Settings(BaseSettings):
     slack_reconcile_every_runs: int = Field(default=24, ge=0, description=(
         "one Slack ingestion run in this many (numbered by the hour since the epoch: 24 is the 00:00 UTC run) lists"
         " each channel's whole history, pruning deleted threads; 0: never, 1: every run"))
+    slack_app_id: str | None = Field(default=None, description=(
+        "askflow's Slack app id (A...): what it posts from any installation (the other side of a Slack Connect"
+        " channel) is never indexed; unset: asked of Slack (bots.info) when a message of another bot needs it"))
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None
     github_repos: list[str] = []
@@ -256,6 +313,17 @@ class Settings(BaseSettings):
         " deleted and transferred ones; 0: never, 1: every run"))
     github_closed_max_age_days: int | None = Field(default=None, ge=0, description=(
         "issues closed longer ago than this are not indexed, and stored ones are pruned; unset: every issue"))
+    github_gap_label: str = Field(default="askflow-gap", min_length=1, description=(
+        "the label of the coverage-gap issues askflow files: the GitHub ingestion never indexes them"))
+
+    @property
+    def answer_pages(self) -> str:
+        """Where stored answers' pages are: ``answers_base_url``, or ``public_url``'s ``/answers``."""
+        return (self.answers_base_url or f"{self.public_url.rstrip('/')}/answers").rstrip("/")
+
+    def answer_page(self, request_id: str) -> str:
+        """The page of a stored answer (``/answers/{id}``), absolute when ``public_url`` is set."""
+        return f"{self.answer_pages}/{request_id}"
 
     @property
     def budget_limits(self):
@@ -264,6 +332,18 @@ class Settings(BaseSettings):
         return BudgetLimits(window_s=self.budget_window_s, questions_per_asker=self.budget_questions_per_asker,
                             usd_per_asker=self.budget_usd_per_asker, questions_total=self.budget_questions_total,
                             usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker)
+
+    @field_validator("withheld_audiences")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        if any(not pattern.strip() for pattern in patterns):
+            raise ValueError("an audience pattern is empty")
+        return [pattern.strip() for pattern in patterns]
+
+    @property
+    def reranker_model(self) -> str:
+        """``rerank_model``, or the chosen reranker's default model."""
+        return self.rerank_model or RERANK_DEFAULT_MODELS.get(self.reranker, "")
 
     @property
     def llm_configured(self) -> bool:

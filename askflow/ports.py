@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 from askflow.domain.messages import Message
 from askflow.domain.model import (
+    Approval,
+    AuditEntry,
     Chunk,
     Document,
     EvaluationRun,
@@ -229,8 +231,22 @@ class RequestStore(abc.ABC):
 
     @abc.abstractmethod
     def recent_good(self, limit: int) -> list[Request]:
-        """The most recent requests graded good that may be listed in shared places (``in_feed``), newest first: the
-        filter is in the query."""
+        """The most recent verified requests (``Request.verified``) that may be listed in shared places
+        (``in_feed``), newest first: the filter is in the query."""
+
+    @abc.abstractmethod
+    def review_queue(self, limit: int) -> list[Request]:
+        """The requests waiting for a reviewer (``in_review``), newest first: the filter is in the query."""
+
+    @abc.abstractmethod
+    def approve(self, request_id: str, approval: Approval) -> Request | None:
+        """Set a reviewer's decision on a completed request and add it to the audit log, in one atomic write (the
+        same decision written again is one entry); returns the request as it now is (unchanged when it is not
+        complete), ``None`` if unknown."""
+
+    @abc.abstractmethod
+    def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The latest reviewer decisions, newest first."""
 
     @abc.abstractmethod
     def created_between(self, start: dt.datetime, end: dt.datetime, *, page_size: int = 500) -> Iterator[Request]:
@@ -384,3 +400,26 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     def publish(self, topic: str, message: Message, **attributes: str) -> str:
         """Publish a message as JSON; returns the message id."""
+
+
+@dataclass(frozen=True)
+class RerankCandidate:
+    """One document as a reranker reads it: its id, title and best passages (cut to the model's input limit)."""
+
+    doc_id: str
+    title: str
+    text: str
+
+
+class Reranker(abc.ABC):
+    """A model that scores documents for a question (a cross-encoder behind an API). ``name`` is its model,
+    ``provider`` who serves it (the traces' ``gen_ai.provider.name``)."""
+
+    name: str
+    provider: str
+
+    @abc.abstractmethod
+    def rerank(self, question: str, candidates: Sequence[RerankCandidate], *, timeout_s: float) -> list[str]:
+        """The candidates' ids, best first, as the model scores them (one call, within ``timeout_s``). Raises
+        ``ModelUnavailable`` when trying again may help (429, 5xx, a time-out, a dropped connection), another error
+        when it would not (a refused key, an unknown model, an answer that is not a ranking of the candidates)."""

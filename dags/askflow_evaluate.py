@@ -76,10 +76,12 @@ def askflow_evaluate():
         from askflow.service_layer.evaluation import judge
 
         with bootstrap() as c:
-            run, verdicts = judge([GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests,
-                                  grader=c.grader, batch_size=int(get_current_context()["params"]["batch_size"]),
-                                  prices=c.prices)
-        return {"run": run.model_dump(mode="json"), "verdicts": [v.model_dump(mode="json") for v in verdicts]}
+            run, verdicts, again = judge(
+                [GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests, grader=c.grader,
+                batch_size=int(get_current_context()["params"]["batch_size"]), prices=c.prices,
+                review_cap=c.settings.review_queue_per_asker, attempts=c.settings.grading_attempts)
+        return {"run": run.model_dump(mode="json"), "verdicts": [v.model_dump(mode="json") for v in verdicts],
+                "again": [event.model_dump(mode="json") for event in again]}
 
     @task
     def write_back(judged: dict) -> dict:
@@ -91,20 +93,24 @@ def askflow_evaluate():
         with bootstrap() as c:
             apply_verdicts([Verdict.model_validate(v) for v in judged["verdicts"]], requests=c.requests,
                            store=c.store, embeddings=c.embeddings, strategy=c.strategy(),
-                           answers_source=c.settings.answers_source, answers_base_url=c.settings.answers_base_url,
+                           answers_source=c.settings.answers_source, answers_base_url=c.settings.answer_pages,
                            signals=c.signals, collection=c.serving().collection)
         return judged
 
     @task
     def save_grades(judged: dict, pulled: list[dict]) -> list[str]:
-        """The grades last: they mark each request graded at its revision."""
+        """The grades last: they mark each request graded at its revision. What the judge gave no grade is queued
+        again (its next attempt), before its event is acknowledged."""
         from askflow.bootstrap import bootstrap
         from askflow.domain.clock import utcnow
+        from askflow.domain.messages import GradingDue
         from askflow.domain.model import EvaluationRun
         from askflow.service_layer.evaluation import Verdict, save_verdicts
 
         with bootstrap() as c:
             save_verdicts([Verdict.model_validate(v) for v in judged["verdicts"]], requests=c.requests)
+            for event in judged.get("again", []):
+                c.events.publish(c.settings.evaluation_topic, GradingDue.model_validate(event))
             run = EvaluationRun.model_validate(judged["run"]).model_copy(update={"finished_at": utcnow()})
             c.evaluation_runs.save(run)
         print(f"evaluation summary: {run.model_dump(mode='json')}")

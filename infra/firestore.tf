@@ -20,16 +20,30 @@ resource "google_firestore_index" "requests_by_thread" {
   }
 }
 
-# Homepage feed: GET /requests?good=true lists good answers, newest first.
-resource "google_firestore_index" "good_requests_by_recency" {
+# Homepage feed: GET /requests?good=true lists verified answers, newest first.
+resource "google_firestore_index" "verified_requests_by_recency" {
   database   = google_firestore_database.default.name
   collection = var.requests_collection
   fields {
-    field_path = "is_good"
+    field_path = "verified"
     order      = "ASCENDING"
   }
   fields {
     field_path = "in_feed"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# The review queue (/admin/review): answers waiting for a reviewer, newest first.
+resource "google_firestore_index" "review_queue_by_recency" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  fields {
+    field_path = "in_review"
     order      = "ASCENDING"
   }
   fields {

@@ -14,7 +14,7 @@ from askflow.domain.budgets import BudgetLimits
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, ModelUnavailable, NotFound
 from askflow.domain.messages import GradingDue, QuestionQueued
-from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, Usage
+from askflow.domain.model import Answer, Approval, Rating, Request, RequestStatus, SlackThread, Source, Usage
 from askflow.grading.graders import HeuristicGrader
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.service_layer import handlers
@@ -235,7 +235,11 @@ def _complete(request_id: str, question: str, answer: str, **fields) -> Request:
     source = Source(n=1, title="Pools", url="https://docs/pools", doc_id="docs:pools.rst",
                     excerpt="Pools limit how many tasks run at once.")
     return Request(request_id=request_id, question=question, answer=answer, status=RequestStatus.COMPLETE,
-                   sources=[source], created_at=utcnow(), **fields)
+                   sources=[source], created_at=utcnow(), grounded=True, **fields)
+
+
+def _approved() -> Approval:
+    return Approval(by="ana@example.com", at=utcnow(), via="admin")
 
 
 def test_grading_is_due_when_the_answer_or_its_ratings_change_and_not_for_grade_writes():
@@ -253,13 +257,18 @@ def test_grading_is_due_when_the_answer_or_its_ratings_change_and_not_for_grade_
 def test_a_grading_run_grades_once_keeps_good_answers_and_never_stores_private_ones():
     requests, runs = InMemoryRequestStore(), InMemoryEvaluationRuns()
     store, embeddings = FakeVectorStore(), HashEmbeddings()
-    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1]."))
-    requests.create(_complete("good-2", "What is a pool slot?", "A slot is one running task in a pool [1]."))
-    requests.create(_complete("leaky", "My password=hunter2secret fails, why?", "Check the pool [1]."))
-    requests.create(_complete("down", "How do pools work?", "Pools limit tasks [1].",
-                              ratings={"bo": Rating(positive=False, at=utcnow())}))
+    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1].",
+                              approval=_approved()))
+    requests.create(_complete("good-2", "What is a pool slot?", "A slot is one running task in a pool [1].",
+                              approval=_approved()))
+    requests.create(_complete("unconfirmed", "What is a pool?", "A pool limits running tasks [1]."))
+    requests.create(_complete("leaky", "My password=hunter2secret fails, why?", "Check the pool [1].",
+                              approval=_approved()))
+    requests.create(_complete("down", "How do pools work?", "Pools limit tasks [1].", asker_sha="x" * 64,
+                              ratings={"asker": Rating(positive=False, at=utcnow())}))
     store.upsert(*_cited_page(embeddings))
-    events = [GradingDue(request_id=r, revision="seen") for r in ("good-1", "good-2", "leaky", "down")] * 2
+    events = [GradingDue(request_id=r, revision="seen")
+              for r in ("good-1", "good-2", "unconfirmed", "leaky", "down")] * 2
 
     def grade():
         return grade_events(events, requests=requests, runs=runs, store=store, embeddings=embeddings,
@@ -268,9 +277,13 @@ def test_a_grading_run_grades_once_keeps_good_answers_and_never_stores_private_o
 
     calls_before = embeddings.calls
     run = grade()
-    assert (run.graded, run.good, run.skipped, run.method) == (4, 2, 0, "heuristic")
+    assert (run.graded, run.good, run.verified, run.skipped, run.method) == (5, 3, 2, 0, "heuristic")
     assert run.rejected == {"private": 1, "rated down": 1}
     assert requests.get("leaky").is_good is False and requests.get("leaky").grade_reason.startswith("private")
+    assert requests.get("leaky").verified is False  # a reviewer's approval never publishes private data
+    # graded good by the heuristic, approved by no one: not verified, not written back
+    assert requests.get("unconfirmed").is_good and not requests.get("unconfirmed").verified
+    assert requests.get("good-1").verified_by == "reviewer ana"
     assert set(store.document_fingerprints("answers:")) == {"answers:good-1", "answers:good-2"}
     assert embeddings.calls - calls_before == 1  # both good answers embedded in one indexing call
     stored = store.document_metadata("answers:good-1")["answers:good-1"]
@@ -278,7 +291,7 @@ def test_a_grading_run_grades_once_keeps_good_answers_and_never_stores_private_o
     assert runs.runs == [run]
 
     again = grade()  # every event delivered again: nothing graded twice
-    assert (again.graded, again.skipped) == (0, 4) and embeddings.calls - calls_before == 1
+    assert (again.graded, again.skipped) == (0, 5) and embeddings.calls - calls_before == 1
 
 
 def _cited_page(embeddings):
@@ -321,7 +334,8 @@ def test_a_grading_run_retried_after_the_store_failed_still_writes_back_and_lear
     store.failures = 0
     store.upsert(*_cited_page(embeddings))
     store.failures = 1
-    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1]."))
+    requests.create(_complete("good-1", "How do pools limit concurrency?", "Pools limit running tasks [1].",
+                              approval=_approved()))
     events = [GradingDue(request_id="good-1", revision="seen")]
 
     def grade():

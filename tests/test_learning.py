@@ -16,7 +16,7 @@ from askflow.bootstrap import Components
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import GradingDue
-from askflow.domain.model import Chunk, LearnedAnswer, Rating, Request, ScoredChunk, Source
+from askflow.domain.model import ASKER_RATER, Chunk, LearnedAnswer, Rating, Request, ScoredChunk, Source, token_sha
 from askflow.entrypoints import cli
 from askflow.grading.graders import HeuristicGrader
 from askflow.ingest.indexing import index_documents
@@ -24,6 +24,7 @@ from askflow.ingest.sources.files import load_paths
 from askflow.learning.questions import difference
 from askflow.learning.ranking import LearnedRanking
 from askflow.retrieval.ranking import RankedDocument, in_order
+from askflow.service_layer import handlers
 from askflow.service_layer.evaluation import grade_events
 from tests.fakes import FakeVectorStore
 
@@ -46,24 +47,27 @@ def loop(pg_url, minilm, collection_name, wire):
     requests = InMemoryRequestStore()
 
     class Loop:
-        answerer = components.answerer_for(store, minilm, collection=collection_name, signals=signals)
+        answerer = components.answerer_for(store, minilm, collection=collection_name, signals=signals,
+                                           requests=requests)
+        grader = components.grader  # the model judge (the loopback model grades every item 4/4)
 
         @staticmethod
         def asked(request_id: str, question: str, *, positive: bool | None = True) -> Request:
-            """A request answered by the production answerer, stored, and rated."""
+            """A request answered by the production answerer, stored, and rated by its asker."""
             now = utcnow()
             answer = Loop.answerer.answer(question)
-            request = Request(request_id=request_id, question=question, created_at=now).completed(answer, at=now)
+            request = Request(request_id=request_id, question=question, created_at=now,
+                              asker_sha=token_sha(request_id)).completed(answer, at=now)
             requests.create(request)
             if positive is not None:
-                requests.rate(request_id, "user", Rating(positive=positive, at=now))
+                requests.rate(request_id, ASKER_RATER, Rating(positive=positive, at=now))
             return requests.get(request_id)
 
         @staticmethod
-        def grade(*request_ids: str):
+        def grade(*request_ids: str, grader=None):
             events = [GradingDue(request_id=r, revision=requests.get(r).revision()) for r in request_ids]
             return grade_events(events, requests=requests, runs=InMemoryEvaluationRuns(), store=store,
-                                embeddings=minilm, grader=HeuristicGrader(), strategy=components.strategy(),
+                                embeddings=minilm, grader=grader or Loop.grader, strategy=components.strategy(),
                                 answers_source="answers", answers_base_url="/requests", batch_size=2,
                                 signals=signals, collection=collection_name)
 
@@ -260,3 +264,26 @@ def test_eval_feedback_refuses_a_missing_file(tmp_path, capsys):
     assert cli.main(["eval", "feedback", "--corpus", str(DOCS), "--feedback", str(tmp_path / "nope.jsonl"),
                      "--questions", str(tmp_path / "nope.jsonl")]) == 2
     assert "--feedback" in capsys.readouterr().err
+
+
+def test_an_answer_only_a_heuristic_graded_is_served_once_a_reviewer_approves_it(loop):
+    """Before, the heuristic's "good" and a 👍 verified an answer; now it waits in the review queue, and a reviewer's
+    approval is what serves it again."""
+    loop.asked("liked", QUESTION, positive=True)
+    run = loop.grade("liked", grader=HeuristicGrader())
+    stored = loop.requests.get("liked")
+    assert (run.good, run.verified, run.in_review) == (1, 0, 1) and stored.in_review and not stored.verified
+    assert loop.answerer.answer(QUESTION).mode == "llm"
+    assert loop.store.document_fingerprints("answers:") == {}
+
+    handlers.review_answer("liked", approved=True, reviewer="rita@example.com", via="admin",
+                           requests=loop.requests)
+    loop.grade("liked", grader=HeuristicGrader())
+    stored = loop.requests.get("liked")
+    assert stored.verified and stored.verified_by == "reviewer rita" and not stored.in_review
+    served = loop.answerer.answer(QUESTION)
+    assert served.mode == "cached" and served.cached_from == "liked"
+    assert [e.action for e in loop.requests.audit_log(5)] == ["approved"]
+
+    loop.requests.requests.pop("liked")  # its request is gone (a restart of an in-memory store, a deletion)
+    assert loop.answerer.answer(QUESTION).mode == "llm"  # the cache points at no request that does not exist

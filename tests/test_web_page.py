@@ -98,7 +98,7 @@ def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_reques
         run = grade_events([GradingDue(request_id=earlier, revision=revision)], requests=c.requests,
                            runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings, grader=c.grader,
                            strategy=c.strategy(), answers_source=c.settings.answers_source,
-                           answers_base_url=c.settings.answers_base_url, batch_size=5, signals=c.signals,
+                           answers_base_url=c.settings.answer_pages, batch_size=5, signals=c.signals,
                            collection=c.serving().collection)
     assert run.good == 1
 

@@ -15,7 +15,16 @@ from pydantic import ValidationError
 
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import EvaluationRun, FinetuneRun, Graded, Rating, Request, RequestStatus
+from askflow.domain.model import (
+    Approval,
+    AuditEntry,
+    EvaluationRun,
+    FinetuneRun,
+    Graded,
+    Rating,
+    Request,
+    RequestStatus,
+)
 from askflow.insights.model import InsightsReport
 from askflow.ports import EvaluationRuns, FinetuneRuns, InsightsReports, RequestStore
 
@@ -50,9 +59,11 @@ class FirestoreRequestStore(RequestStore):
     time can never let a superseded worker through.
     """
 
-    def __init__(self, *, client: Any, collection: str, progress_collection: str = "progress") -> None:
+    def __init__(self, *, client: Any, collection: str, progress_collection: str = "progress",
+                 audit_collection: str = "audit") -> None:
         self._client = client
         self._collection = collection
+        self._audit_collection = audit_collection
         self._progress_collection = progress_collection
         # request id -> (attempt, update time of this process's latest fenced write under that claim; None: unknown,
         # the next write goes through a transaction)
@@ -262,12 +273,51 @@ class FirestoreRequestStore(RequestStore):
 
         query = (
             self._client.collection(self._collection)
-            .where(filter=FieldFilter("is_good", "==", True))
+            .where(filter=FieldFilter("verified", "==", True))
             .where(filter=FieldFilter("in_feed", "==", True))
             .order_by("created_at", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
         return self._requests(query)
+
+    def review_queue(self, limit: int) -> list[Request]:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._client.collection(self._collection)
+            .where(filter=FieldFilter("in_review", "==", True))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return self._requests(query)
+
+    def approve(self, request_id: str, approval: Approval) -> Request | None:
+        """The decision and its audit entry in one transaction (the entry's id is the decision's: written again,
+        it is the same entry)."""
+        from google.cloud import firestore
+
+        entry = AuditEntry.of(request_id, approval)
+        audit = self._client.collection(self._audit_collection).document(entry.entry_id)
+
+        @firestore.transactional
+        def approve_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or request.status is not RequestStatus.COMPLETE:
+                return request
+            transaction.update(ref, {"approval": approval.model_dump()})
+            transaction.set(audit, entry.model_dump())
+            return request.model_copy(update={"approval": approval})
+
+        return approve_in(self._client.transaction(), self._ref(request_id))
+
+    def audit_log(self, limit: int) -> list[AuditEntry]:
+        from google.cloud import firestore
+
+        query = self._client.collection(self._audit_collection).order_by(
+            "at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [AuditEntry.model_validate(snapshot.to_dict()) for snapshot in query.stream()]
 
     def created_between(self, start, end, *, page_size: int = 500):
         """Paged by ``created_at`` (then id, for requests created in the same instant), a query per page."""

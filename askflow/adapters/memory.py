@@ -9,7 +9,7 @@ import threading
 from askflow.domain.budgets import TOTAL, BudgetLimits, Spent
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import EvaluationRun, Graded, Rating, Request, RequestStatus
+from askflow.domain.model import Approval, AuditEntry, EvaluationRun, Graded, Rating, Request, RequestStatus
 from askflow.ports import Budgets, EvaluationRuns, RequestStore
 
 
@@ -18,6 +18,7 @@ class InMemoryRequestStore(RequestStore):
 
     def __init__(self) -> None:
         self.requests: dict[str, Request] = {}
+        self.audit: dict[str, AuditEntry] = {}
         self._lock = threading.Lock()  # a worker's heartbeats come from another thread
 
     def create(self, request: Request) -> None:
@@ -107,8 +108,24 @@ class InMemoryRequestStore(RequestStore):
         return request
 
     def recent_good(self, limit: int) -> list[Request]:
-        good = [r for r in self.requests.values() if r.is_good and r.in_feed]
+        good = [r for r in self.requests.values() if r.verified and r.in_feed]
         return sorted(good, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def review_queue(self, limit: int) -> list[Request]:
+        waiting = [r for r in self.requests.values() if r.in_review]
+        return sorted(waiting, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def approve(self, request_id: str, approval: Approval) -> Request | None:
+        request = self.requests.get(request_id)
+        if request is not None and request.status is RequestStatus.COMPLETE:
+            request = request.model_copy(update={"approval": approval})
+            self.requests[request_id] = request
+            entry = AuditEntry.of(request_id, approval)
+            self.audit[entry.entry_id] = entry
+        return request
+
+    def audit_log(self, limit: int) -> list[AuditEntry]:
+        return sorted(self.audit.values(), key=lambda e: e.at, reverse=True)[:limit]
 
     def created_between(self, start, end, *, page_size: int = 500):
         yield from sorted((r for r in self.requests.values() if start <= r.created_at < end),

@@ -23,3 +23,4 @@ class GradingDue(Message):
 
     request_id: str = Field(min_length=1, max_length=200)
     revision: str
+    attempt: int = Field(default=0, ge=0)  # grading runs that tried and got no grade from the judge

@@ -137,6 +137,8 @@ class Answer:
     cached_from: str | None = None  # mode "cached": the request whose verified answer this is
     cache_similarity: float | None = None  # and how close the question came to that request's
     citations_removed: int = 0  # citations of sources the model was never given
+    standalone_question: str | None = None  # a follow-up's stand-alone rewording (the cheap model's first)
+    grounded: bool = False  # every sentence cites a source it was given (``citations.grounded``)
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
     readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
 
@@ -170,13 +172,30 @@ class SlackThread(BaseModel):
 
 
 class Grade(BaseModel):
-    """The evaluation loop's judgement of an answer (``method``: ``llm`` or ``heuristic``)."""
+    """The evaluation loop's judgement of an answer (``method``: ``llm`` or ``heuristic``; only a model judges
+    ``grounded``: whether the passages the answer cites say what it says)."""
 
     helpfulness: int = Field(ge=1, le=5)
     relevance: int = Field(ge=1, le=5)
     public: bool
     reason: str = ""
     method: str = "heuristic"
+    grounded: bool | None = None
+
+
+#: the rater of a web or API request: whoever holds its asker token
+ASKER_RATER = "asker"
+
+
+class Approval(BaseModel):
+    """A reviewer's decision on an answer (``approved``, or turned down): who (an admin credential's name, an
+    IAP e-mail, a Slack user id), when, and from where (``admin`` page or ``slack``). Kept on the request and in the
+    audit log."""
+
+    by: str = Field(min_length=1, max_length=200)
+    at: dt.datetime
+    via: str
+    approved: bool = True
 
 
 class Request(BaseModel):
@@ -233,6 +252,8 @@ class Request(BaseModel):
     cached_from: str | None = None
     cache_similarity: float | None = None
     citations_removed: int = 0
+    standalone_question: str | None = None  # a follow-up's stand-alone rewording: what it is stored and served as
+    grounded: bool | None = None  # every sentence of its answer cites a source it was given (``trust.grounded``)
     partial_writes: int = 0  # how often the answer so far was written while the model wrote it
     cost_usd: float | None = None  # what its model calls cost (rewording, answer, embedding): the price table's
     # feedback and grading
@@ -243,18 +264,24 @@ class Request(BaseModel):
     grade_reason: str | None = None
     graded_at: dt.datetime | None = None
     graded_revision: str | None = None
+    # trust (``learning.trust``): a reviewer's decision, and what the grading run made of it all
+    approval: Approval | None = None
+    verified: bool = False  # served from the cache, listed, written back, positive evidence: nothing else is
+    verified_by: str | None = None  # "reviewer <who>", or "model judge and asker"
+    in_review: bool = False  # in the review queue: its asker rated it up and nothing verified it
 
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
-        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed"})
+        "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed",
+        "standalone_question", "grounded"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
     #: what a grading run sets
     GRADE_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "grade", "is_good", "grade_reason", "graded_at", "graded_revision"})
+        "grade", "is_good", "grade_reason", "graded_at", "graded_revision", "verified", "verified_by", "in_review"})
 
     @field_serializer("status")
     def _status_value(self, status: RequestStatus) -> str:
@@ -344,7 +371,9 @@ class Request(BaseModel):
             "models": answer.models, "tokens": answer.tokens, "timings_ms": dict(answer.timings_ms),
             "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
             "collection": answer.collection or None, "cached_from": answer.cached_from,
-            "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed})
+            "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed,
+            "standalone_question": answer.standalone_question,
+            "grounded": answer.grounded})
 
     def failed(self, error: str) -> Request:
         """Failed, with no half answer left behind."""
@@ -352,26 +381,82 @@ class Request(BaseModel):
                                        "partial_answer": None, "sources": []})
 
     def revision(self) -> str | None:
-        """What grading depends on: a completed answer and its ratings. ``None`` when there is nothing to grade."""
+        """What grading depends on: a completed answer, its ratings and a reviewer's decision. ``None`` when there is
+        nothing to grade."""
         if self.status is not RequestStatus.COMPLETE:
             return None
         ratings = {rater: rating.positive for rater, rating in self.ratings.items()}
-        return content_hash(self.answer or "", json.dumps(ratings, sort_keys=True))[:16]
+        approval = self.approval.model_dump(mode="json") if self.approval is not None else None
+        return content_hash(self.answer or "", json.dumps(ratings, sort_keys=True),
+                            json.dumps(approval, sort_keys=True))[:16]
 
     @property
     def net_rating(self) -> int:
         """Thumbs up minus thumbs down."""
         return sum(1 if rating.positive else -1 for rating in self.ratings.values())
 
+    @property
+    def asker_rater(self) -> str | None:
+        """Whose rating is the asker's: the asking Slack user's (``slack-<id>``; no other clicker's), or the asker
+        token's holder for a web or API question (``None``: nobody's, as for an MCP question)."""
+        if self.slack is not None:
+            return f"slack-{self.slack.user}" if self.slack.user else None
+        return ASKER_RATER if self.asker_sha else None
+
+    @property
+    def asker_rating(self) -> bool | None:
+        """The asker's own rating: ``True`` (👍), ``False`` (👎), ``None`` (none)."""
+        rating = self.ratings.get(self.asker_rater) if self.asker_rater else None
+        return rating.positive if rating is not None else None
+
+    @property
+    def asker_key(self) -> str:
+        """Who asked, as the review queue counts askers: their token's hash, their Slack user, or the request."""
+        return self.asker_sha or self.asker_rater or self.request_id
+
+    @property
+    def follow_up(self) -> bool:
+        """Answered with the conversation before it: its own words are not a question on their own."""
+        return self.context_turns > 0
+
+    @property
+    def stored_question(self) -> str:
+        """What it is stored and matched as: a follow-up's stand-alone rewording, or the question itself."""
+        return self.standalone_question or self.question
+
+
+class AuditEntry(BaseModel):
+    """One reviewer decision as the audit log keeps it: who, when, from where, what (the request, approved or
+    turned down)."""
+
+    request_id: str
+    action: str  # "approved" or "turned down"
+    by: str
+    via: str
+    at: dt.datetime
+
+    @classmethod
+    def of(cls, request_id: str, approval: Approval) -> AuditEntry:
+        return cls(request_id=request_id, action="approved" if approval.approved else "turned down",
+                   by=approval.by, via=approval.via, at=approval.at)
+
+    @property
+    def entry_id(self) -> str:
+        """The same decision written twice (a retried write) is one entry."""
+        return content_hash(self.request_id, self.action, self.by, self.at.isoformat())[:32]
+
 
 class Graded(BaseModel):
-    """What a grading run writes on a request."""
+    """What a grading run writes on a request: the grade, and whether it is verified (``learning.trust``)."""
 
     grade: Grade
     is_good: bool
     grade_reason: str
     graded_at: dt.datetime
     graded_revision: str
+    verified: bool = False
+    verified_by: str | None = None
+    in_review: bool = False
 
 
 class LearnedAnswer(BaseModel):
@@ -391,6 +476,7 @@ class LearnedAnswer(BaseModel):
     sources: list[Source] = []
     graded_at: dt.datetime
     readers: list[str] | None = None  # who may be served it (``Request.readers``); None: admins only
+    verified_by: str | None = None  # ``Request.verified_by``: shown with the answer when it is served again
 
 
 class VerifiedMatch(BaseModel):
@@ -421,6 +507,9 @@ class EvaluationRun(BaseModel):
     events: int
     graded: int = 0
     good: int = 0
+    verified: int = 0
+    in_review: int = 0
+    ungraded: int = 0  # the judge gave no grade: queued again
     rejected: dict[str, int] = {}
     skipped: int = 0
     llm_calls: int = 0

@@ -5,6 +5,10 @@ Identity-Aware Proxy signed.
 - ``ASKFLOW_API_KEYS``: more keys, each bound to audiences and an admin flag (``ApiKey``).
 - The web page's session cookie (set when a key is configured): the asking API as an anonymous asker (``public``),
   never the admin pages.
+- The admin sign-in cookie (``/admin/login``, with the admin key or an admin ``ASKFLOW_API_KEYS`` key): the admin
+  pages in a browser, for ``ADMIN_SESSION_S``. A form it sends (a reviewer's approval) also carries a token tied to
+  the reviewer and the day (``csrf_token``), and must come from the page's own origin: no other site can make a
+  signed-in reviewer approve anything.
 - Behind IAP (``ASKFLOW_IAP_AUDIENCE`` set): the signed ``x-goog-iap-jwt-assertion``, verified with google-auth
   against IAP's keys (``ASKFLOW_IAP_CERTS_URL``, cached for ``CERTS_TTL_S``), maps to audiences by
   ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address, or ``@domain``) and to admin by ``ASKFLOW_IAP_ADMINS``. A header
@@ -21,11 +25,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
+ADMIN_COOKIE, ADMIN_SESSION_S = "askflow_admin", 8 * 3600  # a reviewer signed in with an admin key
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 IAP_ISSUER = "https://cloud.google.com/iap"
 CERTS_TTL_S = 300
@@ -37,7 +43,13 @@ class Caller:
 
     viewer: Viewer
     may_ask: bool
-    via: str  # "key", "iap", "session", "anonymous" or "none"
+    via: str  # "key", "iap", "admin-session", "session", "anonymous" or "none"
+    name: str = ""  # who, as a reviewer's decision records it: the key's name, the IAP e-mail
+
+    @property
+    def ambient(self) -> bool:
+        """Its credential is one a browser sends by itself (a cookie, IAP's): a form it posts needs ``csrf_token``."""
+        return self.via in ("iap", "admin-session", "session", "anonymous")
 
 
 NOBODY = Caller(viewer=PUBLIC_VIEWER, may_ask=False, via="none")
@@ -54,6 +66,9 @@ def caller(request, settings) -> Caller:
         identity = _iap_identity(iap, settings)
         if identity is not None:
             return identity
+    admin = _admin_session(request.cookies.get(ADMIN_COOKIE, ""), settings)
+    if admin is not None:
+        return admin
     if not keys_configured(settings):
         return Caller(viewer=PUBLIC_VIEWER, may_ask=True, via="anonymous")
     if _valid_session(request.cookies.get(SESSION_COOKIE, ""), settings):
@@ -69,11 +84,58 @@ def keyed(sent: str, settings) -> Caller | None:
     """The caller a key names, or ``None`` for a key that is not configured."""
     admin_key = settings.api_key
     if admin_key is not None and hmac.compare_digest(sent.encode(), admin_key.get_secret_value().encode()):
-        return Caller(viewer=Viewer.of(admin=True), may_ask=True, via="key")
+        return Caller(viewer=Viewer.of(admin=True), may_ask=True, via="key", name="admin")
     for key in settings.api_keys:
         if hmac.compare_digest(sent.encode(), key.key.get_secret_value().encode()):
-            return Caller(viewer=Viewer.of(key.audiences, admin=key.admin), may_ask=True, via="key")
+            return Caller(viewer=Viewer.of(key.audiences, admin=key.admin), may_ask=True, via="key", name=key.name)
     return None
+
+
+def admin_cookie(request, settings, name: str) -> str:
+    """The admin sign-in cookie for the admin key named ``name``: HttpOnly, SameSite=Strict, Path=/admin."""
+    issued = str(int(time.time()))
+    value = f"{issued}.{name}"
+    secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
+    return (f"{ADMIN_COOKIE}={value}.{_sign('admin:' + value, settings)}; Max-Age={ADMIN_SESSION_S}; Path=/admin; "
+            f"HttpOnly; SameSite=Strict{'; Secure' if secure else ''}")
+
+
+def _admin_session(cookie: str, settings) -> Caller | None:
+    value, _, signature = cookie.rpartition(".")
+    issued, _, name = value.partition(".")
+    if not issued.isdigit() or not name or not keys_configured(settings):
+        return None
+    if not hmac.compare_digest(signature.encode(), _sign("admin:" + value, settings).encode()):
+        return None
+    if not 0 <= time.time() - int(issued) <= ADMIN_SESSION_S:
+        return None
+    admins = {"admin"} if settings.api_key is not None else set()
+    admins |= {key.name for key in settings.api_keys if key.admin}
+    if name not in admins:  # a key no longer an admin's signs nobody in
+        return None
+    return Caller(viewer=Viewer.of(admin=True), may_ask=True, via="admin-session", name=name)
+
+
+def csrf_token(caller: Caller, settings, *, day: int | None = None) -> str:
+    """What a form of the admin pages carries: tied to the reviewer and the UTC day (``None`` when no key is
+    configured to sign it with)."""
+    day = int(time.time() // 86_400) if day is None else day
+    return _sign(f"csrf:{caller.via}:{caller.name}:{day}", settings)
+
+
+def csrf_ok(request, caller: Caller, settings, sent: str) -> bool:
+    """A form's token is today's or yesterday's for this caller, and the form came from this origin (the browser's
+    ``Sec-Fetch-Site``, or ``Origin``, when it sends them)."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc != request.host:
+        return False
+    if not keys_configured(settings) or not sent:
+        return False
+    today = int(time.time() // 86_400)
+    return any(hmac.compare_digest(sent.encode(), csrf_token(caller, settings, day=day).encode())
+               for day in (today, today - 1))
 
 
 class _Certs:
@@ -119,7 +181,7 @@ def _iap_identity(token: str, settings) -> Caller | None:
     rules = {rule.lower(): audiences for rule, audiences in settings.iap_audience_rules.items()}
     audiences = [*rules.get(domain, []), *rules.get(email, [])]
     admin = email in {admin.lower() for admin in settings.iap_admins}
-    return Caller(viewer=Viewer.of(audiences, admin=admin), may_ask=True, via="iap")
+    return Caller(viewer=Viewer.of(audiences, admin=admin), may_ask=True, via="iap", name=email)
 
 
 def session_cookie(request, settings) -> str:

@@ -33,7 +33,7 @@ from askflow.domain.errors import (
 )
 from askflow.entrypoints.credentials import caller, session_cookie
 from askflow.service_layer import handlers
-from askflow.service_layer.commands import AskQuestion, RateAnswer
+from askflow.service_layer.commands import AskQuestion, RateAnswer, ReviewDecision
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -57,8 +57,12 @@ ROUTES = Map(
         Rule("/requests", methods=["POST"], endpoint="ask"),
         Rule("/requests/<request_id:request_id>", methods=["GET"], endpoint="read"),
         Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
+        Rule("/answers/<request_id:request_id>", methods=["GET"], endpoint="answer_page"),
         Rule("/insights", methods=["GET"], endpoint="insights"),
         Rule("/admin", methods=["GET"], endpoint="admin"),
+        Rule("/admin/login", methods=["GET", "POST"], endpoint="login"),
+        Rule("/admin/review", methods=["GET"], endpoint="review"),
+        Rule("/admin/review/<request_id:request_id>", methods=["POST"], endpoint="decide"),
     ],
     strict_slashes=False,
     merge_slashes=False,  # "/requests//feedback" is no route, not a redirect
@@ -108,9 +112,16 @@ def _handle(request, components, endpoint, arguments, allowed, headers):
                                            "Cache-Control": "no-store"}
         return body, status, page_headers
     who = caller(request, components.settings)
+    if endpoint in _PAGES:  # pages anyone may open: what they show depends on who
+        try:
+            return _PAGES[endpoint](request, components, who=who, **arguments)
+        except InvalidInput as error:
+            return json.dumps({"error": str(error)}), 400, headers
+        except NotFound as error:
+            return json.dumps({"error": str(error)}), 404, headers
     if not who.may_ask:
         return json.dumps({"error": "missing or wrong API key (X-API-Key)"}), 401, headers
-    if endpoint == "admin" and not who.viewer.admin:
+    if endpoint in ("admin", "review", "decide") and not who.viewer.admin:
         return json.dumps({"error": "the admin page needs an admin credential: the admin API key (X-API-Key), "
                                     "or an admin's identity behind IAP"}), 403, headers
     if endpoint == "insights" and who.via == "session":
@@ -126,6 +137,10 @@ def _handle(request, components, endpoint, arguments, allowed, headers):
             return _insights(request, components, viewer=who.viewer)
         elif endpoint == "admin":
             return _admin(request, components)
+        elif endpoint == "review":
+            return _review(request, components, who=who)
+        elif endpoint == "decide":
+            return _decide(request, components, who=who, **arguments)
         else:
             status, body = _ENDPOINTS[endpoint](request, components, viewer=who.viewer, **arguments)
     except TooLarge as error:
@@ -247,6 +262,83 @@ def _admin(request, components) -> tuple[str, int, dict[str, str]]:
     return admin_page(stats, trace_link=link), 200, INSIGHTS_HEADERS
 
 
+PAGE_HEADERS = INSIGHTS_HEADERS | {  # the review queue and the sign-in post their forms to this origin
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'"}
+REVIEW_QUEUE_SHOWN, AUDIT_SHOWN = 100, 50
+
+
+def _answer_page(request, components, *, who, request_id: str) -> tuple[str, int, dict[str, str]]:
+    """A stored answer's page: a public answer for anyone, another for admins only (404 to anyone else, as an
+    unknown id)."""
+    from askflow.web.answers import answer_page
+
+    if request.args:
+        raise InvalidInput("an answer's page takes no parameters")
+    stored = components.requests.get(request_id)
+    if stored is None or not stored.terminal or not stored.readable_by(who.viewer):
+        raise NotFound(f"no answer {request_id}")
+    original = components.settings.answer_page(stored.cached_from) if stored.cached_from else None
+    return answer_page(stored, original_link=original), 200, PAGE_HEADERS
+
+
+def _login(request, components, *, who) -> tuple[str, int, dict[str, str]]:
+    """The admin sign-in: a form for the admin key (GET), the admin cookie for an admin key (POST, then to the
+    review queue). A key in a form is no worse than in a header: it is posted, never put in a URL."""
+    from askflow.entrypoints.credentials import admin_cookie, keyed
+    from askflow.web.answers import login_page
+
+    if request.method == "GET":
+        return login_page(), 200, PAGE_HEADERS
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise InvalidInput("the sign-in posts a form (application/x-www-form-urlencoded)")
+    read_body(request, MAX_BODY_BYTES)
+    key = keyed(request.form.get("key", ""), components.settings) if request.form.get("key") else None
+    if key is None or not key.viewer.admin:
+        return login_page(failed=True), 403, PAGE_HEADERS
+    return "", 303, {"Location": "/admin/review", "Set-Cookie": admin_cookie(request, components.settings, key.name),
+                     "Cache-Control": "no-store"}
+
+
+def _review(request, components, *, who) -> tuple[str, int, dict[str, str]]:
+    from askflow.entrypoints.credentials import csrf_token, keys_configured
+    from askflow.web.answers import review_page
+
+    if request.args:
+        raise InvalidInput("the review queue takes no parameters")
+    csrf = csrf_token(who, components.settings) if keys_configured(components.settings) else None
+    return review_page(components.requests.review_queue(REVIEW_QUEUE_SHOWN),
+                       components.requests.audit_log(AUDIT_SHOWN), csrf=csrf), 200, PAGE_HEADERS
+
+
+def _decide(request, components, *, who, request_id: str):
+    """A reviewer's decision: the queue's form (``decision`` approve or turn-down, with its ``csrf`` token: a
+    browser sends the reviewer's cookie or IAP's by itself), or JSON ``{"approved": bool}`` with an admin key in
+    ``X-API-Key`` (a header no other site can make a browser send)."""
+    from askflow.entrypoints.credentials import csrf_ok
+
+    if request.mimetype == "application/json" and who.via == "key":
+        approved = _parse(request, ReviewDecision).approved
+    elif request.mimetype == "application/x-www-form-urlencoded":
+        read_body(request, MAX_BODY_BYTES)
+        if not csrf_ok(request, who, components.settings, request.form.get("csrf", "")):
+            raise Forbidden("the form's token is missing, old or not this reviewer's (reload the review queue)")
+        decision = request.form.get("decision")
+        if decision not in ("approve", "turn-down"):
+            raise InvalidInput("decision: approve or turn-down")
+        approved = decision == "approve"
+    else:
+        raise InvalidInput("a decision is a form from the review queue, or JSON {\"approved\": true} with "
+                           "X-API-Key")
+    stored = handlers.review_answer(request_id, approved=approved, reviewer=who.name or who.via, via="admin",
+                                    requests=components.requests)
+    if request.mimetype == "application/json":
+        return json.dumps({"request_id": request_id, "approved": approved,
+                           "status": stored.status.value}), 200, {"Content-Type": "application/json"}
+    return "", 303, {"Location": "/admin/review", "Cache-Control": "no-store"}
+
+
+_PAGES = {"answer_page": _answer_page, "login": _login}
 _ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}
 
 

@@ -2,8 +2,9 @@
 
 1. index the corpus into the evaluation collection, with nothing learned (no stored answers, no learned signals),
    and score the evaluation questions' retrieval ("before");
-2. ask every feedback question through the production answer path, rate each answer as a user would (thumbs up
-   when it cites one of the question's gold pages, down otherwise), and run the production grading and
+2. ask every feedback question through the production answer path, rate each answer as its asker would (thumbs up
+   when it cites one of the question's gold pages, down otherwise), approve it as a reviewer would when it cites a
+   gold page (the trust rules: without a model judge nothing else is verified), and run the production grading and
    write-back on those ratings;
 3. score the evaluation questions' retrieval again, with the learned signals in the ranking ("after");
 4. ask every evaluation question through the production answer path once more: how many were served from a
@@ -22,7 +23,7 @@ from pathlib import Path
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import GradingDue, QuestionQueued
-from askflow.domain.model import Document, Request
+from askflow.domain.model import ASKER_RATER, Document, Request, token_sha
 from askflow.evaluation.retrieval_eval import EVAL_SOURCE, keep_only_the_corpus, score_retrieval
 from askflow.grading.graders import Grader
 from askflow.ingest.chunking import ChunkingStrategy
@@ -61,16 +62,20 @@ def evaluate_feedback(
             continue
         cited = {source.doc_id for source in cited_sources(request)}
         liked = bool(cited & {f"{EVAL_SOURCE}:{page}" for page in row["gold"]})
-        handlers.rate_answer(request.request_id, RateAnswer(positive=liked), requests=requests, rater="eval")
+        handlers.rate_answer(request.request_id, RateAnswer(positive=liked), requests=requests, rater=ASKER_RATER)
+        if liked:
+            handlers.review_answer(request.request_id, approved=True, reviewer="eval reviewer", via="eval",
+                                   requests=requests)
         rated_up += liked
         due.append(GradingDue(request_id=request.request_id, revision=requests.get(request.request_id).revision()))
         if number % 10 == 0 or number == len(feedback):
             _progress(f"feedback: {number}/{len(feedback)} asked and rated")
     run = grade_events(due, requests=requests, runs=runs, store=store, embeddings=embeddings,
                        grader=grader, strategy=strategy, answers_source=settings.answers_source,
-                       answers_base_url=settings.answers_base_url, batch_size=settings.evaluation_batch_size,
-                       signals=signals, collection=collection)
-    _progress(f"graded {run.graded}: {run.good} good, rejected {run.rejected}")
+                       answers_base_url=settings.answer_pages, batch_size=settings.evaluation_batch_size,
+                       signals=signals, collection=collection, review_cap=settings.review_queue_per_asker,
+                       attempts=settings.grading_attempts)
+    _progress(f"graded {run.graded}: {run.good} good, {run.verified} verified, rejected {run.rejected}")
 
     _progress(f"after: scoring {len(questions)} questions")
     after = score_retrieval(questions, retriever, details_path=details_path)
@@ -88,7 +93,7 @@ def evaluate_feedback(
     return {
         "feedback": len(feedback), "questions": len(questions),
         "feedback_rated_up": rated_up,
-        "verified": run.good,
+        "graded_good": run.good, "verified": run.verified,
         "before": _metrics(before), "after": _metrics(after),
         "cache": {"served": served, "precision": round(correct / served, 4) if served else None,
                   "p50_ms": round(statistics.median(cached_ms), 1) if cached_ms else None},
@@ -106,7 +111,7 @@ def _ask(request_id: str, question: str, *, requests: RequestStore, answerer: An
     """The production worker's handler, on a request stored as the API stores one."""
     now = utcnow()
     requests.create(Request(request_id=request_id, question=question, thread_id=request_id, created_at=now,
-                            updated_at=now))
+                            updated_at=now, asker_sha=token_sha(request_id)))  # an asker, who rates it
     handlers.answer_request(QuestionQueued(request_id=request_id), requests=requests, answerer=answerer,
                             settings=settings)
     return requests.get(request_id)

@@ -3,7 +3,9 @@ once, with no model call.
 
 Precision first: the same normalised question, or an embedding at least ``threshold`` close with nothing that
 marks the two as different questions (``questions.difference``). An answer is served only while every source it
-cited is stored unchanged. Every lookup logs the nearest similarity, hit or miss, so the threshold can be tuned.
+cited is stored unchanged, and while the request it came from is stored and still verified (a record whose request
+is gone, or was turned down since, is forgotten: the cache never points at a request that does not exist). Every
+lookup logs the nearest similarity, hit or miss, so the threshold can be tuned.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.model import LearnedAnswer, VerifiedMatch
 from askflow.learning.questions import difference, question_key
 from askflow.learning.votes import still_valid
-from askflow.ports import Embeddings, LearnedSignals, VectorStore
+from askflow.ports import Embeddings, LearnedSignals, RequestStore, VectorStore
 from askflow.retrieval.query import clean_query
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,9 @@ class AnswerCache:
     """:param threshold: the cosine similarity a semantic match needs. :param candidates: near questions checked."""
 
     def __init__(self, *, signals: LearnedSignals, store: VectorStore, embeddings: Embeddings, collection: str,
-                 threshold: float, candidates: int = 5) -> None:
+                 threshold: float, candidates: int = 5, requests: RequestStore | None = None) -> None:
+        """:param requests: where the answers' requests are (``None``: not checked, as in offline evaluation)."""
+        self._requests = requests
         self._signals = signals
         self._store = store
         self._embeddings = embeddings
@@ -46,6 +50,18 @@ class AnswerCache:
         now = self._store.audiences_of(sorted({doc_id for answer in answers for doc_id in answer.cited}))
         return [answer for answer in answers if all(viewer.may_read(now.get(doc_id)) for doc_id in answer.cited)]
 
+    def _standing(self, answer: LearnedAnswer) -> bool:
+        """Its request is stored and still verified; a record that is not is forgotten."""
+        if self._requests is None:
+            return True
+        request = self._requests.get(answer.request_id)
+        if request is not None and request.verified:
+            return True
+        log.warning("cache: %s forgotten: its request is %s", answer.request_id,
+                    "gone" if request is None else "no longer verified")
+        self._signals.forget([answer.request_id])
+        return False
+
     def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None,
                viewer: Viewer = PUBLIC_VIEWER) -> VerifiedMatch | None:
         """:param vector: gives the question's embedding, made only when no exact match is found (the answerer
@@ -57,9 +73,10 @@ class AnswerCache:
             [answer for answer in self._signals.verified_by_key(question_key(question), collection=self._collection,
                                                                 readers=readers)
              if viewer.may_read(answer.readers)], self._store), viewer)
-        if exact:
-            log.info("cache: exact match %s", exact[0].request_id)
-            return VerifiedMatch(answer=exact[0], similarity=1.0, how="exact")
+        for answer in exact:
+            if self._standing(answer):
+                log.info("cache: exact match %s", answer.request_id)
+                return VerifiedMatch(answer=answer, similarity=1.0, how="exact")
         embedded = vector() if vector is not None else self._embeddings.embed_query(question_vector_text(question))
         near = self._signals.nearest(embedded,
                                      collection=self._collection, embedding_model=self._embeddings.name,
@@ -71,7 +88,7 @@ class AnswerCache:
                  for answer in self._readable(still_valid([answer for answer, _ in close], self._store), viewer)}
         for answer, similarity in close:
             why_not = difference(question, answer.question)
-            if answer.request_id in valid and why_not is None:
+            if answer.request_id in valid and why_not is None and self._standing(answer):
                 log.info("cache: hit %s at similarity %.4f (threshold %.2f)", answer.request_id, similarity,
                          self._threshold)
                 return VerifiedMatch(answer=answer, similarity=round(similarity, 4), how="semantic")

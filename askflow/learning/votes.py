@@ -11,36 +11,41 @@ from askflow.ports import VectorStore
 
 
 def cited_sources(request: Request) -> list[Source]:
-    """The sources the answer cites (``[n]`` in its text); all of them when it cites none by number."""
+    """The sources the answer cites (``[n]`` in its text); none when it cites none."""
     numbers = {int(n) for n in re.findall(r"\[(\d+)\]", request.answer or "")}
-    cited = [source for source in request.sources if source.n in numbers]
-    return cited or list(request.sources)
+    return [source for source in request.sources if source.n in numbers]
 
 
 def vote(request: Request, graded: Graded) -> int:
-    """+1 for a good answer (graded good, and not rated down), -1 for a bad one (rated down, or graded
-    unhelpful), 0 for one that is no evidence about its sources (private: it is never used)."""
+    """+1 for a verified answer (``learning.trust``: nothing else is positive evidence), -1 for a bad one (rated
+    down by its asker, or graded bad), 0 for one that is no evidence about its sources (private: it is never used;
+    graded good but not verified)."""
     if graded.grade_reason.startswith("private"):
         return 0
-    if request.net_rating < 0:
+    if graded.verified:
+        return 1
+    if request.asker_rating is False or not graded.is_good:
         return -1
-    return 1 if graded.is_good else -1
+    return 0
 
 
 def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[str, str],
                    collection: str, embedding_model: str) -> LearnedAnswer:
-    """The record a grading run keeps of ``request``. Only what cites current sources is verified: a source gone
-    since the answer was written leaves nothing to check the answer against. An answer that was itself served
-    from the cache verifies nothing new (the original stays the one record of it)."""
+    """The record a grading run keeps of ``request``, under the question it is stored as (a follow-up's stand-alone
+    rewording). It is served again only when verified (``learning.trust``) and, unless a reviewer's word stands
+    for it, only while every source it cites is current: a source gone since the answer was written leaves nothing
+    to check the answer against."""
     cited_now = [s for s in cited_sources(request) if s.doc_id in fingerprints]
     cited = {s.doc_id: fingerprints[s.doc_id] for s in cited_now}
     ballot = vote(request, graded)
-    verified = (graded.is_good and ballot > 0 and request.cached_from is None and bool(cited)
-                and len(cited) == len({s.doc_id for s in cited_sources(request)}))
+    reviewed = graded.verified and (graded.verified_by or "").startswith("reviewer")
+    verified = graded.verified and (reviewed or (bool(cited) and len(cited) == len(
+        {s.doc_id for s in cited_sources(request)})))
+    asked = request.stored_question
     return LearnedAnswer(
         request_id=request.request_id, collection=request.collection or collection,
         embedding_model=request.embedding_model or embedding_model, vote=ballot, cited=cited,
-        question=request.question, question_key=question_key(request.question), verified=verified,
+        question=asked, question_key=question_key(asked), verified=verified, verified_by=graded.verified_by,
         answer=request.answer if verified else None,
         sources=list(request.sources) if verified else cited_now,  # served again whole, or what it cited
         graded_at=graded.graded_at, readers=request.readers,

@@ -60,3 +60,11 @@ class RateAnswer(BaseModel):
 
     positive: StrictBool
     comment: StorableText | None = Field(default=None, max_length=2000)
+
+
+class ReviewDecision(BaseModel):
+    """``POST /admin/review/{id}`` JSON body (an admin key's): approve the answer (verified) or turn it down."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approved: StrictBool

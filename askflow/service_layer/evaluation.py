@@ -4,9 +4,12 @@ what each graded answer teaches (``learning``: its vote on its sources, a verifi
 A run is three steps, each idempotent, so a run killed or failed anywhere is made whole by running it again
 (Airflow's retry, the next run):
 1. ``judge``: grade what is due (a request whose stored ``graded_revision`` already equals its current revision is
-   skipped, so duplicate and redelivered events cost nothing);
-2. ``apply_verdicts``: bring the stored answers in line (good ones indexed as sources under a deterministic id, in
-   one indexing call; rejected ones removed, in one delete) and learn each verdict (records upserted by request id);
+   skipped, so duplicate and redelivered events cost nothing), and decide what each answer may be trusted with
+   (``learning.trust``: verified, in the review queue, or neither). A request the model judge skipped or mangled gets
+   no verdict: its event is returned to be queued again, and after ``attempts`` runs it is saved as ungraded;
+2. ``apply_verdicts``: bring the stored answers in line (verified ones indexed as sources under a deterministic id,
+   in one indexing call; the others removed, in one delete) and learn each verdict (records upserted by request
+   id);
 3. ``save_verdicts``: the grades, whose ``graded_revision`` is the idempotency marker, written last. A run that
    died before it grades again and re-applies (indexing the same ids, upserting the same records); one that died
    after it has nothing left to do.
@@ -15,9 +18,10 @@ A run is three steps, each idempotent, so a run killed or failed anywhere is mad
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel
 
@@ -25,15 +29,17 @@ from askflow import faults, tracing
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.messages import GradingDue
-from askflow.domain.model import Document, EvaluationRun, Graded, Request, SourceKind
+from askflow.domain.model import Chunk, Document, EvaluationRun, Grade, Graded, Request, SourceKind
 from askflow.grading.graders import Grader, verdict
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.learning.cache import question_vector_text
+from askflow.learning.trust import trust
 from askflow.learning.votes import learned_answer
 from askflow.ports import Embeddings, EvaluationRuns, LearnedSignals, RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
+REVIEW_QUEUE_SCAN = 500  # open review items read once per run to count each asker's
 
 
 class Verdict(BaseModel):
@@ -56,12 +62,14 @@ def grade_events(
     events: Sequence[GradingDue], *, requests: RequestStore, runs: EvaluationRuns, store: VectorStore,
     embeddings: Embeddings, grader: Grader, strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
     batch_size: int, signals: LearnedSignals | None = None, collection: str = "", prices: PriceTable | None = None,
+    review_cap: int = 5, attempts: int = 3, requeue: Callable[[Sequence[GradingDue]], None] | None = None,
 ) -> EvaluationRun:
-    """Grade the requests named by ``events`` in batches of ``batch_size``, bring the stored answers in line (good
-    ones indexed as sources, rejected ones removed), learn each verdict (``signals``; ``collection``: the store's,
-    for answers that did not record theirs), and save the grades last; ``prices`` price the grading calls. Returns
-    the run's summary."""
-    run, verdicts = judge(events, requests=requests, grader=grader, batch_size=batch_size, prices=prices)
+    """Grade the requests named by ``events`` in batches of ``batch_size``, bring the stored answers in line
+    (verified ones indexed as sources, others removed), learn each verdict (``signals``; ``collection``: the
+    store's, for answers that did not record theirs), and save the grades last; ``prices`` price the grading calls;
+    ``requeue`` queues again the events of answers the judge skipped. Returns the run's summary."""
+    run, verdicts, again = judge(events, requests=requests, grader=grader, batch_size=batch_size, prices=prices,
+                                 review_cap=review_cap, attempts=attempts)
     faults.kill_point("grading.after_judge")
     apply_verdicts(verdicts, requests=requests, store=store, embeddings=embeddings, strategy=strategy,
                    answers_source=answers_source, answers_base_url=answers_base_url, signals=signals,
@@ -69,6 +77,8 @@ def grade_events(
     faults.kill_point("grading.after_apply")
     save_verdicts(verdicts, requests=requests)
     faults.kill_point("grading.after_save")
+    if again and requeue is not None:
+        requeue(again)
     run.finished_at = utcnow()
     runs.save(run)
     log.info("evaluation run %s", run.model_dump(mode="json"))
@@ -76,13 +86,19 @@ def grade_events(
 
 
 def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grader, batch_size: int,
-          prices: PriceTable | None = None) -> tuple[EvaluationRun, list[Verdict]]:
+          prices: PriceTable | None = None, review_cap: int = 5,
+          attempts: int = 3) -> tuple[EvaluationRun, list[Verdict], list[GradingDue]]:
     """Grade, in batches of ``batch_size``, the requests named by ``events`` that are not graded at their current
-    revision; writes nothing. Returns the run's summary so far and the verdicts."""
+    revision, and decide their trust; writes nothing. ``review_cap``: open review-queue items per asker. Returns the
+    run's summary so far, the verdicts, and the events to queue again (the judge gave no grade, fewer than
+    ``attempts`` tries so far)."""
     prices = prices or PriceTable({})
     run = EvaluationRun(run_id=uuid.uuid4().hex, method=grader.method, events=len(events), started_at=utcnow())
     due: list[tuple[Request, str]] = []
-    for request_id in dict.fromkeys(event.request_id for event in events):
+    tries = {}
+    for event in events:
+        tries[event.request_id] = max(tries.get(event.request_id, 0), event.attempt)
+    for request_id in tries:
         request = requests.get(request_id)
         revision = request.revision() if request is not None else None
         if revision is None or request.graded_revision == revision:
@@ -90,7 +106,9 @@ def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grade
             continue
         due.append((request, revision))
     verdicts: list[Verdict] = []
+    again: list[GradingDue] = []
     rejected: Counter[str] = Counter()
+    queued = Counter(r.asker_key for r in requests.review_queue(REVIEW_QUEUE_SCAN)) if due else Counter()
     for start in range(0, len(due), batch_size):
         batch = due[start : start + batch_size]
         with tracing.span("grade batch", links=[r.traceparent for r, _ in batch if r.traceparent],
@@ -100,16 +118,33 @@ def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grade
         run.tokens += sum(u.prompt_tokens + u.completion_tokens for u in usage)
         run.cost_usd = round(run.cost_usd + prices.cost(usage), 6)
         for request, revision in batch:
-            grade = grades[request.request_id]
+            grade = grades.get(request.request_id)
+            if grade is None:  # the judge skipped or mangled it: graded by a later run, or given up
+                tried = tries[request.request_id] + 1
+                if tried < attempts:
+                    again.append(GradingDue(request_id=request.request_id, revision=revision, attempt=tried))
+                    run.ungraded += 1
+                    continue
+                grade = Grade(helpfulness=1, relevance=1, public=False, method=grader.method,
+                              reason=f"ungraded: the judge gave no valid grade in {tried} attempts")
             is_good, reason = verdict(grade, request)
+            if grade.reason.startswith("ungraded"):
+                is_good, reason = False, grade.reason
             if not request.is_public:  # asked where not everyone may see it, or answered from what not all may read
                 grade = grade.model_copy(update={"public": False})
+            judged = trust(request, grade, is_good=is_good, reason=reason)
+            in_review = judged.in_review and queued[request.asker_key] < review_cap
+            if in_review and not request.in_review:
+                queued[request.asker_key] += 1
             verdicts.append(Verdict(request_id=request.request_id, graded=Graded(
-                grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(), graded_revision=revision)))
+                grade=grade, is_good=is_good, grade_reason=reason, graded_at=utcnow(), graded_revision=revision,
+                verified=judged.verified, verified_by=judged.by, in_review=in_review)))
             if not is_good:
                 rejected[reason.split(":")[0]] += 1
-    run.graded, run.good, run.rejected = len(due), sum(v.graded.is_good for v in verdicts), dict(rejected)
-    return run, verdicts
+    run.graded = len(verdicts)
+    run.good, run.verified = sum(v.graded.is_good for v in verdicts), sum(v.graded.verified for v in verdicts)
+    run.in_review, run.rejected = sum(v.graded.in_review for v in verdicts), dict(rejected)
+    return run, verdicts, again
 
 
 def _current(verdicts: Sequence[Verdict], requests: RequestStore) -> list[tuple[Request, Graded]]:
@@ -134,8 +169,8 @@ def apply_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore, store
     store.ensure_collection(embeddings.dimension)  # a fresh deploy: the collection may not exist yet
     # what every graded answer cited, as stored now: one lookup for the write-back and the learning alike
     current = store.fingerprints(sorted({s.doc_id for request, _ in judged for s in request.sources if s.doc_id}))
-    _write_back([request for request, graded in judged if graded.is_good and request.cached_from is None],
-                [request for request, graded in judged if not graded.is_good], store=store,
+    _write_back([request for request, graded in judged if graded.verified],
+                [request for request, graded in judged if not graded.verified], store=store,
                 embeddings=embeddings, strategy=strategy, answers_source=answers_source,
                 answers_base_url=answers_base_url, fingerprints=current)
     faults.kill_point("grading.after_write_back")
@@ -157,27 +192,58 @@ def answer_doc_id(request_id: str, answers_source: str) -> str:
 def _write_back(good: Sequence[Request], rejected: Sequence[Request], *, store: VectorStore, embeddings: Embeddings,
                 strategy: ChunkingStrategy, answers_source: str, answers_base_url: str,
                 fingerprints: Mapping[str, str]) -> None:
-    """Good public answers become sources of kind "answered question", linked to the fingerprints of what they
-    cited (re-ingesting a changed source invalidates them); rejected ones leave the store."""
+    """Verified answers become sources of kind "answered question" (``stored_answer``); the others leave the
+    store (an answer verified once and turned down since, say)."""
     store.delete_documents([answer_doc_id(r.request_id, answers_source) for r in rejected])
     if not good:
         return
-    documents = [
-        Document(
-            doc_id=answer_doc_id(request.request_id, answers_source),
-            text=f"Question: {request.question}\n\nAnswer: {request.answer}",
-            title=request.question.strip().splitlines()[0][:150],
-            url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
-            kind=SourceKind.ANSWERED_QUESTION,
-            audiences=tuple(request.readers or ()),  # who may read every source it drew on and its place
-            metadata={"format": "text", "place": request.place_readers,
-                      "cited": {s.doc_id: fingerprints[s.doc_id] for s in request.sources if s.doc_id in fingerprints},
-                      "cited_urls": [s.url for s in request.sources]},
-        )
-        for request in good
-    ]
+    stored = {}  # the stored answers they cite, by their first chunk (it carries its document's metadata)
+    for doc_id in sorted({s.doc_id for r in good for s in r.sources if s.kind == SourceKind.ANSWERED_QUESTION.value}):
+        chunks = store.document_chunks(doc_id, audiences=None)
+        if chunks:
+            stored[doc_id] = chunks[0]
+    documents = [stored_answer(request, answers_source=answers_source, answers_base_url=answers_base_url,
+                               fingerprints=fingerprints, stored_answers=stored) for request in good]
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=answers_source,
                     prune=False, own_audiences=True)
+
+
+def stored_answer(request: Request, *, answers_source: str, answers_base_url: str, fingerprints: Mapping[str, str],
+                  stored_answers: Mapping[str, Chunk] = {}) -> Document:  # noqa: B006 (read only)
+    """One verified answer as a source: its answer text alone (citation marks and quote marks taken out: its
+    numbers name another answer's sources), titled by what it rests on, never by the asker's words (the question
+    is kept in its metadata, for matching only, and never reaches a prompt). It is linked to the fingerprints of
+    the original documents it cited (re-ingesting a changed one voids it); an answer that cited a stored answer
+    is linked to that answer's originals, so no answer is stored as an answer about an answer."""
+    cited = [s for s in request.sources if s.cited] or list(request.sources)
+    originals: dict[str, str] = {}
+    for source in cited:
+        earlier = stored_answers.get(source.doc_id) if source.kind == SourceKind.ANSWERED_QUESTION.value else None
+        if earlier is not None:
+            originals |= earlier.metadata.get("cited", {})
+        elif source.doc_id in fingerprints:
+            originals[source.doc_id] = fingerprints[source.doc_id]
+    rests_on = [s.title for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value] or \
+        [stored_answers[s.doc_id].title for s in cited if s.doc_id in stored_answers]
+    title = "Verified answer" + (f" on {rests_on[0]}" if rests_on else "")
+    return Document(
+        doc_id=answer_doc_id(request.request_id, answers_source),
+        text=answer_source_text(request.answer or ""),
+        title=title[:150],
+        url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
+        kind=SourceKind.ANSWERED_QUESTION,
+        audiences=tuple(request.readers or ()),  # who may read every source it drew on and its place
+        metadata={"format": "text", "place": request.place_readers, "question": request.stored_question,
+                  "verified_by": request.verified_by or "", "cited": originals,
+                  "cited_urls": [s.url for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value]},
+    )
+
+
+def answer_source_text(answer: str) -> str:
+    """An answer's text as a source: no ``[n]`` (its numbers are its own answer's), no quote marks (an extractive
+    answer quotes; quoted again it would nest)."""
+    text = re.sub(r"\s*\[\d+\]", "", answer)
+    return "\n".join(re.sub(r"^\s*(?:>\s?)+", "", line) for line in text.splitlines()).strip()
 
 
 def _learn(judged: Sequence[tuple[Request, Graded]], *, signals: LearnedSignals, embeddings: Embeddings,

@@ -20,20 +20,32 @@ from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import AskflowError, Conflict, Duplicate, Forbidden, InvalidInput, LeaseHeld, NotFound
 from askflow.domain.messages import QuestionQueued
-from askflow.domain.model import Answer, Rating, Request, RequestStatus, SlackThread, Source, token_sha
+from askflow.domain.model import (
+    ASKER_RATER,
+    Answer,
+    Approval,
+    Rating,
+    Request,
+    RequestStatus,
+    SlackThread,
+    Source,
+    token_sha,
+)
 from askflow.ports import Budgets, EventBus, RequestStore
 from askflow.service_layer.commands import WHITESPACE, AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
 
-FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "created_at", "mode"})
+FEED_PUBLIC_FIELDS = frozenset({"request_id", "question", "answer", "sources", "created_at", "mode", "verified_by",
+                                "standalone_question"})
 #: what ``GET /requests/{id}`` shows: the question, its answer and its times; never ratings, raters, comments,
 #: grades, Slack users and channels, the asker's token or the worker's attempts
 PUBLIC_FIELDS = frozenset({
     "request_id", "question", "thread_id", "status", "error", "answer", "partial_answer", "sources", "mode",
     "queries", "models", "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity",
-    "citations_removed", "created_at", "published_at", "received_at", "claimed_at", "completed_at"})
-ASKER = "asker"  # the rater of a web or API request: whoever holds its asker token
+    "citations_removed", "created_at", "published_at", "received_at", "claimed_at", "completed_at", "verified",
+    "verified_by", "in_review", "standalone_question"})
+ASKER = ASKER_RATER
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 
 
@@ -396,6 +408,22 @@ def rate_as_asker(request_id: str, command: RateAnswer, *, requests: RequestStor
 
 
 def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> list[Request]:
-    """The homepage feed, a shared place: recent requests graded good, asked in public and answered only from what
-    everyone may read (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
-    return [request for request in requests.recent_good(limit) if request.is_public]  # in_feed, checked again
+    """The homepage feed, a shared place: recent verified answers (``learning.trust``), asked in public and answered
+    only from what everyone may read (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
+    return [request for request in requests.recent_good(limit)
+            if request.is_public and request.verified]  # the query's filters, checked again
+
+
+def review_answer(request_id: str, *, approved: bool, reviewer: str, via: str,
+                  requests: RequestStore) -> Request:
+    """A reviewer's decision on an answer (the caller checked that they are one), kept on the request and in the
+    audit log. The grading run its new revision brings makes an approved answer verified (``learning.trust``) and
+    takes a turned-down one out of the cache and the sources."""
+    request = requests.approve(request_id, Approval(by=reviewer, at=utcnow(), via=via, approved=approved))
+    if request is None:
+        raise NotFound(f"no request {request_id}")
+    if request.status is not RequestStatus.COMPLETE:
+        raise Conflict(f"request {request_id} is {request.status.value}: only answers can be reviewed")
+    log.info("request %s %s by reviewer %s (%s)", request_id, "approved" if approved else "turned down", reviewer,
+             via)
+    return request
