@@ -25,8 +25,8 @@ from askflow.ports import (
     EventBus,
     FinetuneRuns,
     LearnedSignals,
-    Reranker,
     RequestStore,
+    Reranker,
     ServingIndex,
     VectorStore,
 )
@@ -64,6 +64,8 @@ class Components:
             store.close()
         if self.__dict__.get("signals") is not None:
             self.signals.close()
+        if self.__dict__.get("reranker") is not None:
+            self.reranker.close()
         if "firestore_client" in self.__dict__:
             self.firestore_client.close()
 

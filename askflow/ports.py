@@ -423,3 +423,6 @@ class Reranker(abc.ABC):
         """The candidates' ids, best first, as the model scores them (one call, within ``timeout_s``). Raises
         ``ModelUnavailable`` when trying again may help (429, 5xx, a time-out, a dropped connection), another error
         when it would not (a refused key, an unknown model, an answer that is not a ranking of the candidates)."""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
+        """Release connections."""

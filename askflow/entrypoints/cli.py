@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
                            help="fail (exit 1) when METRIC (hit@1, hit@3, hit@5, hit@10, mrr@10) is below VALUE; "
                                 "repeatable: a regression gate")
+    retrieval.add_argument("--rerank", action="store_true",
+                           help="reorder the fused documents with the configured reranker (ASKFLOW_RERANKER)")
     retrieval.set_defaults(run=_eval_retrieval)
 
     learning = evaluate.add_parser("feedback", help="one round of the learning loop: retrieval before and after, "
@@ -209,13 +211,15 @@ def _eval_retrieval(args) -> int:
         raise InvalidInput(f"--questions {args.questions} is not a file")
     floors = _floors(args.floor)
     with bootstrap() as components:
+        if args.rerank and components.settings.reranker == "none":
+            raise InvalidInput("--rerank needs a reranker: set ASKFLOW_RERANKER to cohere or vertex")
         strategy = _strategy(args, components)
         store = components.vector_store(
             f"{components.settings.collection}_eval_{identifier(components.embeddings.name)}")
         try:
             summary = evaluate(documents=load_corpus(args.corpus), questions=load_questions(args.questions),
                                store=store, embeddings=components.embeddings,
-                               retriever=components.retriever_for(store), strategy=strategy,
+                               retriever=components.retriever_for(store, rerank=args.rerank), strategy=strategy,
                                details_path=args.details)
         finally:
             store.close()

@@ -17,7 +17,7 @@ from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 from askflow.ports import Embeddings, VectorStore
-from askflow.retrieval.retriever import Retriever
+from askflow.retrieval.retriever import RerankStats, Retriever
 
 EVAL_SOURCE = "eval"
 CUTOFFS = (1, 3, 5, 10)
@@ -52,7 +52,7 @@ def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
 def evaluate(
     *, documents: Sequence[Document], questions: Sequence[dict], store: VectorStore, embeddings: Embeddings,
     retriever: Retriever, strategy: ChunkingStrategy, details_path: Path | None = None,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
     collection), then score ``retriever`` over it; per-question rows go to ``details_path`` when given."""
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
@@ -70,10 +70,12 @@ def keep_only_the_corpus(store: VectorStore) -> None:
 
 
 def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
-                    details_path: Path | None = None) -> dict[str, float]:
+                    details_path: Path | None = None) -> dict[str, float | str]:
     """hit@k and MRR@10 of the documentation pages ``retriever`` ranks for each question (stored answers, which
-    rank too, are not pages: what they add shows in where the pages they cited rank)."""
+    rank too, are not pages: what they add shows in where the pages they cited rank); with a reranking model, what
+    it did (``rerank_summary``)."""
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
+    reranked_before = retriever.rerank_stats
     rows = []
     for row in questions:
         found = retriever.search(row["question"])
@@ -88,7 +90,18 @@ def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
         details_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     summary = {"questions": len(questions)}
     summary.update({key: round(value / max(len(questions), 1), 4) for key, value in totals.items()})
+    if reranked_before is not None:
+        summary.update(rerank_summary(retriever, before=reranked_before))
     return summary
+
+
+def rerank_summary(retriever: Retriever, *, before: RerankStats) -> dict[str, float | str]:
+    """What the reranking model did since ``before``: its model, the questions it reordered and those left in the
+    fused order (a failure or the time-out: the figures are then partly the fused ranking's), and their cost."""
+    after = retriever.rerank_stats
+    return {"reranker": retriever.reranker_model, "reranked": after.reranked - before.reranked,
+            "rerank_fallbacks": after.fallbacks - before.fallbacks,
+            "rerank_cost_usd": round(after.cost_usd - before.cost_usd, 6)}
 
 
 def load_corpus(corpus: Path) -> list[Document]:
