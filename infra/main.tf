@@ -42,6 +42,9 @@ locals {
     ASKFLOW_STRONG_MODEL               = var.strong_model
     ASKFLOW_EMBEDDING_PROVIDER         = "openai"
     ASKFLOW_EMBEDDING_MODEL            = var.embedding_model
+    ASKFLOW_PUBLIC_URL                 = var.public_url
+    ASKFLOW_DOCS_SUBJECT               = var.docs_subject
+    ASKFLOW_AUDIT_COLLECTION           = var.audit_collection
   }
   # Secrets the answer worker reads (the Slack token: it replies in threads).
   secret_env = {

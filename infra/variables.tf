@@ -137,3 +137,21 @@ variable "requeue_schedule" {
   type        = string
   default     = "*/5 * * * *"
 }
+
+variable "public_url" {
+  description = "The API's public base URL (its function URL or a custom domain): absolute links to stored answers' pages in Slack, MCP and the web page."
+  type        = string
+  default     = ""
+}
+
+variable "docs_subject" {
+  description = "What the indexed docs are about (\"Apache Airflow\"), named in the rewording, answering and grading prompts."
+  type        = string
+  default     = ""
+}
+
+variable "audit_collection" {
+  description = "Firestore collection of reviewers' decisions (who approved or turned down which answer, when)."
+  type        = string
+  default     = "audit"
+}

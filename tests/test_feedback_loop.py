@@ -1,5 +1,7 @@
-"""The feedback loop end to end on the emulators: answer → rating → Firestore trigger → Pub/Sub → ``dag.test()`` of
-the evaluation DAG → graded request → good answer retrievable and listed; private answers never stored or listed."""
+"""The feedback loop end to end on the emulators, as the demo runs it (no model judge): answer → the asker's 👍 →
+Firestore trigger → Pub/Sub → ``dag.test()`` of the evaluation DAG → in the review queue, not verified (not listed,
+not served, not a source) → a reviewer's approval → graded again → verified: listed, served from the cache to a
+rewording, retrievable as a source; private answers never stored or listed, whoever approves them."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from askflow.domain.model import RequestStatus
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
+from askflow.service_layer import handlers
 from askflow.service_layer.evaluation import grade_events
 from tests.support.dag_runner import run_dag
 from tests.test_ask_path import ask, call, rate, wait_terminal
@@ -85,26 +88,47 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     private_id = ask(api, "My password=hunter2secret fails; how do I define a connection in an environment variable?")
     for request_id in (good_id, private_id):
         assert wait_terminal(api, request_id)["status"] == RequestStatus.COMPLETE
+    unrated_id = ask(api, "How do I pass data between tasks with XComs?")
+    assert wait_terminal(api, unrated_id)["status"] == RequestStatus.COMPLETE
     status, _ = rate(api, good_id, {"positive": True})
     assert status == 200
-    _wait_for_queue(settings, expected=2)
+    _wait_for_queue(settings, expected=3)
 
+    assert run_dag("askflow_evaluate.py", {}, loop["env"]) == "success"
+    again = "How can a task pull XCom values pushed by another task?"
+
+    # graded good by the heuristic and rated up by its asker: in the review queue, verified by nothing
+    liked = _request(settings, good_id)
+    assert liked["is_good"] is True and liked["grade"]["method"] == "heuristic"
+    assert liked["in_review"] is True and liked["verified"] is False
+    assert _request(settings, unrated_id)["verified"] is False and _request(settings, unrated_id)["in_review"] is False
+    assert loop["store"].document_fingerprints(f"{settings.answers_source}:") == {}
+    status, feed = call("GET", f"{api}requests?good=true")
+    assert feed["items"] == []  # nothing unverified reaches the feed ...
+    assert wait_terminal(api, ask(api, again))["mode"] == "extractive"  # ... or the cache
+
+    handlers.review_answer(good_id, approved=True, reviewer="rita@example.com", via="admin",
+                           requests=bootstrap(settings).requests)
+    private_approved = handlers.review_answer(private_id, approved=True, reviewer="rita@example.com", via="admin",
+                                              requests=bootstrap(settings).requests)
+    assert private_approved.approval is not None
+    _wait_for_queue(settings, expected=3)  # the two approvals, and the rewording answered meanwhile
     assert run_dag("askflow_evaluate.py", {}, loop["env"]) == "success"
 
     good = _request(settings, good_id)
-    assert good["is_good"] is True and good["grade"]["method"] == "heuristic", (good["grade_reason"], good["grade"])
+    assert good["verified"] is True and good["verified_by"] == "reviewer rita" and good["in_review"] is False
     assert good["graded_at"] and good["graded_revision"]
     private = _request(settings, private_id)
     assert private["is_good"] is False and private["grade_reason"].startswith("private: password")
+    assert private["verified"] is False  # a reviewer's approval never publishes private data
 
     stored = loop["store"].document_fingerprints(f"{settings.answers_source}:")
     assert set(stored) == {f"answers:{good_id}"}
 
     status, feed = call("GET", f"{api}requests?good=true")
     listed = [item["request_id"] for item in feed["items"]]
-    assert good_id in listed and private_id not in listed
+    assert listed == [good_id]
 
-    again = "How can a task pull XCom values pushed by another task?"
     cached = wait_terminal(api, ask(api, again))  # the verified answer, served again
     assert cached["mode"] == "cached" and cached["cached_from"] == good_id and cached["models"] == []
     related = wait_terminal(api, ask(api, again, fresh=True))  # answered anew: the stored answer is a source
@@ -125,7 +149,7 @@ def test_good_answers_become_sources_private_ones_never_do(loop):
     runs = sorted((r.to_dict() for r in firestore.Client(project=PROJECT)
                    .collection(settings.evaluation_runs_collection).stream()), key=lambda r: r["started_at"])
     assert runs[-1]["skipped"] == 2  # the two redelivered events
-    assert runs[-1]["graded"] == 2  # only the two asks completed since the first run (cached, then fresh)
+    assert runs[-1]["graded"] == 2  # only the two asks completed since the last run (cached, then fresh)
 
     # editing a cited source and re-ingesting invalidates the stored answers that cite it
     answers = settings.answers_source + ":"

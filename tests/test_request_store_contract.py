@@ -13,7 +13,7 @@ import pytest
 
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import Request, RequestStatus, SlackThread, Source
+from askflow.domain.model import Approval, Grade, Graded, Request, RequestStatus, SlackThread, Source
 
 
 @pytest.fixture(params=["firestore", "memory"])
@@ -32,7 +32,7 @@ def stores(request):
 
     collection = f"contract_{uuid.uuid4().hex[:8]}"
     return lambda: FirestoreRequestStore(client=firestore.Client(project="askflow-test"), collection=collection,
-                                         progress_collection="progress")
+                                         progress_collection="progress", audit_collection=f"{collection}_audit")
 
 
 def _pending(store, *, slack: SlackThread | None = None) -> str:
@@ -236,3 +236,33 @@ def test_firestore_progress_leaves_the_request_document_unwritten(local_stack):
         assert store.progress(claimed.answering("word " * n, []))
     assert document.get().update_time == before
     assert store.get(request_id).partial_answer == "word " * 4
+
+
+def test_a_decision_lands_on_an_answer_once_with_its_audit_entry_and_the_lists_filter_in_their_queries(stores):
+    store = stores()
+    pending = _pending(store)
+    decision = Approval(by="rita@example.com", at=utcnow(), via="admin")
+    assert store.approve(pending, decision).approval is None  # not answered: nothing to decide on
+    assert store.approve("no-such-request", decision) is None
+    assert store.audit_log(10) == []
+
+    answered = []
+    for number in range(3):
+        request_id = _pending(store)
+        claimed = store.claim(request_id, lease_s=60)
+        store.finish(claimed.model_copy(update={"status": RequestStatus.COMPLETE, "answer": f"answer {number}",
+                                                "in_feed": True}))
+        answered.append(request_id)
+    assert store.approve(answered[0], decision).approval == decision
+    store.approve(answered[0], decision)  # the same decision written again (a retry): one entry
+    assert store.get(answered[0]).approval == decision
+    assert [(e.request_id, e.action, e.by) for e in store.audit_log(10)] == [
+        (answered[0], "approved", "rita@example.com")]
+
+    grade = Grade(helpfulness=5, relevance=5, public=True)
+    for request_id, verified, in_review in ((answered[0], True, False), (answered[1], False, True),
+                                            (answered[2], False, True)):
+        store.save_grade(request_id, Graded(grade=grade, is_good=True, grade_reason="good", graded_at=utcnow(),
+                                            graded_revision="r", verified=verified, in_review=in_review))
+    assert [r.request_id for r in store.review_queue(10)] == [answered[2], answered[1]]  # newest first
+    assert [r.request_id for r in store.recent_good(10)] == [answered[0]]  # graded good is not enough: verified

@@ -33,7 +33,7 @@ def slack_api():
 @pytest.fixture(scope="module")
 def bot(local_stack, indexed, pg_url, slack_api) -> str:  # noqa: F811
     settings = _settings(pg_url, "slack", slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
-                         slack_api_url=slack_api.base_url)
+                         slack_api_url=slack_api.base_url, slack_reviewers=["U8"])
     local_stack.start_functions(settings)
     return local_stack.start_slack(settings).url
 
@@ -134,6 +134,31 @@ def test_button_click_becomes_a_rating(bot, slack_api):
     assert status == 200
     stored = firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-3").get().to_dict()
     assert stored["ratings"]["slack-U7"]["positive"] is False
+
+
+def test_only_a_reviewers_approve_click_verifies_an_answer(bot, slack_api):
+    requests = firestore.Client(project="askflow-test").collection("requests")
+    post(bot, event("Ev-8", "Where do connections come from?"))
+    wait_for(lambda: (requests.document("slack-Ev-8").get().to_dict() or {}).get("status") == RequestStatus.COMPLETE)
+    reply = wait_for(lambda: next((m for m in slack_api.updated + slack_api.posted
+                                   if "askflow_approve" in json.dumps(m.get("blocks") or [])
+                                   and "slack-Ev-8" in json.dumps(m.get("blocks") or [])), None))
+    assert reply  # reviewers are configured: the answer carries the approve button
+
+    def click(user: str) -> int:
+        payload = {"type": "block_actions", "user": {"id": user}, "team": {"id": "T1"}, "api_app_id": "A1",
+                   "token": "t", "trigger_id": "1.2", "container": {"type": "message"}, "channel": {"id": "C9"},
+                   "response_url": f"{slack_api.url}/response",
+                   "actions": [{"type": "button", "action_id": "askflow_approve", "block_id": "b",
+                                "value": "slack-Ev-8", "action_ts": str(time.time())}]}
+        return post(bot, urllib.parse.urlencode({"payload": json.dumps(payload)}).encode(),
+                    content_type="application/x-www-form-urlencoded")[0]
+
+    assert click("U7") == 200  # not a reviewer: acknowledged, and nothing happens
+    assert "approval" not in requests.document("slack-Ev-8").get().to_dict()
+    assert click("U8") == 200
+    approval = requests.document("slack-Ev-8").get().to_dict()["approval"]
+    assert approval["by"] == "slack:U8" and approval["via"] == "slack" and approval["approved"] is True
 
 
 def test_an_answer_from_the_cache_offers_a_fresh_one_and_the_button_asks_again(bot, slack_api):

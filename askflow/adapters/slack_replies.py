@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
 RATE_UP, RATE_DOWN = "askflow_rate_up", "askflow_rate_down"
 FRESH = "askflow_fresh"  # answer anew a question answered from a verified earlier answer
+APPROVE = "askflow_approve"  # a reviewer verifies the answer (``ASKFLOW_SLACK_REVIEWERS``; another's click: nothing)
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 PLACEHOLDER = "Looking through the docs…"
 WRITING = " ✍️"  # after the text while the answer is being written
@@ -67,8 +69,14 @@ def slack_link(url: str, label: str) -> str:
 
 
 class SlackReplies:
-    def __init__(self, *, client: Any) -> None:
+    """:param answer_page: a stored answer's page URL from its request id (``Settings.answer_page``).
+    :param reviewers: whether reviewers are configured: answers then carry the approve button."""
+
+    def __init__(self, *, client: Any, answer_page: Callable[[str], str] | None = None,
+                 reviewers: bool = False) -> None:
         self._client = client
+        self._answer_page = answer_page
+        self._reviewers = reviewers
 
     def mark(self, channel: str, ts: str, *, add: str, remove: str | None = None) -> None:
         from slack_sdk.errors import SlackApiError
@@ -135,7 +143,7 @@ class SlackReplies:
         complete = request.status is RequestStatus.COMPLETE
         if complete:
             text = request.answer or ""
-            blocks = answer_blocks(request)
+            blocks = answer_blocks(request, answer_page=self._answer_page, approvable=self._reviewers)
         else:
             text = "Sorry, I could not answer that one."
             blocks = None
@@ -148,9 +156,11 @@ class SlackReplies:
         self.mark(slack.channel, slack.ts, add=DONE if complete else FAILED, remove=WORKING)
 
 
-def answer_blocks(request: Request) -> list[dict]:
-    """The answer, its numbered sources (whole lines, as many as fit a section), a note on how it was made, and
-    the rating buttons."""
+def answer_blocks(request: Request, *, answer_page: Callable[[str], str] | None = None,
+                  approvable: bool = False) -> list[dict]:
+    """The answer, its numbered sources (whole lines, as many as fit a section), a note on how it was made (a
+    cached answer links the page of the answer it was served from), and the rating buttons (and a reviewer's
+    approve button when ``approvable``)."""
     blocks: list[dict] = [{"type": "section", "text": _mrkdwn(slack_text(request.answer or "", SECTION_CHARS))}]
     sources = "*Sources*"
     for s in request.sources:
@@ -166,7 +176,11 @@ def answer_blocks(request: Request) -> list[dict]:
     if request.mode == "cached":
         how = ("the same question" if (request.cache_similarity or 0) >= 1
                else f"a question {round((request.cache_similarity or 0) * 100)}% alike")
-        note = f"A verified answer to {how}, asked before (request `{slack_text(request.cached_from or '')}`)."
+        earlier = request.cached_from or ""
+        link = slack_link(answer_page(earlier), "the earlier answer") if answer_page is not None else \
+            f"request `{slack_text(earlier)}`"
+        by = f", verified by {slack_text(request.cached_verified_by)}" if request.cached_verified_by else ""
+        note = f"A verified answer to {how}, asked before ({link}{by})."
         blocks.append({"type": "context", "elements": [_mrkdwn(note)]})
     buttons = [
         {"type": "button", "action_id": RATE_UP, "text": {"type": "plain_text", "text": "👍 Helpful"},
@@ -177,6 +191,9 @@ def answer_blocks(request: Request) -> list[dict]:
     if request.mode == "cached":
         buttons.append({"type": "button", "action_id": FRESH, "value": request.request_id,
                         "text": {"type": "plain_text", "text": "Get a fresh answer"}})
+    elif approvable:
+        buttons.append({"type": "button", "action_id": APPROVE, "value": request.request_id,
+                        "text": {"type": "plain_text", "text": "✅ Approve (reviewers)"}})
     blocks.append({"type": "actions", "elements": buttons})
     return blocks
 

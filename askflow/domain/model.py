@@ -139,6 +139,7 @@ class Answer:
     citations_removed: int = 0  # citations of sources the model was never given
     standalone_question: str | None = None  # a follow-up's stand-alone rewording (the cheap model's first)
     grounded: bool = False  # every sentence cites a source it was given (``citations.grounded``)
+    cached_verified_by: str | None = None  # mode "cached": who verified the answer it was served from
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
     readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
 
@@ -251,6 +252,7 @@ class Request(BaseModel):
     traceparent: str | None = None  # the API span that stored it: what the worker and grading continue or link to
     cached_from: str | None = None
     cache_similarity: float | None = None
+    cached_verified_by: str | None = None  # who verified the answer it was served from (shown with it)
     citations_removed: int = 0
     standalone_question: str | None = None  # a follow-up's stand-alone rewording: what it is stored and served as
     grounded: bool | None = None  # every sentence of its answer cites a source it was given (``trust.grounded``)
@@ -275,7 +277,7 @@ class Request(BaseModel):
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
         "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed",
-        "standalone_question", "grounded"})
+        "standalone_question", "grounded", "cached_verified_by"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
@@ -372,7 +374,7 @@ class Request(BaseModel):
             "context_turns": answer.context_turns, "embedding_model": answer.embedding_model or None,
             "collection": answer.collection or None, "cached_from": answer.cached_from,
             "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed,
-            "standalone_question": answer.standalone_question,
+            "standalone_question": answer.standalone_question, "cached_verified_by": answer.cached_verified_by,
             "grounded": answer.grounded})
 
     def failed(self, error: str) -> Request:

@@ -55,7 +55,8 @@ def build_server(components):
         retriever, _ = components.docs_for_agents()
         return await run(lookup.search_documents, query, retriever=retriever,
                          limit=components.settings.mcp_search_results, budgets=components.budgets,
-                         prices=components.prices, viewer=tool_viewer(ctx, components.settings))
+                         prices=components.prices, viewer=tool_viewer(ctx, components.settings),
+                         base_url=components.settings.public_url)
 
     @server.tool(annotations=read_only)
     async def fetch(id: str, ctx: Context) -> lookup.WholeDocument:  # noqa: A002 - deep-research connectors' name

@@ -15,7 +15,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from askflow.adapters.slack_replies import FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
+from askflow.adapters.slack_replies import APPROVE, FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, OverBudget, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
@@ -130,6 +130,41 @@ def build_app(components):
         except OverBudget as error:
             log.info("Slack fresh answer for %s refused: %s", thread.user, error.limit)
             replies.notice(thread.channel, thread.thread_ts, f"Sorry, I can't take more questions now: {error}.")
+
+    def reviewer(user: str) -> bool:
+        """Whether the Slack user ``user`` is one of ``ASKFLOW_SLACK_REVIEWERS`` (a user id, or a member of a user
+        group named there, read from Slack at each click)."""
+        from slack_sdk.errors import SlackApiError
+
+        if not user:
+            return False
+        for entry in settings.slack_reviewers:
+            if entry == user:
+                return True
+            if entry.startswith("S"):
+                try:
+                    members = components.slack_client.usergroups_users_list(usergroup=entry).get("users") or []
+                except SlackApiError as error:
+                    log.warning("reviewers group %s unreadable: %s", entry, error.response.get("error"))
+                    continue
+                if user in members:
+                    return True
+        return False
+
+    @app.action(APPROVE)
+    def approve(ack, body, action):
+        """A reviewer's approval: verified (``learning.trust``), kept in the audit log. Anyone else's click does
+        nothing (logged)."""
+        ack()
+        user = _clicker(body)
+        if not is_storable_id(action.get("value")) or not reviewer(user):
+            log.info("Slack approval ignored: %s is not a reviewer", user or "nobody")
+            return
+        try:
+            handlers.review_answer(action["value"], approved=True, reviewer=f"slack:{user}", via="slack",
+                                   requests=components.requests)
+        except (NotFound, Conflict) as error:
+            log.info("Slack approval ignored: %s", error)
 
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))

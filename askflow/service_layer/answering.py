@@ -174,6 +174,7 @@ class Answerer:
         total = _ms(started)
         return Answer(text=match.answer.answer or "", sources=list(match.answer.sources), mode="cached",
                       grounded=True,  # verified: grounded, or a reviewer's word
+                      cached_verified_by=match.answer.verified_by,
                       queries=[question], usage=list(usage), timings_ms={"cache_ms": total, "total_ms": total},
                       embedding_model=self._retriever.embedding_model, collection=self._collection,
                       cached_from=match.answer.request_id, cache_similarity=match.similarity,

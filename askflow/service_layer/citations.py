@@ -39,7 +39,7 @@ def check_citations(text: str, sources: Sequence[Source]) -> tuple[str, list[Sou
 
 
 #: a sentence's end: its stop, then the citations written after it ("... it. [2]"), then a space or a line break
-_SENTENCE_END = re.compile(r"(?<=[.!?])((?:\s*\[\d+\])*)\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])((?:\s*\[\d+\])*)\s+(?!\s|\[)")
 _FENCED_CODE = re.compile(r"```.*?```", re.DOTALL)
 
 

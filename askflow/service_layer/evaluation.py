@@ -223,9 +223,9 @@ def stored_answer(request: Request, *, answers_source: str, answers_base_url: st
             originals |= earlier.metadata.get("cited", {})
         elif source.doc_id in fingerprints:
             originals[source.doc_id] = fingerprints[source.doc_id]
-    rests_on = [s.title for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value] or \
-        [stored_answers[s.doc_id].title for s in cited if s.doc_id in stored_answers]
-    title = "Verified answer" + (f" on {rests_on[0]}" if rests_on else "")
+    pages = [s.title for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value]
+    earlier_titles = [stored_answers[s.doc_id].title for s in cited if s.doc_id in stored_answers]
+    title = f"Verified answer on {pages[0]}" if pages else earlier_titles[0] if earlier_titles else "Verified answer"
     return Document(
         doc_id=answer_doc_id(request.request_id, answers_source),
         text=answer_source_text(request.answer or ""),

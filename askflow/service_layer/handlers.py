@@ -44,7 +44,7 @@ PUBLIC_FIELDS = frozenset({
     "request_id", "question", "thread_id", "status", "error", "answer", "partial_answer", "sources", "mode",
     "queries", "models", "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity",
     "citations_removed", "created_at", "published_at", "received_at", "claimed_at", "completed_at", "verified",
-    "verified_by", "in_review", "standalone_question"})
+    "verified_by", "in_review", "standalone_question", "cached_verified_by"})
 ASKER = ASKER_RATER
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 

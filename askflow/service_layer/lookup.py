@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import urljoin
 
 from pydantic import BaseModel
 
@@ -55,13 +56,16 @@ class CitedAnswer(BaseModel):
     sources: list[Source] = []
     mode: str | None = None
     error: str | None = None
+    url: str = ""  # the answer's own page (absolute with ``ASKFLOW_PUBLIC_URL``)
+    verified_by: str | None = None  # a cached answer's: who verified the answer it was served from
 
 
 def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: Budgets | None = None,
-                     prices: PriceTable | None = None, viewer: Viewer = PUBLIC_VIEWER) -> Hits:
+                     prices: PriceTable | None = None, viewer: Viewer = PUBLIC_VIEWER, base_url: str = "") -> Hits:
     """The production hybrid retrieval (with what users taught), one hit per document, best first. With
     ``budgets``, a lookup (``OverBudget`` past a limit) whose query embedding's cost is spent (tokens estimated at
-    four characters each, as the answer worker does)."""
+    four characters each, as the answer worker does). ``base_url``: what a relative URL (a stored answer's page
+    stored before ``ASKFLOW_PUBLIC_URL`` was set) is resolved against, so an agent can open every hit."""
     query = query.strip()
     if not query:
         raise InvalidInput("query: must not be blank")
@@ -78,8 +82,14 @@ def search_documents(query: str, *, retriever: Retriever, limit: int, budgets: B
         except Exception as error:  # the search ran: a missed count is logged, never the agent's failure
             log.warning("an MCP search's cost was not counted against its budgets: %s", error)
     documents = retriever.distinct(found.chunks, question_vector=found.vector, viewer=viewer)
-    return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url,
-                             text=d.chunks[0].chunk.content) for d in documents[:limit]])
+    return Hits(results=[Hit(id=d.chunks[0].chunk.doc_id, title=d.chunks[0].chunk.title,
+                             url=absolute(d.chunks[0].chunk.url, base_url), text=d.chunks[0].chunk.content)
+                         for d in documents[:limit]])
+
+
+def absolute(url: str, base_url: str) -> str:
+    """``url`` resolved against ``base_url`` when it is a path (``/answers/...``); as it is otherwise."""
+    return urljoin(base_url.rstrip("/") + "/", url) if base_url and url.startswith("/") else url
 
 
 def read_document(doc_id: str, *, store: VectorStore, budgets: Budgets | None = None,
@@ -118,10 +128,11 @@ def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, set
     while True:
         request = handlers.get_request(request.request_id, requests=requests, settings=settings)
         if request.terminal or time.monotonic() >= deadline:
-            return _cited(request)
+            return _cited(request, settings)
         time.sleep(poll_s)
 
 
-def _cited(request: Request) -> CitedAnswer:
+def _cited(request: Request, settings: Settings) -> CitedAnswer:
     return CitedAnswer(request_id=request.request_id, status=request.status.value, answer=request.answer,
-                       sources=request.sources if request.terminal else [], mode=request.mode, error=request.error)
+                       sources=request.sources if request.terminal else [], mode=request.mode, error=request.error,
+                       url=settings.answer_page(request.request_id), verified_by=request.cached_verified_by)
