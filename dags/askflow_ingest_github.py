@@ -24,6 +24,7 @@ def index_repo(repo: str, *, components, strategy) -> dict:
                              embeddings=components.embeddings, strategy=strategy,
                              answers_source=settings.answers_source, full_sync=full_sync,
                              closed_max_age_days=settings.github_closed_max_age_days,
+                             gap_label=settings.github_gap_label,
                              audiences=repository_audiences(components.github_client, repo,
                                                             settings.github_repo_audiences))
 

@@ -26,6 +26,7 @@ def index_channel(channel: str, *, components, strategy) -> dict:
                                embeddings=components.embeddings, strategy=strategy,
                                answers_source=settings.answers_source,
                                reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync,
+                               app_id=settings.slack_app_id,
                                audiences=components.slack_audiences.channel_readers(channel))
 
 

@@ -1,5 +1,6 @@
-"""Coverage gaps filed as GitHub issues in the docs repository (PyGithub, any base URL): one issue per gap, found
-again by a marker in its body, so a rerun updates the issue instead of filing a second."""
+"""Coverage gaps filed as GitHub issues in the docs repository (PyGithub, any base URL): one issue per gap, labelled
+``ASKFLOW_GITHUB_GAP_LABEL`` and found again by a marker in its body, so a rerun updates the issue instead of filing a
+second (and the GitHub ingestion, by either, never indexes it)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from typing import Any
 
 from askflow.insights.model import CoverageGap, InsightsReport
 from askflow.ports import GapIssues
-
-LABEL = "askflow-gap"
 
 
 def marker(gap: CoverageGap) -> str:
@@ -23,16 +22,17 @@ def issue_body(gap: CoverageGap, report: InsightsReport) -> str:
 
 
 class GitHubGapIssues(GapIssues):
-    def __init__(self, *, client: Any, repo: str) -> None:
+    def __init__(self, *, client: Any, repo: str, label: str) -> None:
         self._client = client
         self._repo = repo
+        self._label = label
         self._filed: dict[str, Any] | None = None  # marker -> issue, read once per run
 
     def _existing(self) -> dict[str, Any]:
         if self._filed is None:
             repo = self._client.get_repo(self._repo)
             self._filed = {}
-            for issue in repo.get_issues(state="all", labels=[LABEL]):
+            for issue in repo.get_issues(state="all", labels=[self._label]):
                 for line in (issue.body or "").splitlines():
                     if line.startswith("<!-- askflow-gap:"):
                         self._filed[line.strip()] = issue
@@ -45,6 +45,6 @@ class GitHubGapIssues(GapIssues):
             existing.edit(title=title, body=issue_body(gap, report))
             return "updated"
         issue = self._client.get_repo(self._repo).create_issue(title=title, body=issue_body(gap, report),
-                                                               labels=[LABEL])
+                                                               labels=[self._label])
         self._existing()[marker(gap)] = issue
         return "filed"

@@ -77,15 +77,17 @@ def reconcile_due(at: dt.datetime, *, run_period: dt.timedelta, every_runs: int)
 
 def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings: Embeddings,
                         strategy: ChunkingStrategy, answers_source: str, reply_window_s: float,
-                        audiences: Sequence[str], full_sync: bool = False, source: str = "slack") -> dict[str, Any]:
+                        audiences: Sequence[str], full_sync: bool = False, app_id: str | None = None,
+                        source: str = "slack") -> dict[str, Any]:
     """One channel's threads that are new or moved since the last run, and its deleted threads pruned; what a run
     costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
     WebClient. ``audiences``: who may read the channel (``SlackAudiences.channel_readers``): every thread of it,
-    the unchanged ones relabelled when that changed (a channel made private)."""
+    the unchanged ones relabelled when that changed (a channel made private). ``app_id``: askflow's Slack app
+    (``ASKFLOW_SLACK_APP_ID``; unset: asked of Slack when a message needs it), whose messages are never indexed."""
     scope = f"{source}:{channel}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
-    changes = read_channel(client, channel, stored=stored, workspace=Workspace.of(client),
+    changes = read_channel(client, channel, stored=stored, workspace=Workspace.of(client, app_id=app_id),
                            reply_window_s=reply_window_s, full=full_sync, source=source)
     if changes.oldest is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
@@ -98,17 +100,19 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
 
 def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embeddings, strategy: ChunkingStrategy,
                       answers_source: str, audiences: Sequence[str], full_sync: bool = False,
-                      closed_max_age_days: int | None = None, source: str = "github") -> dict[str, Any]:
+                      closed_max_age_days: int | None = None, gap_label: str | None = None,
+                      source: str = "github") -> dict[str, Any]:
     """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
-    the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that); what a run costs:
-    ``askflow.ingest.sources.github_issues``. ``client``: PyGithub's Github. ``audiences``: who may read the
-    repository's issues (``repository_audiences``), the unchanged ones relabelled when that changed."""
+    the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that; askflow's own gap
+    issues, labelled ``gap_label``); what a run costs: ``askflow.ingest.sources.github_issues``. ``client``:
+    PyGithub's Github. ``audiences``: who may read the repository's issues (``repository_audiences``), the unchanged
+    ones relabelled when that changed."""
     scope = f"{source}:{repo}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
     closed_before = None if closed_max_age_days is None else (utcnow() - dt.timedelta(days=closed_max_age_days)).date()
     changes = read_repo_issues(client, repo, stored=stored, full=full_sync, closed_before=closed_before,
-                               source=source)
+                               gap_label=gap_label, source=source)
     if changes.since is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,

@@ -97,12 +97,13 @@ class LoopbackAPI(LoopbackServer):
 
 class SlackAPI(LoopbackAPI):
     """``channels`` maps a channel id to its top-level messages, oldest first: ``{"ts", "user", "text",
-    "replies": [...], "subtype", "bot_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id"}``). The bot the
-    token belongs to is ``UBOT``/``BBOT`` in a workspace at ``workspace_url``. ``max_page`` caps a page below what
+    "replies": [...], "subtype", "bot_id", "app_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id",
+    "app_id"}``; an app's message also carries its ``bot_profile``). The bot the token belongs to is ``UBOT``/``BBOT``
+    of the app ``AASKFLOW`` (``bots.info``) in a workspace at ``workspace_url``. ``max_page`` caps a page below what
     ``limit`` asks (tests make it small to see paging). ``conversations.info`` calls the ``private_channels``
     private and every other channel public."""
 
-    BOT_USER, BOT_ID = "UBOT", "BBOT"
+    BOT_USER, BOT_ID, APP_ID = "UBOT", "BBOT", "AASKFLOW"
 
     def __init__(self) -> None:
         self.channels: dict[str, list[dict]] = {}
@@ -150,7 +151,10 @@ class SlackAPI(LoopbackAPI):
     def _message(message: dict, *, default_user: str, thread_ts: str | None = None) -> dict:
         payload = {"type": "message", "ts": message["ts"], "user": message.get("user", default_user),
                    "text": message["text"]}
-        payload |= {key: message[key] for key in ("subtype", "bot_id") if message.get(key)}
+        payload |= {key: message[key] for key in ("subtype", "bot_id", "app_id") if message.get(key)}
+        if message.get("app_id"):
+            payload["bot_profile"] = {"id": message.get("bot_id"), "app_id": message["app_id"], "name": "an app",
+                                      "team_id": "T1"}
         if message.get("edited"):
             payload["edited"] = {"user": payload["user"], "ts": message["edited"]}
         return payload | ({"thread_ts": thread_ts} if thread_ts else {})
@@ -215,6 +219,12 @@ class SlackAPI(LoopbackAPI):
         if name in ("reactions.add", "reactions.remove"):
             self.reactions.append({"method": name, **params})
             return 200, {"ok": True}
+        if name == "bots.info":
+            known = params.get("bot") == self.BOT_ID
+            return 200, ({"ok": True, "bot": {"id": self.BOT_ID, "deleted": False, "name": "askflow",
+                                              "updated": 1700000000, "app_id": self.APP_ID,
+                                              "user_id": self.BOT_USER}} if known else
+                         {"ok": False, "error": "bot_not_found"})
         if name == "auth.test":
             return 200, {"ok": True, "url": self.workspace_url, "team": "Acme", "user": "askflow",
                          "user_id": self.BOT_USER, "bot_id": self.BOT_ID, "team_id": "T1"}

@@ -12,8 +12,10 @@ whose ``updated_at`` moved and that have any: no other call per issue. ``since=`
 deleted or transferred: the reconcile (``full``) lists every issue (a page per 30, still no call for an unchanged one)
 and prunes the stored ones it no longer shows.
 
-Not indexed: pull requests, the coverage-gap issues askflow files itself (``askflow/adapters/github_gaps.py`` marks
-their bodies with ``GAP_MARKER``), and with ``closed_before``, issues closed before that day (stored ones are pruned).
+Not indexed: pull requests, the coverage-gap issues askflow files itself (``askflow/adapters/github_gaps.py`` files
+them with the label ``ASKFLOW_GITHUB_GAP_LABEL`` and marks their bodies with ``GAP_MARKER``: either leaves one out,
+so a gap issue whose body someone rewrote stays out too), and with ``closed_before``, issues closed before that day
+(stored ones are pruned).
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class IssueChanges:
 
 
 def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], full: bool = False,
-                     closed_before: dt.date | None = None, source: str = "github") -> IssueChanges:
+                     closed_before: dt.date | None = None, gap_label: str | None = None,
+                     source: str = "github") -> IssueChanges:
     """The issues of ``repo`` new or updated since ``stored`` (``doc_id -> metadata`` of the repository's stored
     issues), and the stored ones to prune.
 
     :param full: list every issue (the reconcile), as when nothing is stored.
     :param closed_before: issues closed before this day are not indexed.
+    :param gap_label: the label of askflow's coverage-gap issues, which are not indexed (nor are issues whose body
+        holds ``GAP_MARKER``).
     """
     since = None if full else newest_update(stored)
     listing = client.withLazy(True).get_repo(repo).get_issues(  # lazy: no call for the repository itself
@@ -57,7 +62,7 @@ def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], fu
         closed = issue.closed_at.date() if issue.closed_at else None
         # a pull request is listed among issues; its html_url is its /pull/ page (reading ``pull_request`` of an
         # issue that is none would make PyGithub fetch the issue again: a call per issue)
-        if "/pull/" in issue.html_url or GAP_MARKER in (issue.body or "") \
+        if "/pull/" in issue.html_url or _filed_by_askflow(issue, gap_label) \
                 or (closed_before and closed and closed < closed_before):
             skipped.add(doc_id)
             continue
@@ -75,6 +80,12 @@ def newest_update(stored: dict[str, dict[str, Any]]) -> str | None:
     and read no further); ``None`` when nothing is stored."""
     return max((m["updated_at"] for m in stored.values() if m.get("updated_at")), key=dt.datetime.fromisoformat,
                default=None)
+
+
+def _filed_by_askflow(issue, gap_label: str | None) -> bool:
+    """Whether ``issue`` is a coverage gap askflow filed: its label, or its body's marker."""
+    labelled = bool(gap_label) and any(label.name == gap_label for label in issue.labels)
+    return labelled or GAP_MARKER in (issue.body or "")
 
 
 def state_of(issue) -> str:

@@ -6,7 +6,10 @@ What was read is kept with the documents themselves: each stored thread's metada
 any run reads them back through the vector store (``document_metadata``). A run costs:
 
 - one ``auth.test``: the workspace's URL, on which permalinks are built (no ``chat.getPermalink`` per thread), and
-  the bot's own ids: askflow's own messages are never indexed;
+  the bot's own user and bot ids: askflow's own messages are never indexed. Neither is a message its app posted from
+  another installation (the other side of a Slack Connect channel: another bot, the same ``app_id``): the app's id
+  is ``ASKFLOW_SLACK_APP_ID``, or else asked of Slack (``bots.info``) the first time a message of another bot needs
+  it, once per run;
 - ``conversations.history`` pages of 200 messages from ``oldest``, the newest stored thread less the reply window:
   the new threads, and the recent ones whose replies may have moved;
 - one ``conversations.replies`` per listed thread whose sync point moved (a reply posted or deleted, the root edited),
@@ -23,7 +26,7 @@ The client is slack_sdk's ``WebClient`` as ``bootstrap`` builds it (its retry ha
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -34,18 +37,23 @@ SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "bot_add"})
 SYNC_FIELDS = ("latest_reply", "reply_count", "edited")  # what a stored thread's metadata says history showed
 
 
-@dataclass(frozen=True)
+@dataclass
 class Workspace:
-    """What ``auth.test`` says of the token: the workspace's URL, and the bot's own user and bot ids."""
+    """What ``auth.test`` says of the token: the workspace's URL, and the bot's own user and bot ids; and the id of
+    askflow's Slack app, configured or asked of Slack when first needed (``client``: who to ask)."""
 
     url: str
     user_id: str | None = None
     bot_id: str | None = None
+    app_id: str | None = None
+    client: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, client) -> Workspace:
+    def of(cls, client, *, app_id: str | None = None) -> Workspace:
+        """The token's workspace and identity (one ``auth.test``); ``app_id``: askflow's app, when configured."""
         identity = client.auth_test()
-        return cls(url=identity["url"], user_id=identity.get("user_id"), bot_id=identity.get("bot_id"))
+        return cls(url=identity["url"], user_id=identity.get("user_id"), bot_id=identity.get("bot_id"),
+                   app_id=app_id, client=client)
 
     def permalink(self, channel: str, ts: str) -> str:
         """The link ``chat.getPermalink`` gives a top-level message: ``<workspace>/archives/<channel>/p<ts without
@@ -53,9 +61,21 @@ class Workspace:
         return f"{self.url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
 
     def wrote(self, message: dict) -> bool:
-        """Whether ``message`` is askflow's own (its answers in threads, its notices)."""
-        return bool((self.user_id and message.get("user") == self.user_id)
-                    or (self.bot_id and message.get("bot_id") == self.bot_id))
+        """Whether ``message`` is askflow's own (its answers in threads, its notices): posted by this bot user or
+        bot, or by askflow's app through another installation (its ``app_id``, or its ``bot_profile``'s)."""
+        if self.user_id and message.get("user") == self.user_id:
+            return True
+        if self.bot_id and message.get("bot_id") == self.bot_id:
+            return True
+        app = message.get("app_id") or (message.get("bot_profile") or {}).get("app_id")
+        return bool(app) and app == self._own_app()
+
+    def _own_app(self) -> str | None:
+        """askflow's app id: the configured one, or ``bots.info`` of this bot, asked once (``""``: Slack names
+        none)."""
+        if self.app_id is None and self.client is not None and self.bot_id:
+            self.app_id = self.client.bots_info(bot=self.bot_id)["bot"].get("app_id") or ""
+        return self.app_id or None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""GitHub ingestion against the loopback GitHub API: askflow's own coverage-gap issues never come back as sources,
+found by their label (``ASKFLOW_GITHUB_GAP_LABEL``) as well as by their marker."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from askflow.bootstrap import bootstrap
+from askflow.config import Settings
+from askflow.insights.model import CoverageGap, InsightsReport
+from tests.support.loopback_apis import GitHubAPI
+from tests.test_sources import Index, github  # noqa: F401 (github: the repository fixture)
+
+ISSUES = {"github:acme/pipes/issues/1", "github:acme/pipes/issues/2"}
+GAP_LABEL = "askflow-gap"  # the label askflow files its gap issues with, by default
+
+
+def test_a_gap_issue_whose_marker_was_edited_away_is_still_skipped_by_its_label(github: GitHubAPI):  # noqa: F811
+    github.issues["acme/pipes"].append({"number": 8, "title": "Docs gap: Catchup (6 questions)",
+                                        "body": "Rewritten by a maintainer: catchup questions go unanswered.",
+                                        "labels": [GAP_LABEL], "updated_at": "2024-05-01T00:00:00Z"})
+    index = Index()
+    index.repo(github, gap_label=GAP_LABEL)
+    assert set(index.stored("github:")) == ISSUES
+
+
+def test_the_gap_label_is_configured_and_a_stored_issue_labelled_so_is_pruned(github: GitHubAPI):  # noqa: F811
+    index = Index()
+    index.repo(github, gap_label="docs-gap")
+    github.issues["acme/pipes"][1].update(labels=["docs-gap"], updated_at="2024-06-01T00:00:00Z")
+    github.issues["acme/pipes"].append({"number": 9, "title": "Still a question", "body": "Labelled otherwise",
+                                        "labels": [GAP_LABEL], "updated_at": "2024-06-02T00:00:00Z"})
+    rerun = index.repo(github, gap_label="docs-gap")
+    assert rerun["documents_pruned"] == 1
+    assert set(index.stored("github:")) == {"github:acme/pipes/issues/1", "github:acme/pipes/issues/9"}
+
+
+def test_the_gap_issues_askflow_files_carry_the_label_the_ingestion_skips(github: GitHubAPI):  # noqa: F811
+    """One setting says both: the label ``gap_issues`` files with is the one the ingestion leaves out."""
+    settings = Settings(github_api_url=github.url, github_token="ghp_test", insights_docs_repo="acme/pipes",
+                        github_gap_label="docs-gap")
+    at = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
+    report = InsightsReport(report_id="r", period_start=at, period_end=at, built_at=at, requests=6, clustered=6,
+                            noise=0, previous_requests=0, min_cluster_size=5, embedding_model="m", naming="terms",
+                            low_confidence=0.35, gap_share=0.5, clusters=[], gaps=[])
+    gap = CoverageGap(key="catchup backfill", cluster=3, title="Catchup", askers=6, unanswered_share=0.8,
+                      finding="Questions about catchup go unanswered.", closest_pages=[])
+    assert bootstrap(settings).gap_issues().file(gap, report=report) == "filed"
+    filed = github.issues["acme/pipes"][-1]
+    assert filed["labels"] == ["docs-gap"]
+    filed.update(body="Rewritten by a maintainer, marker gone.", updated_at="2024-06-02T00:00:00Z")
+    index = Index()
+    index.repo(github, gap_label=settings.github_gap_label)
+    assert set(index.stored("github:")) == ISSUES
