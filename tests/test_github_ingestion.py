@@ -7,6 +7,7 @@ import datetime as dt
 
 from askflow.bootstrap import bootstrap
 from askflow.config import Settings
+from askflow.ingest.chunking import ChunkingStrategy
 from askflow.insights.model import CoverageGap, InsightsReport
 from tests.support.loopback_apis import GitHubAPI
 from tests.test_sources import Index, github  # noqa: F401 (github: the repository fixture)
@@ -52,3 +53,36 @@ def test_the_gap_issues_askflow_files_carry_the_label_the_ingestion_skips(github
     index = Index()
     index.repo(github, gap_label=settings.github_gap_label)
     assert set(index.stored("github:")) == ISSUES
+
+
+def test_a_closed_issue_names_the_pull_request_that_fixed_it_in_every_chunk(github: GitHubAPI):  # noqa: F811
+    issues = github.issues["acme/pipes"]
+    issues[0].update(fixed_by=12, body="\n\n".join(f"Step {n}: the scheduler loop raised a traceback while parsing "
+                                                   "the DST offset table." for n in range(12)))
+    issues += [
+        {"number": 12, "title": "Handle DST offsets in the scheduler loop", "body": "Fixes #1", "pull_request": True,
+         "state": "closed", "closed_at": "2024-03-10T11:59:00Z", "updated_at": "2024-03-10T11:59:00Z"},
+        {"number": 5, "title": "Question about pools", "body": "Answered", "state": "closed",
+         "closed_at": "2024-02-01T00:00:00Z"},
+        {"number": 6, "title": "Typo in the README", "body": "Fixed on main", "state": "closed",
+         "closed_at": "2024-02-02T00:00:00Z", "closed_by_commit": "ab" * 20}]
+    index = Index(ChunkingStrategy(chunk_size=300, chunk_overlap=0))
+    index.repo(github)
+    chunks = index.chunks("github:acme/pipes/issues/1")
+    assert len(chunks) >= 3
+    assert all("(closed on 2024-03-10, fixed by #12)" in c.title and "fixed by #12" in c.embedding_text
+               for c in chunks)
+    assert 'Fixed by pull request #12, "Handle DST offsets in the scheduler loop": ' \
+        "https://github.com/acme/pipes/pull/12" in chunks[0].content
+    assert chunks[0].metadata["fixed_by"] == {"repo": "acme/pipes", "number": 12,
+                                              "url": "https://github.com/acme/pipes/pull/12"}
+    for by_hand in ("github:acme/pipes/issues/5", "github:acme/pipes/issues/6"):  # a person, a commit pushed directly
+        (chunk,) = index.chunks(by_hand)
+        assert "fixed by" not in chunk.title and chunk.metadata["fixed_by"] is None
+    counts = github.counts()  # the closed issues' events only, and a commit's pull requests only where one closed it
+    assert counts["GET /repos/{repo}/issues/{number}/events"] == 3
+    assert counts["GET /repos/{repo}/commits/{sha}/pulls"] == 2
+
+    github.calls.clear()
+    index.repo(github)
+    assert not [call for call in github.calls if call["path"].endswith(("/events", "/pulls"))]

@@ -10,6 +10,7 @@ status.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import urllib.parse
@@ -237,8 +238,12 @@ def _github_time(value: str) -> dt.datetime:
 
 class GitHubAPI(LoopbackAPI):
     """``issues`` maps "owner/name" to issue dicts: ``number, title, body, state, state_reason, labels, closed_at,
-    updated_at, comments, pull_request`` (truthy for pull requests, which GitHub lists among issues). Lists are paged
-    as GitHub pages them: ``per_page`` (30 unless asked, at most 100) and ``page``, with a ``Link`` header."""
+    updated_at, comments, pull_request`` (truthy for pull requests, which GitHub lists among issues), and for a closed
+    issue ``fixed_by``: the number of the merged pull request (of the same list) whose merge commit closed it, or
+    ``closed_by_commit``: the sha of a commit pushed directly that did. An issue's ``events`` are GitHub's: a
+    ``closed`` event (with that commit's ``commit_id`` and ``commit_url``, or none when a person closed it); a
+    commit's ``pulls`` list the pull request it merged. Lists are paged as GitHub pages them: ``per_page`` (30 unless
+    asked, at most 100) and ``page``, with a ``Link`` header."""
 
     UPDATED_AT = "2024-01-03T03:04:05Z"  # an issue's ``updated_at`` unless it says
 
@@ -248,6 +253,7 @@ class GitHubAPI(LoopbackAPI):
 
     def call_name(self, call: dict) -> str:
         path = re.sub(r"^/repos/[^/]+/[^/]+", "/repos/{repo}", call["path"])
+        path = re.sub(r"/[0-9a-f]{40}(?=/|$)", "/{sha}", path)
         return f"{call['method']} {re.sub(r'/[0-9]+(?=/|$)', '/{number}', path)}"
 
     def _issue(self, repo: str, issue: dict) -> dict:
@@ -268,6 +274,36 @@ class GitHubAPI(LoopbackAPI):
         if issue.get("pull_request"):
             payload["pull_request"] = {"url": f"{self.url}/repos/{repo}/pulls/{issue['number']}"}
         return payload
+
+    @staticmethod
+    def merge_commit(repo: str, pull: int) -> str:
+        """The sha of the commit that merged pull request ``pull``."""
+        return hashlib.sha1(f"{repo}#{pull}".encode()).hexdigest()
+
+    def _events(self, repo: str, issue: dict) -> list[dict]:
+        """An issue's events as GitHub lists them, oldest first: it was labelled, then (when closed) closed, by the
+        merge commit of the pull request that fixed it, a commit pushed directly, or a person."""
+        actor = {"login": "maintainer", "id": 9}
+        events = [{"id": 1, "event": "labeled", "actor": actor, "commit_id": None, "commit_url": None,
+                   "created_at": issue.get("created_at", "2024-01-02T03:04:05Z")}] if issue.get("labels") else []
+        if issue.get("state") == "closed":
+            sha = (self.merge_commit(repo, issue["fixed_by"]) if issue.get("fixed_by")
+                   else issue.get("closed_by_commit"))
+            events.append({"id": 2, "event": "closed", "actor": actor, "commit_id": sha,
+                           "commit_url": f"{self.url}/repos/{repo}/commits/{sha}" if sha else None,
+                           "created_at": issue.get("closed_at"),
+                           "state_reason": issue.get("state_reason", "completed")})
+        return [event | {"node_id": f"E{event['id']}", "url": f"{self.url}/repos/{repo}/issues/events/{event['id']}"}
+                for event in events]
+
+    def _pull(self, repo: str, number: int) -> dict:
+        """A merged pull request as ``commits/{sha}/pulls`` lists it."""
+        pull = next((i for i in self.issues.get(repo, []) if i["number"] == number), {"title": f"PR {number}"})
+        return {"id": 5000 + number, "number": number, "state": "closed", "title": pull["title"],
+                "html_url": f"https://github.com/{repo}/pull/{number}",
+                "url": f"{self.url}/repos/{repo}/pulls/{number}",
+                "merged_at": pull.get("closed_at", "2024-01-03T03:04:05Z"),
+                "merge_commit_sha": self.merge_commit(repo, number), "user": {"login": "contributor", "id": 8}}
 
     def _page(self, path: str, query: dict, items: list, render) -> tuple[int, list, dict]:
         """One page of ``items`` (each made a payload by ``render``), as GitHub pages: ``per_page`` (30 unless asked,
@@ -315,6 +351,15 @@ class GitHubAPI(LoopbackAPI):
             if issue and method == "PATCH":
                 issue.update({key: body[key] for key in ("title", "body", "state") if key in body})
             return (200, self._issue(repo, issue)) if issue else (404, {"message": "Not Found"})
+        if len(parts) == 6 and parts[3] == "issues" and parts[5] == "events":
+            repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
+            issue = next(i for i in self.issues[repo] if i["number"] == number)
+            return self._page(path, query, self._events(repo, issue), lambda event: event)
+        if len(parts) == 6 and parts[3] == "commits" and parts[5] == "pulls":
+            repo, sha = f"{parts[1]}/{parts[2]}", parts[4]
+            merged = sorted({i["fixed_by"] for i in self.issues.get(repo, [])
+                             if i.get("fixed_by") and self.merge_commit(repo, i["fixed_by"]) == sha})
+            return self._page(path, query, merged, lambda number: self._pull(repo, number))
         if len(parts) == 6 and parts[5] == "comments":
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
             issue = next(i for i in self.issues[repo] if i["number"] == number)

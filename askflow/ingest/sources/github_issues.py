@@ -3,7 +3,10 @@ Enterprise).
 
 An issue's state goes with every passage of it: its title, which every chunk carries and every citation shows, says
 "open", "closed on DATE" or "closed as not planned on DATE", and so does the text's first line, so that retrieval and
-the answer can tell a fixed bug from an open one. The metadata keeps state, labels, closed-at and ``updated_at``.
+the answer can tell a fixed bug from an open one. A closed issue that a merged pull request closed names it too
+("closed on DATE, fixed by #12"; the text gives its title and link), as GitHub's REST API links them
+(``fixing_pull``: one ``events`` call per closed issue read, one more when a commit closed it). The metadata keeps
+state, labels, closed-at, the fixing pull request and ``updated_at``.
 
 What was read is kept with the documents themselves: each stored issue's metadata holds its ``updated_at``, read back
 through the vector store (``document_metadata``) by any worker of any run. A run lists the issues updated since the
@@ -21,6 +24,7 @@ so a gap issue whose body someone rewrote stays out too), and with ``closed_befo
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +34,21 @@ from askflow.domain.model import Document, SourceKind
 
 GAP_MARKER = "<!-- askflow-gap:"  # how askflow/adapters/github_gaps.py marks the body of each issue it files
 _CLOSED_AS = {"not_planned": "closed as not planned", "duplicate": "closed as a duplicate"}
+_COMMIT_REPO = re.compile(r"/repos/([^/]+/[^/]+)/commits/")  # a commit's API URL names its repository
+
+
+@dataclass(frozen=True)
+class FixingPull:
+    """The pull request whose merge closed an issue."""
+
+    repo: str  # owner/name: the issue's own, or another repository's
+    number: int
+    title: str
+    url: str
+
+    def name(self, repo: str) -> str:
+        """``#12`` in ``repo`` itself, ``owner/name#12`` in another repository (as GitHub writes references)."""
+        return f"#{self.number}" if self.repo.lower() == repo.lower() else f"{self.repo}#{self.number}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,8 @@ def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], fu
         holds ``GAP_MARKER``).
     """
     since = None if full else newest_update(stored)
-    listing = client.withLazy(True).get_repo(repo).get_issues(  # lazy: no call for the repository itself
+    lazy = client.withLazy(True)  # no call for a repository or a commit itself, only for what is listed of them
+    listing = lazy.get_repo(repo).get_issues(
         state="all", sort="updated", direction="asc", **({"since": dt.datetime.fromisoformat(since)} if since else {}))
     documents, kept, skipped = [], set(), set()
     for issue in listing:
@@ -68,7 +88,7 @@ def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], fu
             continue
         kept.add(doc_id)
         if stored.get(doc_id, {}).get("updated_at") != issue.updated_at.isoformat():
-            documents.append(_document(issue, repo, doc_id))
+            documents.append(_document(issue, repo, doc_id, fixed_by=fixing_pull(lazy, issue, repo)))
     aged = {doc_id for doc_id, metadata in stored.items() if closed_before and metadata.get("closed_at")
             and dt.date.fromisoformat(metadata["closed_at"]) < closed_before}
     gone = (set(stored) - kept if since is None else set(stored) & skipped) | (aged - kept)
@@ -88,19 +108,48 @@ def _filed_by_askflow(issue, gap_label: str | None) -> bool:
     return labelled or GAP_MARKER in (issue.body or "")
 
 
-def state_of(issue) -> str:
-    """"open", "closed on DATE", or how it was closed when not as completed ("closed as not planned on DATE")."""
+def fixing_pull(client, issue, repo: str) -> FixingPull | None:
+    """The merged pull request that closed ``issue``, as GitHub's REST API links them: the issue's last ``closed``
+    event (after any reopening) carries the commit that closed it, none when a person closed it; the pull request
+    that commit belongs to is ``commits/{sha}/pulls``, none for a commit pushed directly. Asked only of an issue
+    closed as completed: one ``events`` call (a page per 30 events), and one more when a commit closed it.
+    ``client``: a lazy PyGithub client (no call for the commit itself)."""
+    if issue.state != "closed" or issue.state_reason not in (None, "completed"):
+        return None
+    closing = None
+    for event in issue.get_events():
+        if event.event == "closed":
+            closing = event
+        elif event.event == "reopened":
+            closing = None
+    if closing is None or not closing.commit_id:
+        return None
+    named = _COMMIT_REPO.search(closing.commit_url or "")
+    commit_repo = named.group(1) if named else repo
+    for pull in client.get_repo(commit_repo).get_commit(closing.commit_id).get_pulls():
+        if pull.merged_at is not None:
+            return FixingPull(repo=commit_repo, number=pull.number, title=pull.title, url=pull.html_url)
+    return None
+
+
+def state_of(issue, repo: str, fixed_by: FixingPull | None = None) -> str:
+    """"open", "closed on DATE", "closed on DATE, fixed by #12", or how it was closed when not as completed
+    ("closed as not planned on DATE")."""
     if issue.state != "closed":
         return issue.state
     closed = _CLOSED_AS.get(issue.state_reason, "closed")
-    return f"{closed} on {issue.closed_at.date().isoformat()}" if issue.closed_at else closed
+    state = f"{closed} on {issue.closed_at.date().isoformat()}" if issue.closed_at else closed
+    return f"{state}, fixed by {fixed_by.name(repo)}" if fixed_by else state
 
 
-def _document(issue, repo: str, doc_id: str) -> Document:
+def _document(issue, repo: str, doc_id: str, *, fixed_by: FixingPull | None) -> Document:
     labels = [label.name for label in issue.labels]
-    state = state_of(issue)
+    state = state_of(issue, repo, fixed_by)
     header = f"Issue #{issue.number} in {repo} — {state}" + (f"; labels: {', '.join(labels)}" if labels else "")
-    parts = [header, issue.body or ""]
+    parts = [header]
+    if fixed_by:
+        parts.append(f"Fixed by pull request {fixed_by.name(repo)}, \"{fixed_by.title}\": {fixed_by.url}")
+    parts.append(issue.body or "")
     if issue.comments:
         parts += [f"{c.user.login if c.user else 'someone'}: {c.body}" for c in issue.get_comments()]
     return Document(
@@ -109,6 +158,8 @@ def _document(issue, repo: str, doc_id: str) -> Document:
         metadata={"format": "text", "repo": repo, "number": issue.number, "state": issue.state,
                   "state_reason": issue.state_reason, "labels": labels,
                   "closed_at": issue.closed_at.date().isoformat() if issue.closed_at else None,
+                  "fixed_by": ({"repo": fixed_by.repo, "number": fixed_by.number, "url": fixed_by.url}
+                               if fixed_by else None),
                   "updated_at": issue.updated_at.isoformat()},
     )
 
