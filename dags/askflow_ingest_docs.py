@@ -4,7 +4,8 @@ bucket/prefix or a git repository.
 Scheduled daily and runnable ad hoc; params choose the location, the source name and the chunking strategy, so the
 same corpus can be re-indexed with another strategy into another collection. The first task pins the location (a
 git ref becomes its commit) so every batch reads the same version; batches are mapped tasks that retry on their own
-with exponential backoff; only the pinned location and relative paths go through XCom.
+with exponential backoff; only the pinned location, relative paths and what the listing found of them (a website's
+pages' ``lastmod`` or crawl results, so a batch on another worker loads by this run's listing) go through XCom.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def askflow_ingest_docs():
         params = get_current_context()["params"]
         with components_for(params) as components:
             opened = components.location(params["docs_location"] or f"gs://{components.settings.documents_bucket}/")
-            location, paths = list_documents(opened)
+            location, paths, listed = list_documents(opened)
             print(f"{len(paths)} documents at {components.location(location).public}")
-        return [{"location": location, "paths": batch} for batch in batches(paths, int(params["batch_size"]))]
+        return [{"location": location, "paths": batch, "listed": {p: listed[p] for p in batch if p in listed}}
+                for batch in batches(paths, int(params["batch_size"]))]
 
     @task
     def index(batch: dict) -> dict:
@@ -61,6 +63,7 @@ def askflow_ingest_docs():
                 components.location(batch["location"]), batch["paths"], store=components.store,
                 embeddings=components.embeddings, strategy=strategy_from(params, components),
                 source=params["source"], base_url=params["base_url"], audiences=params["audiences"],
+                listed=batch.get("listed"),
             )
 
     @task(trigger_rule="none_failed")

@@ -17,7 +17,7 @@ from askflow.adapters.web_documents import SiteUnavailable, WebsiteLocation
 from askflow.config import Settings
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import IndexingResult, SourceIncomplete, index_documents
-from askflow.ingest.pipeline import index_batch, prune_and_finalize
+from askflow.ingest.pipeline import batches, index_batch, list_documents, prune_and_finalize
 from askflow.service_layer.links import passage_link
 from tests.fakes import FakeVectorStore, HashEmbeddings
 from tests.support.dag_runner import dag_env, run_dag
@@ -333,3 +333,55 @@ def test_a_crawl_that_reaches_its_page_limit_prunes_nothing(site, tmp_path):
     with pytest.raises(SiteUnavailable, match="MAX_PAGES"):
         _run(_location(site, tmp_path, start="/docs/", max_pages=5), store)
     assert set(store.document_fingerprints("web:")) == before
+
+
+def _batches_through_xcom(location: WebsiteLocation, size: int = 2) -> list[dict]:
+    """What the docs DAG's list task hands its mapped index tasks, through XCom (JSON)."""
+    pinned, paths, listed = list_documents(location)
+    return json.loads(json.dumps([{"location": pinned, "paths": batch, "listed": {p: listed[p] for p in batch}}
+                                  for batch in batches(paths, size)]))
+
+
+def _index_on(location: WebsiteLocation, batch: dict, store: FakeVectorStore) -> dict:
+    return index_batch(location, batch["paths"], store=store, embeddings=HashEmbeddings(), strategy=ChunkingStrategy(),
+                       source="web", listed=batch["listed"])
+
+
+def _texts(store: FakeVectorStore, doc_id: str) -> str:
+    return " ".join(chunk.content for chunk, _ in store.stored.values() if chunk.doc_id == doc_id)
+
+
+def test_a_batch_on_another_worker_loads_by_this_runs_sitemap_not_by_one_it_kept(site, tmp_path):
+    """Worker B listed and loaded the last run; this run worker A lists and B loads: B goes by this run's listing
+    (intro.html's new lastmod), not by the one it listed itself."""
+    store, worker_b = FakeVectorStore(), tmp_path / "b"
+    for batch in _batches_through_xcom(_location(site, worker_b)):
+        _index_on(_location(site, worker_b), batch, store)
+    assert "Install the acme package" in _texts(store, "web:docs/intro.html")
+
+    site.pages["/docs/intro.html"] = page("Introduction", '<h1 id="introduction">Introduction</h1><p>Acme '
+                                          'pipelines now stream data between warehouses continuously.</p>')
+    site.sitemaps["/sitemap-a.xml"][0] = ("/docs/intro.html", "2026-02-01")
+    for batch in _batches_through_xcom(_location(site, tmp_path / "a")):
+        _index_on(_location(site, worker_b), batch, store)
+    assert "now stream data" in _texts(store, "web:docs/intro.html")
+    assert "Install the acme package" not in _texts(store, "web:docs/intro.html")
+
+
+def test_a_batch_on_another_worker_never_replays_a_failure_of_an_earlier_crawl(site, tmp_path):
+    """Worker B crawled the last run, when busy.html answered 403; this run it reads, worker A crawls and B loads:
+    the page is read, not reported unavailable again from what B's own crawl found."""
+    store, worker_b = FakeVectorStore(), tmp_path / "b"
+    site.busy_once.clear()
+    site.pages["/docs/"] = page("Docs", '<h1 id="docs">Docs</h1><a href="intro.html">intro</a>'
+                                '<a href="busy.html">busy</a>')
+    site.failing["/docs/busy.html"] = 403
+    first = [_index_on(_location(site, worker_b, start="/docs/"), batch, store)
+             for batch in _batches_through_xcom(_location(site, worker_b, start="/docs/"))]
+    assert [doc_id for result in first for doc_id in result["unavailable"]] == ["web:docs/busy.html"]
+
+    del site.failing["/docs/busy.html"]
+    again = [_index_on(_location(site, worker_b, start="/docs/"), batch, store)
+             for batch in _batches_through_xcom(_location(site, tmp_path / "a", start="/docs/"))]
+    assert all(result["unavailable"] == {} for result in again)
+    assert "Acme retries a failed step" in _texts(store, "web:docs/busy.html")

@@ -21,6 +21,11 @@ the next run asks with ``If-None-Match``/``If-Modified-Since``: an unchanged pag
 ``lastmod`` did not change costs no request at all. A crawl fetches each page once: the listing reads it, and
 ``load`` takes it from the cache (the listing's stamp on it says it is this listing's).
 
+What the listing found of each page (``listed``: its ``lastmod``, the crawl's stamp, or why it could not be read) is
+this run's alone, and goes wherever its pages are loaded: the same object, or another one on another worker, told
+by ``remember`` (the docs DAG carries it with the paths through XCom). Nothing of it is kept on disk, so a worker
+never loads by an earlier run's listing: a page nobody told it of is fetched conditionally, never taken as listed.
+
 A page's relative path is its path and query on the start URL's host (``docs/intro.html``, ``docs/api?v=2``;
 ``ignored_query_params`` such as ``utm_*`` dropped, so the same page linked from a newsletter stays one document),
 or its whole URL on another allowed host.
@@ -132,7 +137,7 @@ class WebsiteLocation:
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=(), init=False, repr=False)
     _client: Any = field(default=None, repr=False)
     _robots: dict[str, RobotFileParser] = field(default_factory=dict, repr=False)
-    _listing: dict[str, dict] | None = field(default=None, repr=False)
+    _listing: dict[str, dict] = field(default_factory=dict, repr=False)  # what ``list`` found of each page
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_request: float = 0.0
 
@@ -180,8 +185,8 @@ class WebsiteLocation:
 
     def list(self) -> list[str]:
         """The pages' relative paths (``docs/intro/``), sorted; what ``load`` needs of each (its sitemap
-        ``lastmod``, or that the crawl fetched it or could not) is kept in the listing file. Raises
-        ``SiteUnavailable`` when the listing cannot be read or lists nothing."""
+        ``lastmod``, or that the crawl fetched it or could not) is kept as ``listed``. Raises ``SiteUnavailable``
+        when the listing cannot be read or lists nothing."""
         try:
             listed = self._sitemap_listing() if self.sitemap else self._crawl()
         except _Unreachable as error:  # robots.txt, which the listing consults
@@ -190,15 +195,24 @@ class WebsiteLocation:
             raise SiteUnavailable(f"{self.public} lists no pages this crawler may fetch: refusing to index (and "
                                   "prune) nothing")
         self._listing = {self._relative(url): entry for url, entry in listed.items()}
-        self._write_json(self._cache_root / "listing.json", self._listing)
         return sorted(self._listing)
+
+    @property
+    def listed(self) -> dict[str, dict]:
+        """What this object's ``list`` found of each page that ``load`` needs, by relative path (JSON: a task hands
+        it to the tasks that load)."""
+        return dict(self._listing)
+
+    def remember(self, listed: Mapping[str, dict]) -> None:
+        """Load pages as another object's ``list`` found them (its ``listed``, or part of it)."""
+        self._listing |= listed
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
         """The page as a document, fetched only if it may have changed (``base_url`` is not used: pages have
         theirs); empty when the page is gone, unavailable when it could not be read now."""
         url = self._url(relative)
         doc_id = f"{source}:{relative}"
-        entry = self._listed().get(relative, {})
+        entry = self._listing.get(relative, {})
         if "unavailable" in entry:  # what the crawl found, fetching it once
             read = _Read(unavailable=entry["unavailable"])
         else:
@@ -530,12 +544,6 @@ class WebsiteLocation:
 
     def _page_file(self, url: str) -> Path:
         return self._cache_root / "pages" / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
-
-    def _listed(self) -> dict[str, dict]:
-        """What the listing kept of each page (read once from the listing file when another process listed)."""
-        if self._listing is None:
-            self._listing = self._read_json(self._cache_root / "listing.json") or {}
-        return self._listing
 
     @staticmethod
     def _read_json(path: Path) -> dict | None:

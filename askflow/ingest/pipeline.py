@@ -26,10 +26,13 @@ from askflow.ingest.sources.slack import Workspace, read_channel
 from askflow.ports import DocsLocation, Embeddings, VectorStore
 
 
-def list_documents(location: DocsLocation) -> tuple[str, list[str]]:
-    """The location pinned to the version being read (a git ref becomes its commit) and the relative paths of its
-    documentation files. Every batch then reads that pinned location, so one run indexes one version."""
-    return location.pin(), location.list()
+def list_documents(location: DocsLocation) -> tuple[str, list[str], dict[str, dict]]:
+    """The location pinned to the version being read (a git ref becomes its commit), the relative paths of its
+    documentation files, and what this listing found of each that loading it needs (a website's ``listed``: a page's
+    sitemap ``lastmod``, or what the crawl read of it; ``{}`` for files). Every batch then reads that pinned location
+    as this listing found it, on whichever worker it runs, so one run indexes one version."""
+    pinned, paths = location.pin(), location.list()
+    return pinned, paths, dict(getattr(location, "listed", {}))
 
 
 def batches(items: list[str], size: int) -> list[list[str]]:
@@ -38,9 +41,12 @@ def batches(items: list[str], size: int) -> list[list[str]]:
 
 def index_batch(location: DocsLocation, relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings,
                 strategy: ChunkingStrategy, source: str, base_url: str | None = None,
-                audiences: Sequence[str] | None = None) -> dict[str, Any]:
+                audiences: Sequence[str] | None = None, listed: Mapping[str, dict] | None = None) -> dict[str, Any]:
     """One batch of a location's documents, labelled with the location's ``audiences`` (``None``: as stored,
-    ``index_documents``)."""
+    ``index_documents``), loaded as the run's listing found them (``listed``: what ``list_documents`` gave of these
+    paths, handed to the location that loads them)."""
+    if listed:
+        location.remember(listed)
     documents = [location.load(relative, source=source, base_url=base_url) for relative in relative_paths]
     return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
                            prune=False, audiences=audiences).to_dict()
