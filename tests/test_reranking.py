@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-import requests
 
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.cost import PriceTable, RerankPrice, RerankUsage
@@ -120,22 +119,42 @@ def test_the_cohere_reranker_built_from_settings_reorders_the_fused_top_document
     (span,) = [s for s in spans if s.name.startswith("rerank")]
     assert span.name == "rerank rerank-v3.5" and span.attributes["askflow.rerank.documents"] == 4
     assert span.attributes["askflow.rerank.outcome"] == "reranked"
+    components.close()
 
 
-def test_the_vertex_ranking_api_reorders_the_fused_top_documents_as_it_says(vertex):
-    from askflow.adapters.vertex_ranking import VertexReranker
+def test_the_vertex_ranking_api_built_from_settings_reorders_the_fused_top_documents_as_it_says(
+        vertex, monkeypatch):
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
 
-    reranker = VertexReranker(session=requests.Session(), base_url=vertex.base_url, project="askflow-test",
-                              ranking_config="default_ranking_config", model="semantic-ranker-default-004")
-    plain, reranking = retrievers(reranker, top_n=5)
-    fused = ranked_ids(plain)
+    from askflow.bootstrap import Components
+    from askflow.config import load_settings
+    from askflow.domain.errors import ConfigurationError
+
+    settings = load_settings(reranker="vertex", vertex_ranking_url=vertex.base_url, project_id="askflow-test",
+                             rerank_top_n=5)
+
+    def no_credentials(scopes=None):
+        raise DefaultCredentialsError("none here")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    with pytest.raises(ConfigurationError, match="ASKFLOW_RERANKER=vertex needs Google credentials"):
+        _ = Components(settings).reranker
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (AnonymousCredentials(), "askflow-test"))
+    components = Components(settings)
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    pool_docs(store, embeddings)
+    fused = ranked_ids(components.retriever_for(store, embeddings))
     vertex.prefer = ["delta"]
-    assert ranked_ids(reranking) == the_servers_order(fused, ["docs:delta"], 5) != fused
+    assert ranked_ids(components.retriever_for(store, embeddings, rerank=True)) == \
+        the_servers_order(fused, ["docs:delta"], 5) != fused
     (call,) = vertex.calls
     assert call["body"]["model"] == "semantic-ranker-default-004" and call["body"]["query"] == QUESTION
     records = call["body"]["records"]
     assert [r["id"] for r in records] == fused
     assert records[0]["title"] == f"Pools {fused[0].split(':')[1]}" and "Pools limit" in records[0]["content"]
+    components.close()
 
 
 def test_a_failing_reranker_is_retried_then_the_fused_order_stands_and_the_answer_is_given(cohere, caplog):
