@@ -302,6 +302,9 @@ class Settings(BaseSettings):
     slack_reconcile_every_runs: int = Field(default=24, ge=0, description=(
         "one Slack ingestion run in this many (numbered by the hour since the epoch: 24 is the 00:00 UTC run) lists"
         " each channel's whole history, pruning deleted threads; 0: never, 1: every run"))
+    slack_reread_every_runs: int = Field(default=24, ge=0, description=(
+        "each Slack ingestion run reads again the replies of one in this many of the threads it lists, so that an"
+        " edited reply (which moves nothing Slack's history shows) is read within this many runs; 0: never"))
     slack_app_id: str | None = Field(default=None, description=(
         "askflow's Slack app id (A...): what it posts from any installation (the other side of a Slack Connect"
         " channel) is never indexed; unset: asked of Slack (bots.info) when a message of another bot needs it"))

@@ -1,6 +1,9 @@
 """Airflow DAG: ingest the threads of Slack channels (one document per thread, with its permalink), one mapped
 task per channel. Each run reads only the threads new or moved since the last one and prunes only that channel's
-deleted threads; one run in ``ASKFLOW_SLACK_RECONCILE_EVERY_RUNS`` lists the whole history (the reconcile)."""
+deleted threads; one run in ``ASKFLOW_SLACK_RECONCILE_EVERY_RUNS`` lists the whole history (the reconcile). Each run
+also reads again the replies of one in ``ASKFLOW_SLACK_REREAD_EVERY_RUNS`` of the threads it lists, for edits: a run
+takes the turn of its number, a reconcile that of its own count as well, so that the threads only reconciles list
+(older than the reply window) get their turns too."""
 
 from __future__ import annotations
 
@@ -15,18 +18,21 @@ def index_channel(channel: str, *, components, strategy) -> dict:
     from airflow.sdk import get_current_context
 
     from askflow.domain.errors import ConfigurationError
-    from askflow.ingest.pipeline import index_slack_channel, reconcile_due
+    from askflow.ingest.pipeline import index_slack_channel, reconcile_due, run_number
 
     if components.slack_client is None:
         raise ConfigurationError("ASKFLOW_SLACK_BOT_TOKEN is needed to read Slack channels")
     settings = components.settings
-    full_sync = reconcile_due(get_current_context()["dag_run"].run_after, run_period=RUN_PERIOD,
-                              every_runs=settings.slack_reconcile_every_runs)
+    at = get_current_context()["dag_run"].run_after
+    full_sync = reconcile_due(at, run_period=RUN_PERIOD, every_runs=settings.slack_reconcile_every_runs)
+    run = run_number(at, run_period=RUN_PERIOD)
+    turns = (run, run // settings.slack_reconcile_every_runs) if full_sync else (run,)
     return index_slack_channel(channel, client=components.slack_client, store=components.store,
                                embeddings=components.embeddings, strategy=strategy,
                                answers_source=settings.answers_source,
                                reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync,
-                               app_id=settings.slack_app_id,
+                               app_id=settings.slack_app_id, reread_every=settings.slack_reread_every_runs,
+                               reread_turns=turns,
                                audiences=components.slack_audiences.channel_readers(channel))
 
 

@@ -312,7 +312,8 @@ def _embedding_calls(wire) -> int:
 @pytest.mark.airflow
 def test_slack_dag_is_incremental_and_survives_a_flaky_api(airflow_env, pg_url, wire, slack, collection_name):
     env = dag_env(airflow_env, pg_url, wire, collection_name, slack_api_url=slack.base_url,
-                  slack_bot_token="xoxb-test", slack_channels=["C1"], slack_reconcile_every_runs=0)
+                  slack_bot_token="xoxb-test", slack_channels=["C1"], slack_reconcile_every_runs=0,
+                  slack_reread_every_runs=0)  # no re-reads: the counts below are every run's
     store = PgVectorStore(url=pg_url, collection=collection_name)
     slack.fail("conversations.history", 429, {"Retry-After": "1"})
     slack.fail("auth.test", 503)

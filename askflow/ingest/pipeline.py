@@ -72,36 +72,46 @@ def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddi
             "unavailable": dict(unavailable or {})}
 
 
+def run_number(at: dt.datetime, *, run_period: dt.timedelta) -> int:
+    """The run scheduled at ``at``, numbered by the ``run_period``s since the Unix epoch: every worker agrees on it
+    with no stored state."""
+    return int(at.timestamp() // run_period.total_seconds())
+
+
 def reconcile_due(at: dt.datetime, *, run_period: dt.timedelta, every_runs: int) -> bool:
-    """Whether the run scheduled at ``at`` is the one in ``every_runs`` that lists its whole source (the reconcile).
-    Runs are numbered by the ``run_period``s since the Unix epoch, so every worker agrees with no stored state: hourly
-    runs and 24 reconcile at the 00:00 UTC run, daily runs and 7 every seventh day. 0: never; 1: every run."""
+    """Whether the run scheduled at ``at`` is the one in ``every_runs`` that lists its whole source (the reconcile),
+    by its ``run_number``: hourly runs and 24 reconcile at the 00:00 UTC run, daily runs and 7 every seventh day.
+    0: never; 1: every run."""
     if every_runs <= 0:
         return False
-    return int(at.timestamp() // run_period.total_seconds()) % every_runs == 0
+    return run_number(at, run_period=run_period) % every_runs == 0
 
 
 def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings: Embeddings,
                         strategy: ChunkingStrategy, answers_source: str, reply_window_s: float,
                         audiences: Sequence[str], full_sync: bool = False, app_id: str | None = None,
+                        reread_every: int = 0, reread_turns: Collection[int] = (),
                         source: str = "slack") -> dict[str, Any]:
-    """One channel's threads that are new or moved since the last run, and its deleted threads pruned; what a run
+    """One channel's threads that are new or changed since the last run, and its deleted threads pruned; what a run
     costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
     WebClient. ``audiences``: who may read the channel (``SlackAudiences.channel_readers``): every thread of it,
     the unchanged ones relabelled when that changed (a channel made private). ``app_id``: askflow's Slack app
-    (``ASKFLOW_SLACK_APP_ID``; unset: asked of Slack when a message needs it), whose messages are never indexed."""
+    (``ASKFLOW_SLACK_APP_ID``; unset: asked of Slack when a message needs it), whose messages are never indexed.
+    ``reread_every``/``reread_turns``: which shares of the listed threads have their replies read again for edits
+    (``askflow.ingest.sources.slack.rereads``)."""
     scope = f"{source}:{channel}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
     changes = read_channel(client, channel, stored=stored, workspace=Workspace.of(client, app_id=app_id),
-                           reply_window_s=reply_window_s, full=full_sync, source=source)
+                           reply_window_s=reply_window_s, full=full_sync, reread_every=reread_every,
+                           reread_turns=reread_turns, source=source)
     if changes.oldest is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
                             source=source, scope=scope, answers_source=answers_source, audiences=audiences,
                             stored=stored)
     return result.to_dict() | {"full_sync": changes.oldest is None, "listed": changes.listed,
-                               "listed_from": changes.oldest}
+                               "listed_from": changes.oldest, "reread": changes.reread}
 
 
 def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embeddings, strategy: ChunkingStrategy,

@@ -99,7 +99,9 @@ class LoopbackAPI(LoopbackServer):
 class SlackAPI(LoopbackAPI):
     """``channels`` maps a channel id to its top-level messages, oldest first: ``{"ts", "user", "text",
     "replies": [...], "subtype", "bot_id", "app_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id",
-    "app_id"}``; an app's message also carries its ``bot_profile``). The bot the token belongs to is ``UBOT``/``BBOT``
+    "app_id", "edited"}``; an app's message also carries its ``bot_profile``). A root ``"deleted": True`` is gone from
+    history, or while it has replies shown as Slack keeps it: a ``tombstone``. The bot the token belongs to is
+    ``UBOT``/``BBOT``
     of the app ``AASKFLOW`` (``bots.info``) in a workspace at ``workspace_url``. ``max_page`` caps a page below what
     ``limit`` asks (tests make it small to see paging). ``conversations.info`` calls the ``private_channels``
     private and every other channel public."""
@@ -150,6 +152,10 @@ class SlackAPI(LoopbackAPI):
 
     @staticmethod
     def _message(message: dict, *, default_user: str, thread_ts: str | None = None) -> dict:
+        if message.get("deleted"):  # a deleted root its replies keep: Slack's tombstone
+            tombstone = {"type": "message", "subtype": "tombstone", "ts": message["ts"], "user": "USLACKBOT",
+                         "text": "This message was deleted.", "hidden": True}
+            return tombstone | ({"thread_ts": thread_ts} if thread_ts else {})
         payload = {"type": "message", "ts": message["ts"], "user": message.get("user", default_user),
                    "text": message["text"]}
         payload |= {key: message[key] for key in ("subtype", "bot_id", "app_id") if message.get(key)}
@@ -170,7 +176,8 @@ class SlackAPI(LoopbackAPI):
                 return False
             return latest is None or ts < latest or (ts == latest and inclusive)
 
-        listed = [m for m in self.channels.get(params["channel"], []) if within(Decimal(m["ts"]))]
+        listed = [m for m in self.channels.get(params["channel"], []) if within(Decimal(m["ts"]))
+                  and not (m.get("deleted") and not m.get("replies"))]
         listed.sort(key=lambda m: Decimal(m["ts"]), reverse=True)  # newest first, as Slack lists
         return self._page(listed, params, self._history_message)
 

@@ -13,27 +13,36 @@ any run reads them back through the vector store (``document_metadata``). A run 
 - ``conversations.history`` pages of 200 messages from ``oldest``, the newest stored thread less the reply window:
   the new threads, and the recent ones whose replies may have moved;
 - one ``conversations.replies`` per listed thread whose sync point moved (a reply posted or deleted, the root edited),
-  none for an unchanged thread; a lone message is read from history alone.
+  none for an unchanged thread; a lone message is read from history alone;
+- and the re-reads: an edited reply moves nothing history shows (not the root's ``latest_reply``, ``reply_count`` nor
+  ``edited``; only the reply itself, in ``conversations.replies``, carries its ``edited.ts``). So each run reads again
+  the replies of one in ``reread_every`` of the listed threads with replies (by a hash of the thread's id, another
+  share at each of the ``reread_turns`` it takes): an edited reply is read within ``reread_every`` turns of it, at
+  ``1/reread_every`` of a replies call per listed thread and turn. A thread read again unchanged is not written.
 
 A listing holds every message after ``oldest``, so a stored thread in that range that it no longer shows was deleted
-and is pruned at once. The reconcile (``full``) lists the whole history — one page per 200 threads, and still no call
-for an unchanged thread — pruning every deleted thread and reading the replies posted to threads older than the
-window. History does not show an edited reply: it is read with its thread's next move.
+and is pruned at once; so is one whose root was deleted while it has replies (Slack keeps the root as a
+``tombstone``: the thread's question is gone). The reconcile (``full``) lists the whole history — one page per 200
+threads, and still no call for an unchanged thread but its re-reads — pruning every deleted thread and reading the
+replies posted to threads older than the window.
 
 The client is slack_sdk's ``WebClient`` as ``bootstrap`` builds it (its retry handlers honour ``Retry-After``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from askflow.domain.model import Document, SourceKind
+from askflow.ingest.chunking import INDEXED_FROM
 
 PAGE = 200  # messages per page: the most Slack recommends
 SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "bot_add"})
+DELETED = "tombstone"  # the subtype of a thread's root deleted while it has replies
 SYNC_FIELDS = ("latest_reply", "reply_count", "edited")  # what a stored thread's metadata says history showed
 
 
@@ -82,36 +91,54 @@ class Workspace:
 class ChannelChanges:
     """What one run read of a channel."""
 
-    documents: list[Document]  # threads new or moved since they were stored, oldest first
+    documents: list[Document]  # threads new or changed since they were stored, oldest first
     gone: frozenset[str]  # stored threads the listing shows deleted, or no longer to index
     listed: int  # top-level messages the listing returned, skipped ones included
     oldest: str | None  # where the listing started: ``None``, the whole history
+    reread: int = 0  # unchanged-looking threads whose replies were read again (``rereads``)
 
 
 def read_channel(client, channel: str, *, stored: dict[str, dict[str, Any]], workspace: Workspace,
-                 reply_window_s: float, full: bool = False, source: str = "slack") -> ChannelChanges:
-    """The threads of ``channel`` new or moved since ``stored`` (``doc_id -> metadata`` of the channel's stored
+                 reply_window_s: float, full: bool = False, reread_every: int = 0,
+                 reread_turns: Collection[int] = (), source: str = "slack") -> ChannelChanges:
+    """The threads of ``channel`` new or changed since ``stored`` (``doc_id -> metadata`` of the channel's stored
     threads), and the stored ones deleted since.
 
     :param reply_window_s: how far before the newest stored thread the listing starts.
     :param full: list the whole history (the reconcile), as when nothing is stored.
+    :param reread_every: read again the replies of one in this many listed threads whose sync point did not move
+        (``rereads``; 0: none): the shares that ``reread_turns`` name.
     """
     oldest = None if full else listing_start(stored, reply_window_s)
     listing = list(_paged(client.conversations_history, "messages", channel=channel,
                           **({"oldest": oldest} if oldest is not None else {})))
     roots = {f"{source}:{channel}/{m['ts']}": m for m in listing if _indexable(m, workspace)}
-    documents, kept = [], set()
+    documents, kept, reread = [], set(), 0
     for doc_id, root in sorted(roots.items(), key=lambda item: Decimal(item[1]["ts"])):
-        if doc_id in stored and sync_point(root) == tuple(stored[doc_id].get(name) for name in SYNC_FIELDS):
+        unmoved = doc_id in stored and sync_point(root) == tuple(stored[doc_id].get(name) for name in SYNC_FIELDS)
+        if unmoved and not (root.get("reply_count") and rereads(doc_id, turns=reread_turns, every=reread_every)):
             kept.add(doc_id)
             continue
         document = _thread(client, channel, root, doc_id=doc_id, workspace=workspace)
-        if document is not None:
-            documents.append(document)
-            kept.add(doc_id)
+        if document is None:
+            continue
+        kept.add(doc_id)
+        if unmoved:
+            reread += 1
+        if not unmoved or document.sha != (stored[doc_id].get(INDEXED_FROM) or {}).get("document"):
+            documents.append(document)  # a re-read thread whose text is what was indexed is not written again
     covered = {doc_id for doc_id, metadata in stored.items() if oldest is None
                or (metadata.get("thread_ts") and Decimal(metadata["thread_ts"]) > Decimal(oldest))}
-    return ChannelChanges(documents=documents, gone=frozenset(covered - kept), listed=len(listing), oldest=oldest)
+    return ChannelChanges(documents=documents, gone=frozenset(covered - kept), listed=len(listing), oldest=oldest,
+                          reread=reread)
+
+
+def rereads(doc_id: str, *, turns: Collection[int], every: int) -> bool:
+    """Whether a run taking ``turns`` reads again the replies of the thread ``doc_id`` though history shows it
+    unchanged (an edited reply moves nothing there): one thread in ``every`` per turn, by a hash of its id, each
+    turn another share, so ``every`` consecutive turns read each thread once. 0: never."""
+    slot = zlib.crc32(doc_id.encode())
+    return every > 0 and any((slot + turn) % every == 0 for turn in turns)
 
 
 def listing_start(stored: dict[str, dict[str, Any]], reply_window_s: float) -> str | None:
@@ -129,7 +156,7 @@ def sync_point(root: dict) -> tuple:
 
 
 def _indexable(message: dict, workspace: Workspace) -> bool:
-    if message.get("subtype") in SKIPPED_SUBTYPES or workspace.wrote(message):
+    if message.get("subtype") in SKIPPED_SUBTYPES | {DELETED} or workspace.wrote(message):
         return False
     return message.get("thread_ts", message["ts"]) == message["ts"]  # a reply also sent to the channel: its thread's
 
