@@ -1,14 +1,18 @@
 """GitHub ingestion against the loopback GitHub API: askflow's own coverage-gap issues never come back as sources,
-found by their label (``ASKFLOW_GITHUB_GAP_LABEL``) as well as by their marker."""
+found by their label (``ASKFLOW_GITHUB_GAP_LABEL``) as well as by their marker; a closed issue names the pull request
+that fixed it; the ``since=`` watermark moves past pull requests and skipped issues, also between DAG runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from askflow.bootstrap import bootstrap
 from askflow.config import Settings
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.insights.model import CoverageGap, InsightsReport
+from tests.support.dag_runner import dag_env, run_dag
 from tests.support.loopback_apis import GitHubAPI
 from tests.test_sources import Index, github  # noqa: F401 (github: the repository fixture)
 
@@ -86,3 +90,53 @@ def test_a_closed_issue_names_the_pull_request_that_fixed_it_in_every_chunk(gith
     github.calls.clear()
     index.repo(github)
     assert not [call for call in github.calls if call["path"].endswith(("/events", "/pulls"))]
+
+
+def _listings(api: GitHubAPI) -> list[dict]:
+    return [call["query"] for call in api.calls if call["path"].endswith("/issues") and call["method"] == "GET"]
+
+
+def test_the_since_watermark_moves_past_pull_requests_and_skipped_issues(github: GitHubAPI):  # noqa: F811
+    """Only pull requests and a gap issue changed since the newest stored issue: the next listing starts after them,
+    not at that issue again (which would list them all on every run)."""
+    index = Index()
+    first = index.repo(github)
+    assert first["listed_until"] == "2024-04-01T00:00:00+00:00"
+    github.issues["acme/pipes"] += [
+        {"number": 20 + n, "title": f"Bump dependency {n}", "body": "chore", "pull_request": True,
+         "updated_at": f"2024-07-{n + 1:02d}T00:00:00Z"} for n in range(5)]
+    github.issues["acme/pipes"].append({"number": 30, "title": "Docs gap: pools", "body": "No marker left",
+                                        "labels": ["askflow-gap"], "updated_at": "2024-07-09T00:00:00Z"})
+    github.calls.clear()
+    second = index.repo(github, gap_label="askflow-gap", listed_until=first["listed_until"])
+    assert second["documents_written"] == 0 and second["listed"] == 7  # #2 (inclusive since), 5 PRs, the gap issue
+    assert second["listed_until"] == "2024-07-09T00:00:00+00:00"
+
+    github.calls.clear()
+    third = index.repo(github, gap_label="askflow-gap", listed_until=second["listed_until"])
+    assert [query["since"] for query in _listings(github)] == ["2024-07-09T00:00:00Z"]
+    assert third["listed"] == 1 and third["listed_until"] == second["listed_until"]  # the watermark's own, again
+
+    github.issues["acme/pipes"][1].update(updated_at="2024-08-01T00:00:00Z", body="Pools, now with a page")
+    fourth = index.repo(github, gap_label="askflow-gap", listed_until=third["listed_until"])
+    assert fourth["documents_written"] == 1 and fourth["listed_until"] == "2024-08-01T00:00:00+00:00"
+
+
+def test_a_watermark_never_skips_what_an_emptied_store_lacks(github: GitHubAPI):  # noqa: F811
+    index = Index()
+    index.repo(github, listed_until="2030-01-01T00:00:00+00:00")  # left by a run into a store since wiped
+    assert set(index.stored("github:")) == ISSUES
+
+
+@pytest.mark.airflow
+def test_the_github_dag_keeps_its_watermark_between_runs(airflow_env, pg_url, wire, github: GitHubAPI,  # noqa: F811
+                                                          collection_name):
+    env = dag_env(airflow_env, pg_url, wire, collection_name, github_api_url=github.url,
+                  github_repos=["acme/pipes"], github_reconcile_every_runs=0)
+    assert run_dag("askflow_ingest_github.py", {}, env) == "success"
+    github.issues["acme/pipes"].append({"number": 20, "title": "Bump dependency", "body": "chore",
+                                        "pull_request": True, "updated_at": "2024-07-01T00:00:00Z"})
+    assert run_dag("askflow_ingest_github.py", {}, env) == "success"
+    github.calls.clear()
+    assert run_dag("askflow_ingest_github.py", {}, env) == "success"
+    assert [query.get("since") for query in _listings(github)] == ["2024-07-01T00:00:00Z"]  # not 2024-04-01 again

@@ -117,25 +117,27 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
 def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embeddings, strategy: ChunkingStrategy,
                       answers_source: str, audiences: Sequence[str], full_sync: bool = False,
                       closed_max_age_days: int | None = None, gap_label: str | None = None,
-                      source: str = "github") -> dict[str, Any]:
+                      listed_until: str | None = None, source: str = "github") -> dict[str, Any]:
     """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
     the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that; askflow's own gap
     issues, labelled ``gap_label``); what a run costs: ``askflow.ingest.sources.github_issues``. ``client``:
     PyGithub's Github. ``audiences``: who may read the repository's issues (``repository_audiences``), the unchanged
-    ones relabelled when that changed."""
+    ones relabelled when that changed. ``listed_until``: the watermark the last run returned (its summary's
+    ``listed_until``: the newest ``updated_at`` it listed, pull requests and skipped issues included), where this
+    listing starts when no stored issue is as recent."""
     scope = f"{source}:{repo}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
     closed_before = None if closed_max_age_days is None else (utcnow() - dt.timedelta(days=closed_max_age_days)).date()
     changes = read_repo_issues(client, repo, stored=stored, full=full_sync, closed_before=closed_before,
-                               gap_label=gap_label, source=source)
+                               gap_label=gap_label, listed_until=listed_until, source=source)
     if changes.since is None:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
                             source=source, scope=scope, answers_source=answers_source, audiences=audiences,
                             stored=stored)
     return result.to_dict() | {"full_sync": changes.since is None, "listed": changes.listed,
-                               "listed_since": changes.since}
+                               "listed_since": changes.since, "listed_until": changes.listed_until}
 
 
 def _write_changes(documents: list[Document], gone: Collection[str], *, store: VectorStore, embeddings: Embeddings,

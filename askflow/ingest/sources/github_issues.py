@@ -10,8 +10,11 @@ state, labels, closed-at, the fixing pull request and ``updated_at``.
 
 What was read is kept with the documents themselves: each stored issue's metadata holds its ``updated_at``, read back
 through the vector store (``document_metadata``) by any worker of any run. A run lists the issues updated since the
-newest stored one (``since=``, least recently updated first, a page per 30 issues) and reads the comments of those
-whose ``updated_at`` moved and that have any: no other call per issue. ``since=`` cannot show an issue that was
+newest stored one, or since the last run's watermark when that is later (``since=``, least recently updated first, a
+page per 30 issues) and reads the comments of those whose ``updated_at`` moved and that have any: no other call per
+issue. The watermark (``listed_until``) is the newest ``updated_at`` of everything the listing returned, pull
+requests and skipped issues included, which no stored issue records: without it a repository whose pull requests
+keep changing would list them all again on every run, since no issue moved. ``since=`` cannot show an issue that was
 deleted or transferred: the reconcile (``full``) lists every issue (a page per 30, still no call for an unchanged one)
 and prunes the stored ones it no longer shows.
 
@@ -59,11 +62,12 @@ class IssueChanges:
     gone: frozenset[str]  # stored issues to prune: gone from the full listing, closed too long ago, or not to index
     listed: int  # issues the listing returned, pull requests and skipped ones included
     since: str | None  # the ``since=`` the listing asked with: ``None``, every issue
+    listed_until: str | None  # the watermark: the newest ``updated_at`` the listing returned (or ``since``)
 
 
 def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], full: bool = False,
                      closed_before: dt.date | None = None, gap_label: str | None = None,
-                     source: str = "github") -> IssueChanges:
+                     listed_until: str | None = None, source: str = "github") -> IssueChanges:
     """The issues of ``repo`` new or updated since ``stored`` (``doc_id -> metadata`` of the repository's stored
     issues), and the stored ones to prune.
 
@@ -71,14 +75,18 @@ def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], fu
     :param closed_before: issues closed before this day are not indexed.
     :param gap_label: the label of askflow's coverage-gap issues, which are not indexed (nor are issues whose body
         holds ``GAP_MARKER``).
+    :param listed_until: the watermark an earlier run returned (``IssueChanges.listed_until``): the listing starts
+        there when that is later than the newest stored issue (only when any is stored: an emptied store is read
+        whole).
     """
-    since = None if full else newest_update(stored)
+    since = None if full or not stored else _latest(newest_update(stored), listed_until)
     lazy = client.withLazy(True)  # no call for a repository or a commit itself, only for what is listed of them
     listing = lazy.get_repo(repo).get_issues(
         state="all", sort="updated", direction="asc", **({"since": dt.datetime.fromisoformat(since)} if since else {}))
-    documents, kept, skipped = [], set(), set()
+    documents, kept, skipped, watermark = [], set(), set(), since
     for issue in listing:
         doc_id = f"{source}:{repo}/issues/{issue.number}"
+        watermark = _latest(watermark, issue.updated_at.isoformat())
         closed = issue.closed_at.date() if issue.closed_at else None
         # a pull request is listed among issues; its html_url is its /pull/ page (reading ``pull_request`` of an
         # issue that is none would make PyGithub fetch the issue again: a call per issue)
@@ -92,7 +100,8 @@ def read_repo_issues(client, repo: str, *, stored: dict[str, dict[str, Any]], fu
     aged = {doc_id for doc_id, metadata in stored.items() if closed_before and metadata.get("closed_at")
             and dt.date.fromisoformat(metadata["closed_at"]) < closed_before}
     gone = (set(stored) - kept if since is None else set(stored) & skipped) | (aged - kept)
-    return IssueChanges(documents=documents, gone=frozenset(gone), listed=len(kept | skipped), since=since)
+    return IssueChanges(documents=documents, gone=frozenset(gone), listed=len(kept | skipped), since=since,
+                        listed_until=watermark)
 
 
 def newest_update(stored: dict[str, dict[str, Any]]) -> str | None:
@@ -100,6 +109,11 @@ def newest_update(stored: dict[str, dict[str, Any]]) -> str | None:
     and read no further); ``None`` when nothing is stored."""
     return max((m["updated_at"] for m in stored.values() if m.get("updated_at")), key=dt.datetime.fromisoformat,
                default=None)
+
+
+def _latest(*times: str | None) -> str | None:
+    """The latest of ISO times, ``None`` ignored (all ``None``: ``None``)."""
+    return max(filter(None, times), key=dt.datetime.fromisoformat, default=None)
 
 
 def _filed_by_askflow(issue, gap_label: str | None) -> bool:
