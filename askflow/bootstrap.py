@@ -498,7 +498,18 @@ class Components:
             return None
         from askflow.adapters.slack_replies import SlackReplies
 
-        return SlackReplies(client=self.slack_client)
+        return SlackReplies(client=self.slack_client, answer_page=self.settings.answer_page,
+                            reviewers=bool(self.settings.slack_reviewers))
+
+    @cached_property
+    def escalations(self):
+        """Where questions askflow is not sure of go (``None``: no bot token or no ``ASKFLOW_ESCALATION_CHANNEL``)."""
+        if self.slack_client is None or not self.settings.escalation_channel:
+            return None
+        from askflow.adapters.slack_escalations import SlackEscalations
+
+        return SlackEscalations(client=self.slack_client, channel=self.settings.escalation_channel,
+                                audiences=self.slack_audiences, answer_page=self.settings.answer_page)
 
     @cached_property
     def slack_audiences(self):

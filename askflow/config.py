@@ -27,6 +27,8 @@ EMBEDDING_PROVIDERS: tuple[str, ...] = get_args(EmbeddingProvider)
 RerankerName = Literal["none", "cohere", "vertex"]
 RERANKERS: tuple[str, ...] = get_args(RerankerName)
 RERANK_DEFAULT_MODELS = {"cohere": "rerank-v3.5", "vertex": "semantic-ranker-default-004"}
+ContextualApi = Literal["batch", "sync"]
+CONTEXTUAL_APIS: tuple[str, ...] = get_args(ContextualApi)
 
 
 class ApiKey(BaseModel):
@@ -92,9 +94,9 @@ class Settings(BaseSettings):
         description=("US dollars per million tokens, input then output, per model (JSON); a reranker's as "
                      "{\"per_1k_searches\", \"per_1k_documents\", \"documents_per_search\"} (or per million tokens); "
                      "a model missing here costs nothing and is named in the log"))
-    llm_timeout_s: float = 60.0
-    llm_max_attempts: int = 4
-    llm_backoff_max_s: float = 8.0
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="how long one model call may take")
+    llm_max_attempts: int = Field(default=4, ge=1, description="attempts at one model call (1: no retry)")
+    llm_backoff_max_s: float = Field(default=8.0, ge=0, description="the longest wait between two attempts")
 
     # Ask path
     api_key: SecretStr | None = Field(
@@ -116,22 +118,23 @@ class Settings(BaseSettings):
     github_repo_audiences: dict[str, list[str]] = Field(default={}, description=(
         "owner/name -> audiences of its issues; unset: public for a public repository, github:<owner/name> (admins"
         " only until a key or rule names it) for a private one"))
-    max_question_chars: int = 4000
-    rewordings: int = 3
-    sources_per_answer: int = 6
+    max_question_chars: int = Field(default=4000, ge=1, description="the longest question accepted")
+    rewordings: int = Field(default=3, ge=0, description="rewordings of each question by the cheap model (0: none)")
+    sources_per_answer: int = Field(default=6, ge=1, description="numbered sources given to the answer model")
     request_lease_s: float = Field(default=60.0, gt=0, description=(
         "a worker's claim on a request holds this long after its last sign of life; it beats every third of it"))
-    request_deadline_s: float = 900.0
+    request_deadline_s: float = Field(default=900.0, gt=0, description=(
+        "a request still unanswered this long after it was asked is failed (\"timed out\")"))
     partial_write_interval_s: float = Field(default=1.0, ge=0, description=(
         "while the model writes an answer, its partial answer is written at most this often (Firestore's guidance:"
         " about one sustained write a second per document)"))
     slack_edit_interval_s: float = Field(default=1.0, ge=0, description=(
         "while the model writes an answer, the Slack reply is edited at most this often (Slack allows about one"
         " chat.update a second)"))
-    requeue_after_s: float = Field(default=120.0, description=(
+    requeue_after_s: float = Field(default=120.0, ge=0, description=(
         "an unfinished request untouched this long is queued again by the requeue sweep (a lost or dead-lettered"
         " message); past request_deadline_s it is failed instead"))
-    requeue_batch: int = 500
+    requeue_batch: int = Field(default=500, ge=1, description="the most requests one sweep queues again")
 
     # Question insights (askflow insights, the askflow_question_insights DAG, GET /insights)
     insights_collection: str = "insights_reports"  # Firestore: one report per period
@@ -174,10 +177,14 @@ class Settings(BaseSettings):
     budget_usd_total: float | None = Field(default=None, ge=0)
     budget_lookups_per_asker: int | None = Field(default=None, ge=0, description=(
         "the MCP server's `search` and `fetch` calls per window (the MCP server counts as one asker)"))
+    budget_escalations_per_asker: int | None = Field(default=None, ge=0, description=(
+        "questions one asker may hand to the team per window (README: \"When askflow is not sure\")"))
+    budget_escalations_total: int | None = Field(default=None, ge=0, description=(
+        "questions everyone together may hand to the team per window"))
 
     # Evaluation loop
-    evaluation_batch_size: int = 20
-    evaluation_max_messages: int = 200
+    evaluation_batch_size: int = Field(default=20, ge=1, description="answers graded per model call")
+    evaluation_max_messages: int = Field(default=200, ge=1, description="grading events drained per DAG run")
     grading_attempts: int = Field(default=3, ge=1, le=20, description=(
         "runs that may try to grade an answer the model judge skipped or mangled before it is left ungraded"))
     answers_source: str = "answers"
@@ -197,6 +204,12 @@ class Settings(BaseSettings):
         "Slack user ids whose approve click or ✅ verifies an answer (a user group's id, S..., counts its members)"))
     audit_collection: str = "audit"  # Firestore: every reviewer's decision, who, when, what
 
+    # Escalation (README: "When askflow is not sure"): questions askflow is not sure of go to the team's channel
+    escalation_channel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
+        "the Slack channel id where questions askflow is not sure of are handed to the team (unset: none are)"))
+    escalation_reaction: str = Field(default="white_check_mark", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
+        "the reaction by which a reviewer marks a reply in an escalation's thread as the answer"))
+
     # Learning from users (README: "The learning loop")
     learning: bool = Field(default=True, description=(
         "use what graded answers taught (document priors, associations, the verified-answer cache); off: the "
@@ -215,10 +228,12 @@ class Settings(BaseSettings):
 
     # Ingestion and retrieval
     splitter: Splitter = "section"
-    chunk_size: int = 1000
-    chunk_overlap: int = 150
-    hybrid_alpha: float = 0.5
-    retrieval_candidates: int = 80
+    chunk_size: int = Field(default=1000, ge=1, description="the longest chunk, in characters")
+    chunk_overlap: int = Field(default=150, ge=0, description=(
+        "characters a recursive chunk repeats of the one before (less than chunk_size)"))
+    hybrid_alpha: float = Field(default=0.5, ge=0, le=1, description=(
+        "hybrid search's weight of the vector side: 1 = vector only, 0 = keywords only"))
+    retrieval_candidates: int = Field(default=80, ge=1, description="chunks fetched per search before fusion")
 
     # Reranking (README "Retrieval quality"): a model reorders the fused top documents, before the learned ranking
     reranker: RerankerName = Field(default="none", description=(
@@ -249,17 +264,38 @@ class Settings(BaseSettings):
         "rerank_timeout_s)"))
     withheld_audiences: list[str] = Field(default=[], description=(
         "audiences (fnmatch patterns: [\"employees\", \"slack:*\"]) whose documents' text is never sent to a "
-        "third-party reranker: such a document (or an unlabelled one, while this is set) keeps its fused place"))
-    pgvector_ef_search: int = 200  # recall@10 ≥ 0.95 up to 100k chunks; 0.915-0.975 at 1M, 400 gave 0.965
-    pgvector_keyword_rows: int = 10_000  # rows a keyword search may rank (see PgVectorStore.keyword_search)
-    serving_refresh_s: float = 10.0  # how long a process keeps the serving pair before it reads it again
+        "third-party reranker or context model: such a document (or an unlabelled one, while this is set) keeps its "
+        "fused place, and its chunks get no model-written context"))
+
+    # Contextual chunks (README "Retrieval quality"): at ingestion the cheap model places each chunk in its document
+    contextual_chunks: bool = Field(default=False, description=(
+        "the docs ingestion DAG's contextual step: the cheap model writes one or two sentences placing each chunk in "
+        "its document, embedded and keyword-indexed with it"))
+    contextual_api: ContextualApi = Field(default="batch", description=(
+        "batch: one OpenAI Batch API job per DAG task (half price, done within 24 h; an endpoint without a Batch API, "
+        "or a job that failed, is called chunk by chunk); sync: one chat completion per chunk"))
+    contextual_max_usd_per_run: float = Field(default=5.0, ge=0, description=(
+        "the most one run's contexts may cost at model_prices: no call is made that would pass it, and the chunks "
+        "left wait for the next run"))
+    contextual_document_chars: int = Field(default=24_000, ge=1000, description=(
+        "the most of its document one call reads: a longer document is cut to a window around the chunk"))
+    contextual_batch_poll_s: float = Field(default=60.0, gt=0, description=(
+        "how often a Batch API job is asked whether it is done"))
+    pgvector_ef_search: int = Field(default=200, ge=1, le=1000, description=(
+        "HNSW search breadth, within pgvector's range: recall@10 ≥ 0.95 up to 100k chunks; 0.915-0.975 at 1M, "
+        "400 gave 0.965"))
+    pgvector_keyword_rows: int = Field(default=10_000, ge=1, description=(
+        "rows a keyword search may rank (see PgVectorStore.keyword_search)"))
+    serving_refresh_s: float = Field(default=10.0, ge=0, description=(
+        "how long a process keeps the serving pair before it reads it again (0: at every question)"))
 
     # Fine-tuning the embedding model (askflow finetune, the askflow_finetune_embeddings DAG)
-    finetune_steps: int = 100
-    finetune_batch_size: int = 32
-    finetune_learning_rate: float = 3e-5
+    finetune_steps: int = Field(default=100, ge=1, description="fine-tuning's training steps")
+    finetune_batch_size: int = Field(default=32, ge=1, description="training pairs per step")
+    finetune_learning_rate: float = Field(default=3e-5, gt=0)
     finetune_metric: str = "mrr@10"
-    finetune_margin: float = 0.01
+    finetune_margin: float = Field(default=0.01, ge=0, description=(
+        "a challenger is promoted only if it beats the serving model on finetune_metric by at least this much"))
     finetune_synthetic_passages: int = Field(default=0, ge=0, description=(
         "passages the cheap model writes a training question for (0: none); each is asked once, ever"))
     finetune_questions: Path | None = Field(default=None, description=(
@@ -334,7 +370,9 @@ class Settings(BaseSettings):
 
         return BudgetLimits(window_s=self.budget_window_s, questions_per_asker=self.budget_questions_per_asker,
                             usd_per_asker=self.budget_usd_per_asker, questions_total=self.budget_questions_total,
-                            usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker)
+                            usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker,
+                            escalations_per_asker=self.budget_escalations_per_asker,
+                            escalations_total=self.budget_escalations_total)
 
     @field_validator("withheld_audiences")
     @classmethod

@@ -16,6 +16,7 @@ from askflow.domain.model import (
     AuditEntry,
     Chunk,
     Document,
+    Escalation,
     EvaluationRun,
     FinetuneRun,
     Graded,
@@ -24,6 +25,7 @@ from askflow.domain.model import (
     Request,
     ScoredChunk,
     Serving,
+    TeamAnswer,
     TrainedModel,
     Usage,
 )
@@ -249,8 +251,65 @@ class RequestStore(abc.ABC):
         """The latest reviewer decisions, newest first."""
 
     @abc.abstractmethod
+    def escalate(self, request_id: str, escalation: Escalation) -> bool:
+        """Set a terminal request's escalation when it has none (atomic: two racing escalations leave one);
+        returns whether this call set it."""
+
+    @abc.abstractmethod
+    def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:
+        """Set the team's answer on an escalated request (``answered``) unless another reply was marked first; the
+        same reply marked again changes nothing. Returns the request as it now is (``None``: unknown)."""
+
+    @abc.abstractmethod
+    def escalation_delivered(self, request_id: str, *, at: dt.datetime) -> None:
+        """Note that the team's answer reached the asker's thread."""
+
+    @abc.abstractmethod
+    def escalated_in(self, thread: str) -> Request | None:
+        """The request whose escalation was posted as ``thread`` ("channel/ts")."""
+
+    @abc.abstractmethod
+    def open_escalations(self, question_key: str) -> list[Request]:
+        """Requests whose escalation is ``open`` for the question ``question_key``."""
+
+    @abc.abstractmethod
+    def joined_to(self, request_id: str) -> list[Request]:
+        """Requests whose escalation joined ``request_id``'s."""
+
+    @abc.abstractmethod
+    def escalations(self, limit: int) -> list[Request]:
+        """The latest escalated requests, newest escalation first."""
+
+    @abc.abstractmethod
     def created_between(self, start: dt.datetime, end: dt.datetime, *, page_size: int = 500) -> Iterator[Request]:
         """Every request created in [start, end), oldest first, read a page at a time."""
+
+
+class Escalations(abc.ABC):
+    """The place the team answers escalated questions (the Slack adapter's ``SlackEscalations``)."""
+
+    @abc.abstractmethod
+    def readers(self) -> list[str]:
+        """What everyone in the escalation channel may read (``Viewer`` audiences): only questions they may read go
+        there."""
+
+    @abc.abstractmethod
+    def posted(self, request: Request, *, since: dt.datetime) -> str | None:
+        """The ``ts`` of the escalation of ``request`` already posted since ``since`` (a retry after a death between
+        the post and its note), or ``None``."""
+
+    @abc.abstractmethod
+    def post(self, request: Request, *, why: str) -> str:
+        """Post the question, the attempted answer, its sources and the asker's surface; returns its ``ts``."""
+
+    @abc.abstractmethod
+    def reply(self, channel: str, ts: str) -> tuple[str, str, str] | None:
+        """The message ``ts`` in ``channel`` as (text, author, thread_ts of its thread): ``None`` when it is no reply in
+        a thread."""
+
+    @abc.abstractmethod
+    def deliver(self, request: Request, answer: TeamAnswer) -> None:
+        """Post the team's answer in the asker's Slack thread."""
 
 
 class Budgets(abc.ABC):

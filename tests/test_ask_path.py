@@ -334,7 +334,7 @@ def test_reserved_ids_deep_nesting_and_huge_chunked_bodies_are_4xx(extractive_ap
     connection.close()
 
 
-def test_homepage_feed_lists_only_good_answers_newest_first(extractive_api):
+def test_homepage_feed_lists_only_verified_answers_newest_first(extractive_api):
     from google.cloud import firestore
 
     client = firestore.Client(project="askflow-test")
@@ -342,9 +342,9 @@ def test_homepage_feed_lists_only_good_answers_newest_first(extractive_api):
     for request_id in ids:
         wait_terminal(extractive_api, request_id)
     # the evaluation loop's verdicts, written as it writes them
-    client.collection("requests").document(ids[0]).update({"is_good": True})
-    client.collection("requests").document(ids[1]).update({"is_good": False})
-    client.collection("requests").document(ids[2]).update({"is_good": True})
+    client.collection("requests").document(ids[0]).update({"is_good": True, "verified": True})
+    client.collection("requests").document(ids[1]).update({"is_good": True, "verified": False})  # graded good only
+    client.collection("requests").document(ids[2]).update({"is_good": True, "verified": True})
     status, feed = call("GET", f"{extractive_api}requests?good=true")
     assert status == 200
     listed = [item["request_id"] for item in feed["items"]]

@@ -20,7 +20,7 @@ from askflow.config import Settings
 from askflow.domain.audiences import ADMIN, PUBLIC, PUBLIC_VIEWER, Viewer, readers_of
 from askflow.domain.clock import utcnow
 from askflow.domain.messages import QuestionQueued
-from askflow.domain.model import Chunk, Document, Grade, SlackThread, SourceKind
+from askflow.domain.model import Approval, Chunk, Document, Grade, SlackThread, SourceKind
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.indexing import index_documents
 from askflow.retrieval.retriever import Retriever
@@ -173,8 +173,9 @@ def test_the_feed_lists_only_public_answers_and_grading_never_makes_a_slack_one_
                        slack=SlackThread(channel=PRIVATE, ts="6.6", thread_ts="6.6", user="UMEM"),
                        place_readers=audiences.place_readers(PRIVATE))
     anonymous = _answered(answerer, PUBLIC_VIEWER)
-    for request in (member, anonymous):
-        requests.requests[request.request_id] = request
+    for request in (member, anonymous):  # both approved by a reviewer: verified, if they may be
+        requests.requests[request.request_id] = request.model_copy(update={
+            "approval": Approval(by="rita", at=utcnow(), via="admin")})
 
     class Approving:
         method = "llm"
@@ -184,7 +185,7 @@ def test_the_feed_lists_only_public_answers_and_grading_never_makes_a_slack_one_
 
     from askflow.domain.messages import GradingDue
 
-    _, verdicts = judge([GradingDue(request_id=r.request_id, revision="x") for r in (member, anonymous)],
+    _, verdicts, _ = judge([GradingDue(request_id=r.request_id, revision="x") for r in (member, anonymous)],
                         requests=requests, grader=Approving(), batch_size=5)
     graded = {v.request_id: v.graded for v in verdicts}
     assert graded[member.request_id].grade.public is False and graded[anonymous.request_id].grade.public is True

@@ -23,7 +23,7 @@ from askflow.domain.budgets import counter_id
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import LeaseHeld
 from askflow.domain.messages import GradingDue
-from askflow.domain.model import Chunk, Request, RequestStatus, SlackThread, Source
+from askflow.domain.model import Approval, Chunk, Request, RequestStatus, SlackThread, Source
 from askflow.faults import KILL_AT
 from tests.fakes import HashEmbeddings
 from tests.support import crash_driver
@@ -109,7 +109,8 @@ def test_a_grading_run_killed_anywhere_indexes_and_learns_every_good_answer_once
         now = utcnow()
         requests.create(Request(request_id=request_id, question=f"How do pools limit concurrency, case {n}?",
                                 status=RequestStatus.COMPLETE, answer=EXPECTED_ANSWER, sources=[source],
-                                created_at=now, updated_at=now, completed_at=now))
+                                created_at=now, updated_at=now, completed_at=now,
+                                approval=Approval(by="rita", at=now, via="admin")))  # verified by a reviewer
     events = [GradingDue(request_id=r, revision=requests.get(r).revision()).model_dump() for r in ids]
     spec = {"events": events, "collection": collection, "table": table, "pg_url": pg_url}
 
@@ -120,7 +121,7 @@ def test_a_grading_run_killed_anywhere_indexes_and_learns_every_good_answer_once
 
     for request_id in ids:
         stored = requests.get(request_id)
-        assert stored.graded_revision == stored.revision() and stored.is_good is True
+        assert stored.graded_revision == stored.revision() and stored.is_good is True and stored.verified
     stored_answers = store.document_fingerprints("answers:")
     assert set(stored_answers) == {f"answers:{r}" for r in ids}  # every good answer indexed ...
     for request_id in ids:

@@ -86,6 +86,7 @@ def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_reques
 
     from askflow.bootstrap import Components
     from askflow.domain.messages import GradingDue
+    from askflow.service_layer import handlers
     from askflow.service_layer.evaluation import grade_events
     from tests.test_ask_path import ask, rate, wait_terminal
 
@@ -93,14 +94,15 @@ def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_reques
     earlier = ask(web_api, question)
     assert wait_terminal(web_api, earlier)["mode"] == "extractive"
     assert rate(web_api, earlier, {"positive": True})[0] == 200
-    with Components(_settings(pg_url, "web")) as c:  # the evaluation DAG's grading step, run here
+    with Components(_settings(pg_url, "web")) as c:  # a reviewer approves, then the evaluation DAG's grading step
+        handlers.review_answer(earlier, approved=True, reviewer="rita", via="admin", requests=c.requests)
         revision = c.requests.get(earlier).revision()
         run = grade_events([GradingDue(request_id=earlier, revision=revision)], requests=c.requests,
                            runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings, grader=c.grader,
                            strategy=c.strategy(), answers_source=c.settings.answers_source,
                            answers_base_url=c.settings.answer_pages, batch_size=5, signals=c.signals,
                            collection=c.serving().collection)
-    assert run.good == 1
+    assert run.verified == 1
 
     page.goto(web_api)
     page.get_by_label("Your question").fill(question)
@@ -109,7 +111,7 @@ def test_a_repeated_question_shows_the_verified_answer_and_a_fresh_one_on_reques
     served = page.locator(".answer").first
     note = served.locator(".cache-note")
     expect(note).to_contain_text("A verified answer to the same question")
-    assert note.locator("a").get_attribute("href").endswith(f"requests/{earlier}")
+    assert note.locator("a").get_attribute("href").endswith(f"answers/{earlier}")  # its page, not raw JSON
     page.screenshot(path=str(SCREENSHOTS / "web-cached-answer-phone.png"), full_page=True)
 
     note.get_by_role("button", name="Get a fresh answer").click()

@@ -18,12 +18,14 @@ from askflow.domain.errors import Duplicate
 from askflow.domain.model import (
     Approval,
     AuditEntry,
+    Escalation,
     EvaluationRun,
     FinetuneRun,
     Graded,
     Rating,
     Request,
     RequestStatus,
+    TeamAnswer,
 )
 from askflow.insights.model import InsightsReport
 from askflow.ports import EvaluationRuns, FinetuneRuns, InsightsReports, RequestStore
@@ -311,6 +313,63 @@ class FirestoreRequestStore(RequestStore):
             return request.model_copy(update={"approval": approval})
 
         return approve_in(self._client.transaction(), self._ref(request_id))
+
+    def escalate(self, request_id: str, escalation: Escalation) -> bool:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def escalate_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or not request.terminal or request.escalation is not None:
+                return False
+            transaction.update(ref, {"escalation": escalation.model_dump()})
+            return True
+
+        return escalate_in(self._client.transaction(), self._ref(request_id))
+
+    def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def answer_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or request.escalation is None or request.escalation.answer is not None:
+                return request
+            transaction.update(ref, {"escalation.state": "answered", "escalation.answer": answer.model_dump()})
+            return request.model_copy(update={"escalation": request.escalation.model_copy(
+                update={"state": "answered", "answer": answer})})
+
+        return answer_in(self._client.transaction(), self._ref(request_id))
+
+    def escalation_delivered(self, request_id: str, *, at) -> None:
+        self._ref(request_id).update({"escalation.delivered_at": at})
+
+    def _where(self, *filters):
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._client.collection(self._collection)
+        for field, value in filters:
+            query = query.where(filter=FieldFilter(field, "==", value))
+        return query
+
+    def escalated_in(self, thread: str) -> Request | None:
+        found = self._requests(self._where(("escalation.thread", thread)).limit(1))
+        return found[0] if found else None
+
+    def open_escalations(self, question_key: str) -> list[Request]:
+        return self._requests(self._where(("escalation.state", "open"), ("escalation.question_key", question_key))
+                              .limit(20))
+
+    def joined_to(self, request_id: str) -> list[Request]:
+        return self._requests(self._where(("escalation.joined", request_id)).limit(500))
+
+    def escalations(self, limit: int) -> list[Request]:
+        from google.cloud import firestore
+
+        return self._requests(self._client.collection(self._collection)
+                              .order_by("escalation.asked_at", direction=firestore.Query.DESCENDING).limit(limit))
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         from google.cloud import firestore

@@ -9,7 +9,17 @@ import threading
 from askflow.domain.budgets import TOTAL, BudgetLimits, Spent
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import Duplicate
-from askflow.domain.model import Approval, AuditEntry, EvaluationRun, Graded, Rating, Request, RequestStatus
+from askflow.domain.model import (
+    Approval,
+    AuditEntry,
+    Escalation,
+    EvaluationRun,
+    Graded,
+    Rating,
+    Request,
+    RequestStatus,
+    TeamAnswer,
+)
 from askflow.ports import Budgets, EvaluationRuns, RequestStore
 
 
@@ -126,6 +136,44 @@ class InMemoryRequestStore(RequestStore):
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         return sorted(self.audit.values(), key=lambda e: e.at, reverse=True)[:limit]
+
+    def escalate(self, request_id: str, escalation: Escalation) -> bool:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is None or not request.terminal or request.escalation is not None:
+                return False
+            self.requests[request_id] = request.model_copy(update={"escalation": escalation})
+            return True
+
+    def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is None or request.escalation is None or request.escalation.answer is not None:
+                return request
+            request = request.model_copy(update={"escalation": request.escalation.model_copy(
+                update={"state": "answered", "answer": answer})})
+            self.requests[request_id] = request
+            return request
+
+    def escalation_delivered(self, request_id: str, *, at) -> None:
+        with self._lock:
+            request = self.requests[request_id]
+            self.requests[request_id] = request.model_copy(update={"escalation": request.escalation.model_copy(
+                update={"delivered_at": at})})
+
+    def escalated_in(self, thread: str) -> Request | None:
+        return next((r for r in self.requests.values() if r.escalation and r.escalation.thread == thread), None)
+
+    def open_escalations(self, question_key: str) -> list[Request]:
+        return [r for r in self.requests.values() if r.escalation and r.escalation.state == "open"
+                and r.escalation.question_key == question_key]
+
+    def joined_to(self, request_id: str) -> list[Request]:
+        return [r for r in self.requests.values() if r.escalation and r.escalation.joined == request_id]
+
+    def escalations(self, limit: int) -> list[Request]:
+        escalated = [r for r in self.requests.values() if r.escalation is not None]
+        return sorted(escalated, key=lambda r: r.escalation.asked_at, reverse=True)[:limit]
 
     def created_between(self, start, end, *, page_size: int = 500):
         yield from sorted((r for r in self.requests.values() if start <= r.created_at < end),

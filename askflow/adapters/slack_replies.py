@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 WORKING, DONE, FAILED = "hourglass_flowing_sand", "white_check_mark", "warning"
 RATE_UP, RATE_DOWN = "askflow_rate_up", "askflow_rate_down"
 FRESH = "askflow_fresh"  # answer anew a question answered from a verified earlier answer
+ASK_PERSON = "askflow_ask_person"  # the asker hands the question to the team
 APPROVE = "askflow_approve"  # a reviewer verifies the answer (``ASKFLOW_SLACK_REVIEWERS``; another's click: nothing)
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 PLACEHOLDER = "Looking through the docs…"
@@ -161,7 +162,13 @@ def answer_blocks(request: Request, *, answer_page: Callable[[str], str] | None 
     """The answer, its numbered sources (whole lines, as many as fit a section), a note on how it was made (a
     cached answer links the page of the answer it was served from), and the rating buttons (and a reviewer's
     approve button when ``approvable``)."""
-    blocks: list[dict] = [{"type": "section", "text": _mrkdwn(slack_text(request.answer or "", SECTION_CHARS))}]
+    blocks: list[dict] = []
+    if request.not_sure:  # said first: what follows may not answer it
+        asked = request.escalation is not None and request.escalation.state in ("open", "joined")
+        blocks.append({"type": "context", "elements": [_mrkdwn(
+            "I'm not sure the docs cover this" + (" — I've asked the team, and their answer will come here."
+                                                 if asked else ".") + " What I found is below.")]})
+    blocks.append({"type": "section", "text": _mrkdwn(slack_text(request.answer or "", SECTION_CHARS))})
     sources = "*Sources*"
     for s in request.sources:
         line = f"\n[{s.n}] {slack_link(s.url, s.title)}{'' if s.cited else ' _(not cited)_'}"
@@ -194,6 +201,9 @@ def answer_blocks(request: Request, *, answer_page: Callable[[str], str] | None 
     elif approvable:
         buttons.append({"type": "button", "action_id": APPROVE, "value": request.request_id,
                         "text": {"type": "plain_text", "text": "✅ Approve (reviewers)"}})
+    if request.escalation is None:
+        buttons.append({"type": "button", "action_id": ASK_PERSON, "value": request.request_id,
+                        "text": {"type": "plain_text", "text": "🙋 Ask a person"}})
     blocks.append({"type": "actions", "elements": buttons})
     return blocks
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from askflow.domain.errors import OverBudget
 
 TOTAL = "all"  # the identity whose counter every question adds to
-KINDS = ("questions", "lookups")  # what a charge counts (dollars are spent, never charged)
+KINDS = ("questions", "lookups", "escalations")  # what a charge counts (dollars are spent, never charged)
 
 
 class Spent(BaseModel):
@@ -24,6 +24,7 @@ class Spent(BaseModel):
 
     questions: int = 0
     lookups: int = 0
+    escalations: int = 0
     usd: float = 0.0
 
 
@@ -36,11 +37,14 @@ class BudgetLimits(BaseModel):
     questions_total: int | None = None
     usd_total: float | None = None
     lookups_per_asker: int | None = None
+    escalations_per_asker: int | None = None
+    escalations_total: int | None = None
 
     @property
     def enforced(self) -> bool:
         return any(limit is not None for limit in (self.questions_per_asker, self.usd_per_asker,
-                                                   self.questions_total, self.usd_total, self.lookups_per_asker))
+                                                   self.questions_total, self.usd_total, self.lookups_per_asker,
+                                                   self.escalations_per_asker, self.escalations_total))
 
     def window(self, at: dt.datetime) -> tuple[int, int]:
         """(start, end) of the window ``at`` falls in, in seconds since the epoch."""
@@ -48,12 +52,13 @@ class BudgetLimits(BaseModel):
         return start, start + self.window_s
 
     def limit(self, identity: str, kind: str) -> int | float | None:
-        """The limit of ``kind`` ("questions", "lookups" or "usd") for ``identity`` (``TOTAL`` or an asker's);
-        lookups have no overall limit."""
+        """The limit of ``kind`` ("questions", "lookups", "escalations" or "usd") for ``identity`` (``TOTAL`` or an
+        asker's); lookups have no overall limit."""
         if identity == TOTAL:
-            return {"questions": self.questions_total, "usd": self.usd_total}.get(kind)
+            return {"questions": self.questions_total, "usd": self.usd_total,
+                    "escalations": self.escalations_total}.get(kind)
         return {"questions": self.questions_per_asker, "lookups": self.lookups_per_asker,
-                "usd": self.usd_per_asker}[kind]
+                "escalations": self.escalations_per_asker, "usd": self.usd_per_asker}[kind]
 
     def over(self, identity: str, kind: str, *, at: dt.datetime) -> OverBudget:
         """The refusal for ``identity``'s ``kind`` limit: which limit, and when its window ends."""

@@ -61,7 +61,9 @@ class Chunk:
     """A piece of a document as stored in the vector store.
 
     ``sha`` is the fingerprint of the document content *and* the chunking strategy: when either changes, every
-    chunk of the document is replaced.
+    chunk of the document is replaced. ``context`` is what a model wrote to place the chunk in its document
+    (``askflow.ingest.contextual``; empty until then, and for ever for a withheld audience's chunk): it is not
+    content, so writing it keeps the chunk's id.
     """
 
     doc_id: str
@@ -74,6 +76,7 @@ class Chunk:
     kind: SourceKind = SourceKind.DOCS
     metadata: dict[str, Any] = field(default_factory=dict)
     audiences: tuple[str, ...] | None = (PUBLIC,)  # its document's; ``None``: stored unlabelled, admins only
+    context: str = ""
 
     @property
     def chunk_id(self) -> str:
@@ -81,9 +84,10 @@ class Chunk:
 
     @property
     def embedding_text(self) -> str:
-        """What is embedded and keyword-indexed: the title and section path give the chunk its context."""
+        """What is embedded and keyword-indexed: the title and section path, then the model-written ``context``
+        when there is one, give the chunk its place in its document."""
         heading = " > ".join(part for part in (self.title, self.section) if part)
-        return f"{heading}\n\n{self.content}" if heading else self.content
+        return "\n\n".join(part for part in (heading, self.context, self.content) if part)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ class Answer:
     standalone_question: str | None = None  # a follow-up's stand-alone rewording (the cheap model's first)
     grounded: bool = False  # every sentence cites a source it was given (``citations.grounded``)
     cached_verified_by: str | None = None  # mode "cached": who verified the answer it was served from
+    confidence: float | None = None  # ``retrieval.confidence``: the top document's fused score
+    not_sure: str | None = None  # why askflow is not sure of it (``None``: it is): a person is asked
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
     readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
 
@@ -253,6 +259,8 @@ class Request(BaseModel):
     cached_from: str | None = None
     cache_similarity: float | None = None
     cached_verified_by: str | None = None  # who verified the answer it was served from (shown with it)
+    confidence: float | None = None  # how sure askflow is of its answer (``retrieval.confidence``)
+    not_sure: str | None = None  # why it is not sure (``None``: it is): the question goes to a person
     citations_removed: int = 0
     standalone_question: str | None = None  # a follow-up's stand-alone rewording: what it is stored and served as
     grounded: bool | None = None  # every sentence of its answer cites a source it was given (``trust.grounded``)
@@ -271,13 +279,15 @@ class Request(BaseModel):
     verified: bool = False  # served from the cache, listed, written back, positive evidence: nothing else is
     verified_by: str | None = None  # "reviewer <who>", or "model judge and asker"
     in_review: bool = False  # in the review queue: its asker rated it up and nothing verified it
+    # a person's answer (``Escalation``): its own field, written apart from the worker's outcome
+    escalation: Escalation | None = None
 
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
         "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed",
-        "standalone_question", "grounded", "cached_verified_by"})
+        "standalone_question", "grounded", "cached_verified_by", "confidence", "not_sure"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
@@ -375,6 +385,7 @@ class Request(BaseModel):
             "collection": answer.collection or None, "cached_from": answer.cached_from,
             "cache_similarity": answer.cache_similarity, "citations_removed": answer.citations_removed,
             "standalone_question": answer.standalone_question, "cached_verified_by": answer.cached_verified_by,
+            "confidence": answer.confidence, "not_sure": answer.not_sure,
             "grounded": answer.grounded})
 
     def failed(self, error: str) -> Request:
@@ -389,8 +400,19 @@ class Request(BaseModel):
             return None
         ratings = {rater: rating.positive for rater, rating in self.ratings.items()}
         approval = self.approval.model_dump(mode="json") if self.approval is not None else None
+        team = self.team_answer.model_dump(mode="json") if self.team_answer is not None else None
         return content_hash(self.answer or "", json.dumps(ratings, sort_keys=True),
-                            json.dumps(approval, sort_keys=True))[:16]
+                            json.dumps(approval, sort_keys=True), json.dumps(team, sort_keys=True))[:16]
+
+    @property
+    def team_answer(self) -> TeamAnswer | None:
+        """The team's answer to it, when a person answered it."""
+        return self.escalation.answer if self.escalation is not None else None
+
+    @property
+    def served_answer(self) -> str | None:
+        """What is served again and stored when it is verified: the team's answer, or askflow's."""
+        return self.team_answer.text if self.team_answer is not None else self.answer
 
     @property
     def net_rating(self) -> int:
@@ -425,6 +447,35 @@ class Request(BaseModel):
     def stored_question(self) -> str:
         """What it is stored and matched as: a follow-up's stand-alone rewording, or the question itself."""
         return self.standalone_question or self.question
+
+
+class TeamAnswer(BaseModel):
+    """A person's answer to an escalated question: a reply in the escalation's thread that a reviewer marked as the
+    answer. ``by``: its author, ``marked_by``: the reviewer; ``ts``: the reply's (one answer per reply)."""
+
+    text: str = Field(min_length=1, max_length=20_000)
+    by: str
+    marked_by: str
+    at: dt.datetime
+    ts: str
+
+
+class Escalation(BaseModel):
+    """A question handed to the team: ``open`` (posted in ``channel`` as ``ts``), ``answered`` (``answer``),
+    ``joined`` (a repeat of the open escalation ``joined``: it is answered with it) or ``skipped`` (``why_not``: the
+    channel may not read it, a budget, no channel). ``why``: why askflow was not sure, or that its asker asked."""
+
+    state: str
+    why: str
+    asked_at: dt.datetime
+    question_key: str = ""
+    channel: str | None = None
+    ts: str | None = None
+    thread: str | None = None  # "channel/ts": how a reply's thread finds its request
+    joined: str | None = None
+    why_not: str | None = None
+    answer: TeamAnswer | None = None
+    delivered_at: dt.datetime | None = None  # the team's answer reached the asker's thread (Slack)
 
 
 class AuditEntry(BaseModel):

@@ -56,7 +56,7 @@ def on_question(cloud_event, components) -> str:
                 "messaging.operation.type": "process"}):
             return handlers.answer_request(message, requests=components.requests, answerer=components.answerer,
                                            settings=components.settings, slack=components.slack_replies,
-                                           budgets=components.budgets)
+                                           budgets=components.budgets, escalations=components.escalations)
     except LeaseHeld as error:  # not acknowledged: Pub/Sub delivers it again after its backoff
         log.info("%s; the message goes back to the queue", error)
         raise

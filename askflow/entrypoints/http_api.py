@@ -57,6 +57,7 @@ ROUTES = Map(
         Rule("/requests", methods=["POST"], endpoint="ask"),
         Rule("/requests/<request_id:request_id>", methods=["GET"], endpoint="read"),
         Rule("/requests/<request_id:request_id>/feedback", methods=["POST"], endpoint="rate"),
+        Rule("/requests/<request_id:request_id>/escalate", methods=["POST"], endpoint="escalate"),
         Rule("/answers/<request_id:request_id>", methods=["GET"], endpoint="answer_page"),
         Rule("/insights", methods=["GET"], endpoint="insights"),
         Rule("/admin", methods=["GET"], endpoint="admin"),
@@ -338,8 +339,22 @@ def _decide(request, components, *, who, request_id: str):
     return "", 303, {"Location": "/admin/review", "Cache-Control": "no-store"}
 
 
+def _escalate(request, components, *, viewer: Viewer, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The asker's "ask a person": the question goes to the team (once; README "When askflow is not sure")."""
+    from askflow.service_layer.escalation import ask_for_person
+
+    token = request.headers.get(ASKER_TOKEN)
+    if not token:
+        raise Forbidden("only whoever asked may hand their question to a person (send X-Asker-Token)")
+    escalation = ask_for_person(request_id, asker_token=token, requests=components.requests,
+                                escalations=getattr(components, "escalations", None), budgets=components.budgets,
+                                settings=components.settings)
+    return 200, {"request_id": request_id, "escalation": escalation.state,
+                 **({"why_not": escalation.why_not} if escalation.why_not else {})}
+
+
 _PAGES = {"answer_page": _answer_page, "login": _login}
-_ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate}
+_ENDPOINTS = {"feed": _feed, "ask": _ask, "read": _read, "rate": _rate, "escalate": _escalate}
 
 
 def handle_requeue(request, components) -> tuple[str, int, dict[str, str]]:

@@ -15,7 +15,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from askflow.adapters.slack_replies import APPROVE, FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
+from askflow.adapters.slack_replies import APPROVE, ASK_PERSON, FRESH, RATE_DOWN, RATE_UP, WORKING, question_text
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, OverBudget, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
@@ -165,6 +165,48 @@ def build_app(components):
                                    requests=components.requests)
         except (NotFound, Conflict) as error:
             log.info("Slack approval ignored: %s", error)
+
+    @app.action(ASK_PERSON)
+    def ask_person(ack, body, action):
+        """The asking user hands their question to the team (anyone else's click: nothing)."""
+        from askflow.service_layer.escalation import ask_for_person
+
+        ack()
+        user = _clicker(body)
+        request = components.requests.get(action["value"]) if is_storable_id(action.get("value")) else None
+        if request is None or request.slack is None or not user or request.slack.user != user:
+            log.info("Slack 'ask a person' ignored: %s did not ask it", user or "nobody")
+            return
+        try:
+            escalated = ask_for_person(request.request_id, asker_token=None, requests=components.requests,
+                                       escalations=components.escalations, budgets=components.budgets,
+                                       settings=settings)
+        except (NotFound, Conflict) as error:
+            log.info("Slack 'ask a person' ignored: %s", error)
+            return
+        note = ("I've asked the team; their answer will come here." if escalated.state in ("open", "joined")
+                else f"I could not ask the team: {escalated.why_not}.")
+        replies.notice(request.slack.channel, request.slack.thread_ts, note)
+
+    @app.event("reaction_added")
+    def on_reaction(event):
+        """A reviewer's reaction (``ASKFLOW_ESCALATION_REACTION``) on a reply in an escalation's thread marks it as
+        the team's answer; anyone else's, or another reaction, does nothing."""
+        from askflow.service_layer.escalation import answered
+
+        item = event.get("item") or {}
+        user = re.sub(r"[^A-Za-z0-9_-]", "_", str(event.get("user", "")))[:64]
+        if event.get("reaction") != settings.escalation_reaction or item.get("type") != "message" or \
+                components.escalations is None:
+            return
+        if not reviewer(user):
+            log.info("escalation answer ignored: %s is not a reviewer", user or "nobody")
+            return
+        channel, ts = str(item.get("channel", "")), str(item.get("ts", ""))
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", channel) or not re.fullmatch(r"\d{1,12}\.\d{1,8}", ts):
+            return
+        answered(channel, ts, marked_by=f"slack:{user}", requests=components.requests,
+                 escalations=components.escalations, settings=settings)
 
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))

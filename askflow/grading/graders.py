@@ -90,7 +90,7 @@ class LLMGrader:
             {
                 "id": request.request_id,
                 "question": request.stored_question[:2000],
-                "answer": (request.answer or "")[:3000],
+                "answer": (request.served_answer or "")[:3000],
                 "passages": [{"n": s.n, "kind": s.kind, "title": s.title, "text": s.excerpt[:PASSAGE_CHARS]}
                              for s in request.sources if s.cited],
             }
@@ -123,7 +123,7 @@ def verdict(grade: Grade, request: Request) -> tuple[bool, str]:
     """Combine the grade with the asker's rating and the private-data patterns: (is_good, reason). A 👍 never lifts
     a grade (it counts only beside the judge's verdict: ``learning.trust``); the asker's 👎 rejects."""
     published = "\n".join(s.excerpt for s in request.sources)
-    findings = private_findings(request.question, request.answer or "", published=published)
+    findings = private_findings(request.question, request.served_answer or "", published=published)
     if findings or not grade.public:
         return False, "private: " + (", ".join(findings) if findings else grade.reason or "judged not public")
     if request.asker_rating is False:

@@ -4,7 +4,8 @@ A verified answer is served again from the cache, listed on the homepage, writte
 positive evidence by the ranking; nothing else is. An answer is verified when:
 
 - a **reviewer** approved it (a person holding an admin credential, or in the reviewers group, from the admin page
-  or a Slack button): on its own, and with no citation needed (it is shown with its reviewer); or
+  or a Slack button): on its own, and with no citation needed (it is shown with its reviewer); or the team answered
+  it (a reply in its escalation's thread that a reviewer marked as the answer: ``Request.team_answer``); or
 - it is **grounded** (every statement cites a source it was given: ``citations.grounded``), a **model judge**
   graded it good (helpful, relevant, and the passages it cites say what it says) **and its asker** rated it 👍 (in
   Slack the asking user, no other clicker).
@@ -48,11 +49,14 @@ def trust(request: Request, grade: Grade, *, is_good: bool, reason: str) -> Trus
         return Trust(False, "served from the cache: the answer it was served from is the record")
     if request.follow_up and not request.standalone_question:
         return Trust(False, "a follow-up with no stand-alone rewording")
+    team = request.team_answer
+    if team is not None:  # a person answered, and a reviewer marked it as the answer: verified by construction
+        return Trust(True, f"answered by {team.by}, marked by reviewer {team.marked_by}",
+                     by=f"reviewer {_shown(team.marked_by)}")
     approval = request.approval
     if approval is not None:
         if approval.approved:
-            who = approval.by.partition("@")[0]  # shown with the answer: never a whole e-mail address
-            return Trust(True, f"approved by reviewer {approval.by}", by=f"reviewer {who}")
+            return Trust(True, f"approved by reviewer {approval.by}", by=f"reviewer {_shown(approval.by)}")
         return Trust(False, f"turned down by reviewer {approval.by}")
     asker = request.asker_rating
     if asker is False:
@@ -67,3 +71,8 @@ def trust(request: Request, grade: Grade, *, is_good: bool, reason: str) -> Trus
     if not waits:
         return Trust(False, "graded good by the model judge; no person confirmed it")
     return Trust(True, "graded good by the model judge and rated up by its asker", by="model judge and asker")
+
+
+def _shown(who: str) -> str:
+    """A person as an answer shows them: never a whole e-mail address."""
+    return who.partition("@")[0]

@@ -35,10 +35,11 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
     rewording). It is served again only when verified (``learning.trust``) and, unless a reviewer's word stands
     for it, only while every source it cites is current: a source gone since the answer was written leaves nothing
     to check the answer against."""
-    cited_now = [s for s in cited_sources(request) if s.doc_id in fingerprints]
+    team = request.team_answer is not None  # a person's answer rests on no source: nothing voids it
+    cited_now = [] if team else [s for s in cited_sources(request) if s.doc_id in fingerprints]
     cited = {s.doc_id: fingerprints[s.doc_id] for s in cited_now}
     ballot = vote(request, graded)
-    reviewed = graded.verified and (graded.verified_by or "").startswith("reviewer")
+    reviewed = graded.verified and (team or (graded.verified_by or "").startswith("reviewer"))
     verified = graded.verified and (reviewed or (bool(cited) and len(cited) == len(
         {s.doc_id for s in cited_sources(request)})))
     asked = request.stored_question
@@ -46,9 +47,10 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
         request_id=request.request_id, collection=request.collection or collection,
         embedding_model=request.embedding_model or embedding_model, vote=ballot, cited=cited,
         question=asked, question_key=question_key(asked), verified=verified, verified_by=graded.verified_by,
-        answer=request.answer if verified else None,
-        sources=list(request.sources) if verified else cited_now,  # served again whole, or what it cited
-        graded_at=graded.graded_at, readers=request.readers,
+        answer=request.served_answer if verified else None,
+        sources=[] if team else list(request.sources) if verified else cited_now,  # served again whole, or cited
+        graded_at=graded.graded_at,
+        readers=request.place_readers if team else request.readers,  # a person's answer: its place's audience
     )
 
 

@@ -22,11 +22,12 @@ from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import Answer, ScoredChunk, Source, Usage, VerifiedMatch
 from askflow.ports import ChatModel
+from askflow.retrieval.confidence import assess
 from askflow.retrieval.fusion import fuse_queries
 from askflow.retrieval.query import clean_query
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer.citations import check_citations, grounded
-from askflow.service_layer.extractive import extractive_answer
+from askflow.service_layer.extractive import NOTHING_FOUND, extractive_answer
 from askflow.service_layer.links import passage_link
 from askflow.service_layer.prompt_fences import defused, fenced, passage_date
 
@@ -134,7 +135,7 @@ class Answerer:
             found = original.result()
             chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
         timings["retrieve_ms"] = _ms(started)
-        sources = self._select_sources(chunks, found.vector, viewer)
+        sources, top_score = self._select_sources(chunks, found.vector, viewer)
         answer_started = time.perf_counter()
         removed = 0
         if self._strong is None:
@@ -158,12 +159,15 @@ class Answerer:
                 log.warning("the answer cited %d sources it was not given: removed", removed)
         timings["answer_ms"] = _ms(answer_started)
         timings["total_ms"] = _ms(started)
+        sure = assess(top_score=top_score, sources=sources, answer_text=text, mode=self.mode,
+                      nothing_found=NOTHING_FOUND)
         return Answer(text=text, sources=sources, mode=self.mode, queries=queries, usage=usage, timings_ms=timings,
                       context_turns=len(history), embedding_model=self._retriever.embedding_model,
                       collection=self._collection, citations_removed=removed,
                       embedding_usage=self._embedding_usage(question, history, question_vector),
                       standalone_question=(queries[1] if len(queries) > 1 else None) if history else None,
-                      grounded=grounded(text, sources, mode=self.mode))
+                      grounded=grounded(text, sources, mode=self.mode), confidence=sure.value,
+                      not_sure=sure.reason or None)
 
     @property
     def _answer_system(self) -> str:
@@ -201,10 +205,13 @@ class Answerer:
         return cleaned[: self._rewordings], completion.usage
 
     def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float],
-                        viewer: Viewer) -> list[Source]:
+                        viewer: Viewer) -> tuple[list[Source], float | None]:
+        """The sources to answer from, and the best document's fused score (``None``: nothing found)."""
         sources: list[Source] = []
+        top_score = None
         seen: set[str] = set()  # one passage once, whichever documents hold it (two stored answers, say)
         for document in self._retriever.distinct(chunks, question_vector=question_vector, viewer=viewer):
+            top_score = document.score if top_score is None else top_score
             best = document.chunks[0].chunk
             passage = " ".join(best.content.split())
             if passage in seen:
@@ -222,7 +229,7 @@ class Answerer:
                     audiences=list(best.audiences) if best.audiences is not None else None,
                 )
             )
-        return sources
+        return sources, top_score
 
 
 def _with_context(question: str, history: Sequence[tuple[str, str]]) -> str:

@@ -215,7 +215,8 @@ def stored_answer(request: Request, *, answers_source: str, answers_base_url: st
     is kept in its metadata, for matching only, and never reaches a prompt). It is linked to the fingerprints of
     the original documents it cited (re-ingesting a changed one voids it); an answer that cited a stored answer
     is linked to that answer's originals, so no answer is stored as an answer about an answer."""
-    cited = [s for s in request.sources if s.cited] or list(request.sources)
+    team = request.team_answer is not None  # a person's answer: resting on no source, read where it was asked
+    cited = [] if team else [s for s in request.sources if s.cited] or list(request.sources)
     originals: dict[str, str] = {}
     for source in cited:
         earlier = stored_answers.get(source.doc_id) if source.kind == SourceKind.ANSWERED_QUESTION.value else None
@@ -225,14 +226,16 @@ def stored_answer(request: Request, *, answers_source: str, answers_base_url: st
             originals[source.doc_id] = fingerprints[source.doc_id]
     pages = [s.title for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value]
     earlier_titles = [stored_answers[s.doc_id].title for s in cited if s.doc_id in stored_answers]
-    title = f"Verified answer on {pages[0]}" if pages else earlier_titles[0] if earlier_titles else "Verified answer"
+    title = f"Verified answer on {pages[0]}" if pages else earlier_titles[0] if earlier_titles else \
+        "The team's answer" if team else "Verified answer"
     return Document(
         doc_id=answer_doc_id(request.request_id, answers_source),
-        text=answer_source_text(request.answer or ""),
+        text=answer_source_text(request.served_answer or ""),
         title=title[:150],
         url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
         kind=SourceKind.ANSWERED_QUESTION,
-        audiences=tuple(request.readers or ()),  # who may read every source it drew on and its place
+        # who may read every source it drew on and its place (a person's answer: its place)
+        audiences=tuple((request.place_readers if team else request.readers) or ()),
         metadata={"format": "text", "place": request.place_readers, "question": request.stored_question,
                   "verified_by": request.verified_by or "", "cited": originals,
                   "cited_urls": [s.url for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value]},

@@ -31,7 +31,7 @@ from askflow.domain.model import (
     Source,
     token_sha,
 )
-from askflow.ports import Budgets, EventBus, RequestStore
+from askflow.ports import Budgets, Escalations, EventBus, RequestStore
 from askflow.service_layer.commands import WHITESPACE, AskQuestion, RateAnswer
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ PUBLIC_FIELDS = frozenset({
     "request_id", "question", "thread_id", "status", "error", "answer", "partial_answer", "sources", "mode",
     "queries", "models", "tokens", "timings_ms", "context_turns", "fresh", "cached_from", "cache_similarity",
     "citations_removed", "created_at", "published_at", "received_at", "claimed_at", "completed_at", "verified",
-    "verified_by", "in_review", "standalone_question", "cached_verified_by"})
+    "verified_by", "in_review", "standalone_question", "cached_verified_by", "confidence", "not_sure"})
 ASKER = ASKER_RATER
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 
@@ -140,8 +140,13 @@ def submit_question(
 
 
 def public_view(request: Request, fields: frozenset[str] = PUBLIC_FIELDS) -> dict[str, Any]:
-    """What ``GET /requests/{id}`` (``fields``) shows of a request (its sources never say who may read them)."""
-    return request.model_dump(mode="json", exclude_none=True, include=fields)
+    """What ``GET /requests/{id}`` (``fields``) shows of a request (its sources never say who may read them; its
+    escalation its state and the team's answer, never a Slack user or channel)."""
+    from askflow.service_layer.escalation import public_escalation
+
+    view = request.model_dump(mode="json", exclude_none=True, include=fields)
+    escalation = public_escalation(request) if fields is PUBLIC_FIELDS else None
+    return view | ({"escalation": escalation} if escalation else {})
 
 
 def get_request(request_id: str, *, requests: RequestStore, settings: Settings) -> Request:
@@ -178,7 +183,7 @@ def conversation_history(request: Request, *, requests: RequestStore,
 
 def answer_request(
     message: QuestionQueued, *, requests: RequestStore, answerer: Answers, settings: Settings,
-    slack: SlackThreads | None = None, budgets: Budgets | None = None,
+    slack: SlackThreads | None = None, budgets: Budgets | None = None, escalations: Escalations | None = None,
 ) -> str:
     """Answer one queued request at most once; returns what happened (for logs and tests).
 
@@ -188,7 +193,8 @@ def answer_request(
     Safe under redelivery: the claim is an atomic write that refuses terminal requests and live leases (a message
     for a request another worker is answering raises ``LeaseHeld``: not acknowledged, it comes back, and is
     answered if that worker dies); the final write refuses to overwrite a terminal state, and only the worker
-    whose write lands replies in Slack.
+    whose write lands replies in Slack. An answer askflow is not sure of (``Request.not_sure``) is handed to the
+    team in its delivery (``escalation.escalate``), before the Slack reply, which then says so.
     """
     received_at = utcnow()
     with tracing.span("claim", attributes={"askflow.request_id": message.request_id}):
@@ -201,7 +207,7 @@ def answer_request(
             # out, a redelivery claims the request). Never acknowledged as done while the request is not.
             raise LeaseHeld(f"request {message.request_id} is being answered by another worker")
         if stored is not None and _deliver_left(stored, requests=requests, slack=slack, budgets=budgets,
-                                                settings=settings):
+                                                settings=settings, escalations=escalations):
             return "delivered"
         if stored is not None and stored.terminal and stored.delivered_at is None and _follows_up(stored):
             # another worker took its delivery and may have died doing it: come back when that lease runs out
@@ -238,16 +244,18 @@ def answer_request(
         log.warning("request %s: no longer this worker's (another attempt answered it, or it timed out); its outcome "
                     "is dropped", request.request_id)
         stored = requests.get(request.request_id)  # a request failed as timed out still gets its Slack reply
-        _deliver_left(stored, requests=requests, slack=slack, budgets=budgets, settings=settings)
+        _deliver_left(stored, requests=requests, slack=slack, budgets=budgets, settings=settings,
+                      escalations=escalations)
         return "skipped"
     faults.kill_point("worker.after_finish")
     if _follows_up(outcome) and requests.claim_delivery(outcome.request_id, lease_s=settings.request_lease_s):
-        _deliver(outcome, requests=requests, slack=slack, budgets=budgets)
+        _deliver(outcome, requests=requests, slack=slack, budgets=budgets, escalations=escalations,
+                 settings=settings)
     return outcome.status.value
 
 
 def _deliver_left(stored: Request | None, *, requests: RequestStore, slack: SlackThreads | None,
-                  budgets: Budgets | None, settings: Settings) -> bool:
+                  budgets: Budgets | None, settings: Settings, escalations: Escalations | None = None) -> bool:
     """Do the delivery a terminal request is still owed (its worker died before it, or it timed out under a worker
     whose write was refused), if no other worker is doing it; returns whether this one did."""
     if stored is None or not stored.terminal or stored.delivered_at is not None or not _follows_up(stored):
@@ -255,7 +263,7 @@ def _deliver_left(stored: Request | None, *, requests: RequestStore, slack: Slac
     if not requests.claim_delivery(stored.request_id, lease_s=settings.request_lease_s):
         return False
     log.info("request %s: %s; its delivery was not done, doing it now", stored.request_id, stored.status.value)
-    _deliver(stored, requests=requests, slack=slack, budgets=budgets)
+    _deliver(stored, requests=requests, slack=slack, budgets=budgets, escalations=escalations, settings=settings)
     return True
 
 
@@ -265,12 +273,15 @@ def request_viewer(request: Request) -> Viewer:
 
 
 def _follows_up(request: Request) -> bool:
-    """Whether a terminal request has a delivery to do after its final write: a Slack reply, or a cost to count."""
-    return request.slack is not None or bool(request.cost_usd and request.budget_identities)
+    """Whether a terminal request has a delivery to do after its final write: a Slack reply, a cost to count, or a
+    question askflow is not sure of to hand to the team."""
+    return request.slack is not None or bool(request.cost_usd and request.budget_identities) or \
+        bool(request.not_sure and request.status is RequestStatus.COMPLETE)
 
 
 def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | None,
-             budgets: Budgets | None) -> None:
+             budgets: Budgets | None, escalations: Escalations | None = None,
+             settings: Settings | None = None) -> None:
     """What follows a request's final write, by the one worker that claimed the delivery, then noted as done
     (``delivered_at``). A worker that dies in between leaves it to the next delivery of the message once its delivery
     lease runs out: the cost is counted once per request id (``Budgets.spend``) and the Slack reply edits the message
@@ -280,6 +291,16 @@ def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | 
             budgets.spend(request.budget_identities, request.cost_usd, at=request.created_at, key=request.request_id)
         except Exception as error:  # the answer is stored: a missed count is logged, never a redelivery
             log.warning("request %s: its cost was not counted against its budgets: %s", request.request_id, error)
+    if request.not_sure and request.status is RequestStatus.COMPLETE and settings is not None:
+        from askflow.service_layer.escalation import escalate
+
+        try:
+            escalated = escalate(request, why=request.not_sure, requests=requests, escalations=escalations,
+                                 budgets=budgets, settings=settings)
+            request = request.model_copy(update={"escalation": escalated})
+        except Exception as error:  # the answer is given: a missed escalation is logged, the reply still goes
+            log.warning("request %s: could not hand it to the team: %s", request.request_id, error)
+    faults.kill_point("worker.after_escalate")
     if slack is not None and request.slack is not None:
         slack.post_answer(request)
     faults.kill_point("worker.after_post")

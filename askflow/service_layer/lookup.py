@@ -57,6 +57,8 @@ class CitedAnswer(BaseModel):
     mode: str | None = None
     error: str | None = None
     url: str = ""  # the answer's own page (absolute with ``ASKFLOW_PUBLIC_URL``)
+    not_sure: str | None = None  # why askflow is not sure of it: a person was asked (``escalation``)
+    escalation: str | None = None  # "open", "joined", "answered" or "skipped": the team's answer, at ``url``
     verified_by: str | None = None  # a cached answer's: who verified the answer it was served from
 
 
@@ -135,4 +137,6 @@ def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, set
 def _cited(request: Request, settings: Settings) -> CitedAnswer:
     return CitedAnswer(request_id=request.request_id, status=request.status.value, answer=request.answer,
                        sources=request.sources if request.terminal else [], mode=request.mode, error=request.error,
-                       url=settings.answer_page(request.request_id), verified_by=request.cached_verified_by)
+                       url=settings.answer_page(request.request_id), verified_by=request.cached_verified_by,
+                       not_sure=request.not_sure,
+                       escalation=request.escalation.state if request.escalation is not None else None)

@@ -1,0 +1,268 @@
+"""When askflow is not sure, a person answers: the loopback Slack workspace end to end (the Slack webhook, the API and
+the answer worker under functions-framework, the emulators), and the escalation's rules on in-memory fakes."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import pytest
+from google.cloud import firestore
+
+from askflow.adapters.memory import InMemoryBudgets, InMemoryRequestStore
+from askflow.config import Settings
+from askflow.domain.budgets import BudgetLimits
+from askflow.domain.clock import utcnow
+from askflow.domain.model import Request, RequestStatus, SlackThread
+from askflow.ports import Escalations
+from askflow.service_layer.escalation import answered, ask_for_person, escalate
+from tests.support.loopback_apis import SlackAPI
+from tests.test_ask_path import _settings, ask, call, indexed, wait_terminal  # noqa: F401 - the indexed docs
+from tests.test_slack_bot import event, wait_for
+from tests.test_slack_bot import post as post_once
+
+NOTHING_COVERS = "Sourdough starter hydration ratios?"
+
+
+def post(url: str, body: bytes, **kwargs):
+    """A signed post to the Slack function, tried again when this busy machine keeps it past the client's time-out
+    (Slack itself retries an event it got no answer to: the handlers are idempotent)."""
+    for _ in range(3):
+        try:
+            return post_once(url, body, **kwargs)
+        except TimeoutError:
+            continue
+    return post_once(url, body, **kwargs)
+
+
+class Workspace(SlackAPI):
+    """The loopback Slack Web API with channels' members (``conversations.members``, ``users.info``), the bot's
+    top-level posts kept in their channel's history with their metadata (as Slack keeps them), and a reply's thread
+    read by the reply's ``ts`` (``conversations.replies`` takes either)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members = {"CPUB": ["UASK", "URV", "UOUT"], "CPRIV": ["UASK", "UPRIV"], "CESC": ["URV", "UTEAM"]}
+        self.private_channels = {"CPRIV"}
+
+    def respond(self, method, path, query, body):
+        params, name = {**query, **body}, path.rsplit("/", 1)[-1]
+        if name == "conversations.members":
+            return 200, {"ok": True, "members": self.members[params["channel"]],
+                         "response_metadata": {"next_cursor": ""}}
+        if name == "users.info":
+            return 200, {"ok": True, "user": {"id": params["user"], "is_restricted": False}}
+        if name == "conversations.replies":
+            root = next((m for m in self.channels.get(params["channel"], [])
+                         if m["ts"] == params["ts"] or any(r["ts"] == params["ts"] for r in m.get("replies", []))),
+                        None)
+            params = params | ({"ts": root["ts"]} if root else {})
+            return 200, self._thread(params)
+        status, payload = super().respond(method, path, query, body)
+        if name == "chat.postMessage" and params.get("metadata") and not params.get("thread_ts"):
+            with self._lock:
+                self.channels.setdefault(params["channel"], []).append(
+                    {"ts": payload["ts"], "user": self.BOT_USER, "text": params.get("text", ""),
+                     "metadata": params["metadata"], "replies": []})
+        if name == "conversations.history":
+            kept = {m["ts"]: m.get("metadata") for m in self.channels.get(params["channel"], [])}
+            for message in payload.get("messages", []):
+                if kept.get(message["ts"]):
+                    message["metadata"] = kept[message["ts"]]
+        return status, payload
+
+    def posts_in(self, channel: str, *, thread_ts: str | None = None) -> list[dict]:
+        return [m for m in self.posted if m["channel"] == channel and m.get("thread_ts") == thread_ts]
+
+
+@pytest.fixture(scope="module")
+def slack_api():
+    api = Workspace()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(local_stack, indexed, pg_url, slack_api):  # noqa: F811
+    settings = _settings(pg_url, "escalation", slack_bot_token="xoxb-test", slack_signing_secret="test-signing-secret",
+                         slack_api_url=slack_api.base_url, slack_reviewers=["URV"], escalation_channel="CESC",
+                         slack_workspace_audience="public", requests_collection="esc_requests",
+                         public_url="https://askflow.example")
+    api, _ = local_stack.start_functions(settings)
+    slack = local_stack.start_slack(settings).url
+    wait_for(lambda: _warm(slack), timeout_s=60)  # the function's first call builds its app
+    return {"slack": slack, "api": api.url, "settings": settings}
+
+
+def _warm(url: str) -> bool:
+    try:
+        return post_once(url, json.dumps({"type": "url_verification", "challenge": "c", "token": "t"}).encode())[0] \
+            == 200
+    except TimeoutError:
+        return False
+
+
+def _stored(request_id: str) -> dict:
+    return firestore.Client(project="askflow-test").collection("esc_requests").document(request_id).get().to_dict() \
+        or {}
+
+
+def _react(url: str, user: str, channel: str, ts: str, event_id: str) -> int:
+    body = json.dumps({
+        "token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": event_id,
+        "event_time": int(time.time()), "authorizations": [{"user_id": "UBOT", "is_bot": True}],
+        "event": {"type": "reaction_added", "user": user, "reaction": "white_check_mark", "item_user": "UTEAM",
+                  "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": f"{int(time.time())}.1"},
+    }).encode()
+    return post(url, body)[0]
+
+
+def test_a_question_nothing_covers_goes_to_the_team_and_their_answer_comes_back(stack, slack_api, pg_url):
+    slack, api = stack["slack"], stack["api"]
+    asked = event("Ev-esc-1", NOTHING_COVERS, channel="CPUB", user="UASK")
+    assert post(slack, asked)[0] == 200
+    assert post(slack, asked, headers={"X-Slack-Retry-Num": "1"})[0] == 200  # Slack delivers it again
+    request_id = "slack-Ev-esc-1"
+    stored = wait_for(lambda: (s := _stored(request_id)).get("escalation") and s.get("delivered_at") and s)
+    assert stored["status"] == RequestStatus.COMPLETE and stored["not_sure"]
+    assert stored["escalation"]["state"] == "open" and stored["escalation"]["channel"] == "CESC"
+    escalated = slack_api.posts_in("CESC")
+    assert len(escalated) == 1  # one message in the team's channel, however often the event came
+    assert "Sourdough" in json.dumps(escalated[0]["blocks"]) and "<@UASK>" in json.dumps(escalated[0]["blocks"])
+    thread_ts = json.loads(asked)["event"]["ts"]
+    reply = wait_for(lambda: next((m for m in [*slack_api.posts_in("CPUB", thread_ts=thread_ts), *slack_api.updated]
+                                   if "not sure the docs cover this" in json.dumps(m.get("blocks") or "")), None))
+    assert "asked the team" in json.dumps(reply["blocks"])  # the honest reply, said first
+
+    root = slack_api.channels["CESC"][-1]
+    root["replies"].append({"ts": "1800000000.000200", "user": "UTEAM",
+                            "text": "Let it proof for 4 to 6 hours at room temperature, until doubled."})
+    assert _react(slack, "UOUT", "CESC", "1800000000.000200", "Ev-esc-2") == 200  # no reviewer: nothing
+    assert _stored(request_id)["escalation"]["answer"] is None
+    assert _react(slack, "URV", "CESC", "1800000000.000200", "Ev-esc-3") == 200
+    assert _react(slack, "URV", "CESC", "1800000000.000200", "Ev-esc-3") == 200  # delivered twice
+    team = _stored(request_id)["escalation"]
+    assert team["state"] == "answered" and team["answer"]["marked_by"] == "slack:URV"
+    delivered = [m for m in slack_api.posts_in("CPUB", thread_ts=thread_ts) if "The team answered" in m["text"]]
+    assert len(delivered) == 1 and "4 to 6 hours" in delivered[0]["text"]
+    from askflow.service_layer.handlers import public_view
+
+    view = public_view(Request.model_validate(_stored(request_id)))  # what GET /requests/{id} shows (admins)
+    assert view["escalation"]["answer"]["text"].startswith("Let it proof") and "CESC" not in json.dumps(view)
+    assert call("GET", f"{api}requests/{request_id}")[0] == 404  # asked in Slack: not for anyone on the web
+    assert view["answer"] == _stored(request_id)["answer"]  # askflow's own answer stays
+
+    from askflow.bootstrap import Components
+    from askflow.domain.messages import GradingDue
+    from askflow.service_layer.evaluation import grade_events
+
+    with Components(stack["settings"]) as c:  # the evaluation DAG's grading step, run here
+        run = grade_events([GradingDue(request_id=request_id, revision=c.requests.get(request_id).revision())],
+                           requests=c.requests, runs=c.evaluation_runs, store=c.store, embeddings=c.embeddings,
+                           grader=c.grader, strategy=c.strategy(), answers_source=c.settings.answers_source,
+                           answers_base_url=c.settings.answer_pages, batch_size=5, signals=c.signals,
+                           collection=c.serving().collection)
+    assert run.verified == 1
+    again = wait_terminal(api, ask(api, "Sourdough starter: which hydration ratios?"))
+    assert again["mode"] == "cached" and again["cached_from"] == request_id
+    assert again["answer"].startswith("Let it proof") and again["cached_verified_by"] == "reviewer slack:URV"
+
+
+def test_a_private_channels_question_never_reaches_a_channel_that_may_not_read_it(stack, slack_api):
+    before = len(slack_api.posts_in("CESC"))
+    asked = event("Ev-esc-9", "Kombucha scoby pellicle?", channel="CPRIV", user="UASK")
+    assert post(stack["slack"], asked)[0] == 200
+    stored = wait_for(lambda: (s := _stored("slack-Ev-esc-9")).get("delivered_at") and s)
+    assert stored["not_sure"] and stored["readers"] == ["slack:CPRIV"], stored
+    assert stored["escalation"]["state"] == "skipped" and "may not read" in stored["escalation"]["why_not"]
+    assert len(slack_api.posts_in("CESC")) == before
+
+
+class Channel(Escalations):
+    """The team's channel, in memory: what was posted, and a reply to read."""
+
+    def __init__(self, readers=("public",)) -> None:
+        self.posts: list[str] = []
+        self.delivered: list[str] = []
+        self._readers = list(readers)
+        self.dies_after_post = False
+
+    def readers(self):
+        return self._readers
+
+    def posted(self, request, *, since):
+        return f"1.{self.posts.index(request.request_id)}" if request.request_id in self.posts else None
+
+    def post(self, request, *, why):
+        self.posts.append(request.request_id)
+        if self.dies_after_post:
+            self.dies_after_post = False
+            raise ConnectionError("the worker died after the post")
+        return f"1.{len(self.posts) - 1}"
+
+    def reply(self, channel, ts):
+        return ("Use a pool [team].", "UTEAM", "1.0") if ts == "2.0" else None
+
+    def deliver(self, request, answer):
+        self.delivered.append(request.request_id)
+
+
+def _answered(request_id: str, *, asker: str = "asker-token-0123456789abcd", **fields) -> Request:
+    from askflow.domain.model import token_sha
+
+    return Request(request_id=request_id, question="How do I limit concurrency?", status=RequestStatus.COMPLETE,
+                   answer="Nothing matches.", created_at=utcnow(), not_sure="no source matched the question",
+                   asker_sha=token_sha(asker), readers=["public"], **fields)
+
+
+def test_one_escalation_per_request_even_when_its_worker_died_after_posting():
+    requests, channel = InMemoryRequestStore(), Channel()
+    settings = Settings(escalation_channel="CESC")
+    requests.create(_answered("r"))
+    channel.dies_after_post = True
+    with pytest.raises(ConnectionError):
+        escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None, settings=settings)
+    first = escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None,
+                     settings=settings)
+    again = escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None,
+                     settings=settings)
+    assert channel.posts == ["r"] and first.state == again.state == "open" and first.ts == "1.0"
+
+
+def test_a_repeat_joins_the_open_escalation_and_gets_its_answer_and_budgets_limit_escalations():
+    requests, channel = InMemoryRequestStore(), Channel()
+    settings = Settings(escalation_channel="CESC")
+    budgets = InMemoryBudgets(BudgetLimits(escalations_per_asker=1))
+    slack = SlackThread(channel="CPUB", ts="5.5", thread_ts="5.5", user="UASK")
+    requests.create(_answered("first", budget_identities=["slack:UASK"]))
+    requests.create(_answered("repeat", slack=slack, budget_identities=["slack:UOTHER"]))
+    requests.create(_answered("other", budget_identities=["slack:UASK"]).model_copy(
+        update={"question": "What is a sensor?"}))
+    assert escalate(requests.get("first"), why="w", requests=requests, escalations=channel, budgets=budgets,
+                    settings=settings).state == "open"
+    joined = escalate(requests.get("repeat"), why="w", requests=requests, escalations=channel, budgets=budgets,
+                      settings=settings)
+    assert joined.state == "joined" and joined.joined == "first" and channel.posts == ["first"]
+    limited = escalate(requests.get("other"), why="w", requests=requests, escalations=channel, budgets=budgets,
+                       settings=settings)
+    assert limited.state == "skipped" and "over budget" in limited.why_not
+
+    done = answered("CESC", "2.0", marked_by="slack:URV", requests=requests, escalations=channel, settings=settings)
+    assert done.team_answer.text == "Use a pool [team]." and requests.get("repeat").team_answer is not None
+    assert channel.delivered == ["repeat"]  # the Slack asker's thread; the web asker reads it on the request
+    answered("CESC", "2.0", marked_by="slack:URV", requests=requests, escalations=channel, settings=settings)
+    assert channel.delivered == ["repeat"]  # marked again: delivered once
+
+
+def test_only_the_asker_asks_for_a_person_and_no_channel_means_none():
+    requests = InMemoryRequestStore()
+    requests.create(_answered("r").model_copy(update={"not_sure": None}))
+    from askflow.domain.errors import Forbidden
+
+    with pytest.raises(Forbidden):
+        ask_for_person("r", asker_token="someone-elses-token-012345", requests=requests, escalations=Channel(),
+                       budgets=None, settings=Settings(escalation_channel="CESC"))
+    skipped = ask_for_person("r", asker_token="asker-token-0123456789abcd", requests=requests, escalations=None,
+                             budgets=None, settings=Settings())
+    assert skipped.state == "skipped" and skipped.why_not == "no escalation channel is configured"
