@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 
 import pytest
 from google.cloud import firestore
