@@ -52,12 +52,13 @@ locals {
     weaviate_url     = "ASKFLOW_WEAVIATE_URL"
     weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY"
     slack_bot_token  = "ASKFLOW_SLACK_BOT_TOKEN"
+    rerank_api_key   = "ASKFLOW_RERANK_API_KEY"
   }
   # Secrets the MCP server reads: the vector store and embedding endpoint it searches, and the API key (same mode
   # as the API).
   mcp_secret_env = merge(
     { openai_api_key = "ASKFLOW_OPENAI_API_KEY", weaviate_url = "ASKFLOW_WEAVIATE_URL",
-    weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY" },
+    weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY", rerank_api_key = "ASKFLOW_RERANK_API_KEY" },
     var.api_authenticated ? { api_key = "ASKFLOW_API_KEY" } : {},
   )
   # Secrets the Slack webhook reads.

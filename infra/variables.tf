@@ -122,6 +122,7 @@ variable "secrets" {
     weaviate_url         = "askflow-weaviate-url"
     weaviate_api_key     = "askflow-weaviate-api-key"
     api_key              = "askflow-api-key"
+    rerank_api_key       = "askflow-rerank-api-key"
   }
   description = "Setting name -> Secret Manager secret id."
 }

@@ -265,3 +265,33 @@ def test_only_the_asker_asks_for_a_person_and_no_channel_means_none():
     skipped = ask_for_person("r", asker_token="asker-token-0123456789abcd", requests=requests, escalations=None,
                              budgets=None, settings=Settings())
     assert skipped.state == "skipped" and skipped.why_not == "no escalation channel is configured"
+
+
+def test_the_admin_page_lists_escalations_open_and_answered_with_time_to_answer_and_reuse():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from flask import Request as FlaskRequest
+    from werkzeug.test import EnvironBuilder
+
+    from askflow.domain.model import Escalation, TeamAnswer
+    from askflow.entrypoints.http_api import handle
+
+    requests = InMemoryRequestStore()
+    asked = utcnow() - dt.timedelta(hours=3)
+    requests.create(_answered("open-one").model_copy(update={"escalation": Escalation(
+        state="open", why="w", asked_at=asked, channel="CESC", ts="1.1", thread="CESC/1.1")}))
+    requests.create(_answered("done-one").model_copy(update={"question": "What is a pool?", "escalation": Escalation(
+        state="answered", why="w", asked_at=asked, answer=TeamAnswer(
+            text="A pool limits tasks.", by="slack:UTEAM", marked_by="slack:URV", at=asked + dt.timedelta(hours=2),
+            ts="1.2"))}))
+    for n in range(2):
+        requests.create(_answered(f"served-{n}").model_copy(update={"cached_from": "done-one", "not_sure": None}))
+    components = SimpleNamespace(settings=Settings(api_key="the-admin-key"), requests=requests)
+    environ = EnvironBuilder(path="/admin", headers={"X-API-Key": "the-admin-key"}).get_environ()
+    body, status, _ = handle(FlaskRequest(environ), components)
+    assert status == 200
+    table = body.split("<h2>Escalations</h2>", 1)[1].split("</table>", 1)[0]
+    assert "1 open of the latest 2" in table and "CESC" not in table
+    done = table.split("What is a pool?", 1)[1].split("</tr>", 1)[0]
+    assert "answered" in done and "2.0 h" in done and "<td>2</td>" in done

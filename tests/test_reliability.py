@@ -13,7 +13,7 @@ import pytest
 
 from askflow.domain.clock import utcnow
 from askflow.domain.model import RequestStatus
-from askflow.service_layer.answering import ANSWER_SYSTEM
+from askflow.service_layer.answering import answer_system
 from tests.test_ask_path import _settings, ask, call, indexed, llm_api, wait_terminal  # noqa: F401
 
 BURST = 500
@@ -75,11 +75,11 @@ def test_prompt_injection_stays_data(llm_api, wire, attempt):  # noqa: F811
     answer_calls = [c["body"]["messages"] for c in wire.calls
                     if c["path"].endswith("/chat/completions") and c["body"]["model"] == "loopback-strong"]
     (messages,) = answer_calls
-    assert messages[0] == {"role": "system", "content": ANSWER_SYSTEM}  # the question never changes it
+    assert messages[0] == {"role": "system", "content": answer_system()}  # the question never changes it
     assert messages[1]["role"] == "user" and messages[1]["content"].endswith(f"Question:\n{attempt}")
     prompt = json.dumps([c["body"] for c in wire.calls])
     assert secret_question not in prompt  # nothing from other requests reaches the model
-    assert ANSWER_SYSTEM not in record["answer"]
+    assert answer_system() not in record["answer"]
 
 
 def test_authenticated_mode_refuses_calls_without_the_key(local_stack, indexed, pg_url):  # noqa: F811

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 BODY_READ_TIMEOUT_S = 10.0  # locally; in production Cloud Run's front end buffers the body before the function
 ADMIN_MAX_DAYS, ADMIN_MAX_REQUESTS = 31, 20_000  # what one view of the admin page may scan
+ADMIN_ESCALATIONS = 50  # the latest escalations the admin page lists
 ASKER_TOKEN = "X-Asker-Token"  # who asked (the web page keeps one per browser): follow-ups and ratings need it
 
 
@@ -255,12 +257,14 @@ def _admin(request, components) -> tuple[str, int, dict[str, str]]:
     end = utcnow()
     start = end - dt.timedelta(days=int(days))
     # a view reads at most ADMIN_MAX_REQUESTS requests (``askflow stats`` reads any period whole)
-    scanned = itertools.islice(components.requests.created_between(start, end), ADMIN_MAX_REQUESTS)
+    scanned = list(itertools.islice(components.requests.created_between(start, end), ADMIN_MAX_REQUESTS))
     stats = usage_stats(scanned, start=start, end=end)
+    served = Counter(r.cached_from for r in scanned if r.cached_from)  # how often each answer was served again
     s = components.settings
     link = (f"https://console.cloud.google.com/traces/list?project={s.project_id}&tid={{trace_id}}"
             if s.tracing == "gcp" else None)
-    return admin_page(stats, trace_link=link), 200, INSIGHTS_HEADERS
+    return admin_page(stats, trace_link=link, escalations=components.requests.escalations(ADMIN_ESCALATIONS),
+                      served_again=served), 200, INSIGHTS_HEADERS
 
 
 PAGE_HEADERS = INSIGHTS_HEADERS | {  # the review queue and the sign-in post their forms to this origin

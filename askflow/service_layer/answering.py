@@ -53,6 +53,14 @@ ANSWER_SYSTEM = (
 )
 
 
+DEFAULT_SUBJECT = "the documentation's product"
+
+
+def answer_system(subject: str = "") -> str:
+    """The answering prompt's system message, naming what the docs are about (``ASKFLOW_DOCS_SUBJECT``)."""
+    return ANSWER_SYSTEM.format(subject=subject or DEFAULT_SUBJECT)
+
+
 class VerifiedAnswers(Protocol):
     """Verified earlier answers (``learning.cache.AnswerCache``)."""
 
@@ -78,7 +86,7 @@ class Answerer:
     ) -> None:
         """:param subject: what the docs are about ("Apache Airflow"), named in the rewording and answering
         prompts."""
-        self._subject = subject or "the documentation's product"
+        self._subject = subject or DEFAULT_SUBJECT
         self._retriever = retriever
         self._cache = cache
         self._collection = collection
@@ -171,7 +179,7 @@ class Answerer:
 
     @property
     def _answer_system(self) -> str:
-        return ANSWER_SYSTEM.format(subject=self._subject)
+        return answer_system(self._subject)
 
     def _cached(self, question: str, match: VerifiedMatch, started: float, *, usage: Sequence[Usage] = (),
                 question_vector=None) -> Answer:

@@ -3,14 +3,19 @@ charts, and the latest requests with their trace ids. HTML rendered on the serve
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from html import escape
 
+from askflow.domain.model import Request
 from askflow.insights.render import bar_chart_svg, page
 from askflow.service_layer.stats import UsageStats
 
 
-def admin_page(stats: UsageStats, *, trace_link: str | None = None) -> str:
-    """``trace_link``: a URL pattern with ``{trace_id}`` (Cloud Trace's console), or none."""
+def admin_page(stats: UsageStats, *, trace_link: str | None = None, escalations: Sequence[Request] = (),
+               served_again: Mapping[str, int] | None = None) -> str:
+    """``trace_link``: a URL pattern with ``{trace_id}`` (Cloud Trace's console), or none. ``escalations``: the latest
+    questions handed to the team; ``served_again``: how often each request's answer was served from the cache in the
+    period."""
     def money(value: float | None) -> str:
         return "—" if value is None else f"${value:.4f}"
 
@@ -48,6 +53,7 @@ def admin_page(stats: UsageStats, *, trace_link: str | None = None) -> str:
         + "<h2>Cost per day</h2>" + bar_chart_svg([d.cost_usd for d in stats.days], labels, title="Cost per day",
                                                   unit=" $")
         + f"<h2>Failures by reason</h2><ul>{failures or '<li>none</li>'}</ul>"
+        + escalations_table(escalations, served_again or {})
         + "<h2>Latest requests</h2><div class='scroll'><table><thead><tr><th>When</th><th>Question</th>"
           "<th>Status</th><th>Took</th><th>Cost</th><th>Rating</th><th>Trace</th></tr></thead>"
           f"<tbody>{rows}</tbody></table></div>")
@@ -55,3 +61,24 @@ def admin_page(stats: UsageStats, *, trace_link: str | None = None) -> str:
         "</style>", "dl.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); "
                     "gap: .5rem; } dl.figures div { border: 1px solid #d9dee8; border-radius: 6px; padding: .5rem; } "
                     "dt { font-size: .85rem; color: #5b6577; } dd { margin: 0; font-size: 1.2rem; }</style>")
+
+
+def escalations_table(escalations: Sequence[Request], served_again: Mapping[str, int]) -> str:
+    """The questions handed to the team: open or answered (and how long the answer took), and how often the team's
+    answer was served again."""
+    def took(request: Request) -> str:
+        answer = request.team_answer
+        if answer is None:
+            return "—"
+        return f"{(answer.at - request.escalation.asked_at).total_seconds() / 3600:.1f} h"
+
+    rows = "".join(
+        f"<tr><td>{r.escalation.asked_at:%m-%d %H:%M}</td><td><a href='/answers/{r.request_id}'>"
+        f"{escape(r.stored_question)}</a></td><td>{escape(r.escalation.state)}"
+        f"{' · ' + escape(r.escalation.why_not) if r.escalation.why_not else ''}</td><td>{took(r)}</td>"
+        f"<td>{served_again.get(r.request_id, 0)}</td></tr>" for r in escalations if r.escalation is not None)
+    open_count = sum(r.escalation.state == "open" for r in escalations if r.escalation is not None)
+    return (f"<h2>Escalations</h2><p>{open_count} open of the latest {len(escalations)}.</p><div class='scroll'>"
+            "<table><thead><tr><th>Asked</th><th>Question</th><th>State</th><th>Answered in</th>"
+            f"<th>Served again</th></tr></thead><tbody>{rows or '<tr><td colspan=5>none</td></tr>'}</tbody></table>"
+            "</div>")
