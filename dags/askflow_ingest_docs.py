@@ -6,6 +6,10 @@ same corpus can be re-indexed with another strategy into another collection. The
 git ref becomes its commit) so every batch reads the same version; batches are mapped tasks that retry on their own
 with exponential backoff; only the pinned location, relative paths and what the listing found of them (a website's
 pages' ``lastmod`` or crawl results, so a batch on another worker loads by this run's listing) go through XCom.
+With ``ASKFLOW_CONTEXTUAL_CHUNKS``, the indexed chunks then get their model-written contexts
+(``askflow.ingest.contextual``): ``plan_contexts`` finds the documents whose chunks need one and shares the run's cap
+among them, and ``contextualize``, mapped over those, asks the cheap model (a Batch API job each) and indexes the
+chunks again; an unchanged chunk costs nothing, and ``prune`` does not wait for them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,16 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, components_for, strategy_from
+
+
+def _contextualizer(components):
+    from askflow.ingest.contextual import Contextualizer
+
+    s = components.settings
+    return Contextualizer.configured(s, store=components.store, embeddings=components.embeddings,
+                                     model=components.chat_model(s.cheap_model), prices=components.prices,
+                                     client=components.openai_client, retrying=components.retrying,
+                                     collection=components.serving().collection)
 
 
 @dag(
@@ -84,8 +98,36 @@ def askflow_ingest_docs():
         print(f"ingestion summary: {summary}")
         return summary
 
+    @task
+    def plan_contexts(results: list[dict], listed: list[dict]) -> list[dict]:
+        """The listed documents whose chunks need a context, a unit of up to ``batch_size`` each with its share of
+        ``ASKFLOW_CONTEXTUAL_MAX_USD_PER_RUN``; none when ``ASKFLOW_CONTEXTUAL_CHUNKS`` is off."""
+        from dataclasses import asdict
+
+        params = get_current_context()["params"]
+        with components_for(params) as components:
+            if not components.settings.contextual_chunks:
+                return []
+            units = _contextualizer(components).plan(
+                [f"{params['source']}:{path}" for batch in listed for path in batch["paths"]],
+                documents_per_unit=int(params["batch_size"]))
+        print(f"{sum(len(u.doc_ids) for u in units)} documents need contexts, in {len(units)} tasks: "
+              f"${sum(u.budget_usd for u in units):.4f} estimated")
+        return [asdict(unit) for unit in units]
+
+    @task
+    def contextualize(unit: dict) -> dict:
+        context = get_current_context()
+        with components_for(context["params"]) as components:
+            run = _contextualizer(components).run(unit["doc_ids"], budget_usd=unit["budget_usd"],
+                                                  run_id=context["run_id"], part=context["ti"].map_index)
+        print(f"contexts: {run.model_dump_json()}")
+        return run.model_dump(mode="json")
+
     listed = list_batches()
-    prune(index.expand(batch=listed), listed)
+    indexed = index.expand(batch=listed)
+    prune(indexed, listed)
+    contextualize.expand(unit=plan_contexts(indexed, listed))
 
 
 dag = askflow_ingest_docs()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -139,4 +140,70 @@ def test_pgvector_refuses_a_model_of_another_dimension_on_an_existing_collection
     store.ensure_collection(4)
     with pytest.raises(ConfigurationError, match="holds 4-dimension vectors .* makes 8: set ASKFLOW_COLLECTION"):
         store.ensure_collection(8)
+    store.close()
+
+
+def test_a_chunks_context_is_stored_read_back_and_searched_by_keywords_with_it(store):
+    store.upsert(CHUNKS, VECTORS)
+    store.finalize_writes()
+    assert store.keyword_search("kubernetes", limit=3, audiences=None) == []
+    placed = dataclasses.replace(CHUNKS[2], context="The XCom page of the Kubernetes executor guide.")
+    store.upsert([placed], [VECTORS[2]])  # the same chunk (its id), now with its context
+    store.finalize_writes()
+    assert store.count() == 4
+    assert store.document_chunks("docs:b.md", audiences=None) == [placed]
+    assert [hit.chunk for hit in store.keyword_search("kubernetes executor", limit=3, audiences=None)] == [placed]
+
+    replaced = dataclasses.replace(placed, context="Written for the Celery executor.")
+    store.upsert([replaced], [VECTORS[2]])
+    store.finalize_writes()
+    assert store.keyword_search("kubernetes", limit=3, audiences=None) == []  # the old context's words are gone
+    assert [hit.chunk for hit in store.keyword_search("celery", limit=3, audiences=None)] == [replaced]
+    read = {chunk.chunk_id: chunk for chunk in store.chunks(after=None, limit=10)}
+    assert read[replaced.chunk_id].context == "Written for the Celery executor."
+
+
+def test_pgvector_keeps_the_keyword_statistics_exact_when_a_context_changes(pg_url, collection_name):
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    store.ensure_collection(4)
+    store.upsert(CHUNKS, VECTORS)
+    store.upsert([dataclasses.replace(CHUNKS[0], context="Sensors of the Kubernetes executor.")], [VECTORS[0]])
+    store.upsert([dataclasses.replace(CHUNKS[0], context="Sensors of the Celery executor.")], [VECTORS[0]])
+    store.upsert([dataclasses.replace(CHUNKS[0], context="Sensors of the Celery executor.")], [VECTORS[0]])
+    statistics = f'SELECT word, ndoc FROM "{collection_name}_lexemes" WHERE ndoc > 0 ORDER BY word'
+    with store._connections().connection() as conn:
+        adjusted = conn.execute(statistics).fetchall()
+    store.rebuild_keyword_statistics()
+    with store._connections().connection() as conn:
+        assert adjusted == conn.execute(statistics).fetchall()
+    assert dict(adjusted)["celeri"] == 1 and "kubernet" not in dict(adjusted)
+    store.close()
+
+
+def test_pgvector_adds_contexts_to_a_collection_made_before_them(pg_url, collection_name):
+    import psycopg
+
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the table as it was made before contexts
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(f"""CREATE TABLE "{collection_name}" (id uuid PRIMARY KEY, doc_id text NOT NULL,
+            chunk_index integer NOT NULL, content text NOT NULL, title text NOT NULL DEFAULT '',
+            section text NOT NULL DEFAULT '', url text NOT NULL DEFAULT '', sha text NOT NULL, kind text NOT NULL,
+            metadata jsonb NOT NULL DEFAULT '{{}}', audiences text[], embedding vector(4) NOT NULL,
+            tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', title || ' ' || section), 'A')
+                || to_tsvector('english', content)) STORED)""")
+        conn.execute(f"""INSERT INTO "{collection_name}" (id, doc_id, chunk_index, content, title, section, url, sha,
+            kind, metadata, audiences, embedding) VALUES ('{CHUNKS[3].chunk_id}', 'slack:c', 0,
+            '{CHUNKS[3].content}', 'c', 'Intro', 'https://example.org/slack:c', 'v1', 'docs', '{{"lang": "en"}}',
+            '{{public}}', '[0, 0, 1, 0]')""")
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    store.ensure_collection(4)
+    assert store.document_chunks("slack:c", audiences=None) == [CHUNKS[3]]
+    assert store.keyword_search("pools", limit=3, audiences=None)[0].chunk == CHUNKS[3]
+    placed = dataclasses.replace(CHUNKS[3], context="From the channel about scheduler tuning.")
+    store.upsert([placed], [VECTORS[3]])
+    assert store.keyword_search("scheduler tuning", limit=3, audiences=None)[0].chunk == placed
     store.close()

@@ -19,17 +19,18 @@ from psycopg_pool import ConnectionPool
 
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
 
-COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata, audiences"
+COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata, audiences, context"
 
 
 def chunk_from_row(row: Sequence) -> Chunk:
     """A chunk from a row that starts with ``COLUMNS``."""
-    _id, doc_id, index, content, title, section, url, sha, kind, metadata, audiences = row[:11]
+    _id, doc_id, index, content, title, section, url, sha, kind, metadata, audiences, context = row[:12]
     if isinstance(metadata, str):
         metadata = json.loads(metadata)
     return Chunk(
         doc_id=doc_id, index=index, content=content, title=title, section=section, url=url, sha=sha,
         kind=SourceKind(kind), metadata=metadata or {}, audiences=tuple(audiences) if audiences is not None else None,
+        context=context,
     )
 
 

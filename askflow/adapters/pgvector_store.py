@@ -1,8 +1,8 @@
 """PgVectorStore: chunks in PostgreSQL with pgvector (embedded server, Cloud SQL or AlloyDB alike).
 
 Hybrid search runs two indexed queries — HNSW cosine over the embedding and an IDF-weighted full-text search over
-a generated ``tsvector`` (title and section weighted above the body, ``pgvector_keywords``) — and fuses them with
-weighted reciprocal rank fusion.
+a generated ``tsvector`` (title and section weighted above the body: the chunk's model-written context and its
+content, ``pgvector_keywords``) — and fuses them with weighted reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from askflow.domain.model import Chunk, ScoredChunk
 from askflow.ports import VectorStore
 from askflow.retrieval.fusion import weighted_rrf
 
+#: what keyword search reads of a chunk: its title and section, weighted above its context and content
+KEYWORD_TEXT = ("setweight(to_tsvector('english', title || ' ' || section), 'A')"
+                " || to_tsvector('english', context || ' ' || content)")
 
 class PgVectorStore(VectorStore):
     """:param url: a libpq URL. :param collection: the table name (from settings)."""
@@ -78,13 +81,11 @@ class PgVectorStore(VectorStore):
                     kind text NOT NULL,
                     metadata jsonb NOT NULL DEFAULT '{{}}',
                     audiences text[],
+                    context text NOT NULL DEFAULT '',
                     embedding vector({dim}) NOT NULL,
-                    tsv tsvector GENERATED ALWAYS AS (
-                        setweight(to_tsvector('english', title || ' ' || section), 'A')
-                        || to_tsvector('english', content)
-                    ) STORED
+                    tsv tsvector GENERATED ALWAYS AS ({keyword_text}) STORED
                 )"""
-            ).format(t=self._table, dim=sql.Literal(dimension)),
+            ).format(t=self._table, dim=sql.Literal(dimension), keyword_text=sql.SQL(KEYWORD_TEXT)),
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (doc_id)").format(
                 i=sql.Identifier(f"{self._collection}_doc_id"), t=self._table
             ),
@@ -94,6 +95,11 @@ class PgVectorStore(VectorStore):
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (audiences)").format(
                 i=sql.Identifier(f"{self._collection}_audiences"), t=self._table
             ),
+            # a collection made before contexts: every chunk's is empty, so its keyword text (and the statistics of
+            # its words) stays the same once the context joins it
+            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS context text NOT NULL DEFAULT ''").format(t=self._table),
+        ]
+        indexes = [
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (tsv)").format(
                 i=sql.Identifier(f"{self._collection}_tsv"), t=self._table
             ),
@@ -107,6 +113,9 @@ class PgVectorStore(VectorStore):
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._collection,))
             for statement in ddl:
                 conn.execute(statement)
+            self._keyword_text_with_context(conn)
+            for statement in indexes:
+                conn.execute(statement)
             self._keywords.initialize(conn)
             (stored,) = conn.execute(
                 "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
@@ -118,30 +127,41 @@ class PgVectorStore(VectorStore):
                 f"{dimension}: set ASKFLOW_COLLECTION to another collection for this model"
             )
 
+    def _keyword_text_with_context(self, conn: psycopg.Connection) -> None:
+        """In ``ensure_collection``'s transaction: a table whose keyword text was generated before contexts gets it
+        generated again with them (dropped and added, before its GIN index is made again)."""
+        (expression,) = conn.execute(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a"
+            " ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = %s::regclass AND a.attname = 'tsv'",
+            (self._table.as_string(conn),),
+        ).fetchone()
+        if "context" not in expression:
+            conn.execute(sql.SQL(
+                "ALTER TABLE {t} DROP COLUMN tsv, ADD COLUMN tsv tsvector GENERATED ALWAYS AS ({keyword_text}) STORED"
+            ).format(t=self._table, keyword_text=sql.SQL(KEYWORD_TEXT)))
+
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
         """Insert the chunks not stored yet and count their lexemes in the keyword statistics, in one transaction.
 
         A chunk id names its content (document, position and the fingerprint of the document's title, url and text
         with the chunking strategy), so a stored id is not counted again: only what the id does not name (kind,
-        metadata, embedding) is updated.
+        metadata, audiences, context, embedding) is updated, and a chunk whose context changed has the lexemes of
+        its keyword text as it was taken from the statistics and those of its new one added.
         """
         if not chunks:
             return 0
         insert = sql.SQL(
-            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING RETURNING id"
         ).format(t=self._table)
         update = sql.SQL(
-            "UPDATE {t} SET kind = %s, metadata = %s, audiences = %s, embedding = %s WHERE id = %s"
+            "UPDATE {t} SET kind = %s, metadata = %s, audiences = %s, context = %s, embedding = %s WHERE id = %s"
         ).format(t=self._table)
-        count_inserted = sql.SQL("WITH inserted AS (SELECT tsv FROM {t} WHERE id = ANY(%s::uuid[])) {adjust}").format(
-            t=self._table, adjust=self._keywords.adjustment("inserted", sign=1)
-        )
         rows = [
             (
-                c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha,
-                c.kind.value, Jsonb(c.metadata), list(c.audiences) if c.audiences is not None else None, _vector(v),
+                c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha, c.kind.value,
+                Jsonb(c.metadata), list(c.audiences) if c.audiences is not None else None, c.context, _vector(v),
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]
@@ -153,12 +173,32 @@ class PgVectorStore(VectorStore):
                     inserted.update(str(row[0]) for row in cur.fetchall())
                     if not cur.nextset():
                         break
-                existing = [(row[8], row[9], row[10], row[11], row[0]) for row in rows if row[0] not in inserted]
+                existing = [row for row in rows if row[0] not in inserted]
+                recontexted = self._context_changed(conn, {row[0]: row[11] for row in existing})
+                if recontexted:
+                    conn.execute(self._keyword_count(sign=-1), (recontexted,))
                 if existing:
-                    cur.executemany(update, existing)
+                    cur.executemany(update, [(*row[8:13], row[0]) for row in existing])
+                if recontexted:
+                    conn.execute(self._keyword_count(sign=1), (recontexted,))
             if inserted:
-                conn.execute(count_inserted, (sorted(inserted),))
+                conn.execute(self._keyword_count(sign=1), (sorted(inserted),))
         return len(rows)
+
+    def _context_changed(self, conn: psycopg.Connection, contexts: dict[str, str]) -> list[str]:
+        """Those of the stored chunks ``contexts`` names (id -> the context being written) whose stored context
+        differs."""
+        if not contexts:
+            return []
+        statement = sql.SQL("SELECT id, context FROM {t} WHERE id = ANY(%s::uuid[])").format(t=self._table)
+        stored = {str(chunk_id): context for chunk_id, context in conn.execute(statement, (list(contexts),))}
+        return sorted(chunk_id for chunk_id, context in stored.items() if contexts[chunk_id] != context)
+
+    def _keyword_count(self, *, sign: int) -> sql.Composed:
+        """Add (``sign`` 1) or take (-1) the lexemes of the rows whose ids are the statement's parameter to or from
+        the keyword statistics."""
+        return sql.SQL("WITH counted AS (SELECT tsv FROM {t} WHERE id = ANY(%s::uuid[])) {adjust}").format(
+            t=self._table, adjust=self._keywords.adjustment("counted", sign=sign))
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete the documents' chunks and subtract their lexemes from the keyword statistics, in one statement."""

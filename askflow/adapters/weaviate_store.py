@@ -2,9 +2,10 @@
 
 A collection with ``content``, ``source`` (doc id), ``url``, ``title``, ``section``, ``sha``, ``kind``, ``chunk_index``
 and ``metadata`` (JSON text), ``audiences`` (who may read it: a text array every query filters on, inside the query,
-with the HNSW index's ACORN filter strategy so a selective filter still fills the result), vectors supplied by
-askflow (no server-side vectorizer), hybrid search with ``alpha``, batch upserts keyed by the chunks' deterministic
-UUIDs. Objects stored before audiences existed have none and are found by admins only.
+with the HNSW index's ACORN filter strategy so a selective filter still fills the result), ``context`` (what a model
+wrote to place the chunk in its document, searched by keywords with the content), vectors supplied by askflow (no
+server-side vectorizer), hybrid search with ``alpha``, batch upserts keyed by the chunks' deterministic UUIDs.
+Objects stored before audiences existed have none and are found by admins only; before contexts, none either.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from urllib.parse import urlparse
 from askflow.domain.model import Chunk, ScoredChunk, SourceKind
 from askflow.ports import VectorStore
 
-_PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata", "audiences")
+_PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata", "audiences",
+               "context")
 
 
 class WeaviateVectorStore(VectorStore):
@@ -51,10 +53,12 @@ class WeaviateVectorStore(VectorStore):
 
         client = self._connected()
         audiences = Property(name="audiences", data_type=DataType.TEXT_ARRAY, tokenization=Tokenization.FIELD)
+        context = Property(name="context", data_type=DataType.TEXT, tokenization=Tokenization.WORD)
         if client.collections.exists(self._name):
             collection = client.collections.get(self._name)
-            if not any(p.name == "audiences" for p in collection.config.get().properties):
-                collection.config.add_property(audiences)  # a collection made before audiences
+            named = {p.name for p in collection.config.get().properties}
+            for missing in (p for p in (audiences, context) if p.name not in named):
+                collection.config.add_property(missing)  # a collection made before audiences or contexts
             return
         text = lambda name, tokenize=Tokenization.WORD: Property(  # noqa: E731
             name=name, data_type=DataType.TEXT, tokenization=tokenize
@@ -72,6 +76,7 @@ class WeaviateVectorStore(VectorStore):
                 Property(name="chunk_index", data_type=DataType.INT),
                 Property(name="metadata", data_type=DataType.TEXT, index_searchable=False),
                 audiences,
+                context,
             ],
         )
 
@@ -208,7 +213,7 @@ class WeaviateVectorStore(VectorStore):
                 self._client = None
 
 
-_QUERY_PROPERTIES = ("title^2", "section^2", "content")  # headings weigh twice the body in BM25
+_QUERY_PROPERTIES = ("title^2", "section^2", "context", "content")  # headings weigh twice the body in BM25
 
 
 def _class_name(collection: str) -> str:
@@ -221,7 +226,7 @@ def _properties(chunk: Chunk) -> dict:
     return {
         "content": chunk.content, "source": chunk.doc_id, "url": chunk.url, "title": chunk.title,
         "section": chunk.section, "sha": chunk.sha, "kind": chunk.kind.value, "chunk_index": chunk.index,
-        "metadata": json.dumps(chunk.metadata), "audiences": list(chunk.audiences or []),
+        "metadata": json.dumps(chunk.metadata), "audiences": list(chunk.audiences or []), "context": chunk.context,
     }
 
 
@@ -231,6 +236,7 @@ def _chunk(properties: dict) -> Chunk:
         title=properties["title"], section=properties["section"], url=properties["url"], sha=properties["sha"],
         kind=SourceKind(properties["kind"]), metadata=json.loads(properties.get("metadata") or "{}"),
         audiences=tuple(properties["audiences"]) if properties.get("audiences") else None,
+        context=properties.get("context") or "",
     )
 
 

@@ -1,7 +1,7 @@
 """What model calls cost: a price table applied to what the endpoints report. A chat or embedding model is priced in
-US dollars per million input and output tokens; a reranker per 1,000 searches (one question with up to so many
-documents), per 1,000 documents, or per million tokens. A model missing from the table costs nothing and is named in
-the log once."""
+US dollars per million input and output tokens (a call through a Batch API at half that: ``BATCH_DISCOUNT``); a
+reranker per 1,000 searches (one question with up to so many documents), per 1,000 documents, or per million tokens.
+A model missing from the table costs nothing and is named in the log once."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from askflow.domain.model import Usage
 
 log = logging.getLogger(__name__)
 _unpriced: set[str] = set()
+#: what a call through a Batch API costs of the same call made at once (OpenAI's and Anthropic's batch discount)
+BATCH_DISCOUNT = 0.5
 
 
 class RerankPrice(BaseModel):
@@ -67,13 +69,13 @@ class PriceTable:
             return 0.0, 0.0
         return price
 
-    def cost(self, usage: Sequence[Usage]) -> float:
-        """Dollars for these calls."""
+    def cost(self, usage: Sequence[Usage], *, batch: bool = False) -> float:
+        """Dollars for these calls; made through a Batch API (``batch``), at its discount."""
         total = 0.0
         for call in usage:
             per_input, per_output = self._price(call.model)
             total += (call.prompt_tokens * per_input + call.completion_tokens * per_output) / 1_000_000
-        return total
+        return total * BATCH_DISCOUNT if batch else total
 
     def rerank_cost(self, calls: Sequence[RerankUsage]) -> float:
         """Dollars for these rerank calls: by the model's ``RerankPrice``, or by its input price per million tokens

@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                                 "repeatable: a regression gate")
     retrieval.add_argument("--rerank", action="store_true",
                            help="reorder the fused documents with the configured reranker (ASKFLOW_RERANKER)")
+    retrieval.add_argument("--contextual", action="store_true",
+                           help="give the chunks their contexts by the cheap model first (ASKFLOW_CONTEXTUAL_*), in "
+                                "a collection of their own")
     retrieval.set_defaults(run=_eval_retrieval)
 
     learning = evaluate.add_parser("feedback", help="one round of the learning loop: retrieval before and after, "
@@ -213,14 +216,20 @@ def _eval_retrieval(args) -> int:
     with bootstrap() as components:
         if args.rerank and components.settings.reranker == "none":
             raise InvalidInput("--rerank needs a reranker: set ASKFLOW_RERANKER to cohere or vertex")
+        if args.contextual and not components.settings.llm_configured:
+            raise InvalidInput("--contextual needs a chat model to write the contexts: set OPENAI_API_KEY or "
+                               "OPENAI_BASE_URL")
         strategy = _strategy(args, components)
-        store = components.vector_store(
-            f"{components.settings.collection}_eval_{identifier(components.embeddings.name)}")
+        collection = f"{components.settings.collection}_eval_{identifier(components.embeddings.name)}"
+        collection += "_contextual" if args.contextual else ""
+        store = components.vector_store(collection)
         try:
             summary = evaluate(documents=load_corpus(args.corpus), questions=load_questions(args.questions),
                                store=store, embeddings=components.embeddings,
                                retriever=components.retriever_for(store, rerank=args.rerank), strategy=strategy,
-                               details_path=args.details)
+                               details_path=args.details,
+                               contextualizer=_contextualizer(components, store, collection) if args.contextual
+                               else None)
         finally:
             store.close()
     print(f"per-question results: {args.details}")
@@ -230,6 +239,16 @@ def _eval_retrieval(args) -> int:
         print(f"askflow: retrieval below its floor: {'; '.join(below)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _contextualizer(components, store, collection: str):
+    from askflow.ingest.contextual import Contextualizer
+
+    s = components.settings
+    return Contextualizer.configured(s, store=store, embeddings=components.embeddings,
+                                     model=components.chat_model(s.cheap_model), prices=components.prices,
+                                     client=components.openai_client, retrying=components.retrying,
+                                     collection=collection)
 
 
 def _floors(specs: list[str]) -> list[tuple[str, float]]:
@@ -353,6 +372,7 @@ def _insights(args) -> int:
 
 def _stats(args) -> int:
     from askflow.bootstrap import bootstrap
+    from askflow.ingest.contextual import ContextRunLog
     from askflow.insights.model import parse_period
     from askflow.service_layer.stats import usage_stats
 
@@ -360,7 +380,8 @@ def _stats(args) -> int:
     end = utcnow()
     with bootstrap() as components, _ProgressBar() as progress:
         stats = usage_stats(components.requests.created_between(end - period, end), start=end - period, end=end,
-                            progress=progress)
+                            progress=progress,
+                            context_runs=ContextRunLog.configured(components.settings).between(end - period, end))
     if args.format == "json":
         print(stats.model_dump_json())
         return 0
@@ -381,6 +402,11 @@ def _stats(args) -> int:
           f"  served from the cache {stats.cache_hits} ({share(stats.cache_hit_share)}), "
           f"rated helpful {share(stats.rated_up_share)} of {stats.rated} rated")
     print("per day:\n" + "\n".join(f"  {d.day}  {d.questions:>6} questions  {money(d.cost_usd)}" for d in stats.days))
+    contextual = stats.contextual
+    if contextual.runs:
+        print(f"contextual chunks (runs: {contextual.runs}): {contextual.contextualized} given a context, "
+              f"{contextual.calls} calls, {money(contextual.cost_usd)}"
+              + (f"; {contextual.left} left past a run's cap" if contextual.left else ""))
     if stats.failures_by_reason:
         print("failures:\n" + "\n".join(f"  {n:>6}  {reason}" for reason, n in stats.failures_by_reason.items()))
     return 0

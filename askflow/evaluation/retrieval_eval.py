@@ -1,8 +1,9 @@
 """Retrieval evaluation: hit@k and MRR@10 of the production retrieval code on a corpus and a question set.
 
 The corpus is indexed into the evaluation collection with the configured strategy (incrementally: whatever the
-collection held for another corpus or strategy is pruned or re-embedded, so the result equals a fresh index). Gold
-pages are named by their path relative to the corpus folder.
+collection held for another corpus or strategy is pruned or re-embedded, so the result equals a fresh index), and
+its chunks given their model-written contexts when asked (``--contextual``: a collection of its own). Gold pages are
+named by their path relative to the corpus folder.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from askflow.domain.clock import utcnow
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document
 from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.contextual import ContextRun, Contextualizer
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 from askflow.ports import Embeddings, VectorStore
@@ -52,12 +55,20 @@ def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
 def evaluate(
     *, documents: Sequence[Document], questions: Sequence[dict], store: VectorStore, embeddings: Embeddings,
     retriever: Retriever, strategy: ChunkingStrategy, details_path: Path | None = None,
+    contextualizer: Contextualizer | None = None,
 ) -> dict[str, float | str]:
     """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
-    collection), then score ``retriever`` over it; per-question rows go to ``details_path`` when given."""
+    collection), give their chunks contexts with ``contextualizer`` when one is given (a collection of its own: its
+    figures are contextual chunks'), then score ``retriever`` over it; per-question rows go to ``details_path`` when
+    given."""
     index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
     keep_only_the_corpus(store)
-    return score_retrieval(questions, retriever, details_path=details_path)
+    contexts = None
+    if contextualizer is not None:
+        contexts = contextualizer.run([document.doc_id for document in documents],
+                                      run_id=f"eval-{utcnow():%Y%m%dT%H%M%S}")
+    summary = score_retrieval(questions, retriever, details_path=details_path)
+    return summary | (contextual_summary(contexts) if contexts is not None else {})
 
 
 def keep_only_the_corpus(store: VectorStore) -> None:
@@ -102,6 +113,14 @@ def rerank_summary(retriever: Retriever, *, before: RerankStats) -> dict[str, fl
     return {"reranker": retriever.reranker_model, "reranked": after.reranked - before.reranked,
             "rerank_fallbacks": after.fallbacks - before.fallbacks,
             "rerank_cost_usd": round(after.cost_usd - before.cost_usd, 6)}
+
+
+def contextual_summary(run: ContextRun) -> dict[str, float | str]:
+    """What giving the corpus's chunks their contexts did: the model, the chunks given one now, those whose stored
+    one was kept (an earlier evaluation's), those left past the cap (the figures are then partly plain chunks'), and
+    what the calls cost."""
+    return {"context_model": run.model, "contextualized": run.contextualized, "contexts_cached": run.cached,
+            "contexts_left": run.left, "contextual_cost_usd": round(run.cost_usd, 6)}
 
 
 def load_corpus(corpus: Path) -> list[Document]:

@@ -9,6 +9,7 @@ is cut, by LangChain's language-aware ``RecursiveCharacterTextSplitter``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -29,6 +30,19 @@ def resha(chunk: Chunk, embedding_model: str) -> Chunk:
     if not isinstance(made_from, dict) or not {"document", "strategy"} <= set(made_from):
         return chunk
     return dataclasses.replace(chunk, sha=content_hash(made_from["document"], made_from["strategy"], embedding_model))
+
+
+def document_text(chunks: Sequence[Chunk]) -> str:
+    """A document as its chunks (in order) give it back: its title, each section's heading once before its first
+    chunk, and the chunks' content (an overlap repeated). What the contextual step shows a model of the document a
+    chunk is placed in (``askflow.ingest.contextual``)."""
+    parts, section = [f"# {chunks[0].title}"] if chunks and chunks[0].title else [], None
+    for chunk in chunks:
+        if chunk.section and chunk.section != section:
+            parts.append(f"## {chunk.section}")
+            section = chunk.section
+        parts.append(chunk.content)
+    return "\n\n".join(parts)
 
 
 @dataclass(frozen=True)

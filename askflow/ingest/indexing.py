@@ -5,7 +5,7 @@ the chunking strategy and the embedding model. A document whose fingerprint is u
 embedded or written); a changed one has its chunks replaced; a stored document of the same source that the source
 no longer lists is pruned. A document its location could not read this run (``Document.unavailable``: a page
 answering 403 or 503) is neither: what is stored of it stays, the result reports it, and past a share of them the
-run fails.
+run fails. ``reindex_chunks`` embeds and writes again stored chunks whose context arrived after them.
 """
 
 from __future__ import annotations
@@ -159,6 +159,18 @@ def index_documents(
     log.info("indexed source %s: %s", source, result.to_dict())
     refuse_unavailable_share(result.unavailable, result.documents_seen, max_share=max_unavailable_share)
     return result
+
+
+def reindex_chunks(chunks: Sequence[Chunk], *, store: VectorStore, embeddings: Embeddings) -> int:
+    """Embed and write again stored chunks whose embedded text changed and content did not (a model wrote their
+    ``context``: ``askflow.ingest.contextual``), by their ids. A chunk of a document stored since in another version
+    (its fingerprint no longer the stored one) is not written: a late context never brings a replaced chunk back.
+    Returns how many were written."""
+    current = store.fingerprints(sorted({chunk.doc_id for chunk in chunks}))
+    standing = [chunk for chunk in chunks if current.get(chunk.doc_id) == chunk.sha]
+    if not standing:
+        return 0
+    return store.upsert(standing, embeddings.embed_documents([chunk.embedding_text for chunk in standing]))
 
 
 def refuse_empty_listing(listed: int, stored: dict[str, str], *, scope: str, allow_empty: bool) -> None:

@@ -1,17 +1,22 @@
 """How askflow is doing over a period: questions, latency, what answers cost, cache hits, ratings and failures,
-from the stored requests (``askflow stats`` and the admin page)."""
+from the stored requests (``askflow stats`` and the admin page), and what contextual chunks cost, from their steps'
+records (``askflow stats``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from askflow.domain.model import Request, RequestStatus
 from askflow.grading.privacy import private_findings
 from askflow.insights.model import PRIVATE_QUESTION
+
+if TYPE_CHECKING:  # the admin page reads these figures: it imports no ingestion
+    from askflow.ingest.contextual import ContextRun
 
 
 class Day(BaseModel):
@@ -34,6 +39,18 @@ class Recent(BaseModel):
     trace_id: str | None
 
 
+class ContextualSpend(BaseModel):
+    """What the contextual steps started in the period did and cost (``askflow.ingest.contextual``): ``runs``
+    (DAG runs and evaluations; a DAG run's tasks are one), the chunks given a context, the calls, and the chunks
+    left past a run's cap."""
+
+    runs: int = 0
+    contextualized: int = 0
+    calls: int = 0
+    left: int = 0
+    cost_usd: float = 0.0
+
+
 class UsageStats(BaseModel):
     period_start: dt.datetime
     period_end: dt.datetime
@@ -52,11 +69,14 @@ class UsageStats(BaseModel):
     failures_by_reason: dict[str, int]
     days: list[Day]
     recent: list[Recent]
+    contextual: ContextualSpend = ContextualSpend()
 
 
 def usage_stats(requests: Iterable[Request], *, start: dt.datetime, end: dt.datetime, recent: int = 20,
-                progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> UsageStats:
-    """Figures of the requests created in [start, end) (``requests``, oldest first)."""
+                progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+                context_runs: Iterable[ContextRun] = ()) -> UsageStats:
+    """Figures of the requests created in [start, end) (``requests``, oldest first), and of the contextual steps
+    started in it (``context_runs``)."""
     days = [Day(day=start.date() + dt.timedelta(days=n)) for n in range((end.date() - start.date()).days + 1)]
     latencies: list[float] = []
     failures: Counter[str] = Counter()
@@ -93,7 +113,15 @@ def usage_stats(requests: Iterable[Request], *, start: dt.datetime, end: dt.date
         cache_hit_share=round(cache_hits / answered, 3) if answered else None, rated=rated,
         rated_up_share=round(rated_up / rated, 3) if rated else None, failures_by_reason=dict(failures.most_common()),
         days=[day.model_copy(update={"cost_usd": round(day.cost_usd, 6)}) for day in days],
-        recent=[_recent(request) for request in reversed(last)])
+        recent=[_recent(request) for request in reversed(last)], contextual=contextual_spend(context_runs))
+
+
+def contextual_spend(runs: Iterable[ContextRun]) -> ContextualSpend:
+    """What the contextual steps' records ``runs`` add up to."""
+    runs = list(runs)
+    return ContextualSpend(runs=len({run.run_id for run in runs}), contextualized=sum(r.contextualized for r in runs),
+                           calls=sum(run.calls for run in runs), left=sum(run.left for run in runs),
+                           cost_usd=round(sum(run.cost_usd for run in runs), 6))
 
 
 def _percentile(ordered: list[float], p: float) -> float | None:
