@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -343,7 +344,7 @@ class Components:
         return PgLearnedSignals(url=self.database_url, table=table)
 
     def answerer_for(self, store: VectorStore, embeddings: Embeddings, *, collection: str,
-                     signals: LearnedSignals | None, requests: RequestStore | None = None):
+                     signals: LearnedSignals | None, requests: Callable[[], RequestStore] | None = None):
         """An answerer over ``store``, with what ``signals`` learned (ranking and the verified-answer cache, which
         serves only answers whose request ``requests`` still holds verified)."""
         from askflow.learning.cache import AnswerCache
@@ -415,7 +416,7 @@ class Components:
             if key not in self._answerers:
                 store, embeddings = self._pair(serving)
                 self._answerers[key] = self.answerer_for(store, embeddings, collection=serving.collection,
-                                                         signals=self.signals, requests=self.requests)
+                                                         signals=self.signals, requests=lambda: self.requests)
             return self._answerers[key]
 
     @cached_property

@@ -48,7 +48,7 @@ def loop(pg_url, minilm, collection_name, wire):
 
     class Loop:
         answerer = components.answerer_for(store, minilm, collection=collection_name, signals=signals,
-                                           requests=requests)
+                                           requests=lambda: requests)
         grader = components.grader  # the model judge (the loopback model grades every item 4/4)
 
         @staticmethod

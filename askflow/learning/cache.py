@@ -32,8 +32,11 @@ class AnswerCache:
     """:param threshold: the cosine similarity a semantic match needs. :param candidates: near questions checked."""
 
     def __init__(self, *, signals: LearnedSignals, store: VectorStore, embeddings: Embeddings, collection: str,
-                 threshold: float, candidates: int = 5, requests: RequestStore | None = None) -> None:
-        """:param requests: where the answers' requests are (``None``: not checked, as in offline evaluation)."""
+                 threshold: float, candidates: int = 5,
+                 requests: Callable[[], RequestStore] | None = None) -> None:
+        """:param requests: gives the store of the answers' requests, made at the first lookup that needs it (``None``:
+        not checked, as in offline evaluation). When it cannot be made (no Firestore credentials, say), nothing is
+        served: an answer whose request cannot be checked is not served as verified."""
         self._requests = requests
         self._signals = signals
         self._store = store
@@ -54,7 +57,11 @@ class AnswerCache:
         """Its request is stored and still verified; a record that is not is forgotten."""
         if self._requests is None:
             return True
-        request = self._requests.get(answer.request_id)
+        try:
+            request = self._requests().get(answer.request_id)
+        except Exception as error:  # noqa: BLE001 - whatever keeps the store from answering: fail closed
+            log.warning("cache: %s not served: its request cannot be checked (%s)", answer.request_id, error)
+            return False
         if request is not None and request.verified:
             return True
         log.warning("cache: %s forgotten: its request is %s", answer.request_id,
