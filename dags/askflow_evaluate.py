@@ -16,9 +16,7 @@ import datetime as dt
 import pendulum
 from airflow.providers.google.cloud.hooks.pubsub import PubSubHook
 from airflow.providers.google.cloud.sensors.pubsub import PubSubPullSensor
-from airflow.sdk import dag, get_current_context, task
-
-from askflow.config import Settings, load_settings
+from airflow.sdk import Param, dag, get_current_context, task
 
 
 def compact_messages(messages, context) -> list[dict]:
@@ -39,8 +37,22 @@ def compact_messages(messages, context) -> list[dict]:
     return compact
 
 
-def _settings() -> Settings:
-    return load_settings()
+class SettingsPullSensor(PubSubPullSensor):
+    """``PubSubPullSensor`` whose message count is templated too, so it is read from the settings at run time."""
+
+    template_fields = (*PubSubPullSensor.template_fields, "max_messages")
+
+    def poke(self, context) -> bool:
+        self.max_messages = int(self.max_messages)
+        return super().poke(context)
+
+
+def askflow_setting(name: str):
+    """A setting, read when a task runs (a template macro: ``{{ askflow_setting('evaluation_subscription') }}``),
+    never when the scheduler parses this file."""
+    from askflow.config import load_settings
+
+    return getattr(load_settings(), name)
 
 
 @dag(
@@ -51,15 +63,16 @@ def _settings() -> Settings:
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True},
     tags=["askflow", "evaluation"],
-    params={"batch_size": _settings().evaluation_batch_size},
+    params={"batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=1000,
+                                description="answers per grading call (unset: ASKFLOW_EVALUATION_BATCH_SIZE)")},
+    user_defined_macros={"askflow_setting": askflow_setting},
 )
 def askflow_evaluate():
-    settings = _settings()
-    pull = PubSubPullSensor(
+    pull = SettingsPullSensor(
         task_id="pull_events",
-        project_id=settings.project_id,
-        subscription=settings.evaluation_subscription,
-        max_messages=settings.evaluation_max_messages,
+        project_id="{{ askflow_setting('project_id') }}",
+        subscription="{{ askflow_setting('evaluation_subscription') }}",
+        max_messages="{{ askflow_setting('evaluation_max_messages') }}",
         ack_messages=False,
         messages_callback=compact_messages,
         deferrable=False,
@@ -76,9 +89,10 @@ def askflow_evaluate():
         from askflow.service_layer.evaluation import judge
 
         with bootstrap() as c:
+            batch_size = get_current_context()["params"].get("batch_size") or c.settings.evaluation_batch_size
+            events = [GradingDue(**m["event"]) for m in pulled if m["event"]]
             run, verdicts, again = judge(
-                [GradingDue(**m["event"]) for m in pulled if m["event"]], requests=c.requests, grader=c.grader,
-                batch_size=int(get_current_context()["params"]["batch_size"]), prices=c.prices,
+                events, requests=c.requests, grader=c.grader, batch_size=int(batch_size), prices=c.prices,
                 review_cap=c.settings.review_queue_per_asker, attempts=c.settings.grading_attempts)
         return {"run": run.model_dump(mode="json"), "verdicts": [v.model_dump(mode="json") for v in verdicts],
                 "again": [event.model_dump(mode="json") for event in again]}
@@ -119,8 +133,8 @@ def askflow_evaluate():
     @task
     def acknowledge(ack_ids: list[str]) -> int:
         if ack_ids:
-            PubSubHook().acknowledge(subscription=settings.evaluation_subscription, project_id=settings.project_id,
-                                     ack_ids=ack_ids)
+            PubSubHook().acknowledge(subscription=askflow_setting("evaluation_subscription"),
+                                     project_id=askflow_setting("project_id"), ack_ids=ack_ids)
         return len(ack_ids)
 
     acknowledge(save_grades(write_back(grade(pull.output)), pull.output))
