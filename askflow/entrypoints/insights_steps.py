@@ -22,7 +22,8 @@ def build(components, *, period: str, end: dt.datetime | None = None, min_cluste
         signals=components.signals, namer=components.chat_model(s.cheap_model), reports=components.insights_reports,
         files=components.report_files, start=start, end=end,
         min_cluster_size=min_cluster_size or s.insights_min_cluster_size,
-        cluster_selection=s.insights_cluster_selection, low_confidence=s.insights_low_confidence,
+        cluster_selection=s.insights_cluster_selection, low_confidence=s.confidence_weak_match,
+        low_similarity=s.insights_low_confidence,
         gap_share=s.insights_gap_share, assign_similarity=s.insights_assign_similarity, progress=progress)
 
 

@@ -3,7 +3,9 @@
 The corpus is indexed into the evaluation collection with the configured strategy (incrementally: whatever the
 collection held for another corpus or strategy is pruned or re-embedded, so the result equals a fresh index), and
 its chunks given their model-written contexts when asked (``--contextual``: a collection of its own). Gold pages are
-named by their path relative to the corpus folder.
+named by their path relative to the corpus folder. Each question's row of the details file carries, beside its hits,
+the confidence and the "not sure" verdict the answerer without a model would give it (``answer_confidence``), so
+that the calibration of ``retrieval.confidence`` can be checked on any question set.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from askflow.config import Settings
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import InvalidInput
-from askflow.domain.model import Document
+from askflow.domain.model import Document, Source
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.contextual import ContextRun, Contextualizer
 from askflow.ingest.indexing import index_documents
 from askflow.ingest.sources.files import load_paths
 from askflow.ports import Embeddings, VectorStore
+from askflow.retrieval.confidence import Confidence, assess
+from askflow.retrieval.ranking import RankedDocument
 from askflow.retrieval.retriever import RerankStats, Retriever
+from askflow.service_layer.extractive import NOTHING_FOUND, extractive_answer
 
 EVAL_SOURCE = "eval"
 CUTOFFS = (1, 3, 5, 10)
+ANSWER_SOURCES = Settings.model_fields["sources_per_answer"].default  # what the answerer is given by default
 
 
 def load_questions(path: Path, *, allow_empty: bool = False) -> list[dict]:
@@ -84,18 +91,21 @@ def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
                     details_path: Path | None = None) -> dict[str, float | str]:
     """hit@k and MRR@10 of the documentation pages ``retriever`` ranks for each question (stored answers, which
     rank too, are not pages: what they add shows in where the pages they cited rank); with a reranking model, what
-    it did (``rerank_summary``)."""
+    it did (``rerank_summary``). Each question's row (its top pages, hits, ``confidence`` and ``not_sure``: the
+    reason the answerer without a model would not be sure, or ``None``) goes to ``details_path`` when given."""
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     reranked_before = retriever.rerank_stats
     rows = []
     for row in questions:
         found = retriever.search(row["question"])
-        ranked = [d.doc_id.split(":", 1)[1] for d in retriever.rank(found.chunks, question_vector=found.vector)
-                  if d.doc_id.startswith(f"{EVAL_SOURCE}:")][:10]
+        documents = retriever.rank(found.chunks, question_vector=found.vector)
+        ranked = [d.doc_id.split(":", 1)[1] for d in documents if d.doc_id.startswith(f"{EVAL_SOURCE}:")][:10]
         metrics = score(ranked, set(row["gold"]))
         for key, value in metrics.items():
             totals[key] += value
-        rows.append({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics})
+        sure = answer_confidence(row["question"], documents)
+        rows.append({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics,
+                     "confidence": sure.value, "not_sure": sure.reason or None})
     if details_path is not None:
         details_path.parent.mkdir(parents=True, exist_ok=True)
         details_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -104,6 +114,28 @@ def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
     if reranked_before is not None:
         summary.update(rerank_summary(retriever, before=reranked_before))
     return summary
+
+
+def answer_confidence(question: str, documents: Sequence[RankedDocument], *,
+                      sources: int = ANSWER_SOURCES) -> Confidence:
+    """The confidence the answerer without a model gives ``question`` (``retrieval.confidence.assess``): the top
+    document's fused score, and the verdict on its extractive answer from the best passages of the first
+    ``sources`` distinct documents of ``documents`` (ranked best first), each passage once."""
+    given: list[Source] = []
+    seen: set[str] = set()
+    for document in documents:
+        best = document.chunks[0].chunk
+        passage = " ".join(best.content.split())
+        if document.repeats is not None or passage in seen:
+            continue
+        if len(given) == sources:
+            break
+        seen.add(passage)
+        given.append(Source(n=len(given) + 1, title=best.title, url=best.url, doc_id=best.doc_id,
+                            section=best.section, kind=best.kind.value, excerpt=best.content))
+    text, quoted = extractive_answer(question, given)
+    return assess(top_score=documents[0].score if documents else None, sources=quoted, answer_text=text,
+                  mode="extractive", nothing_found=NOTHING_FOUND)
 
 
 def rerank_summary(retriever: Retriever, *, before: RerankStats) -> dict[str, float | str]:

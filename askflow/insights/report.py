@@ -2,6 +2,10 @@
 cluster (label, size and trend, representatives, ratings, failures, "don't know", retrieval confidence, pages
 cited) and find the coverage gaps (clusters whose answers mostly did not help), each with the pages closest to it.
 
+The retrieval confidence is the answer's own (``retrieval.confidence``, stored with the request): there is one
+confidence. A request stored before answers carried one is judged as it was then, by the cosine of its question to
+its answer's top source, with a threshold of its own.
+
 Pure of IO: the caller hands in the requests, an embedding function and what searches the docs.
 """
 
@@ -52,6 +56,7 @@ class AskedQuestion:
     net_rating: int
     top_source: str  # the excerpt of the source the answer rests on most ("" when none)
     cited: tuple[tuple[str, str, str], ...]  # (doc_id, title, url) of the sources it cited
+    confidence: float | None = None  # the answer's confidence as stored (None: stored before there was one)
 
     @classmethod
     def of(cls, request: Request) -> AskedQuestion:
@@ -68,23 +73,28 @@ class AskedQuestion:
             failed=request.status is RequestStatus.FAILED,
             dont_know=request.status is RequestStatus.COMPLETE and bool(DONT_KNOW.search(request.answer or "")),
             net_rating=request.net_rating, top_source=top.excerpt if top is not None else "",
-            cited=tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited) if request.is_public else ())
+            cited=tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited) if request.is_public else (),
+            confidence=request.confidence)
 
 
 def build_report(
     asked: Sequence[AskedQuestion], *, previous: Sequence[AskedQuestion], start: dt.datetime, end: dt.datetime,
     vectors: Callable[[Sequence[AskedQuestion]], np.ndarray], embed_texts: Callable[[Sequence[str]], np.ndarray],
     closest_pages: Callable[[str, np.ndarray], list[Page]], namer: ChatModel | None, embedding_model: str,
-    min_cluster_size: int, cluster_selection: str = "leaf", low_confidence: float, gap_share: float,
-    assign_similarity: float, built_at: dt.datetime, progress: Progress = lambda stage, done, total: None,
+    min_cluster_size: int, cluster_selection: str = "leaf", low_confidence: float, low_similarity: float,
+    gap_share: float, assign_similarity: float, built_at: dt.datetime,
+    progress: Progress = lambda stage, done, total: None,
 ) -> InsightsReport:
     """The report of ``asked`` (the period's questions); ``previous`` (the period before) gives each cluster's
-    trend. ``vectors`` embeds questions (reusing stored embeddings), ``embed_texts`` embeds source excerpts."""
+    trend. ``vectors`` embeds questions (reusing stored embeddings), ``embed_texts`` embeds source excerpts.
+    An answer rests on weakly matching sources when its confidence is below ``low_confidence`` (the confidence's
+    threshold), or, stored without one, when its top source's cosine to its question is below ``low_similarity``."""
     progress("embed", 0, len(asked) + len(previous))
     matrix = _normalised(vectors(asked)) if asked else np.zeros((0, 1))
     before = _normalised(vectors(previous)) if previous else np.zeros((0, matrix.shape[1] if asked else 1))
     progress("embed", len(asked) + len(previous), len(asked) + len(previous))
-    confidence = _confidence(asked, matrix, embed_texts)
+    confidence, stored = _confidence(asked, matrix, embed_texts)
+    weak = np.where(stored, confidence < low_confidence, confidence < low_similarity)
     progress("cluster", 0, 1)
     found = cluster_vectors(matrix, min_cluster_size=min_cluster_size, selection=cluster_selection) if asked else []
     labels = np.asarray(found, dtype=int)
@@ -99,7 +109,7 @@ def build_report(
     for n, words in zip(numbers, terms, strict=True):
         members = [i for i, label in enumerate(labels) if label == n]
         clusters.append(_describe(n, words, [asked[i] for i in members], matrix[members], confidence[members],
-                                  previous_sizes.get(n, 0), start=start, days=days, low_confidence=low_confidence,
+                                  stored[members], weak[members], previous_sizes.get(n, 0), start=start, days=days,
                                   gap_share=gap_share))
         progress("describe", len(clusters), len(numbers))
     if namer is not None:
@@ -119,14 +129,16 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
-def _confidence(asked: Sequence[AskedQuestion], matrix: np.ndarray, embed_texts) -> np.ndarray:
-    """How well each answer's top source matches its question (cosine; 0 with no source)."""
-    scores = np.zeros(len(asked), dtype=np.float32)
-    with_source = [i for i, q in enumerate(asked) if q.top_source.strip()]
+def _confidence(asked: Sequence[AskedQuestion], matrix: np.ndarray, embed_texts) -> tuple[np.ndarray, np.ndarray]:
+    """Each answer's confidence, and whether it is the stored one: a request stored without one gets the cosine of
+    its question to its answer's top source (0 with no source), and only those top sources are embedded."""
+    stored = np.array([q.confidence is not None for q in asked], dtype=bool)
+    scores = np.array([q.confidence or 0.0 for q in asked], dtype=np.float32)
+    with_source = [i for i, q in enumerate(asked) if q.confidence is None and q.top_source.strip()]
     if with_source:
         sources = _normalised(embed_texts([asked[i].top_source for i in with_source]))
         scores[with_source] = np.sum(sources * matrix[with_source], axis=1)
-    return scores
+    return scores, stored
 
 
 def _assigned(before: np.ndarray, centres: dict[int, np.ndarray], similarity: float) -> dict[int, int]:
@@ -141,10 +153,11 @@ def _assigned(before: np.ndarray, centres: dict[int, np.ndarray], similarity: fl
 
 
 def _describe(number: int, words: list[str], members: list[AskedQuestion], vectors: np.ndarray,
-              confidence: np.ndarray, previous_size: int, *, start: dt.datetime, days: int, low_confidence: float,
-              gap_share: float) -> ClusterInsight:
+              confidence: np.ndarray, stored: np.ndarray, low: np.ndarray, previous_size: int, *, start: dt.datetime,
+              days: int, gap_share: float) -> ClusterInsight:
+    """One cluster's figures; ``low``: which of its answers rest on weakly matching sources. Its confidence is the
+    mean of its answers' stored ones (of the cosines when none has one: the two are on different scales)."""
     size = len(members)
-    low = confidence < low_confidence
     unanswered = [q.failed or q.dont_know or q.net_rating < 0 or bool(weak) for q, weak in zip(members, low,
                                                                                               strict=True)]
     daily = [0] * days
@@ -159,7 +172,8 @@ def _describe(number: int, words: list[str], members: list[AskedQuestion], vecto
         daily=daily, representatives=representatives,
         rated_up=sum(q.net_rating > 0 for q in members), rated_down=sum(q.net_rating < 0 for q in members),
         failed_share=_share(q.failed for q in members), dont_know_share=_share(q.dont_know for q in members),
-        low_confidence_share=_share(low), confidence=round(float(confidence.mean()), 3),
+        low_confidence_share=_share(low),
+        confidence=round(float(confidence[stored].mean() if stored.any() else confidence.mean()), 3),
         unanswered_share=round(share, 3),
         top_pages=[Page(doc_id=doc_id, title=title, url=url, count=count)
                    for (doc_id, title, url), count in cited.most_common(3)],

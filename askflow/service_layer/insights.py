@@ -38,7 +38,7 @@ def build_insights(
     *, requests: RequestStore, embeddings: Embeddings, retriever: Retriever, signals: LearnedSignals | None,
     namer: ChatModel | None, reports: InsightsReports, files: ReportFiles | None, start: dt.datetime,
     end: dt.datetime, min_cluster_size: int, cluster_selection: str = "leaf", low_confidence: float,
-    gap_share: float, assign_similarity: float,
+    low_similarity: float, gap_share: float, assign_similarity: float,
     progress: Progress = lambda stage, done, total: None,
 ) -> InsightsReport:
     if start >= end:
@@ -78,8 +78,8 @@ def build_insights(
     report = build_report(
         asked, previous=previous, start=start, end=end, vectors=question_vectors, embed_texts=embed_texts,
         closest_pages=closest_pages, namer=namer, embedding_model=embeddings.name, min_cluster_size=min_cluster_size,
-        cluster_selection=cluster_selection, low_confidence=low_confidence, gap_share=gap_share,
-        assign_similarity=assign_similarity, built_at=utcnow(), progress=progress)
+        cluster_selection=cluster_selection, low_confidence=low_confidence, low_similarity=low_similarity,
+        gap_share=gap_share, assign_similarity=assign_similarity, built_at=utcnow(), progress=progress)
     if files is not None:
         report = report.model_copy(update={"files": {
             "html": files.write(f"{report.report_id}.html", html_page(report).encode(), content_type="text/html"),
