@@ -223,8 +223,10 @@ class RequestStore(abc.ABC):
         """Note that the request was queued again (the requeue sweep), so the next sweep waits for it."""
 
     @abc.abstractmethod
-    def save_grade(self, request_id: str, graded: Graded) -> None:
-        """Write a grading run's verdict; never changes the status."""
+    def save_grade(self, request_id: str, graded: Graded) -> bool:
+        """Write a grading run's verdict when the request is still at the revision it judged (atomic: a verdict on
+        an older revision, a rating or a reviewer's decision since, writes nothing: that change's own event brings
+        its grading); never changes the status. Returns whether it wrote."""
 
     @abc.abstractmethod
     def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
@@ -254,6 +256,16 @@ class RequestStore(abc.ABC):
     def escalate(self, request_id: str, escalation: Escalation) -> bool:
         """Set a terminal request's escalation when it has none (atomic: two racing escalations leave one);
         returns whether this call set it."""
+
+    @abc.abstractmethod
+    def settle_escalation(self, request_id: str, escalation: Escalation) -> bool:
+        """Replace an escalation in state ``posting`` (taken for its post) by ``escalation`` (atomic); returns whether
+        it wrote."""
+
+    @abc.abstractmethod
+    def claim_escalation_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        """Take the delivery of a request's team answer for this worker: ``True`` when it is not delivered and no other
+        worker took it less than ``lease_s`` ago (atomic)."""
 
     @abc.abstractmethod
     def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:

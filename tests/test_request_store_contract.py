@@ -262,7 +262,10 @@ def test_a_decision_lands_on_an_answer_once_with_its_audit_entry_and_the_lists_f
     grade = Grade(helpfulness=5, relevance=5, public=True)
     for request_id, verified, in_review in ((answered[0], True, False), (answered[1], False, True),
                                             (answered[2], False, True)):
-        store.save_grade(request_id, Graded(grade=grade, is_good=True, grade_reason="good", graded_at=utcnow(),
-                                            graded_revision="r", verified=verified, in_review=in_review))
+        stale = Graded(grade=grade, is_good=True, grade_reason="good", graded_at=utcnow(), graded_revision="older",
+                       verified=verified, in_review=in_review)
+        assert store.save_grade(request_id, stale) is False  # judged at another revision: nothing written
+        assert store.save_grade(request_id, stale.model_copy(
+            update={"graded_revision": store.get(request_id).revision()})) is True
     assert [r.request_id for r in store.review_queue(10)] == [answered[2], answered[1]]  # newest first
     assert [r.request_id for r in store.recent_good(10)] == [answered[0]]  # graded good is not enough: verified

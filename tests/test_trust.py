@@ -275,3 +275,37 @@ def test_a_follow_up_is_stored_and_matched_by_its_stand_alone_rewording():
     assert request.stored_question == "How do I set retries with the KubernetesPodOperator?"
     document = stored_answer(request, answers_source="answers", answers_base_url="/answers", fingerprints={})
     assert document.metadata["question"] == request.stored_question
+
+
+def test_no_holder_of_a_non_admin_key_can_sign_an_admin_in_or_forge_a_form():
+    """Found in review: cookies and form tokens were signed with the first key, an admin's or not."""
+    import hashlib
+    import hmac
+    import time
+
+    requests = InMemoryRequestStore()
+    requests.create(_answered("liked", asker=True, in_review=True))
+    partner = "the-partner-key"
+    settings = Settings(api_keys=[{"name": "partner", "key": partner}, {"name": "ops", "key": "the-ops-key",
+                                                                        "admin": True}])
+    components = Components(settings=settings, requests=requests)
+    value = f"{int(time.time())}.ops"
+    forged = hmac.new(partner.encode(), f"askflow-session:admin:{value}".encode(), hashlib.sha256).hexdigest()
+    assert _call(components, "GET", "/admin/review", cookies={"askflow_admin": f"{value}.{forged}"})[0] == 401
+    assert _call(components, "GET", "/admin/review", headers={"X-API-Key": partner})[0] == 403
+    status, _, headers = _call(components, "POST", "/admin/login", form={"key": "the-ops-key"})
+    assert status == 303 and _call(components, "GET", "/admin/review", cookies=dict(
+        [headers["Set-Cookie"].split(";")[0].split("=", 1)]))[0] == 200
+
+
+def test_a_verdict_on_an_older_revision_writes_nothing():
+    """Found in review: a run that judged before a reviewer turned the answer down saved "verified" after."""
+    from askflow.domain.model import Graded
+
+    requests = InMemoryRequestStore()
+    requests.create(_answered("r", asker=True))
+    judged_at = requests.get("r").revision()
+    requests.approve("r", Approval(by="rita", at=utcnow(), via="admin", approved=False))
+    verdict = Graded(grade=GOOD, is_good=True, grade_reason="good", graded_at=utcnow(), graded_revision=judged_at,
+                     verified=True)
+    assert requests.save_grade("r", verdict) is False and requests.get("r").verified is False

@@ -250,8 +250,20 @@ class FirestoreRequestStore(RequestStore):
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})
 
-    def save_grade(self, request_id: str, graded: Graded) -> None:
-        self._ref(request_id).update(graded.model_dump())
+    def save_grade(self, request_id: str, graded: Graded) -> bool:
+        """In a transaction that reads the request: a verdict on an older revision writes nothing."""
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def save_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or request.revision() != graded.graded_revision:
+                return False
+            transaction.update(ref, graded.model_dump())
+            return True
+
+        return save_in(self._client.transaction(), self._ref(request_id))
 
     def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
         from google.cloud import firestore
@@ -327,6 +339,38 @@ class FirestoreRequestStore(RequestStore):
             return True
 
         return escalate_in(self._client.transaction(), self._ref(request_id))
+
+    def settle_escalation(self, request_id: str, escalation: Escalation) -> bool:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def settle_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            if request is None or request.escalation is None or request.escalation.state != "posting":
+                return False
+            transaction.update(ref, {"escalation": escalation.model_dump()})
+            return True
+
+        return settle_in(self._client.transaction(), self._ref(request_id))
+
+    def claim_escalation_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def claim_in(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+            escalation = request.escalation if request is not None else None
+            now = utcnow()
+            if escalation is None or escalation.answer is None or escalation.delivered_at is not None or (
+                    escalation.delivering_at is not None
+                    and (now - escalation.delivering_at).total_seconds() < lease_s):
+                return False
+            transaction.update(ref, {"escalation.delivering_at": now})
+            return True
+
+        return claim_in(self._client.transaction(), self._ref(request_id))
 
     def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:
         from google.cloud import firestore

@@ -107,8 +107,13 @@ class InMemoryRequestStore(RequestStore):
     def mark_requeued(self, request_id: str, *, at) -> None:
         self.requests[request_id] = self.requests[request_id].model_copy(update={"updated_at": at, "requeued_at": at})
 
-    def save_grade(self, request_id: str, graded: Graded) -> None:
-        self.requests[request_id] = self.requests[request_id].model_copy(update=dict(graded))
+    def save_grade(self, request_id: str, graded: Graded) -> bool:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is None or request.revision() != graded.graded_revision:
+                return False
+            self.requests[request_id] = request.model_copy(update=dict(graded))
+            return True
 
     def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
         request = self.requests.get(request_id)
@@ -143,6 +148,27 @@ class InMemoryRequestStore(RequestStore):
             if request is None or not request.terminal or request.escalation is not None:
                 return False
             self.requests[request_id] = request.model_copy(update={"escalation": escalation})
+            return True
+
+    def settle_escalation(self, request_id: str, escalation: Escalation) -> bool:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is None or request.escalation is None or request.escalation.state != "posting":
+                return False
+            self.requests[request_id] = request.model_copy(update={"escalation": escalation})
+            return True
+
+    def claim_escalation_delivery(self, request_id: str, *, lease_s: float) -> bool:
+        with self._lock:
+            request = self.requests.get(request_id)
+            escalation = request.escalation if request is not None else None
+            now = utcnow()
+            if escalation is None or escalation.answer is None or escalation.delivered_at is not None or (
+                    escalation.delivering_at is not None
+                    and (now - escalation.delivering_at).total_seconds() < lease_s):
+                return False
+            self.requests[request_id] = request.model_copy(update={"escalation": escalation.model_copy(
+                update={"delivering_at": now})})
             return True
 
     def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:

@@ -8,7 +8,9 @@ escalation finds its own post instead of posting twice. Every text is escaped as
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +79,7 @@ class SlackEscalations(Escalations):
             return None
         for message in page.get("messages", []):
             if message.get("ts") == ts and message.get("thread_ts"):
-                return message.get("text", ""), message.get("user", ""), message["thread_ts"]
+                return plain_text(message.get("text", "")), message.get("user", ""), message["thread_ts"]
         return None
 
     def deliver(self, request: Request, answer: TeamAnswer) -> None:
@@ -88,6 +90,23 @@ class SlackEscalations(Escalations):
             blocks=[{"type": "section", "text": _mrkdwn(f"*The team answered your question*\n"
                                                          f"{slack_text(answer.text, SECTION_CHARS)}")},
                     {"type": "context", "elements": [_mrkdwn(f"Answered by <@{_user_id(author)}>.")]}])
+
+
+_MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+_CHANNEL = re.compile(r"<#[A-Z0-9]+(?:\|[^>]*)?>")
+_SPECIAL = re.compile(r"<!(?:[^>|]*)(?:\|([^>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+
+
+def plain_text(text: str) -> str:
+    """A Slack message as text anyone may read: a user's mention is "a team member", a channel's link "a channel"
+    (a private channel's name says too much), ``<!here>`` and the like go, a link keeps its label and URL, and
+    Slack's escapes are undone."""
+    text = _MENTION.sub("a team member", text)
+    text = _CHANNEL.sub("a channel", text)
+    text = _SPECIAL.sub(lambda m: m.group(1) or "", text)
+    text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
+    return html.unescape(text)
 
 
 def _surface(request: Request) -> str:

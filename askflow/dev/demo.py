@@ -6,8 +6,11 @@ a schedule as Cloud Scheduler does. Grading runs as the evaluation DAG, for real
 ``askflow_evaluate`` whenever grading events wait (so a 👍 on the page is graded and shows on the homepage); with
 ``--airflow``, Airflow itself (``airflow standalone``: API server, scheduler, DAG processor) with its UI.
 
-The demo keeps to a collection of its own (``ASKFLOW_DEMO_COLLECTION``), so ``askflow ingest`` experiments never
-leak into it. SIGTERM, SIGHUP and Ctrl-C stop every process it started.
+It indexes askflow's own docs, or with ``--docs FOLDER`` yours instead, into a collection of its own
+(``ASKFLOW_DEMO_COLLECTION``), so ``askflow ingest`` experiments never leak into it; the collection holds one of
+the two at a time. The admin pages need the admin key: ``ASKFLOW_API_KEY``, or one the demo makes for the run. It
+prints its URLs, that key, and the exports that point ``askflow stats``, ``insights``, ``ask`` and ``ingest`` in
+another shell at it. SIGTERM, SIGHUP and Ctrl-C stop every process it started.
 """
 
 from __future__ import annotations
@@ -15,23 +18,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from askflow.bootstrap import bootstrap
 from askflow.config import load_settings
 from askflow.dev.local_stack import REPO_ROOT, LocalStack, Service, ensure_pull_subscription, settings_env
-from askflow.domain.model import RequestStatus
+from askflow.domain.errors import InvalidInput
+from askflow.domain.model import Document, RequestStatus
 from askflow.entrypoints.answer_text import format_answer
 from askflow.ingest.indexing import index_documents
-from askflow.ingest.sources.files import load_paths
+from askflow.ingest.sources.files import DOC_SUFFIXES, load_paths
 
 PROJECT_DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs"]
+SAMPLE_QUESTION = "How does askflow answer a question, and what happens when no LLM is configured?"
+OWN_SOURCE, DOCS_SOURCE = "askflow", "docs"  # askflow's own docs, or --docs FOLDER's: the collection holds one
 DAGS = REPO_ROOT / "dags"
 REQUEUE_EVERY_S = 60.0  # Cloud Scheduler's requeue job runs every few minutes; the demo does it more often
 GRADE_POLL_S = 10.0
@@ -59,12 +70,49 @@ def ask_over_http(api_url: str, question: str, *, timeout_s: float = 300, api_ke
     raise TimeoutError(f"request {request_id} not answered within {timeout_s:.0f}s")
 
 
-def run_demo(*, question: str, wait: bool, airflow: bool = False) -> int:
+def run_demo(*, question: str | None, wait: bool, airflow: bool = False, docs: Path | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Run the demo on askflow's own docs, or on the folder ``docs``; ask ``question`` (default: a sample question
+    about what was indexed); keep running while ``wait``. ``progress`` is told how the first indexing goes."""
+    documents, source = demo_documents(docs)  # a wrong --docs fails here, before anything starts
     configured = load_settings()
-    settings = configured.model_copy(update={"collection": configured.demo_collection,
-                                             "learned_collection": f"{configured.demo_collection}_learned"})
+    settings = configured.model_copy(update={
+        "collection": configured.demo_collection, "learned_collection": f"{configured.demo_collection}_learned",
+        "api_key": configured.api_key or SecretStr(secrets.token_urlsafe(24))})  # the admin pages' key
+    own = source == OWN_SOURCE
+    names = ", ".join(d.metadata.get("path", d.doc_id) for d in documents[:4]) + (", ..." if len(documents) > 4 else "")
+    what = "askflow's own docs" if own else f"the docs in {docs.resolve()}"
+    print(f"askflow demo: it indexes {what} ({len(documents)} files: {names}) into the collection "
+          f"{settings.collection!r}.", flush=True)
+    print("  Your own docs instead: askflow demo --docs FOLDER (its .md, .mdx, .rst and .html files)" if own else
+          "  askflow's own docs instead: askflow demo, without --docs", flush=True)
+    print("  More while it runs: askflow ingest LOCATION --source NAME, with the exports printed below", flush=True)
+    question = question or (SAMPLE_QUESTION if own else f'What does "{documents[0].title}" cover?')
     with bootstrap(settings) as components:
-        return _run(components, question=question, wait=wait, airflow=airflow)
+        return _run(components, documents=documents, source=source, question=question, wait=wait, airflow=airflow,
+                    progress=progress, key_made=configured.api_key is None)
+
+
+def demo_documents(docs: Path | None) -> tuple[list[Document], str]:
+    """What the demo indexes, and its source: askflow's own docs, or the documentation files in the folder ``docs``
+    (``InvalidInput`` when it is missing, not a folder, or holds none)."""
+    if docs is None:
+        return load_paths([p for p in PROJECT_DOCS if p.exists()], source=OWN_SOURCE), OWN_SOURCE
+    if not docs.is_dir():
+        raise InvalidInput(f"--docs {docs}: {'not a folder' if docs.exists() else 'no such folder'}")
+    documents = load_paths([docs], source=DOCS_SOURCE)
+    if not documents:
+        raise InvalidInput(f"--docs {docs}: no documentation files in it ({', '.join(DOC_SUFFIXES)})")
+    return documents, DOCS_SOURCE
+
+
+def demo_exports(settings, stack: LocalStack) -> dict[str, str]:
+    """The environment that points another shell's ``askflow`` (``stats``, ``insights``, ``ask``, ``ingest``) at
+    the running demo: its emulators, database, collections, embedding model and admin key."""
+    return {**stack.env, "ASKFLOW_PROJECT_ID": settings.project_id, "ASKFLOW_DATA_DIR": str(settings.data_dir),
+            "ASKFLOW_DATABASE_URL": settings.database_url, "ASKFLOW_COLLECTION": settings.collection,
+            "ASKFLOW_LEARNED_COLLECTION": settings.learned_collection,
+            "ASKFLOW_EMBEDDING_MODEL": settings.embedding_model, "ASKFLOW_API_KEY": settings.api_key.get_secret_value()}
 
 
 def _stop_on_signals() -> None:
@@ -76,21 +124,33 @@ def _stop_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
-def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
+def _index(components, documents: list[Document], *, source: str, progress) -> None:
+    """Index ``documents`` as ``source``, and empty the demo's other source: the collection answers from one."""
+    settings = components.settings
+    other = DOCS_SOURCE if source == OWN_SOURCE else OWN_SOURCE
+    index_documents([], store=components.store, embeddings=components.embeddings, strategy=components.strategy(),
+                    source=other, allow_empty=True, answers_source=settings.answers_source)
+    print(f"indexing {len(documents)} documents: what changed is embedded (the first run also unpacks and loads the "
+          "embedding model) ...", flush=True)
+    result = index_documents(documents, store=components.store, embeddings=components.embeddings,
+                             strategy=components.strategy(), source=source, answers_source=settings.answers_source,
+                             progress=progress)
+    print(f"  {result.documents_seen} documents, {result.chunks_written} chunks written, "
+          f"{result.documents_skipped} unchanged", flush=True)
+
+
+def _run(components, *, documents: list[Document], source: str, question: str, wait: bool, airflow: bool,
+         progress, key_made: bool) -> int:
     _stop_on_signals()
+    if components.settings.database_url is None:
+        print("starting the embedded PostgreSQL ...", flush=True)
     settings = components.settings.model_copy(update={"database_url": components.database_url})
     stack = LocalStack(settings=settings, log_dir=settings.data_dir / "logs")
     stop = threading.Event()
     try:
         print("starting the Firestore and Pub/Sub emulators ...", flush=True)
         stack.start_emulators()
-        print(f"indexing {', '.join(p.name for p in PROJECT_DOCS)} into the demo collection "
-              f"{settings.collection!r} ...", flush=True)
-        documents = load_paths([p for p in PROJECT_DOCS if p.exists()], source="askflow")
-        result = index_documents(documents, store=components.store, embeddings=components.embeddings,
-                                 strategy=components.strategy(), source="askflow")
-        print(f"  {result.documents_seen} documents, {result.chunks_written} chunks written, "
-              f"{result.documents_skipped} unchanged", flush=True)
+        _index(components, documents, source=source, progress=progress)
         print("starting every function under functions-framework ...", flush=True)
         api, worker = stack.start_functions()
         slack = stack.start_slack()
@@ -108,18 +168,18 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
 
         print(f"\n  askflow is running. Open the web page:  {api.url}\n", flush=True)
         print(f"Q: {question}\n", flush=True)
-        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        key = settings.api_key.get_secret_value()
         record = ask_over_http(api.url, question, api_key=key)
         if record["status"] != RequestStatus.COMPLETE.value:
             print(f"the request failed: {record.get('error')}")
             return 1
         print(format_answer(record))
         print("\nThe local stack:")
-        print(f"  web page and API     {api.url}  (JSON API under {api.url}requests)")
+        print(f"  web page and API     {api.url}  (JSON API under {api.url}requests, with the admin key as X-API-Key)")
         print(f"  answer worker        {worker.url}  (pushed by Pub/Sub)")
         print(f"  Slack webhook        {slack.url}  (set ASKFLOW_SLACK_BOT_TOKEN and ASKFLOW_SLACK_SIGNING_SECRET)")
         print(f"  MCP server           {mcp.url}mcp  (streamable HTTP: search, fetch, ask; e.g. "
-              f"`claude mcp add --transport http askflow {mcp.url}mcp`)")
+              f'`claude mcp add --transport http askflow {mcp.url}mcp --header "X-API-Key: {key}"`)')
         print(f"  Firestore trigger    {trigger.url}  (queues grading when an answer is rated)")
         print(f"  requeue sweep        {sweep.url}  (posted every {REQUEUE_EVERY_S:.0f} s)")
         if airflow:
@@ -130,15 +190,20 @@ def _run(components, *, question: str, wait: bool, airflow: bool) -> int:
                   "rating; `askflow demo --airflow` runs Airflow itself")
         print(f"  Firestore, Pub/Sub   {stack.env['FIRESTORE_EMULATOR_HOST']}, {stack.env['PUBSUB_EMULATOR_HOST']}")
         print(f"  logs                 {stack.log_dir}")
-        if key is not None:
-            print(f"  admin pages          {api.url}admin and {api.url}insights: send the admin key, e.g. "
-                  f'curl -H "X-API-Key: $ASKFLOW_API_KEY" {api.url}admin')
-        else:
-            print(f"  admin pages          {api.url}insights (questions asked in public only); /admin needs an "
-                  "admin credential: set ASKFLOW_API_KEY and send it as X-API-Key")
+        print("\nThe admin pages (send the admin key as X-API-Key; the web page's session opens none of them):")
+        print(f"  admin                {api.url}admin")
+        print(f"  insights             {api.url}insights")
+        print(f"  review queue         {api.url}admin/review")
+        print(f"  admin key            {key}  ("
+              + ("made for this run; set ASKFLOW_API_KEY to choose it)" if key_made else "ASKFLOW_API_KEY)"))
+        print(f'  e.g.                 curl -H "X-API-Key: $ASKFLOW_API_KEY" {api.url}admin')
+        print("\nIn another shell, these exports point askflow stats, askflow insights and askflow ask (and ingest) "
+              "at this demo:")
+        for name, value in demo_exports(settings, stack).items():
+            print(f"  export {name}={shlex.quote(value)}")
         if wait:
-            print("\nRate an answer on the web page: it is graded and appears under \"Recent good answers\". "
-                  "Ctrl-C stops everything.", flush=True)
+            print("\nRate an answer on the web page: it is graded within a minute (the review queue and \"Recent good "
+                  "answers\" show what came of it). Ctrl-C stops everything.", flush=True)
             while True:
                 time.sleep(3600)
         return 0

@@ -148,6 +148,7 @@ class Answer:
     not_sure: str | None = None  # why askflow is not sure of it (``None``: it is): a person is asked
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
     readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
+    rerank_usd: float = 0.0  # what reranking its documents cost (``ModelReranking``, at ASKFLOW_MODEL_PRICES)
 
     @property
     def models(self) -> list[str]:
@@ -475,7 +476,16 @@ class Escalation(BaseModel):
     joined: str | None = None
     why_not: str | None = None
     answer: TeamAnswer | None = None
+    posting_at: dt.datetime | None = None  # state "posting": a worker took the post (its lease: ``POSTING_LEASE_S``)
+    delivering_at: dt.datetime | None = None  # a worker took the delivery of the team's answer
     delivered_at: dt.datetime | None = None  # the team's answer reached the asker's thread (Slack)
+
+    POSTING_LEASE_S: ClassVar[float] = 120.0
+
+    def posting_stale(self, now: dt.datetime) -> bool:
+        """A post taken by a worker that did not finish it within its lease (it died): another may take it over."""
+        return self.state == "posting" and (self.posting_at is None or
+                                            (now - self.posting_at).total_seconds() >= self.POSTING_LEASE_S)
 
 
 class AuditEntry(BaseModel):

@@ -14,8 +14,6 @@ from askflow.domain.audiences import Viewer, audience_names
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, InvalidInput
 
-SAMPLE_QUESTION = "How does askflow answer a question, and what happens when no LLM is configured?"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -32,6 +30,41 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        problem = _setup_problem(error)
+        if problem is None:
+            raise
+        print(f"askflow: {problem}", file=sys.stderr)
+        return 2
+
+
+def _setup_problem(error: BaseException) -> str | None:
+    """What is wrong with the setup, and what to set, when ``error`` (or what caused it) says so: no Google
+    credentials, a Google Cloud call that failed, a database that cannot be reached or has no such table. ``None``
+    for any other error: a bug, which keeps its traceback. Only the libraries already loaded are looked at (an
+    error of a library comes from a loaded one)."""
+    auth = sys.modules.get("google.auth.exceptions")
+    google_api = sys.modules.get("google.api_core.exceptions")
+    psycopg = sys.modules.get("psycopg")
+    demo = "a running `askflow demo` prints the exports that reach it"
+    while error is not None:
+        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if auth is not None and isinstance(error, auth.DefaultCredentialsError):
+            return (f"no Google credentials for Firestore, Pub/Sub or Cloud Storage: set FIRESTORE_EMULATOR_HOST and "
+                    f"PUBSUB_EMULATOR_HOST to emulators ({demo}), or, on Google Cloud, run `gcloud auth "
+                    "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
+        if google_api is not None and isinstance(error, google_api.GoogleAPIError):
+            return (f"a Google Cloud call failed ({said}): check ASKFLOW_PROJECT_ID and what the credentials may do, "
+                    f"or set FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST to emulators ({demo})")
+        if psycopg is not None and isinstance(error, psycopg.errors.UndefinedTable):
+            return (f"the database has no such table ({error.diag.message_primary or said}): index documents into "
+                    "ASKFLOW_COLLECTION first (`askflow ingest PATH`), or set ASKFLOW_COLLECTION and "
+                    f"ASKFLOW_DATABASE_URL to an indexed collection ({demo})")
+        if psycopg is not None and isinstance(error, psycopg.OperationalError):
+            return (f"cannot reach the database ({said}): set ASKFLOW_DATABASE_URL to a running PostgreSQL ({demo}), "
+                    "or unset it for the embedded server under ASKFLOW_DATA_DIR")
+        error = error.__cause__
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,8 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--rollback", action="store_true", help="serve the model served before the last promotion")
     finetune.set_defaults(run=_finetune)
 
-    demo = commands.add_parser("demo", help="run the whole system locally on this project's docs, ask, keep running")
-    demo.add_argument("--question", default=SAMPLE_QUESTION)
+    demo = commands.add_parser("demo", help="run the whole system locally on askflow's own docs (or yours: --docs), "
+                                            "ask, keep running")
+    demo.add_argument("--docs", type=Path, metavar="FOLDER",
+                      help="index this folder of .md/.mdx/.rst/.html files instead of askflow's own docs")
+    demo.add_argument("--question", help="the sample question (default: one about the indexed docs)")
     demo.add_argument("--no-wait", action="store_true", help="stop after printing the answer")
     demo.add_argument("--airflow", action="store_true",
                       help="run Airflow itself (airflow standalone, with its UI) instead of dag.test() runs")
@@ -120,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--contextual", action="store_true",
                            help="give the chunks their contexts by the cheap model first (ASKFLOW_CONTEXTUAL_*), in "
                                 "a collection of their own")
+    retrieval.add_argument("--llm", action="store_true",
+                           help="retrieve as the answer path does: the cheap model rewords each question "
+                                "(ASKFLOW_REWORDINGS), each rewording searched by keywords and fused")
     retrieval.set_defaults(run=_eval_retrieval)
 
     learning = evaluate.add_parser("feedback", help="one round of the learning loop: retrieval before and after, "
@@ -219,17 +258,24 @@ def _eval_retrieval(args) -> int:
         if args.contextual and not components.settings.llm_configured:
             raise InvalidInput("--contextual needs a chat model to write the contexts: set OPENAI_API_KEY or "
                                "OPENAI_BASE_URL")
+        if args.llm and not components.settings.llm_configured:
+            raise InvalidInput("--llm needs the chat model that rewords the questions: set ASKFLOW_OPENAI_BASE_URL "
+                               "(or OPENAI_API_KEY) to its endpoint and ASKFLOW_CHEAP_MODEL to the model")
+        if args.llm and components.settings.rewordings == 0:
+            raise InvalidInput("--llm measures the rewordings, and ASKFLOW_REWORDINGS is 0: set it to 1 or more")
         strategy = _strategy(args, components)
         collection = f"{components.settings.collection}_eval_{identifier(components.embeddings.name)}"
         collection += "_contextual" if args.contextual else ""
         store = components.vector_store(collection)
         try:
+            retriever = components.retriever_for(store, rerank=args.rerank)
             summary = evaluate(documents=load_corpus(args.corpus), questions=load_questions(args.questions),
-                               store=store, embeddings=components.embeddings,
-                               retriever=components.retriever_for(store, rerank=args.rerank), strategy=strategy,
-                               details_path=args.details,
+                               store=store, embeddings=components.embeddings, retriever=retriever, strategy=strategy,
+                               details_path=args.details, progress=_Progress(),
                                contextualizer=_contextualizer(components, store, collection) if args.contextual
-                               else None)
+                               else None,
+                               answerer=_rewording_answerer(components, retriever) if args.llm else None,
+                               prices=components.prices)
         finally:
             store.close()
     print(f"per-question results: {args.details}")
@@ -239,6 +285,16 @@ def _eval_retrieval(args) -> int:
         print(f"askflow: retrieval below its floor: {'; '.join(below)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _rewording_answerer(components, retriever):
+    """The answer path's retrieval over ``retriever``: the cheap model rewords each question; no answer is written,
+    so no answer model."""
+    from askflow.service_layer.answering import Answerer
+
+    s = components.settings
+    return Answerer(retriever=retriever, cheap_model=components.chat_model(s.cheap_model), strong_model=None,
+                    rewordings=s.rewordings, sources=s.sources_per_answer, subject=s.docs_subject)
 
 
 def _contextualizer(components, store, collection: str):
@@ -355,9 +411,9 @@ def _insights(args) -> int:
         end = end.replace(tzinfo=dt.UTC)
     if args.min_cluster_size is not None and args.min_cluster_size < 2:
         raise InvalidInput("--min-cluster-size: at least 2")
-    with bootstrap() as components, _ProgressBar() as progress:
+    with bootstrap() as components:
         report = insights_steps.build(components, period=args.period or components.settings.insights_period,
-                                      end=end, min_cluster_size=args.min_cluster_size, progress=progress)
+                                      end=end, min_cluster_size=args.min_cluster_size, progress=_Progress())
         filed = insights_steps.file_gaps(components, report.report_id) if args.file_issues else None
     if args.format == "json":
         print(report.model_dump_json())
@@ -378,9 +434,9 @@ def _stats(args) -> int:
 
     period = parse_period(args.period)
     end = utcnow()
-    with bootstrap() as components, _ProgressBar() as progress:
+    with bootstrap() as components:
         stats = usage_stats(components.requests.created_between(end - period, end), start=end - period, end=end,
-                            progress=progress,
+                            progress=_Progress(),
                             context_runs=ContextRunLog.configured(components.settings).between(end - period, end))
     if args.format == "json":
         print(stats.model_dump_json())
@@ -412,34 +468,28 @@ def _stats(args) -> int:
     return 0
 
 
-class _ProgressBar:
-    """A tqdm bar on stderr per stage of a long run (reading, embedding, clustering, describing)."""
+class _Progress:
+    """Progress of a long run on stderr, a line at a time (a terminal, a pipe and a log read the same): a stage's
+    first report, then each tenth of its total, and its end (``done == total``); with no total known (0: a scan),
+    every report (its caller reports every so many)."""
 
-    def __enter__(self):
-        self._bar = None
-        self._stage = None
-        return self
+    def __init__(self) -> None:
+        self._stage: str | None = None
+        self._told = (0, 0)  # (done, total) of the stage's last line
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self._stage:
-            self.__exit__()
-            self._stage, self._bar = stage, tqdm(total=total or None, desc=stage, file=sys.stderr, leave=False)
-        self._bar.total = total or None  # 0: not known (a scan)
-        self._bar.n = done
-        self._bar.refresh()
-
-    def __exit__(self, *exc_info) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if stage == self._stage and ((done, total) == self._told or (
+                total and done < total and done - self._told[0] < total / 10)):
+            return
+        print(f"{stage}: {done}/{total}" if total else f"{stage}: {done}", file=sys.stderr, flush=True)
+        self._stage, self._told = stage, (done, total)
 
 
 def _demo(args) -> int:
     from askflow.dev.demo import run_demo
 
-    return run_demo(question=args.question, wait=not args.no_wait, airflow=args.airflow)
+    return run_demo(question=args.question, docs=args.docs, wait=not args.no_wait, airflow=args.airflow,
+                    progress=_Progress())
 
 
 if __name__ == "__main__":

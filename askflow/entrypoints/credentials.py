@@ -96,8 +96,8 @@ def admin_cookie(request, settings, name: str) -> str:
     issued = str(int(time.time()))
     value = f"{issued}.{name}"
     secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
-    return (f"{ADMIN_COOKIE}={value}.{_sign('admin:' + value, settings)}; Max-Age={ADMIN_SESSION_S}; Path=/admin; "
-            f"HttpOnly; SameSite=Strict{'; Secure' if secure else ''}")
+    return (f"{ADMIN_COOKIE}={value}.{_admin_sign('admin:' + value, settings)}; Max-Age={ADMIN_SESSION_S}; "
+            f"Path=/admin; HttpOnly; SameSite=Strict{'; Secure' if secure else ''}")
 
 
 def _admin_session(cookie: str, settings) -> Caller | None:
@@ -105,7 +105,8 @@ def _admin_session(cookie: str, settings) -> Caller | None:
     issued, _, name = value.partition(".")
     if not issued.isdigit() or not name or not keys_configured(settings):
         return None
-    if not hmac.compare_digest(signature.encode(), _sign("admin:" + value, settings).encode()):
+    expected = _admin_sign("admin:" + value, settings)
+    if not expected or not hmac.compare_digest(signature.encode(), expected.encode()):
         return None
     if not 0 <= time.time() - int(issued) <= ADMIN_SESSION_S:
         return None
@@ -120,7 +121,7 @@ def csrf_token(caller: Caller, settings, *, day: int | None = None) -> str:
     """What a form of the admin pages carries: tied to the reviewer and the UTC day (``None`` when no key is
     configured to sign it with)."""
     day = int(time.time() // 86_400) if day is None else day
-    return _sign(f"csrf:{caller.via}:{caller.name}:{day}", settings)
+    return _admin_sign(f"csrf:{caller.via}:{caller.name}:{day}", settings)
 
 
 def csrf_ok(request, caller: Caller, settings, sent: str) -> bool:
@@ -131,7 +132,7 @@ def csrf_ok(request, caller: Caller, settings, sent: str) -> bool:
     origin = request.headers.get("Origin")
     if origin and urlsplit(origin).netloc != request.host:
         return False
-    if not keys_configured(settings) or not sent:
+    if not keys_configured(settings) or not sent or not _admin_sign("", settings):
         return False
     today = int(time.time() // 86_400)
     return any(hmac.compare_digest(sent.encode(), csrf_token(caller, settings, day=day).encode())
@@ -199,6 +200,17 @@ def _valid_session(cookie: str, settings) -> bool:
     if not issued.isdigit() or not hmac.compare_digest(signature.encode(), _sign(issued, settings).encode()):
         return False
     return 0 <= time.time() - int(issued) <= SESSION_S
+
+
+def _admin_sign(message: str, settings) -> str:
+    """An HMAC of ``message`` under the admin keys alone (the admin key and every admin ``ASKFLOW_API_KEYS`` key):
+    a holder of any other key can forge no admin cookie and no form token. Empty when there is no admin key."""
+    secrets = [settings.api_key] if settings.api_key is not None else []
+    secrets += [key.key for key in settings.api_keys if key.admin]
+    if not secrets:
+        return ""
+    key = b"\x00".join(secret.get_secret_value().encode() for secret in secrets)
+    return hmac.new(key, f"askflow-admin:{message}".encode(), hashlib.sha256).hexdigest()
 
 
 def _sign(issued: str, settings) -> str:

@@ -183,7 +183,9 @@ def _feed(request, components, *, viewer: Viewer) -> tuple[int, dict[str, Any]]:
     if request.args.get("good") != "true" or set(request.args) - {"good"}:
         raise InvalidInput("listing requests needs good=true (the homepage feed), and nothing else")
     good = handlers.recent_good_answers(requests=components.requests)
-    return 200, {"items": [handlers.public_view(r, handlers.FEED_PUBLIC_FIELDS) for r in good]}
+    # what is listed is what was verified: the team's answer, when a person answered
+    return 200, {"items": [handlers.public_view(r, handlers.FEED_PUBLIC_FIELDS) | {"answer": r.served_answer}
+                           for r in good]}
 
 
 def _ask(request, components, *, viewer: Viewer) -> tuple[int, dict[str, Any]]:

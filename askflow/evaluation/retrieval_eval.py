@@ -6,18 +6,23 @@ its chunks given their model-written contexts when asked (``--contextual``: a co
 named by their path relative to the corpus folder. Each question's row of the details file carries, beside its hits,
 the confidence and the "not sure" verdict the answerer without a model would give it (``answer_confidence``), so
 that the calibration of ``retrieval.confidence`` can be checked on any question set.
+
+With an answerer (``--llm``), each question is retrieved as the answer path retrieves it (``Answerer.retrieve``: the
+cheap model's rewordings searched by keywords and fused with the question's own search), so that the figures are the
+production pipeline's, not only the LLM-free ones.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from askflow.config import Settings
 from askflow.domain.clock import utcnow
+from askflow.domain.cost import PriceTable
 from askflow.domain.errors import InvalidInput
-from askflow.domain.model import Document, Source
+from askflow.domain.model import Document, Source, Usage
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.contextual import ContextRun, Contextualizer
 from askflow.ingest.indexing import index_documents
@@ -26,6 +31,7 @@ from askflow.ports import Embeddings, VectorStore
 from askflow.retrieval.confidence import Confidence, assess
 from askflow.retrieval.ranking import RankedDocument
 from askflow.retrieval.retriever import RerankStats, Retriever
+from askflow.service_layer.answering import Answerer
 from askflow.service_layer.extractive import NOTHING_FOUND, extractive_answer
 
 EVAL_SOURCE = "eval"
@@ -62,19 +68,24 @@ def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
 def evaluate(
     *, documents: Sequence[Document], questions: Sequence[dict], store: VectorStore, embeddings: Embeddings,
     retriever: Retriever, strategy: ChunkingStrategy, details_path: Path | None = None,
-    contextualizer: Contextualizer | None = None,
+    progress: Callable[[str, int, int], None] | None = None, contextualizer: Contextualizer | None = None,
+    answerer: Answerer | None = None, prices: PriceTable | None = None,
 ) -> dict[str, float | str]:
     """Index ``documents`` (sourced ``eval``, as ``load_corpus`` gives them) into ``store`` (the evaluation's own
     collection), give their chunks contexts with ``contextualizer`` when one is given (a collection of its own: its
-    figures are contextual chunks'), then score ``retriever`` over it; per-question rows go to ``details_path`` when
-    given."""
-    index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE)
+    figures are contextual chunks'), then score ``retriever`` over it (with ``answerer``, an answerer over
+    ``retriever``: as the answer path retrieves, its rewording calls priced at ``prices``); per-question rows go to
+    ``details_path`` when given, and ``progress`` is told how far the embedding and the scoring are (``(stage, done,
+    total)``)."""
+    index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=EVAL_SOURCE,
+                    progress=progress)
     keep_only_the_corpus(store)
     contexts = None
     if contextualizer is not None:
         contexts = contextualizer.run([document.doc_id for document in documents],
                                       run_id=f"eval-{utcnow():%Y%m%dT%H%M%S}")
-    summary = score_retrieval(questions, retriever, details_path=details_path)
+    summary = score_retrieval(questions, retriever, details_path=details_path, progress=progress, answerer=answerer,
+                              prices=prices)
     return summary | (contextual_summary(contexts) if contexts is not None else {})
 
 
@@ -87,25 +98,43 @@ def keep_only_the_corpus(store: VectorStore) -> None:
         store.finalize_writes()
 
 
-def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
-                    details_path: Path | None = None) -> dict[str, float | str]:
+def score_retrieval(questions: Sequence[dict], retriever: Retriever, *, details_path: Path | None = None,
+                    progress: Callable[[str, int, int], None] | None = None, answerer: Answerer | None = None,
+                    prices: PriceTable | None = None) -> dict[str, float | str]:
     """hit@k and MRR@10 of the documentation pages ``retriever`` ranks for each question (stored answers, which
     rank too, are not pages: what they add shows in where the pages they cited rank); with a reranking model, what
     it did (``rerank_summary``). Each question's row (its top pages, hits, ``confidence`` and ``not_sure``: the
-    reason the answerer without a model would not be sure, or ``None``) goes to ``details_path`` when given."""
+    reason the answerer without a model would not be sure, or ``None``) goes to ``details_path`` when given;
+    ``progress`` is told ``("scoring questions", scored, total)`` after each one.
+
+    With ``answerer`` (over ``retriever``), each question's documents are the answer path's (``Answerer.retrieve``:
+    reworded, searched, fused, distinct), each row names the rewordings searched (``reworded_as``), and the summary
+    says what the rewording did and cost at ``prices`` (``llm_summary``)."""
     totals = {key: 0.0 for key in [*(f"hit@{k}" for k in CUTOFFS), "mrr@10"]}
     reranked_before = retriever.rerank_stats
     rows = []
+    calls: list[Usage] = []
+    reworded = 0
     for row in questions:
-        found = retriever.search(row["question"])
-        documents = retriever.rank(found.chunks, question_vector=found.vector)
+        rewordings = None
+        if answerer is None:
+            found = retriever.search(row["question"])
+            documents = retriever.rank(found.chunks, question_vector=found.vector)
+        else:
+            retrieval = answerer.retrieve(row["question"])
+            documents, rewordings = retrieval.documents, retrieval.queries[1:]
+            calls += retrieval.usage
+            reworded += bool(rewordings)
         ranked = [d.doc_id.split(":", 1)[1] for d in documents if d.doc_id.startswith(f"{EVAL_SOURCE}:")][:10]
         metrics = score(ranked, set(row["gold"]))
         for key, value in metrics.items():
             totals[key] += value
         sure = answer_confidence(row["question"], documents)
         rows.append({"id": row.get("id"), "gold": row["gold"], "top10": ranked, **metrics,
-                     "confidence": sure.value, "not_sure": sure.reason or None})
+                     "confidence": sure.value, "not_sure": sure.reason or None}
+                    | ({"reworded_as": rewordings} if rewordings is not None else {}))
+        if progress is not None:
+            progress("scoring questions", len(rows), len(questions))
     if details_path is not None:
         details_path.parent.mkdir(parents=True, exist_ok=True)
         details_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -113,6 +142,8 @@ def score_retrieval(questions: Sequence[dict], retriever: Retriever, *,
     summary.update({key: round(value / max(len(questions), 1), 4) for key, value in totals.items()})
     if reranked_before is not None:
         summary.update(rerank_summary(retriever, before=reranked_before))
+    if answerer is not None:
+        summary.update(llm_summary(answerer, calls, reworded=reworded, prices=prices))
     return summary
 
 
@@ -145,6 +176,18 @@ def rerank_summary(retriever: Retriever, *, before: RerankStats) -> dict[str, fl
     return {"reranker": retriever.reranker_model, "reranked": after.reranked - before.reranked,
             "rerank_fallbacks": after.fallbacks - before.fallbacks,
             "rerank_cost_usd": round(after.cost_usd - before.cost_usd, 6)}
+
+
+def llm_summary(answerer: Answerer, calls: Sequence[Usage], *, reworded: int,
+                prices: PriceTable | None) -> dict[str, float | str | bool | None]:
+    """What the production rewording did: its model and the rewordings asked of each question, the questions whose
+    rewordings were searched (``reworded``: the others' call failed or came back empty, and their figures are the
+    question's own search's), and the calls, their tokens and their cost at ``prices`` (``None``: not priced)."""
+    return {"llm": True, "rewording_model": answerer.rewording_model, "rewordings": answerer.rewordings,
+            "reworded": reworded, "reword_calls": len(calls),
+            "reword_prompt_tokens": sum(call.prompt_tokens for call in calls),
+            "reword_completion_tokens": sum(call.completion_tokens for call in calls),
+            "reword_cost_usd": round(prices.cost(calls), 6) if prices is not None else None}
 
 
 def contextual_summary(run: ContextRun) -> dict[str, float | str]:

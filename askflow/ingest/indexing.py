@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from askflow import faults
@@ -24,6 +24,7 @@ from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ports import Embeddings, VectorStore
 
 log = logging.getLogger(__name__)
+EMBED_SLICE = 64  # chunks embedded per call while progress is told (the local model's own batch)
 
 
 class SourceIncomplete(AskflowError):
@@ -67,6 +68,7 @@ def index_documents(
     audiences: Sequence[str] | None = None,
     own_audiences: bool = False,
     max_unavailable_share: float = 1.0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
@@ -81,6 +83,8 @@ def index_documents(
     :param own_audiences: each document carries its own audiences (stored answers: their readers), kept as they are.
     :param max_unavailable_share: once all is written and pruned, fail (``SourceIncomplete``) when more than this
         share of ``documents`` could not be read (``Document.unavailable``); they keep what is stored either way.
+    :param progress: told ``("embedding chunks", embedded, split)`` as each slice of ``EMBED_SLICE`` chunks is
+        embedded (``split``: the chunks split so far, all of them once the last document is split).
     """
     scope = scope or f"{source}:"
     if not scope.startswith(f"{source}:"):
@@ -95,13 +99,26 @@ def index_documents(
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk]]] = []
     unchanged: dict[tuple[str, ...], list[str]] = {}  # audiences -> unchanged documents: relabelled, not re-embedded
+    split = embedded = 0  # chunks, for progress
+
+    def tell() -> None:
+        if progress is not None:
+            progress("embedding chunks", embedded, split)
 
     def flush() -> None:
+        nonlocal embedded
         if not pending:
             return
         chunks = [c for _, cs in pending for c in cs]
+        texts = [c.embedding_text for c in chunks]
         started = time.perf_counter()
-        vectors = embeddings.embed_documents([c.embedding_text for c in chunks])
+        step = EMBED_SLICE if progress is not None else max(len(texts), 1)  # a slice at a time, to be told
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), step):
+            tell()
+            vectors += embeddings.embed_documents(texts[start:start + step])
+            embedded += len(texts[start:start + step])
+        tell()
         result.seconds["embed"] += time.perf_counter() - started
         started = time.perf_counter()
         result.chunks_deleted += store.delete_documents([d.doc_id for d, _ in pending if d.doc_id in stored])
@@ -137,6 +154,7 @@ def index_documents(
             result.documents_skipped += 1
             continue
         pending.append((document, chunks))
+        split += len(chunks)
         if sum(len(cs) for _, cs in pending) >= batch_chunks:
             flush()
     flush()

@@ -64,6 +64,9 @@ class AnswerCache:
             return False
         if request is not None and request.verified:
             return True
+        if request is not None and request.graded_revision != request.revision():
+            log.info("cache: %s not served: its request is being graded", answer.request_id)
+            return False  # its grades are not saved yet (or a change awaits grading): nothing to forget yet
         log.warning("cache: %s forgotten: its request is %s", answer.request_id,
                     "gone" if request is None else "no longer verified")
         self._signals.forget([answer.request_id])

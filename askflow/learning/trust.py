@@ -50,6 +50,11 @@ def trust(request: Request, grade: Grade, *, is_good: bool, reason: str) -> Trus
     if request.follow_up and not request.standalone_question:
         return Trust(False, "a follow-up with no stand-alone rewording")
     team = request.team_answer
+    if team is not None and request.escalation is not None and request.escalation.joined:
+        return Trust(False, "joined an escalation: the escalated request is the team's answer's record")
+    turned_down = request.approval is not None and not request.approval.approved
+    if team is not None and turned_down and request.approval.at >= team.at:
+        return Trust(False, f"the team's answer, turned down by reviewer {request.approval.by}")
     if team is not None:  # a person answered, and a reviewer marked it as the answer: verified by construction
         return Trust(True, f"answered by {team.by}, marked by reviewer {team.marked_by}",
                      by=f"reviewer {_shown(team.marked_by)}")
@@ -74,5 +79,8 @@ def trust(request: Request, grade: Grade, *, is_good: bool, reason: str) -> Trus
 
 
 def _shown(who: str) -> str:
-    """A person as an answer shows them: never a whole e-mail address."""
+    """A person as an answer shows them to anyone: never a whole e-mail address, never a Slack user id (the audit log
+    keeps who it was)."""
+    if who.startswith("slack:"):
+        return "in Slack"
     return who.partition("@")[0]

@@ -1,6 +1,6 @@
 """The retriever: one question's hybrid search, and keyword searches for its rewordings, over any vector store; its
-documents ranked from the fused chunks, reordered by a reranking model (``ModelReranking``) and by what users
-taught."""
+documents ranked from the fused chunks, reordered by a reranking model (``ModelReranking``: each question's
+``Ranking`` says what its call cost) and by what users taught."""
 
 from __future__ import annotations
 
@@ -70,6 +70,22 @@ class RerankStats:
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """One question's documents, best first, and the reranking model's call that ordered them: what it scored
+    (``rerank_usage``) and what that cost at the configured prices (``rerank_usd``); ``None`` and 0 when no model
+    reranked them (none configured, fewer than two documents it may read, or a failure: the fused order)."""
+
+    documents: list[RankedDocument]
+    rerank_usage: RerankUsage | None = None
+    rerank_usd: float = 0.0
+
+    @property
+    def distinct(self) -> list[RankedDocument]:
+        """The documents without those that repeat a higher-ranked one: what is shown or cited."""
+        return [document for document in self.documents if document.repeats is None]
+
+
 class ModelReranking:
     """A reranking model over the fused top ``top_n`` documents, each read as its best passages cut to
     ``max_chars``. One question's reranking takes at most ``timeout_s``, in up to ``max_attempts`` attempts
@@ -99,14 +115,15 @@ class ModelReranking:
     def model(self) -> str:
         return self._reranker.name
 
-    def reorder(self, question: str, ranked: Sequence[RankedDocument]) -> list[RankedDocument]:
+    def reorder(self, question: str, ranked: Sequence[RankedDocument]) -> Ranking:
         """``ranked`` (best first) with its top ``top_n`` in the model's order: each sent document takes the place,
         and the fused score, of the one the model puts there, so that the learned ranking applies on the same
-        scale; the withheld ones and those below ``top_n`` keep theirs."""
+        scale; the withheld ones and those below ``top_n`` keep theirs. The ranking carries the call's usage and
+        cost (none on a fallback)."""
         top, rest = list(ranked[: self._top_n]), list(ranked[self._top_n :])
         sent = [document for document in top if not self._withholds(document)]
         if len(sent) < 2:
-            return list(ranked)
+            return Ranking(list(ranked))
         candidates = [self._candidate(document) for document in sent]
         with tracing.span(f"rerank {self._reranker.name}", kind="client", attributes={
                 "gen_ai.operation.name": "rerank", "gen_ai.provider.name": self._reranker.provider,
@@ -121,15 +138,17 @@ class ModelReranking:
                             self._reranker.name, (time.monotonic() - started) * 1000, type(error).__name__, error)
                 tracing.annotate(current, {"askflow.rerank.outcome": "fallback",
                                            "error.type": type(error).__name__})
-                return list(ranked)
-            cost = self._cost(question, candidates)
+                return Ranking(list(ranked))
+            usage = self._usage(question, candidates)
+            cost = self._prices.rerank_cost([usage]) if self._prices is not None else 0.0
             self._count(documents=len(candidates), cost_usd=cost)
             tracing.annotate(current, {"askflow.rerank.outcome": "reranked", "askflow.rerank.cost_usd": cost})
         by_id = {document.doc_id: document for document in sent}
         named = set(order)  # a document the model left out follows those it ranked, in the fused order
         reordered = iter([by_id[doc_id] for doc_id in order] + [d for d in sent if d.doc_id not in named])
         placed = [document if self._withholds(document) else next(reordered) for document in top]
-        return [replace(document, score=slot.score) for document, slot in zip(placed, top, strict=True)] + rest
+        return Ranking([replace(document, score=slot.score) for document, slot in zip(placed, top, strict=True)]
+                       + rest, rerank_usage=usage, rerank_usd=cost)
 
     def _ranked_ids(self, question: str, candidates: Sequence[RerankCandidate]) -> list[str]:
         """The model's order of ``candidates``' ids, within the time-out and attempts; raises on a failure or an
@@ -170,12 +189,10 @@ class ModelReranking:
             for scored in best)
         return RerankCandidate(doc_id=document.doc_id, title=title, text=passages[: self._max_chars - len(title)])
 
-    def _cost(self, question: str, candidates: Sequence[RerankCandidate]) -> float:
-        if self._prices is None:
-            return 0.0
+    def _usage(self, question: str, candidates: Sequence[RerankCandidate]) -> RerankUsage:
+        """What one call scored, as a reranker bills it: the documents, and their tokens with the question's."""
         characters = sum(len(question) + len(c.title) + len(c.text) for c in candidates)
-        usage = RerankUsage(model=self._reranker.name, documents=len(candidates), tokens=characters // 4)
-        return self._prices.rerank_cost([usage])
+        return RerankUsage(model=self._reranker.name, documents=len(candidates), tokens=characters // 4)
 
     def _count(self, *, fallback: bool = False, documents: int = 0, cost_usd: float = 0.0) -> None:
         with self._lock:
@@ -228,27 +245,32 @@ class Retriever:
 
         return list(pool.map(tracing.in_context(search), questions))
 
-    def rank(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
-             viewer: Viewer = PUBLIC_VIEWER, question: str | None = None) -> list[RankedDocument]:
+    def ranking(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
+                viewer: Viewer = PUBLIC_VIEWER, question: str | None = None) -> Ranking:
         """The documents of fused ``chunks``, best first: reordered by the reranking model for ``question`` (default:
         the one ``question_vector`` carries, when it is ``Retrieved.vector``), then with the learned signals applied
-        (those that compare questions need ``question_vector``, the asked question's embedding)."""
-        documents = score_documents(chunks)
+        (those that compare questions need ``question_vector``, the asked question's embedding); with what the
+        reranking model's call cost."""
+        ranking = Ranking(score_documents(chunks))
         question = question if question is not None else getattr(question_vector, "question", None)
         if self._model_reranking is not None and question is not None:
-            documents = self._model_reranking.reorder(
-                question, sorted(documents, key=lambda d: d.score, reverse=True))
+            ranking = self._model_reranking.reorder(
+                question, sorted(ranking.documents, key=lambda d: d.score, reverse=True))
+        documents = ranking.documents
         if self._reranking is not None:
             documents = self._reranking.rerank(documents, question_vector=question_vector, viewer=viewer)
-        return in_order(documents)
+        return replace(ranking, documents=in_order(documents))
+
+    def rank(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
+             viewer: Viewer = PUBLIC_VIEWER, question: str | None = None) -> list[RankedDocument]:
+        """``ranking``'s documents."""
+        return self.ranking(chunks, question_vector=question_vector, viewer=viewer, question=question).documents
 
     def distinct(self, chunks: Sequence[ScoredChunk], *, question_vector: Sequence[float] | None = None,
                  viewer: Viewer = PUBLIC_VIEWER, question: str | None = None) -> list[RankedDocument]:
         """``rank``'s documents without those that repeat a higher-ranked one: what is shown or cited (to
         ``viewer``)."""
-        return [document for document in self.rank(chunks, question_vector=question_vector, viewer=viewer,
-                                                   question=question)
-                if document.repeats is None]
+        return self.ranking(chunks, question_vector=question_vector, viewer=viewer, question=question).distinct
 
     @property
     def rerank_stats(self) -> RerankStats | None:

@@ -3,7 +3,8 @@
 The critical path is two model calls: the original question is searched while the cheap model rewords it, the
 rewordings are searched in parallel, and the strong model answers once, given each passage fenced as data with its
 kind, title and date (``prompt_fences``). Without a chat model configured the answer is extractive (quoted passages
-with citations) and says so.
+with citations) and says so. ``Answerer.retrieve`` is that path up to the ranked documents, without an answer (what
+``askflow eval retrieval --llm`` measures).
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
 from askflow import tracing
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ModelUnavailable
-from askflow.domain.model import Answer, ScoredChunk, Source, Usage, VerifiedMatch
+from askflow.domain.model import Answer, Source, Usage, VerifiedMatch
 from askflow.ports import ChatModel
 from askflow.retrieval.confidence import assess
 from askflow.retrieval.fusion import fuse_queries
 from askflow.retrieval.query import clean_query
+from askflow.retrieval.ranking import RankedDocument
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer.citations import check_citations, grounded
 from askflow.service_layer.extractive import NOTHING_FOUND, extractive_answer
@@ -69,6 +72,21 @@ class VerifiedAnswers(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """A question's documents as the answer path finds them: the queries searched (the question, then the cheap
+    model's rewordings), the rewording call's usage, the distinct documents best first, what reranking them cost,
+    and when each step ended since the question came (``reword_ms``, ``retrieve_ms``). ``cached``: a follow-up's
+    stand-alone question matched this verified answer, and nothing was searched past the rewording."""
+
+    queries: list[str]
+    usage: list[Usage]
+    documents: list[RankedDocument] = field(default_factory=list)
+    rerank_usd: float = 0.0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cached: VerifiedMatch | None = None
+
+
 class Answerer:
     """:param cache: verified earlier answers, served for the same question (``None``: always answer anew)."""
 
@@ -99,6 +117,16 @@ class Answerer:
     def mode(self) -> str:
         return "llm" if self._strong is not None else "extractive"
 
+    @property
+    def rewording_model(self) -> str | None:
+        """The cheap model that rewords each question (``None``: none configured, the question alone is searched)."""
+        return self._cheap.name if self._cheap is not None else None
+
+    @property
+    def rewordings(self) -> int:
+        """The rewordings asked of the cheap model for each question."""
+        return self._rewordings
+
     def answer(self, question: str, history: Sequence[tuple[str, str]] = (), *, fresh: bool = False,
                on_partial: Callable[[str, list[Source]], None] | None = None,
                viewer: Viewer = PUBLIC_VIEWER) -> Answer:
@@ -119,31 +147,13 @@ class Answerer:
             match = self._cache.lookup(question, vector=question_vector, viewer=viewer)
             if match is not None:
                 return self._cached(question, match, started, question_vector=question_vector)
-        timings: dict[str, float] = {}
-        usage: list[Usage] = []
-        with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
-            # a follow-up is searched together with the question it follows, so that "and in Airflow 3?" finds
-            # what the thread is about; the rewordings (with a model) are made stand-alone from the history
-            original = pool.submit(tracing.in_context(lambda: self._retriever.search(
-                _with_context(question, history), vector=None if history else question_vector(), viewer=viewer)))
-            queries = [question]
-            if self._cheap is not None and self._rewordings > 0:
-                try:
-                    reworded, reword_usage = self._reword(question, history)
-                    usage.append(reword_usage)
-                    queries += reworded
-                    match = (self._cache.lookup(reworded[0], viewer=viewer) if use_cache and history and reworded
-                             else None)
-                    if match is not None:
-                        return self._cached(question, match, started, usage=[reword_usage])
-                except ModelUnavailable as error:  # rewording only widens the search: answer without it
-                    log.warning("rewording failed, searching the question alone: %s", error)
-                timings["reword_ms"] = _ms(started)
-            reworded = self._retriever.search_keywords(queries[1:], pool, viewer=viewer)
-            found = original.result()
-            chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
-        timings["retrieve_ms"] = _ms(started)
-        sources, top_score = self._select_sources(chunks, found.vector, viewer)
+        retrieval = self.retrieve(question, history, viewer=viewer, question_vector=question_vector,
+                                  cached_follow_up=use_cache, started=started)
+        if retrieval.cached is not None:
+            return self._cached(question, retrieval.cached, started, usage=retrieval.usage)
+        queries, usage, timings = retrieval.queries, list(retrieval.usage), dict(retrieval.timings_ms)
+        sources = self._select_sources(retrieval.documents)
+        top_score = retrieval.documents[0].score if retrieval.documents else None
         answer_started = time.perf_counter()
         removed = 0
         if self._strong is None:
@@ -175,7 +185,49 @@ class Answerer:
                       embedding_usage=self._embedding_usage(question, history, question_vector),
                       standalone_question=(queries[1] if len(queries) > 1 else None) if history else None,
                       grounded=grounded(text, sources, mode=self.mode), confidence=sure.value,
-                      not_sure=sure.reason or None)
+                      not_sure=sure.reason or None, rerank_usd=retrieval.rerank_usd)
+
+    def retrieve(self, question: str, history: Sequence[tuple[str, str]] = (), *, viewer: Viewer = PUBLIC_VIEWER,
+                 question_vector: Callable[[], Sequence[float]] | None = None, cached_follow_up: bool = False,
+                 started: float | None = None) -> Retrieval:
+        """The documents ``question`` (after ``history``) is answered from, without answering it: its hybrid search
+        (a follow-up's together with the turn before it, so that "and in Airflow 3?" finds what the thread is about)
+        runs while the cheap model rewords it ``rewordings`` times (stand-alone, from the history); each rewording
+        is searched by keywords (``Retriever.search_keywords``), the lists are fused (``fuse_queries``) and their
+        documents ranked, repeats left out (``Ranking.distinct``). Rewording only widens the search: when it fails,
+        the question's own search stands.
+
+        ``viewer``: every search admits only what it may read. ``question_vector``: makes the question's embedding
+        (default: the retriever's ``embed``). ``cached_follow_up``: a follow-up's stand-alone question (the first
+        rewording) is looked up among verified answers, and a match ends the retrieval (``Retrieval.cached``).
+        ``started``: the ``time.perf_counter()`` the timings count from (default: now)."""
+        started = time.perf_counter() if started is None else started
+        question_vector = question_vector or partial(self._retriever.embed, question)
+        timings: dict[str, float] = {}
+        usage: list[Usage] = []
+        with ThreadPoolExecutor(max_workers=max(2, self._rewordings + 1)) as pool:
+            original = pool.submit(tracing.in_context(lambda: self._retriever.search(
+                _with_context(question, history), vector=None if history else question_vector(), viewer=viewer)))
+            queries = [question]
+            if self._cheap is not None and self._rewordings > 0:
+                try:
+                    reworded, reword_usage = self._reword(question, history)
+                    usage.append(reword_usage)
+                    queries += reworded
+                    match = (self._cache.lookup(reworded[0], viewer=viewer)
+                             if cached_follow_up and self._cache is not None and history and reworded else None)
+                    if match is not None:
+                        return Retrieval(queries=queries, usage=usage, cached=match)
+                except ModelUnavailable as error:
+                    log.warning("rewording failed, searching the question alone: %s", error)
+                timings["reword_ms"] = _ms(started)
+            reworded = self._retriever.search_keywords(queries[1:], pool, viewer=viewer)
+            found = original.result()
+            chunks = fuse_queries(found.chunks, reworded, reworded_weight=self._retriever.keyword_weight)
+        timings["retrieve_ms"] = _ms(started)
+        ranking = self._retriever.ranking(chunks, question_vector=found.vector, viewer=viewer)
+        return Retrieval(queries=queries, usage=usage, documents=ranking.distinct, rerank_usd=ranking.rerank_usd,
+                         timings_ms=timings)
 
     @property
     def _answer_system(self) -> str:
@@ -212,14 +264,12 @@ class Answerer:
         cleaned = [q.strip() for q in queries if isinstance(q, str) and q.strip()]
         return cleaned[: self._rewordings], completion.usage
 
-    def _select_sources(self, chunks: Sequence[ScoredChunk], question_vector: Sequence[float],
-                        viewer: Viewer) -> tuple[list[Source], float | None]:
-        """The sources to answer from, and the best document's fused score (``None``: nothing found)."""
+    def _select_sources(self, documents: Sequence[RankedDocument]) -> list[Source]:
+        """The sources to answer from: the best passage of each of the first ``sources`` ``documents`` (distinct,
+        best first)."""
         sources: list[Source] = []
-        top_score = None
         seen: set[str] = set()  # one passage once, whichever documents hold it (two stored answers, say)
-        for document in self._retriever.distinct(chunks, question_vector=question_vector, viewer=viewer):
-            top_score = document.score if top_score is None else top_score
+        for document in documents:
             best = document.chunks[0].chunk
             passage = " ".join(best.content.split())
             if passage in seen:
@@ -237,7 +287,7 @@ class Answerer:
                     audiences=list(best.audiences) if best.audiences is not None else None,
                 )
             )
-        return sources, top_score
+        return sources
 
 
 def _with_context(question: str, history: Sequence[tuple[str, str]]) -> str:

@@ -20,8 +20,8 @@ import logging
 from askflow.config import Settings
 from askflow.domain.audiences import Viewer
 from askflow.domain.clock import utcnow
-from askflow.domain.errors import Conflict, Forbidden, NotFound, OverBudget
-from askflow.domain.model import Escalation, Request, TeamAnswer
+from askflow.domain.errors import Conflict, Forbidden, LeaseHeld, NotFound, OverBudget
+from askflow.domain.model import Escalation, Request, RequestStatus, TeamAnswer
 from askflow.learning.questions import question_key
 from askflow.ports import Budgets, Escalations, RequestStore
 
@@ -32,25 +32,62 @@ POSTED_WITHIN = dt.timedelta(days=2)  # how far back a retried escalation looks 
 
 def escalate(request: Request, *, why: str, requests: RequestStore, escalations: Escalations | None,
              budgets: Budgets | None, settings: Settings) -> Escalation:
-    """Hand ``request`` to the team, once; returns its escalation as stored (an earlier one when there is one)."""
-    if request.escalation is not None:
-        return request.escalation
+    """Hand ``request`` to the team, once; returns its escalation as stored (an earlier one when there is one).
+
+    A post is taken first (state ``posting``, in the atomic write that refuses a second escalation), then made (or
+    found again, when a worker that took it died after posting), then settled as ``open``: two racing escalations of
+    one request post once. A joined one that finds its escalation answered meanwhile takes the answer at once."""
     now = utcnow()
+    if request.escalation is not None and request.escalation.state == "posting" and \
+            not request.escalation.posting_stale(now):
+        raise LeaseHeld(f"request {request.request_id}: another worker is posting its escalation")
+    if request.escalation is not None and not request.escalation.posting_stale(now):
+        return request.escalation
     key = question_key(request.stored_question)
     base = Escalation(state="skipped", why=why, asked_at=now, question_key=key)
-    escalation = _skipped_or_joined(request, base, requests=requests, escalations=escalations, budgets=budgets,
-                                    settings=settings)
-    if escalation is None:  # to the channel: find a post of an earlier attempt, or post
-        channel = settings.escalation_channel
-        ts = escalations.posted(request, since=now - POSTED_WITHIN) or escalations.post(request, why=why)
-        escalation = base.model_copy(update={"state": "open", "channel": channel, "ts": ts,
-                                             "thread": f"{channel}/{ts}"})
-    if not requests.escalate(request.request_id, escalation):
-        stored = requests.get(request.request_id)
-        return stored.escalation if stored is not None and stored.escalation is not None else escalation
-    log.info("request %s escalated: %s (%s)", request.request_id, escalation.state,
-             escalation.why_not or escalation.thread or escalation.joined)
-    return escalation
+    taking_over = request.escalation is not None  # a stale post: its worker died; this one finishes it
+    escalation = None if taking_over else _skipped_or_joined(
+        request, base, requests=requests, escalations=escalations, budgets=budgets, settings=settings)
+    if escalation is not None:
+        if not requests.escalate(request.request_id, escalation):
+            return _stored_escalation(request, requests) or escalation
+        log.info("request %s escalated: %s (%s)", request.request_id, escalation.state,
+                 escalation.why_not or escalation.joined)
+        if escalation.joined:
+            _take_an_answer_given_meanwhile(request.request_id, escalation.joined, requests=requests,
+                                            escalations=escalations)
+        return escalation
+    posting = (request.escalation if taking_over else base).model_copy(update={"state": "posting",
+                                                                               "posting_at": now})
+    if taking_over:
+        if not requests.settle_escalation(request.request_id, posting):  # retake the stale post, or another did
+            return _stored_escalation(request, requests) or posting
+    elif not requests.escalate(request.request_id, posting):
+        return _stored_escalation(request, requests) or posting
+    channel = settings.escalation_channel
+    ts = escalations.posted(request, since=now - POSTED_WITHIN) or escalations.post(request, why=why)
+    opened = posting.model_copy(update={"state": "open", "channel": channel, "ts": ts, "thread": f"{channel}/{ts}",
+                                        "posting_at": None})
+    requests.settle_escalation(request.request_id, opened)
+    log.info("request %s escalated to %s", request.request_id, opened.thread)
+    return opened
+
+
+def _stored_escalation(request: Request, requests: RequestStore) -> Escalation | None:
+    stored = requests.get(request.request_id)
+    return stored.escalation if stored is not None else None
+
+
+def _take_an_answer_given_meanwhile(request_id: str, joined: str, *, requests: RequestStore,
+                                    escalations: Escalations | None) -> None:
+    """A repeat that joined an escalation answered between its read and its write would wait for ever: it takes the
+    answer now, and gets it delivered."""
+    target = requests.get(joined)
+    if target is None or target.team_answer is None:
+        return
+    requests.answer_escalation(request_id, target.team_answer)
+    if escalations is not None:
+        _deliver_team_answer(request_id, requests=requests, escalations=escalations)
 
 
 def _skipped_or_joined(request: Request, base: Escalation, *, requests: RequestStore,
@@ -83,7 +120,7 @@ def ask_for_person(request_id: str, *, asker_token: str | None, requests: Reques
         raise NotFound(f"no request {request_id}")
     if asker_token is not None and not request.asked_by(asker_token):
         raise Forbidden("only whoever asked may hand their question to a person (send X-Asker-Token)")
-    if not request.terminal:
+    if request.status is not RequestStatus.COMPLETE:
         raise Conflict(f"request {request_id} is {request.status.value}: ask for a person once it is answered")
     return escalate(request, why=ASKED_BY_ASKER, requests=requests, escalations=escalations, budgets=budgets,
                     settings=settings)
@@ -92,7 +129,8 @@ def ask_for_person(request_id: str, *, asker_token: str | None, requests: Reques
 def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestStore, escalations: Escalations,
              settings: Settings) -> Request | None:
     """A reviewer (the caller checked) marked the reply ``reply_ts`` in ``channel`` as the answer: it becomes the team's
-    answer of the escalation whose thread holds it, and of those that joined it, each delivered once. Returns the
+    answer of the escalation whose thread holds it, and of those that joined it — all written first — then each
+    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). Returns the
     escalated request (``None``: the reply is in no escalation's thread)."""
     if channel != settings.escalation_channel:
         return None
@@ -108,13 +146,30 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
     stored = requests.answer_escalation(request.request_id, answer)
     if stored is None or stored.team_answer is None:
         return stored
-    for joined in [stored, *requests.joined_to(stored.request_id)]:
-        now = requests.answer_escalation(joined.request_id, stored.team_answer) or joined
-        if now.slack is not None and now.escalation is not None and now.escalation.delivered_at is None:
-            escalations.deliver(now, stored.team_answer)
-            requests.escalation_delivered(now.request_id, at=utcnow())
+    joined = requests.joined_to(stored.request_id)
+    for other in joined:
+        requests.answer_escalation(other.request_id, stored.team_answer)
+    for request_id in [stored.request_id, *(other.request_id for other in joined)]:
+        _deliver_team_answer(request_id, requests=requests, escalations=escalations)
     log.info("request %s: the team's answer (reply %s, marked by %s)", stored.request_id, reply_ts, marked_by)
     return requests.get(stored.request_id)
+
+
+def _deliver_team_answer(request_id: str, *, requests: RequestStore, escalations: Escalations,
+                         lease_s: float = 60.0) -> None:
+    """The team's answer to the asker's Slack thread, by the one worker that claimed its delivery (a web or MCP asker
+    reads it on the request)."""
+    request = requests.get(request_id)
+    if request is None or request.slack is None or request.team_answer is None:
+        return
+    if not requests.claim_escalation_delivery(request_id, lease_s=lease_s):
+        return
+    try:
+        escalations.deliver(request, request.team_answer)
+    except Exception as error:  # noqa: BLE001 - one asker's archived channel must not keep the others waiting
+        log.warning("request %s: the team's answer could not be delivered: %s", request_id, error)
+        return
+    requests.escalation_delivered(request_id, at=utcnow())
 
 
 def public_escalation(request: Request) -> dict | None:

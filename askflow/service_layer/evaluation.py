@@ -133,7 +133,7 @@ def judge(events: Sequence[GradingDue], *, requests: RequestStore, grader: Grade
             if not request.is_public:  # asked where not everyone may see it, or answered from what not all may read
                 grade = grade.model_copy(update={"public": False})
             judged = trust(request, grade, is_good=is_good, reason=reason)
-            in_review = judged.in_review and queued[request.asker_key] < review_cap
+            in_review = judged.in_review and (request.in_review or queued[request.asker_key] < review_cap)
             if in_review and not request.in_review:
                 queued[request.asker_key] += 1
             verdicts.append(Verdict(request_id=request.request_id, graded=Graded(
@@ -179,10 +179,9 @@ def apply_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore, store
 
 
 def save_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore) -> int:
-    """Write the grades (the marker that the request is graded at its revision); the last step. Returns how many."""
-    for item in verdicts:
-        requests.save_grade(item.request_id, item.graded)
-    return len(verdicts)
+    """Write the grades (the marker that the request is graded at its revision), each only on a request still at the
+    revision it judged; the last step. Returns how many were written."""
+    return sum(bool(requests.save_grade(item.request_id, item.graded)) for item in verdicts)
 
 
 def answer_doc_id(request_id: str, answers_source: str) -> str:

@@ -228,7 +228,8 @@ def answer_request(
         earlier = (requests.thread_readers(request.thread_id, before=request.created_at)
                    if request.slack is None and request.in_web_thread and answer.context_turns else [])
         outcome = request.completed(answer, at=utcnow(), history_readers=earlier,
-                                    cost_usd=round(prices.cost([*answer.usage, *answer.embedding_usage]), 6))
+                                    cost_usd=round(prices.cost([*answer.usage, *answer.embedding_usage])
+                                                   + answer.rerank_usd, 6))
     except AskflowError as error:
         log.warning("request %s failed: %s", request.request_id, error)
         outcome = request.failed(str(error))
@@ -298,8 +299,10 @@ def _deliver(request: Request, *, requests: RequestStore, slack: SlackThreads | 
             escalated = escalate(request, why=request.not_sure, requests=requests, escalations=escalations,
                                  budgets=budgets, settings=settings)
             request = request.model_copy(update={"escalation": escalated})
-        except Exception as error:  # the answer is given: a missed escalation is logged, the reply still goes
-            log.warning("request %s: could not hand it to the team: %s", request.request_id, error)
+        except Exception as error:  # the delivery stays undone: the message comes back and escalates it then
+            log.warning("request %s: could not hand it to the team (the delivery is tried again): %s",
+                        request.request_id, error)
+            raise
     faults.kill_point("worker.after_escalate")
     if slack is not None and request.slack is not None:
         slack.post_answer(request)

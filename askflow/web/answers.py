@@ -49,8 +49,12 @@ def answer_page(request: Request, *, original_link: str | None = None) -> str:
         for s in request.sources)
     served = (f'<p class="meta">Served from <a href="{escape(original_link, quote=True)}">an earlier verified '
               "answer</a>.</p>" if original_link else "")
+    team = request.team_answer
+    answered = (f"<h3>The team's answer</h3><p class='meta'>By a team member, {team.at:%Y-%m-%d %H:%M} UTC</p>"
+                f"<div class='answer'>{markdown_html(team.text)}</div><h3>askflow's attempt</h3>"
+                if team is not None else "")
     body = (f'<p class="meta">Asked {request.created_at:%Y-%m-%d %H:%M} UTC</p>'
-            f"<h2>{escape(request.stored_question)}</h2>{verification_line(request)}{served}"
+            f"<h2>{escape(request.stored_question)}</h2>{verification_line(request)}{served}{answered}"
             f"<div class='answer'>{markdown_html(request.answer or request.error or '')}</div>"
             f"<h2>Sources</h2><ol>{sources or '<li>none</li>'}</ol>")
     return _styled(page("askflow — answer", body))

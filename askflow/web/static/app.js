@@ -7,7 +7,11 @@
   const askerToken = localStorage.getItem("askflow-asker-token") || crypto.randomUUID().replace(/-/g, "");
   localStorage.setItem("askflow-asker-token", askerToken);
   let threadId = null;
+  let shown = []; // the requests of this thread on the page, oldest first
   const POLL_MS = 250; // the worker writes the answer so far at most every 250 ms
+  const FEED_EXCERPT_CHARS = 280;
+  const RATINGS = "askflow-ratings"; // localStorage: request id -> true (helpful) or false, the latest 200
+  const THREAD = "askflow-thread"; // sessionStorage: this tab's thread, shown again after a reload
 
   async function call(method, path, body) {
     const response = await fetch(api(path), {
@@ -56,15 +60,64 @@
     }
   }
 
+  // A stored answer's own page (not its raw JSON).
+  const answerPage = (requestId) => api(`answers/${encodeURIComponent(requestId)}`);
+
   // Only web, file (local docs) and relative links: a source's URL comes from ingested content, so "javascript:"
-  // or "data:" never becomes a link.
+  // or "data:" never becomes a link. A stored answer linked to its raw record on this API (".../requests/{id}", as
+  // stored answers were linked before their pages existed) opens its page.
   function safeUrl(url) {
     try {
       const parsed = new URL(url, document.baseURI);
-      return ["https:", "http:", "file:"].includes(parsed.protocol) ? parsed.href : "#";
+      if (!["https:", "http:", "file:"].includes(parsed.protocol)) return "#";
+      const stored = parsed.origin === location.origin && parsed.pathname.match(/\/requests\/([A-Za-z0-9_-]+)$/);
+      return stored ? answerPage(stored[1]) : parsed.href;
     } catch (_) {
       return "#";
     }
+  }
+
+  // An answer cut for the feed to at most `limit` characters, never inside a citation "[n]", code or bold: at the
+  // end of its last sentence when that keeps at least half of it, else after its last word (with "…"). A short
+  // answer, or one with no such place, is shown whole.
+  function excerpt(text, limit) {
+    if (text.length <= limit) return { text, cut: false };
+    const kept = [...text.matchAll(/```[\s\S]*?```|`[^`\n]*`|\*\*[^*]+\*\*|\[\d+\]/g)]
+      .map((match) => [match.index, match.index + match[0].length]);
+    let sentence = 0;
+    let word = 0;
+    for (let at = 1; at <= limit; at++) {
+      if (!/\s/.test(text[at]) || /\s/.test(text[at - 1])) continue; // not the end of a word
+      if (kept.some(([start, end]) => start < at && at < end)) continue;
+      word = at;
+      if (/[.!?][)"'*]*(\s*\[\d+\])*$/.test(text.slice(0, at))) sentence = at;
+    }
+    if (sentence >= limit / 2) return { text: text.slice(0, sentence), cut: true };
+    if (word) return { text: `${text.slice(0, word)}…`, cut: true };
+    return { text, cut: false };
+  }
+
+  // The ratings this browser gave: an answer shown again (after a reload) shows which button was chosen.
+  function ratings() {
+    try { return JSON.parse(localStorage.getItem(RATINGS) || "{}"); } catch (_) { return {}; }
+  }
+
+  function rememberRating(requestId, positive) {
+    const given = ratings();
+    delete given[requestId]; // the latest last
+    given[requestId] = positive;
+    localStorage.setItem(RATINGS, JSON.stringify(Object.fromEntries(Object.entries(given).slice(-200))));
+  }
+
+  function showRating(node, positive) {
+    for (const button of node.querySelectorAll(".rate")) {
+      button.setAttribute("aria-pressed", String(positive !== undefined && (button.dataset.positive === "true") === positive));
+    }
+  }
+
+  function saveThread() {
+    if (shown.length) sessionStorage.setItem(THREAD, JSON.stringify({ threadId, requests: shown }));
+    else sessionStorage.removeItem(THREAD);
   }
 
   function renderInline(parent, text, byNumber) {
@@ -128,7 +181,7 @@
       const note = node.querySelector(".cache-note");
       const how = record.cache_similarity >= 1 ? "the same question" : `a question ${Math.round(record.cache_similarity * 100)}% alike`;
       note.querySelector(".cache-text").textContent = `A verified answer to ${how}, asked before.`;
-      note.querySelector(".cache-link").href = api(`requests/${encodeURIComponent(record.cached_from)}`);
+      note.querySelector(".cache-link").href = answerPage(record.cached_from);
       note.querySelector(".fresh").addEventListener("click", () => submit(record.question, { fresh: true }));
       note.hidden = false;
     }
@@ -136,6 +189,7 @@
     for (const button of node.querySelectorAll(".rate")) {
       button.addEventListener("click", () => rate(node, record.request_id, button.dataset.positive === "true"));
     }
+    showRating(node, ratings()[record.request_id]);
     return node;
   }
 
@@ -144,6 +198,8 @@
     const comment = node.querySelector(".comment").value.trim();
     try {
       await call("POST", `requests/${requestId}/feedback`, { positive, ...(comment ? { comment } : {}) });
+      rememberRating(requestId, positive);
+      showRating(node, positive);
       status.textContent = positive ? "Thanks — glad it helped." : "Thanks — we will use this to improve.";
     } catch (error) {
       status.textContent = `Could not save the rating: ${error.message}`;
@@ -195,10 +251,11 @@
       }
       if (record.status === "failed") throw new Error(`Sorry, this question could not be answered (${record.error}).`);
       $("thread").append(renderRecord(record));
+      shown.push(record.request_id);
+      saveThread();
       $("status").textContent = "Answer ready. Ask a follow-up below.";
       $("question").value = "";
-      $("question-label").textContent = "Follow-up question";
-      $("new-thread").hidden = false;
+      showFollowUp();
     } catch (error) {
       $("status").textContent = "";
       showError(error.message);
@@ -207,6 +264,33 @@
     }
   }
 
+  function showFollowUp() {
+    $("question-label").textContent = "Follow-up question";
+    $("new-thread").hidden = false;
+  }
+
+  // After a reload, the tab's thread as it was (a request gone meanwhile is left out).
+  async function restoreThread() {
+    let saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem(THREAD) || "null"); } catch (_) { /* unreadable: none */ }
+    if (!saved || !Array.isArray(saved.requests)) return;
+    for (const requestId of saved.requests) {
+      try {
+        const record = await call("GET", `requests/${encodeURIComponent(requestId)}`);
+        if (record.status !== "complete") continue;
+        $("thread").append(renderRecord(record));
+        shown.push(requestId);
+      } catch (_) { /* gone: left out */ }
+    }
+    if (shown.length) {
+      threadId = saved.threadId || shown[0];
+      showFollowUp();
+    }
+    saveThread();
+  }
+
+  // Each good answer as answers are rendered (Markdown, citations linked to its sources), cut at a sentence or a
+  // word, and linked to its own page.
   async function loadRecent() {
     try {
       const feed = await call("GET", "requests?good=true");
@@ -214,11 +298,16 @@
       list.replaceChildren();
       for (const item of feed.items) {
         const entry = document.createElement("li");
-        const question = document.createElement("strong");
-        question.textContent = item.question;
-        const answer = document.createElement("p");
-        answer.textContent = (item.answer || "").slice(0, 280);
-        entry.append(question, answer);
+        const link = Object.assign(document.createElement("a"), { href: answerPage(item.request_id), className: "recent-question" });
+        link.append(Object.assign(document.createElement("strong"), { textContent: item.question }));
+        const answer = Object.assign(document.createElement("div"), { className: "answer-text" });
+        const part = excerpt(item.answer || "", FEED_EXCERPT_CHARS);
+        renderAnswer(answer, part.text, item.sources || []);
+        entry.append(link, answer);
+        if (part.cut) {
+          entry.append(Object.assign(document.createElement("a"), {
+            href: answerPage(item.request_id), className: "more", textContent: "Read the whole answer" }));
+        }
         list.append(entry);
       }
       if (!feed.items.length) list.append(Object.assign(document.createElement("li"), { textContent: "No rated answers yet." }));
@@ -233,10 +322,13 @@
   });
   $("new-thread").addEventListener("click", () => {
     threadId = null;
+    shown = [];
+    saveThread();
     $("thread").replaceChildren();
     $("question-label").textContent = "Your question";
     $("new-thread").hidden = true;
     $("question").focus();
   });
+  restoreThread();
   loadRecent();
 })();
