@@ -9,9 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-from tests.test_ask_path import ask, call, rate, wait_terminal
+from tests.test_ask_path import call
+
+
+def _as_the_page(page: str) -> dict[str, str]:
+    """The header the web page's own calls carry: its session cookie (the demo's API needs its admin key)."""
+    with urllib.request.urlopen(page, timeout=30) as response:
+        return {"Cookie": response.headers["Set-Cookie"].split(";", 1)[0]}
 
 
 def _descendants(pid: int) -> set[int]:
@@ -57,14 +64,25 @@ def test_the_demo_runs_the_whole_loop_and_stops_on_sigterm(tmp_path):
                 break
         page = line.split("Open the web page:")[1].strip()
         assert not any("Open the web page" in earlier for earlier in lines[:-1])
-        assert call("GET", page.rstrip("/") + "/requests?good=true")[0] == 200
+        session = _as_the_page(page)
+        assert call("GET", page.rstrip("/") + "/requests?good=true")[0] == 401  # the API needs a key ...
+        assert call("GET", page.rstrip("/") + "/requests?good=true", headers=session)[0] == 200  # ... or the page's
 
-        request_id = ask(page, "How do I run the tests?")
-        assert wait_terminal(page, request_id, timeout_s=300)["status"] == "complete"
-        assert rate(page, request_id, {"positive": True})[0] == 200
+        status, queued = call("POST", f"{page}requests", json.dumps({"question": "How do I run the tests?"}).encode(),
+                              headers=session)
+        assert status == 202, queued
+        request_id, asker = queued["request_id"], session | {"X-Asker-Token": queued["asker_token"]}
+        deadline = time.monotonic() + 300
+        while call("GET", f"{page}requests/{request_id}", headers=asker)[1]["status"] not in ("complete", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert call("GET", f"{page}requests/{request_id}", headers=asker)[1]["status"] == "complete"
+        assert call("POST", f"{page}requests/{request_id}/feedback", json.dumps({"positive": True}).encode(),
+                    headers=asker)[0] == 200
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:  # trigger → Pub/Sub → the evaluation DAG → the homepage feed
-            listed = [item["request_id"] for item in call("GET", page.rstrip("/") + "/requests?good=true")[1]["items"]]
+            listed = [item["request_id"] for item in call("GET", page.rstrip("/") + "/requests?good=true",
+                                                          headers=session)[1]["items"]]
             if request_id in listed:
                 break
             time.sleep(5)
@@ -77,6 +95,10 @@ def test_the_demo_runs_the_whole_loop_and_stops_on_sigterm(tmp_path):
         time.sleep(2)
         assert not [pid for pid in started if _alive(pid)]
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # an assertion failed: still stop what the demo started
+            demo.send_signal(signal.SIGTERM)
+            try:
+                demo.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                demo.kill()
         print(json.dumps({"stderr_tail": (tmp_path / "demo.err").read_text()[-1500:]}))
