@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ import pytest
 from askflow.adapters.local_embeddings import MINILM
 from askflow.config import Settings
 from tests.fakes import HashEmbeddings
+from tests.support import forkserver
+from tests.support.dag_runner import stop_runners
 from tests.support.git_repo import commit
 from tests.support.openai_wire import OpenAIWireServer
 
@@ -25,6 +29,14 @@ DOCS = Path(__file__).parent / "data" / "docs"
 # The suite exercises the pipeline on the faster offline model, in this process and in every one it starts;
 # tests/test_embeddings.py loads the default model itself.
 os.environ["ASKFLOW_EMBEDDING_MODEL"] = MINILM
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fork_server() -> Iterator[None]:
+    """The fork server the CLI's runs come from (tests/support/forkserver.py), started on first use, stopped at
+    the end of the session."""
+    yield
+    forkserver.stop()
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +51,15 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_stack(data_dir):
-    from askflow.dev.local_stack import LocalStack
+    """The emulators; the functions the tests start join its services. At the end every service is stopped at
+    once: the dozens started during a session would take a minute one after another."""
+    from askflow.dev.local_stack import LocalStack, Service
 
     stack = LocalStack(settings=Settings(), log_dir=data_dir / "logs")
     stack.start_emulators()
     yield stack
+    with ThreadPoolExecutor(max_workers=len(stack.services)) as pool:
+        list(pool.map(Service.stop, stack.services))
     stack.stop()
 
 
@@ -109,9 +125,9 @@ def collection_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
+def airflow_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     """An Airflow home with a migrated SQLite metadata DB, the project's dags/ as DAG folder, and the Google
-    connection anonymous (the emulators need no credentials)."""
+    connection anonymous (the emulators need no credentials); the DAG runners' interpreters stop with it."""
     home = tmp_path_factory.mktemp("airflow-home")
     env = {
         **os.environ,
@@ -124,4 +140,5 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
-    return env
+    yield env
+    stop_runners()

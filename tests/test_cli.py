@@ -9,14 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import forkserver
+
 DOCS = Path(__file__).parent / "data" / "docs"
 
 
 def askflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "askflow.entrypoints.cli", *args],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
-    )
+    """``python -m askflow.entrypoints.cli *args`` with ``env`` over this process's environment: a process of its
+    own, forked from the fork server that imported the heavy libraries once (tests/support/forkserver.py)."""
+    return forkserver.run_module("askflow.entrypoints.cli", *args, env={**os.environ, **env}, timeout=300)
 
 
 def test_ingest_then_ask_prints_answer_and_sources(pg_url, collection_name):
