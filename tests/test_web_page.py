@@ -200,3 +200,37 @@ def test_static_files_are_served_with_their_types_and_unknown_ones_are_404(web_a
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{web_api}assets/config.py")
     assert missing.value.code == 404
+
+
+def test_a_not_sure_answer_says_so_first_and_shows_the_teams_answer_when_it_comes(page, web_api, pg_url):
+    import datetime as dt
+
+    from playwright.sync_api import expect
+
+    from askflow.bootstrap import Components
+    from askflow.domain.clock import utcnow
+    from askflow.domain.model import Escalation, TeamAnswer
+
+    page.goto(web_api)
+    page.get_by_label("Your question").fill("Sourdough starter hydration ratios?")  # nothing indexed covers it
+    page.get_by_role("button", name="Ask", exact=True).click()
+    answer = page.locator(".answer").first
+    expect(answer.locator(".unsure-note")).to_contain_text("I'm not sure the docs cover this", timeout=90_000)
+    request_id = answer.get_attribute("data-request-id")
+    with Components(_settings(pg_url, "web")) as c:  # the team is asked (the stack here has no Slack channel)
+        asked = utcnow()
+        document = firestore.Client(project="askflow-test").collection("requests").document(request_id)
+        document.update({"escalation": Escalation(state="open", why="no source matched the question", asked_at=asked,
+                                                  channel="CESC", ts="1.1", thread="CESC/1.1").model_dump()})
+        page.reload()
+        restored = page.locator(".answer").first
+        expect(restored.locator(".unsure-note")).to_contain_text("I've asked the team")
+        assert restored.locator(".ask-person").is_hidden()  # asked already
+        c.requests.answer_escalation(request_id, TeamAnswer(
+            text="Use **100%** hydration: equal weights of flour and water.", by="slack:UTEAM", marked_by="slack:URV",
+            at=asked + dt.timedelta(minutes=5), ts="1.2"))
+    team = restored.locator(".team-answer")
+    expect(team).to_be_visible(timeout=30_000)  # the page looked again, and shows it without a reload
+    expect(team.locator(".team-text strong")).to_have_text("100%")
+    assert "UTEAM" not in team.inner_text() and "a team member" in team.inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "web-team-answer-phone.png"), full_page=True)

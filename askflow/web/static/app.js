@@ -9,6 +9,7 @@
   let threadId = null;
   let shown = []; // the requests of this thread on the page, oldest first
   const POLL_MS = 250; // the worker writes the answer so far at most every 250 ms
+  const ESCALATION_POLL_MS = 5000; // how often an open escalation is looked at again for the team's answer
   const FEED_EXCERPT_CHARS = 280;
   const RATINGS = "askflow-ratings"; // localStorage: request id -> true (helpful) or false, the latest 200
   const THREAD = "askflow-thread"; // sessionStorage: this tab's thread, shown again after a reload
@@ -186,11 +187,62 @@
       note.hidden = false;
     }
     showAnswer(node, record.answer || "", record.sources || [], true);
+    showEscalation(node, record);
+    node.querySelector(".ask-person").addEventListener("click", () => askPerson(node, record.request_id));
     for (const button of node.querySelectorAll(".rate")) {
       button.addEventListener("click", () => rate(node, record.request_id, button.dataset.positive === "true"));
     }
     showRating(node, ratings()[record.request_id]);
     return node;
+  }
+
+  // Said first when askflow is not sure: what follows is what it found, and a person was (or can be) asked; the
+  // team's answer, once it came, above askflow's attempt.
+  function showEscalation(node, record) {
+    const escalation = record.escalation;
+    const asked = escalation && (escalation.state === "open" || escalation.state === "joined");
+    const note = node.querySelector(".unsure-note");
+    if (record.not_sure || asked) {
+      note.textContent = "I'm not sure the docs cover this" +
+        (asked ? " — I've asked the team; their answer will appear here." : ".") + " What I found is below.";
+      note.hidden = false;
+    }
+    const team = escalation && escalation.answer;
+    const section = node.querySelector(".team-answer");
+    if (team) {
+      renderAnswer(section.querySelector(".team-text"), team.text, []);
+      section.querySelector(".team-by").textContent = `By ${team.by}, ${new Date(team.at).toLocaleString()}.`;
+      section.hidden = false;
+      note.textContent = "The team answered this question.";
+    }
+    node.querySelector(".person").hidden = Boolean(escalation);
+    if (asked && !team) followEscalation(node, record.request_id);
+  }
+
+  async function askPerson(node, requestId) {
+    const status = node.querySelector(".person-status");
+    try {
+      const result = await call("POST", `requests/${requestId}/escalate`, {});
+      status.textContent = result.escalation === "skipped" ? `Could not ask the team: ${result.why_not}.`
+        : "I've asked the team; their answer will appear here.";
+      if (result.escalation !== "skipped") followEscalation(node, requestId);
+    } catch (error) {
+      status.textContent = `Could not ask the team: ${error.message}`;
+    }
+  }
+
+  // Until the team answers (while the page is open), look again now and then.
+  async function followEscalation(node, requestId) {
+    if (node.dataset.following) return;
+    node.dataset.following = "true";
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, ESCALATION_POLL_MS));
+      if (!node.isConnected) return; // its answer left the page (a new thread)
+      try {
+        const record = await call("GET", `requests/${requestId}`);
+        if (record.escalation && record.escalation.answer) { showEscalation(node, record); return; }
+      } catch (_) { /* try again later */ }
+    }
   }
 
   async function rate(node, requestId, positive) {
