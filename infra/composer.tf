@@ -19,6 +19,11 @@ resource "google_composer_environment" "askflow" {
       # The data folder is the environment bucket's data/, which every worker mounts: the fine-tuning DAG's pairs
       # and models written by one task are read by the next, wherever it runs.
       env_variables = merge(local.askflow_env, { ASKFLOW_DATA_DIR = "/home/airflow/gcs/data/askflow" })
+      # The OpenLineage events of the DAGs' runs (their locations, the collection, the graded answers) go to
+      # Dataplex's Data Lineage API (datalineage.googleapis.com).
+      cloud_data_lineage_integration {
+        enabled = true
+      }
     }
     node_config {
       service_account = google_service_account.composer.email

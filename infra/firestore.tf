@@ -74,3 +74,12 @@ resource "google_firestore_field" "budgets_expire" {
   field      = "expires_at"
   ttl_config {}
 }
+
+# Requests (and their answers) are deleted once their expires_at has passed: the app writes it on each request,
+# request_retention_days after it was created.
+resource "google_firestore_field" "requests_expire" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  field      = "expires_at"
+  ttl_config {}
+}

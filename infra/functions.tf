@@ -11,184 +11,147 @@ resource "google_storage_bucket" "function_source" {
   }
 }
 
-# HTTPS: POST /requests, GET /requests/{id}.
-resource "google_cloudfunctions2_function" "api" {
-  # checkov:skip=CKV_GCP_124:serves the public web page and API (set api_authenticated for an API key)
-  name     = "${var.name_prefix}-api"
-  location = var.region
-  build_config {
-    runtime     = "python311"
-    entry_point = "api"
-    source {
-      storage_source {
-        bucket = google_storage_bucket.function_source.name
-        object = var.function_source_object
-      }
-    }
-  }
-  service_config {
-    max_instance_count    = 20
-    available_memory      = "512Mi"
-    timeout_seconds       = 30
-    service_account_email = google_service_account.api.email
-    environment_variables = local.askflow_env
-    ingress_settings      = "ALLOW_ALL"
-    dynamic "secret_environment_variables" {
-      for_each = var.api_authenticated ? { api_key = "ASKFLOW_API_KEY" } : {}
-      content {
-        key        = secret_environment_variables.value
-        project_id = var.project_id
-        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
-        version    = "latest"
-      }
-    }
-  }
-  depends_on = [google_project_service.apis]
-}
+# Each function is a modules/function: its own service account, its project roles and topics, its secrets, its
+# trigger and its invokers. Firestore has no per-collection IAM: every account that reads or writes requests has
+# roles/datastore.user on the project, and every one that opens spans roles/cloudtrace.agent (Cloud Trace).
 
-# Pub/Sub push (questions subscription): answers one request per message.
-resource "google_cloudfunctions2_function" "answer_worker" {
-  name     = "${var.name_prefix}-answer-worker"
-  location = var.region
-  build_config {
-    runtime     = "python311"
-    entry_point = "answer_worker"
-    source {
-      storage_source {
-        bucket = google_storage_bucket.function_source.name
-        object = var.function_source_object
-      }
-    }
-  }
-  service_config {
-    max_instance_count    = 20
-    available_memory      = "1Gi"
-    timeout_seconds       = 300
-    service_account_email = google_service_account.worker.email
-    environment_variables = local.askflow_env
-    ingress_settings      = "ALLOW_INTERNAL_ONLY"
-    dynamic "secret_environment_variables" {
-      for_each = local.secret_env
-      content {
-        key        = secret_environment_variables.value
-        project_id = var.project_id
-        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
-        version    = "latest"
-      }
-    }
-  }
-  depends_on = [google_project_service.apis]
+# HTTPS: POST /requests, GET /requests/{id}; the public web page and API (set api_authenticated for an API key).
+module "api" {
+  # checkov:skip=CKV_GCP_124:serves the public web page and API (set api_authenticated for an API key)
+  # checkov:skip=CKV_GCP_102:serves the public web page and API (set api_authenticated for an API key)
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-api"
+  entry_point           = "api"
+  account_id            = "${var.name_prefix}-api"
+  account_display_name  = "askflow HTTPS API"
+  max_instance_count    = 20
+  available_memory      = "512Mi"
+  timeout_seconds       = 30
+  ingress_settings      = "ALLOW_ALL"
+  public                = true
+  environment_variables = local.askflow_env
+  secrets               = google_secret_manager_secret.secrets
+  secret_env            = local.api_secret_env
+  project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
+  publishes_to          = { questions = google_pubsub_topic.questions.name }
+  depends_on            = [google_project_service.apis]
 }
 
 output "api_url" {
-  value = google_cloudfunctions2_function.api.service_config[0].uri
+  value = module.api.uri
+}
+
+# Pub/Sub push (questions subscription): answers one request per message.
+module "answer_worker" {
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-answer-worker"
+  entry_point           = "answer_worker"
+  account_id            = "${var.name_prefix}-worker"
+  account_display_name  = "askflow answer worker"
+  max_instance_count    = 20
+  available_memory      = "1Gi"
+  timeout_seconds       = 300
+  ingress_settings      = "ALLOW_INTERNAL_ONLY"
+  environment_variables = local.askflow_env
+  secrets               = google_secret_manager_secret.secrets
+  secret_env            = local.secret_env
+  project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
+  invokers              = { pubsub_pusher = "serviceAccount:${google_service_account.pubsub_pusher.email}" }
+  depends_on            = [google_project_service.apis]
 }
 
 # Firestore (requests/{id} written, via Eventarc): queues an evaluation event when grading is due.
-resource "google_cloudfunctions2_function" "request_written" {
-  name     = "${var.name_prefix}-request-written"
-  location = var.region
-  build_config {
-    runtime     = "python311"
-    entry_point = "request_written"
-    source {
-      storage_source {
-        bucket = google_storage_bucket.function_source.name
-        object = var.function_source_object
-      }
-    }
-  }
-  service_config {
-    max_instance_count    = 10
-    available_memory      = "256Mi"
-    timeout_seconds       = 60
-    service_account_email = google_service_account.trigger.email
-    environment_variables = local.askflow_env
-    ingress_settings      = "ALLOW_INTERNAL_ONLY"
-  }
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.firestore.document.v1.written"
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.trigger.email
-    event_filters {
-      attribute = "database"
-      value     = google_firestore_database.default.name
-    }
-    event_filters {
-      attribute = "document"
-      value     = "${var.requests_collection}/{id}"
-      operator  = "match-path-pattern"
-    }
+module "request_written" {
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-request-written"
+  entry_point           = "request_written"
+  account_id            = "${var.name_prefix}-trigger"
+  account_display_name  = "askflow Firestore trigger"
+  max_instance_count    = 10
+  available_memory      = "256Mi"
+  timeout_seconds       = 60
+  ingress_settings      = "ALLOW_INTERNAL_ONLY"
+  environment_variables = local.askflow_env
+  project_roles         = ["roles/cloudtrace.agent"]
+  publishes_to          = { evaluation = google_pubsub_topic.evaluation.name }
+  event_trigger = {
+    event_type   = "google.cloud.firestore.document.v1.written"
+    retry_policy = "RETRY_POLICY_RETRY"
+    event_filters = [
+      { attribute = "database", value = google_firestore_database.default.name },
+      { attribute = "document", value = "${var.requests_collection}/{id}", operator = "match-path-pattern" },
+    ]
   }
   depends_on = [google_project_service.apis]
 }
 
-# HTTPS: Slack Events API and interactivity (signature-checked by slack_bolt).
-resource "google_cloudfunctions2_function" "slack_events" {
+# HTTPS: Slack Events API and interactivity. Slack calls without Google credentials and must reach it; every request
+# is signature-checked by slack_bolt, and the signature is the authentication.
+module "slack_events" {
   # checkov:skip=CKV_GCP_124:Slack must reach it; every request is signature-checked
-  name     = "${var.name_prefix}-slack-events"
-  location = var.region
-  build_config {
-    runtime     = "python311"
-    entry_point = "slack_events"
-    source {
-      storage_source {
-        bucket = google_storage_bucket.function_source.name
-        object = var.function_source_object
-      }
-    }
-  }
-  service_config {
-    max_instance_count    = 10
-    min_instance_count    = 1 # Slack wants an answer within 3 seconds: no cold starts
-    available_memory      = "512Mi"
-    timeout_seconds       = 10
-    service_account_email = google_service_account.slack.email
-    environment_variables = local.askflow_env
-    ingress_settings      = "ALLOW_ALL"
-    dynamic "secret_environment_variables" {
-      for_each = local.slack_secret_env
-      content {
-        key        = secret_environment_variables.value
-        project_id = var.project_id
-        secret     = google_secret_manager_secret.secrets[secret_environment_variables.key].secret_id
-        version    = "latest"
-      }
-    }
-  }
-  depends_on = [google_project_service.apis]
+  # checkov:skip=CKV_GCP_102:Slack calls without Google credentials; the signature authenticates
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-slack-events"
+  entry_point           = "slack_events"
+  account_id            = "${var.name_prefix}-slack"
+  account_display_name  = "askflow Slack webhook"
+  max_instance_count    = 10
+  min_instance_count    = 1 # Slack wants an answer within 3 seconds: no cold starts
+  available_memory      = "512Mi"
+  timeout_seconds       = 10
+  ingress_settings      = "ALLOW_ALL"
+  public                = true
+  environment_variables = local.askflow_env
+  secrets               = google_secret_manager_secret.secrets
+  secret_env            = local.slack_secret_env
+  project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
+  publishes_to          = { questions = google_pubsub_topic.questions.name }
+  depends_on            = [google_project_service.apis]
 }
 
 output "slack_request_url" {
-  value = google_cloudfunctions2_function.slack_events.service_config[0].uri
+  value = module.slack_events.uri
 }
 
 # HTTPS, private: Cloud Scheduler's requeue sweep. A request whose message was lost (dead-lettered) is queued
-# again; one past its deadline is failed. Only the scheduler's service account may invoke it.
-resource "google_cloudfunctions2_function" "requeue_unfinished" {
+# again; one past its deadline is failed. Cloud Scheduler calls from outside the VPC (ingress ALLOW_ALL); only the
+# scheduler's service account may invoke it.
+module "requeue_unfinished" {
   # checkov:skip=CKV_GCP_124:Cloud Scheduler calls from outside the VPC; IAM admits only the scheduler's account
-  name     = "${var.name_prefix}-requeue-unfinished"
-  location = var.region
-  build_config {
-    runtime     = "python311"
-    entry_point = "requeue_unfinished"
-    source {
-      storage_source {
-        bucket = google_storage_bucket.function_source.name
-        object = var.function_source_object
-      }
-    }
-  }
-  service_config {
-    max_instance_count    = 1
-    available_memory      = "256Mi"
-    timeout_seconds       = 120
-    service_account_email = google_service_account.requeue.email
-    environment_variables = local.askflow_env
-    ingress_settings      = "ALLOW_ALL"
-  }
-  depends_on = [google_project_service.apis]
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-requeue-unfinished"
+  entry_point           = "requeue_unfinished"
+  account_id            = "${var.name_prefix}-requeue"
+  account_display_name  = "askflow requeue sweep"
+  max_instance_count    = 1
+  available_memory      = "256Mi"
+  timeout_seconds       = 120
+  ingress_settings      = "ALLOW_ALL"
+  environment_variables = local.askflow_env
+  project_roles         = ["roles/datastore.user"]
+  publishes_to          = { questions = google_pubsub_topic.questions.name }
+  invokers              = { scheduler = "serviceAccount:${google_service_account.scheduler.email}" }
+  depends_on            = [google_project_service.apis]
 }
 
 resource "google_cloud_scheduler_job" "requeue_unfinished" {
@@ -197,10 +160,10 @@ resource "google_cloud_scheduler_job" "requeue_unfinished" {
   schedule = var.requeue_schedule
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.requeue_unfinished.service_config[0].uri
+    uri         = module.requeue_unfinished.uri
     oidc_token {
       service_account_email = google_service_account.scheduler.email
-      audience              = google_cloudfunctions2_function.requeue_unfinished.service_config[0].uri
+      audience              = module.requeue_unfinished.uri
     }
   }
   depends_on = [google_project_service.apis]

@@ -18,7 +18,7 @@ locals {
     "cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "eventarc.googleapis.com",
     "pubsub.googleapis.com", "firestore.googleapis.com", "secretmanager.googleapis.com", "composer.googleapis.com",
     "artifactregistry.googleapis.com", "storage.googleapis.com", "cloudscheduler.googleapis.com",
-    "cloudtrace.googleapis.com",
+    "cloudtrace.googleapis.com", "datalineage.googleapis.com",
   ]
   # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
   askflow_env = {
@@ -54,12 +54,14 @@ locals {
     slack_bot_token  = "ASKFLOW_SLACK_BOT_TOKEN"
     rerank_api_key   = "ASKFLOW_RERANK_API_KEY"
   }
+  # Secrets the API reads: its API key, when calls must send one.
+  api_secret_env = var.api_authenticated ? { api_key = "ASKFLOW_API_KEY" } : {}
   # Secrets the MCP server reads: the vector store and embedding endpoint it searches, and the API key (same mode
   # as the API).
   mcp_secret_env = merge(
     { openai_api_key = "ASKFLOW_OPENAI_API_KEY", weaviate_url = "ASKFLOW_WEAVIATE_URL",
     weaviate_api_key = "ASKFLOW_WEAVIATE_API_KEY", rerank_api_key = "ASKFLOW_RERANK_API_KEY" },
-    var.api_authenticated ? { api_key = "ASKFLOW_API_KEY" } : {},
+    local.api_secret_env,
   )
   # Secrets the Slack webhook reads.
   slack_secret_env = {

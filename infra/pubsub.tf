@@ -27,7 +27,7 @@ resource "google_pubsub_subscription" "questions" {
   topic                = google_pubsub_topic.questions.id
   ack_deadline_seconds = 300
   push_config {
-    push_endpoint = google_cloudfunctions2_function.answer_worker.service_config[0].uri
+    push_endpoint = module.answer_worker.uri
     oidc_token {
       service_account_email = google_service_account.pubsub_pusher.email
     }

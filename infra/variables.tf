@@ -156,3 +156,13 @@ variable "audit_collection" {
   type        = string
   default     = "audit"
 }
+
+variable "request_retention_days" {
+  description = "How many days a request (question, answer, ratings) is kept: Firestore's TTL policy deletes it once its expires_at, set by the app this many days after it was created, has passed."
+  type        = number
+  default     = 365
+  validation {
+    condition     = var.request_retention_days >= 1 && floor(var.request_retention_days) == var.request_retention_days
+    error_message = "request_retention_days must be a whole number of days, at least 1."
+  }
+}

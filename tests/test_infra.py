@@ -20,6 +20,8 @@ from askflow.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 VAR = re.compile(r"\$\{var\.(\w+)\}")
+FUNCTION_MODULE = "./modules/function"
+ADDRESS = re.compile(r"^(?:module\.(\w+)\.)?(\w+)\.(\w+)(?:\[(?:\"([^\"]*)\"|(\d+))\])?$")
 
 # Settings that name a cloud resource or a model: Terraform must set every one of them on the functions.
 NAMED_SETTINGS = (
@@ -40,20 +42,59 @@ def _unquote(value):
     return value
 
 
-@pytest.fixture(scope="module")
-def terraform() -> dict:
-    merged: dict = {"resource": {}, "variable": {}, "locals": {}}
-    for file in sorted(INFRA.glob("*.tf")):
+def _load(folder: Path) -> dict:
+    """The resources, variables, locals, module calls and moved blocks of one Terraform module's folder."""
+    merged: dict = {"resource": {}, "variable": {}, "locals": {}, "module": {}, "moved": []}
+    for file in sorted(folder.glob("*.tf")):
         with file.open() as handle:
             parsed = _unquote(hcl2.load(handle))
         for block in parsed.get("resource", []):
             for kind, named in block.items():
                 merged["resource"].setdefault(kind, {}).update(named)
-        for block in parsed.get("variable", []):
-            merged["variable"].update(block)
-        for block in parsed.get("locals", []):
-            merged["locals"].update(block)
+        for section in ("variable", "locals", "module"):
+            for block in parsed.get(section, []):
+                merged[section].update(block)
+        merged["moved"] += parsed.get("moved", [])
     return merged
+
+
+@pytest.fixture(scope="module")
+def terraform() -> dict:
+    """infra/ itself, with its modules under ``modules`` by folder name."""
+    root = _load(INFRA)
+    root["modules"] = {folder.name: _load(folder) for folder in sorted((INFRA / "modules").iterdir())}
+    return root
+
+
+def _functions(terraform: dict) -> dict[str, dict]:
+    """``call name -> arguments`` of the module calls that deploy a function."""
+    return {name: call for name, call in terraform["module"].items() if call["source"] == FUNCTION_MODULE}
+
+
+def _function_module(terraform: dict) -> dict:
+    return terraform["modules"][FUNCTION_MODULE.rsplit("/", 1)[1]]
+
+
+def _deployed_function(terraform: dict) -> dict:
+    """The function resource of modules/function, which every call deploys."""
+    (function,) = _function_module(terraform)["resource"]["google_cloudfunctions2_function"].values()
+    return function
+
+
+def _dynamic(block: dict, name: str) -> dict:
+    (dynamic,) = [d[name] for d in block.get("dynamic", []) if name in d]
+    return dynamic
+
+
+def _text(value, terraform: dict) -> str:
+    """An argument as Terraform source text, with the locals it names written out (recursively)."""
+    text = str(value)
+    return text + "".join(_text(terraform["locals"][name], terraform) for name in re.findall(r"\blocal\.(\w+)", text))
+
+
+def _env_names(value, terraform: dict) -> set[str]:
+    """The ASKFLOW_* environment variables an argument (a map, a local or a merge of them) sets."""
+    return set(re.findall(r"\bASKFLOW_[A-Z0-9_]+\b", _text(value, terraform)))
 
 
 def _resolve(value: str, terraform: dict) -> str:
@@ -100,8 +141,18 @@ def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
     fields = set(Settings.model_fields)
     for name in NAMED_SETTINGS:
         assert f"ASKFLOW_{name.upper()}" in env, f"Terraform does not set {name}"
-    for variable in [*env, *terraform["locals"]["secret_env"].values(),
-                     *terraform["locals"]["slack_secret_env"].values(), "ASKFLOW_MCP_ALLOWED_HOSTS"]:
+    functions = _functions(terraform)
+    for name, call in functions.items():
+        assert "local.askflow_env" in str(call["environment_variables"]), f"{name} lacks the shared settings"
+    function = _deployed_function(terraform)
+    assert function["service_config"][0]["environment_variables"] == "${var.environment_variables}"
+    assert _dynamic(function["service_config"][0], "secret_environment_variables")["for_each"] == "${var.secret_env}"
+    variables = set(env)
+    for call in functions.values():
+        variables |= _env_names(call["environment_variables"], terraform)
+        variables |= _env_names(call.get("secret_env"), terraform)
+    assert {"ASKFLOW_MCP_ALLOWED_HOSTS", "ASKFLOW_SLACK_SIGNING_SECRET", "ASKFLOW_OPENAI_API_KEY"} <= variables
+    for variable in variables:
         assert variable.removeprefix("ASKFLOW_").lower() in fields, f"{variable} is not a setting"
     for name in NAMED_SETTINGS[1:]:
         default = terraform["variable"].get(name, {}).get("default")
@@ -112,11 +163,17 @@ def test_every_named_setting_is_set_by_terraform_and_nothing_unknown(terraform):
 def test_the_requeue_sweep_is_scheduled_privately(terraform):
     job = next(iter(terraform["resource"]["google_cloud_scheduler_job"].values()))
     target = job["http_target"][0]
-    assert "google_cloudfunctions2_function.requeue_unfinished" in target["uri"]
+    assert target["uri"] == "${module.requeue_unfinished.uri}"
     scheduler = re.search(r"google_service_account\.(\w+)\.", target["oidc_token"][0]["service_account_email"])[1]
-    invokers = [m for m in terraform["resource"]["google_cloud_run_service_iam_member"].values()
-                if "requeue_unfinished" in m["service"]]
-    assert [m["member"] for m in invokers] == [f"serviceAccount:${{google_service_account.{scheduler}.email}}"]
+    requeue = _functions(terraform)["requeue_unfinished"]
+    assert list(requeue["invokers"].values()) == [f"serviceAccount:${{google_service_account.{scheduler}.email}}"]
+    assert requeue.get("public") is not True and "event_trigger" not in requeue  # no one else invokes it
+    # the module grants exactly those members the invoker role on the function it deploys
+    run_invokers = _function_module(terraform)["resource"]["google_cloud_run_service_iam_member"]
+    assert run_invokers["invokers"]["member"] == "${each.value}"
+    assert run_invokers["invokers"]["for_each"] == "${var.invokers}"
+    assert run_invokers["invokers"]["service"] == "${google_cloudfunctions2_function.function.name}"
+    assert run_invokers["public"]["count"] == "${var.public ? 1 : 0}"
 
 
 def test_every_secret_setting_has_a_secret_and_back(terraform):
@@ -130,22 +187,90 @@ def test_every_secret_setting_has_a_secret_and_back(terraform):
     assert set(terraform["resource"]["google_secret_manager_secret"]) == {"secrets"}
 
 
+def test_each_function_may_read_exactly_the_secrets_it_is_given(terraform):
+    module = _function_module(terraform)
+    reads = module["resource"]["google_secret_manager_secret_iam_member"]["reads"]
+    secrets = _dynamic(_deployed_function(terraform)["service_config"][0], "secret_environment_variables")
+    assert reads["for_each"] == secrets["for_each"] == "${var.secret_env}"
+    assert reads["member"] == "serviceAccount:${google_service_account.function.email}"
+    assert reads["role"] == "roles/secretmanager.secretAccessor"
+    reading = {name: call for name, call in _functions(terraform).items() if "secret_env" in call}
+    assert reading, "no function reads a secret"
+    for name, call in reading.items():
+        assert call["secrets"] == "${google_secret_manager_secret.secrets}", f"{name} reads other secrets"
+
+
+def _may_hold(for_each, key: str, terraform: dict) -> bool:
+    """Whether a for_each value (a map, a set, or an expression of locals and variables) can make that key."""
+    if isinstance(for_each, (dict, list)):
+        return key in for_each
+    return re.search(rf"\b{re.escape(key)}\s*=", _text(for_each, terraform)) is not None
+
+
+def _declared(address: str, terraform: dict) -> bool:
+    """Whether the configuration has a resource (instance) address: the resource, in the root or in a call of
+    modules/function, with the instance key or index its for_each or count (the call's argument) can make."""
+    call_name, kind, name, key, index = ADDRESS.fullmatch(address).groups()
+    call = {} if call_name is None else _functions(terraform).get(call_name)
+    declaring = terraform if call_name is None else _function_module(terraform)
+    resource = declaring["resource"].get(kind, {}).get(name)
+    if call is None or resource is None:
+        return False
+    if index is not None:
+        return "count" in resource
+    if key is not None:
+        argument = re.fullmatch(r"\$\{var\.(\w+)\}", str(resource.get("for_each")))
+        return _may_hold(call.get(argument[1]) if call_name and argument else resource.get("for_each"), key, terraform)
+    return True
+
+
+def test_moved_blocks_take_every_renamed_resource_to_an_address_the_configuration_has(terraform):
+    """An existing deployment keeps its resources: a moved block whose target is not declared would destroy the
+    resource it moves, and one whose source is still declared is an error."""
+    moves = [(move["from"].strip("${}"), move["to"].strip("${}")) for move in terraform["moved"]]
+    assert moves, "no moved blocks"
+    assert len({source for source, _ in moves}) == len(moves), "a resource is moved twice"
+    assert len({target for _, target in moves}) == len(moves), "two resources are moved to one address"
+    for source, target in moves:
+        call_name, kind, name, _, _ = ADDRESS.fullmatch(source).groups()
+        assert call_name is None and name not in terraform["resource"].get(kind, {}), f"{source} is still declared"
+        assert _declared(target, terraform), f"{source} moves to {target}, which the configuration does not have"
+
+
+def test_requests_expire_after_the_retention_period(terraform):
+    """Firestore's TTL policy deletes a request once its expires_at (written by the app) has passed."""
+    fields = terraform["resource"]["google_firestore_field"].values()
+    expiring = {(_resolve(f["collection"], terraform), f["field"]) for f in fields if "ttl_config" in f}
+    assert (Settings().requests_collection, "expires_at") in expiring
+    assert terraform["variable"]["request_retention_days"]["default"] >= 1
+
+
+def test_composer_reports_lineage_to_dataplex(terraform):
+    (composer,) = terraform["resource"]["google_composer_environment"].values()
+    software = composer["config"][0]["software_config"][0]
+    assert software["cloud_data_lineage_integration"][0]["enabled"] is True
+    assert re.match(r"composer-[23]", software["image_version"])  # the integration needs Composer 2.1.2 or later
+    assert "datalineage.googleapis.com" in terraform["locals"]["apis"]
+
+
 def test_terraform_functions_exist_with_the_right_signature(terraform):
     entry_points = _entry_points()
     subscriptions = terraform["resource"]["google_pubsub_subscription"].values()
     pushed = {
-        m[1] for s in subscriptions for m in
-        [re.search(r"google_cloudfunctions2_function\.(\w+)\.", str(s.get("push_config", "")))] if m
+        m[1] for s in subscriptions for m in [re.search(r"module\.(\w+)\.uri", str(s.get("push_config", "")))] if m
     }
-    functions = terraform["resource"]["google_cloudfunctions2_function"]
+    assert pushed, "no subscription pushes to a function"
+    function = _deployed_function(terraform)
+    assert function["build_config"][0]["entry_point"] == "${var.entry_point}"
+    assert _dynamic(function, "event_trigger")["for_each"] == "${var.event_trigger[*]}"
+    functions = _functions(terraform)
     assert functions, "no functions in Terraform"
-    for name, function in functions.items():
-        entry = function["build_config"][0]["entry_point"] if isinstance(function["build_config"], list) else \
-            function["build_config"]["entry_point"]
+    for name, call in functions.items():
+        entry = call["entry_point"]
         assert entry in entry_points, f"Terraform deploys {entry}, which functions/main.py does not define"
-        expected = "cloud_event" if name in pushed or "event_trigger" in function else "http"
+        expected = "cloud_event" if name in pushed or "event_trigger" in call else "http"
         assert entry_points[entry] == expected, f"{entry} should be a {expected} function"
-    assert {f["build_config"][0]["entry_point"] for f in functions.values()} == set(entry_points)
+    assert {call["entry_point"] for call in functions.values()} == set(entry_points)
 
 
 def test_cloudbuild_deploys_the_same_functions(terraform):
@@ -156,9 +281,7 @@ def test_cloudbuild_deploys_the_same_functions(terraform):
     }
     entry_points = _entry_points()
     assert deployed == set(entry_points)
-    terraform_entries = {
-        f["build_config"][0]["entry_point"] for f in terraform["resource"]["google_cloudfunctions2_function"].values()
-    }
+    terraform_entries = {call["entry_point"] for call in _functions(terraform).values()}
     assert deployed == terraform_entries
     for step in build["steps"]:
         args = step.get("args", [])
