@@ -46,8 +46,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_demo_runs_the_whole_loop_and_stops_on_sigterm(tmp_path):
+    admin = {"X-API-Key": "demo-test-admin-key-0123456789"}
     env = {**os.environ, "ASKFLOW_DATA_DIR": str(tmp_path / "data"), "ASKFLOW_PROJECT_ID": "askflow-demo-test",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "ASKFLOW_API_KEY": admin["X-API-Key"]}
     for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "ASKFLOW_DATABASE_URL", "ASKFLOW_COLLECTION"):
         env.pop(name, None)  # the demo starts its own
     demo = subprocess.Popen([sys.executable, "-m", "askflow.entrypoints.cli", "demo", "--question",
@@ -80,7 +81,20 @@ def test_the_demo_runs_the_whole_loop_and_stops_on_sigterm(tmp_path):
         assert call("POST", f"{page}requests/{request_id}/feedback", json.dumps({"positive": True}).encode(),
                     headers=asker)[0] == 200
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:  # trigger → Pub/Sub → the evaluation DAG → the homepage feed
+        while time.monotonic() < deadline:  # trigger → Pub/Sub → the evaluation DAG → the review queue (no judge)
+            queue = urllib.request.urlopen(urllib.request.Request(f"{page}admin/review", headers=admin), timeout=30)
+            if f"/answers/{request_id}" in queue.read().decode():
+                break
+            time.sleep(5)
+        else:
+            raise AssertionError("the rated answer never reached the review queue")
+        listed = [item["request_id"] for item in call("GET", page.rstrip("/") + "/requests?good=true",
+                                                      headers=session)[1]["items"]]
+        assert request_id not in listed  # a 👍 alone verifies nothing
+        assert call("POST", f"{page}admin/review/{request_id}", json.dumps({"approved": True}).encode(),
+                    headers=admin)[0] == 200
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # approved → graded again → verified → the homepage feed
             listed = [item["request_id"] for item in call("GET", page.rstrip("/") + "/requests?good=true",
                                                           headers=session)[1]["items"]]
             if request_id in listed:
