@@ -211,6 +211,8 @@ class Settings(BaseSettings):
     slack_reviewers: list[str] = Field(default=[], description=(
         "Slack user ids whose approve click or ✅ verifies an answer (a user group's id, S..., counts its members)"))
     audit_collection: str = "audit"  # Firestore: every reviewer's decision, who, when, what
+    request_retention_days: int = Field(default=365, ge=1, le=36_500, description=(
+        "how long a request is kept: its expires_at, which Firestore's TTL policy deletes it by"))
 
     # Escalation (README: "When askflow is not sure"): questions askflow is not sure of go to the team's channel
     escalation_channel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(

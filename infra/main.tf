@@ -45,6 +45,7 @@ locals {
     ASKFLOW_PUBLIC_URL                 = var.public_url
     ASKFLOW_DOCS_SUBJECT               = var.docs_subject
     ASKFLOW_AUDIT_COLLECTION           = var.audit_collection
+    ASKFLOW_REQUEST_RETENTION_DAYS     = var.request_retention_days
   }
   # Secrets the answer worker reads (the Slack token: it replies in threads).
   secret_env = {

@@ -427,3 +427,12 @@ def test_a_slack_question_timed_out_under_its_worker_still_gets_its_reply():
     stored = requests.get(request.request_id)
     assert stored.error == "timed out" and stored.delivered_at is not None
     assert slack.posts == ["failed"]  # the thread is told, once
+
+
+def test_a_request_is_stored_with_the_time_its_retention_ends():
+    requests = InMemoryRequestStore()
+    settings = SETTINGS.model_copy(update={"request_retention_days": 30})
+    queued, _ = handlers.submit_question(AskQuestion(question="How do pools work?"), requests=requests,
+                                         events=FakeEventBus(), settings=settings)
+    stored = requests.get(queued.request_id)
+    assert (stored.expires_at - stored.created_at).days == 30

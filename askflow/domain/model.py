@@ -221,6 +221,7 @@ class Request(BaseModel):
     status: RequestStatus = RequestStatus.PENDING
     created_at: dt.datetime
     updated_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None  # when Firestore's TTL policy deletes it (``request_retention_days``)
     attempts: int = 0
     slack: SlackThread | None = None
     # the worker's progress

@@ -124,6 +124,7 @@ def submit_question(
     in_public = slack is None and viewer.is_public
     request = Request(request_id=request_id, question=question, thread_id=command.thread_id or request_id,
                       created_at=now, updated_at=now, slack=slack, fresh=command.fresh,
+                      expires_at=now + dt.timedelta(days=settings.request_retention_days),
                       asker_sha=token_sha(asker_token) if asker_token else None,
                       budget_identities=counted if budgets is not None else [],
                       audiences=viewer.search_filter, asked_in_public=in_public,
