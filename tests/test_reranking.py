@@ -1,6 +1,7 @@
 """Reranking: a model reorders the fused top documents (the Cohere-compatible ``/v1/rerank`` and the Vertex AI
 ranking API, against loopback servers in their wire formats), falls back to the fused order on a failure or past
-its time-out, never sees withheld audiences' text, is priced, and measured by ``askflow eval retrieval --rerank``."""
+its time-out, never sees withheld audiences' text, is priced (each request's cost counts its reranking), and measured
+by ``askflow eval retrieval --rerank``."""
 
 from __future__ import annotations
 
@@ -257,3 +258,33 @@ def test_eval_retrieval_with_rerank_measures_the_configured_reranker(pg_url, col
         assert summary["hit@1"] == round(1 / 3, 4)  # the connections question alone finds its page first
     finally:
         server.stop()
+
+
+def test_a_requests_cost_includes_what_reranking_its_documents_cost(cohere):
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.bootstrap import Components
+    from askflow.config import load_settings
+    from askflow.domain.messages import QuestionQueued
+    from askflow.service_layer import handlers
+    from askflow.service_layer.answering import Answerer
+    from askflow.service_layer.commands import AskQuestion
+    from tests.fakes import FakeEventBus
+
+    settings = load_settings(reranker="cohere", rerank_url=cohere.rerank_url, rerank_top_n=4,
+                             model_prices={"rerank-v3.5": {"per_1k_searches": 50.0}, "hash-embeddings": [0.0]})
+    components = Components(settings)
+    store, embeddings = FakeVectorStore(), HashEmbeddings()
+    pool_docs(store, embeddings)
+    cohere.prefer = ["echo"]
+    answerer = Answerer(retriever=components.retriever_for(store, embeddings, rerank=True), cheap_model=None,
+                        strong_model=None, rewordings=0, sources=5)
+    requests = InMemoryRequestStore()
+    request, _ = handlers.submit_question(AskQuestion(question=QUESTION), requests=requests, events=FakeEventBus(),
+                                          settings=settings, asker_token="browser-token-0123456789abcdef")
+
+    assert handlers.answer_request(QuestionQueued(request_id=request.request_id), requests=requests,
+                                   answerer=answerer, settings=settings) == "complete"
+    stored = requests.get(request.request_id)
+    assert len(cohere.calls) == 1 and stored.sources[0].doc_id == "docs:echo"  # reranked: the model's first
+    assert stored.cost_usd == pytest.approx(50.0 / 1000)  # an extractive answer: its one rerank search alone
+    components.close()
