@@ -100,7 +100,9 @@ def test_mention_is_acknowledged_fast_and_answered_in_the_thread_once(bot, slack
     stored = firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-1").get().to_dict()
     assert re.search(r"^file:.*xcoms\.rst#", stored["sources"][0]["url"])  # the source itself links to the section
     actions = next(b for b in blocks if b["type"] == "actions")
-    assert [e["value"] for e in actions["elements"]] == ["slack-Ev-1", "slack-Ev-1"]
+    assert [e["value"] for e in actions["elements"]] == ["slack-Ev-1"] * 4
+    assert [e["action_id"] for e in actions["elements"]] == [
+        "askflow_rate_up", "askflow_rate_down", "askflow_approve", "askflow_ask_person"]  # reviewers are configured
     def reactions():
         return [(r["method"], r["name"]) for r in slack_api.reactions if r["timestamp"] == mention_ts]
     wait_for(lambda: ("reactions.add", "white_check_mark") in reactions(), timeout_s=10)  # marked done after the post
@@ -179,7 +181,8 @@ def test_an_answer_from_the_cache_offers_a_fresh_one_and_the_button_asks_again(b
     assert any("93% alike" in e["text"] and "earlier-1" in e["text"]
                for b in blocks if b["type"] == "context" for e in b["elements"])
     buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
-    assert [b["action_id"] for b in buttons] == ["askflow_rate_up", "askflow_rate_down", "askflow_fresh"]
+    assert [b["action_id"] for b in buttons] == ["askflow_rate_up", "askflow_rate_down", "askflow_fresh",
+                                                 "askflow_ask_person"]
 
     payload = {"type": "block_actions", "user": {"id": "U7", "username": "ana"}, "team": {"id": "T1"},
                "api_app_id": "A1", "token": "t", "trigger_id": "1.3", "container": {"type": "message"},
@@ -226,7 +229,7 @@ def test_malformed_signed_inputs_are_acknowledged_or_a_400_never_a_500(bot):
 
 def test_unknown_event_type_and_malformed_json(bot):
     unknown = json.dumps({"type": "event_callback", "event_id": "Ev-4", "team_id": "T1",
-                          "event": {"type": "reaction_added", "user": "U1"}}).encode()
+                          "event": {"type": "pin_added", "user": "U1"}}).encode()
     status, _, _ = post(bot, unknown)
     assert status == 404  # Bolt: no listener for this event; acknowledged as unhandled, nothing queued
     assert firestore.Client(project="askflow-test").collection("requests").document("slack-Ev-4").get().exists is False

@@ -186,7 +186,7 @@ def test_the_web_page_shows_the_answer_growing_before_it_is_complete(page, strea
     writing = page.locator(".answer.writing .answer-text")
     writing.wait_for(timeout=30_000)
     seen = [writing.inner_text()]
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(2500)  # the answer so far is written at most once a second
     if page.locator(".answer.writing").count():  # still being written a second later: it grew meanwhile
         seen.append(writing.inner_text())
     assert page.locator(".answer.writing .rating").is_hidden()  # no rating of half an answer
