@@ -179,8 +179,10 @@ def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, 
             "request_id": request_id, "question": f"How do I configure pools number {n}?",
             "status": RequestStatus.COMPLETE.value,
             "answer": "Use a pool [1].", "sources": [], "created_at": firestore.SERVER_TIMESTAMP,
-            # the first one graded is rejected (its asker said no) while the collection does not exist yet
-            "ratings": {"web-u": {"positive": n != 0, "at": utcnow()}},
+            # the first one graded is rejected (its asker said no) while the collection does not exist yet; a
+            # reviewer approved the others (the model judge alone verifies nothing)
+            "asker_sha": "0" * 64, "ratings": {"asker": {"positive": n != 0, "at": utcnow()}},
+            **({"approval": {"by": "rita", "at": utcnow(), "via": "admin", "approved": True}} if n else {}),
         })
         ids.append(request_id)
     events = [GradingDue(request_id=i, revision="seen") for i in ids] * 2  # every event twice
@@ -195,7 +197,7 @@ def test_n_events_in_batches_of_b_make_ceil_n_over_b_grading_calls(local_stack, 
         grading_calls = [call for call in wire.calls if call["path"].endswith("/chat/completions")
                          and '"grades"' in call["body"]["messages"][0]["content"]]
         assert len(grading_calls) == run.llm_calls == math.ceil(5 / 2)
-        assert run.graded == 5 and run.good == 4 and run.method == "llm"
+        assert run.graded == 5 and run.good == 4 and run.verified == 4 and run.method == "llm"
         assert run.tokens > 0
         # the four good answers went into the store in one indexing call: one embeddings request
         embedding_calls = [call for call in wire.calls if call["path"].endswith("/embeddings")]
