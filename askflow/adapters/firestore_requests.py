@@ -250,36 +250,41 @@ class FirestoreRequestStore(RequestStore):
     def mark_requeued(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"updated_at": at, "requeued_at": at})
 
+    def _transact(self, request_id: str, change):
+        """Read the request and write what ``change`` makes of it, in one transaction: ``change(request,
+        transaction)`` (``request`` ``None`` when unknown) returns the fields to update (``None``: no write) and the
+        result."""
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def run(transaction, ref):
+            snapshot = ref.get(transaction=transaction)
+            fields, result = change(from_document(snapshot.to_dict()) if snapshot.exists else None, transaction)
+            if fields:
+                transaction.update(ref, fields)
+            return result
+
+        return run(self._client.transaction(), self._ref(request_id))
+
     def save_grade(self, request_id: str, graded: Graded) -> bool:
         """In a transaction that reads the request: a verdict on an older revision writes nothing."""
-        from google.cloud import firestore
-
-        @firestore.transactional
-        def save_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, _):
             if request is None or request.revision() != graded.graded_revision:
-                return False
-            transaction.update(ref, graded.model_dump())
-            return True
+                return None, False
+            return graded.model_dump(), True
 
-        return save_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def rate(self, request_id: str, rater: str, rating: Rating) -> Request | None:
-        from google.cloud import firestore
         from google.cloud.firestore_v1.field_path import FieldPath
 
-        @firestore.transactional
-        def rate_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, _):
             if request is None or request.status is not RequestStatus.COMPLETE:
-                return request
-            transaction.update(ref, {FieldPath("ratings", rater).to_api_repr(): rating.model_dump(),
-                                     "rated_at": rating.at})
-            return request.model_copy(update={"ratings": request.ratings | {rater: rating}, "rated_at": rating.at})
+                return None, request
+            return ({FieldPath("ratings", rater).to_api_repr(): rating.model_dump(), "rated_at": rating.at},
+                    request.model_copy(update={"ratings": request.ratings | {rater: rating}, "rated_at": rating.at}))
 
-        return rate_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def recent_good(self, limit: int) -> list[Request]:
         from google.cloud import firestore
@@ -309,83 +314,53 @@ class FirestoreRequestStore(RequestStore):
     def approve(self, request_id: str, approval: Approval) -> Request | None:
         """The decision and its audit entry in one transaction (the entry's id is the decision's: written again,
         it is the same entry)."""
-        from google.cloud import firestore
-
         entry = AuditEntry.of(request_id, approval)
         audit = self._client.collection(self._audit_collection).document(entry.entry_id)
 
-        @firestore.transactional
-        def approve_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, transaction):
             if request is None or request.status is not RequestStatus.COMPLETE:
-                return request
-            transaction.update(ref, {"approval": approval.model_dump()})
+                return None, request
             transaction.set(audit, entry.model_dump())
-            return request.model_copy(update={"approval": approval})
+            return {"approval": approval.model_dump()}, request.model_copy(update={"approval": approval})
 
-        return approve_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def escalate(self, request_id: str, escalation: Escalation) -> bool:
-        from google.cloud import firestore
-
-        @firestore.transactional
-        def escalate_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, _):
             if request is None or not request.terminal or request.escalation is not None:
-                return False
-            transaction.update(ref, {"escalation": escalation.model_dump()})
-            return True
+                return None, False
+            return {"escalation": escalation.model_dump()}, True
 
-        return escalate_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def settle_escalation(self, request_id: str, escalation: Escalation) -> bool:
-        from google.cloud import firestore
-
-        @firestore.transactional
-        def settle_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, _):
             if request is None or request.escalation is None or request.escalation.state != "posting":
-                return False
-            transaction.update(ref, {"escalation": escalation.model_dump()})
-            return True
+                return None, False
+            return {"escalation": escalation.model_dump()}, True
 
-        return settle_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def claim_escalation_delivery(self, request_id: str, *, lease_s: float) -> bool:
-        from google.cloud import firestore
+        now = utcnow()
 
-        @firestore.transactional
-        def claim_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
-            escalation = request.escalation if request is not None else None
-            now = utcnow()
-            if escalation is None or escalation.answer is None or escalation.delivered_at is not None or (
-                    escalation.delivering_at is not None
-                    and (now - escalation.delivering_at).total_seconds() < lease_s):
-                return False
-            transaction.update(ref, {"escalation.delivering_at": now})
-            return True
+        def change(request, _):
+            if request is None or request.escalation is None or \
+                    not request.escalation.delivery_claimable(now, lease_s):
+                return None, False
+            return {"escalation.delivering_at": now}, True
 
-        return claim_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def answer_escalation(self, request_id: str, answer: TeamAnswer) -> Request | None:
-        from google.cloud import firestore
-
-        @firestore.transactional
-        def answer_in(transaction, ref):
-            snapshot = ref.get(transaction=transaction)
-            request = from_document(snapshot.to_dict()) if snapshot.exists else None
+        def change(request, _):
             if request is None or request.escalation is None or request.escalation.answer is not None:
-                return request
-            transaction.update(ref, {"escalation.state": "answered", "escalation.answer": answer.model_dump()})
-            return request.model_copy(update={"escalation": request.escalation.model_copy(
-                update={"state": "answered", "answer": answer})})
+                return None, request
+            return ({"escalation.state": "answered", "escalation.answer": answer.model_dump()},
+                    request.model_copy(update={"escalation": request.escalation.model_copy(
+                        update={"state": "answered", "answer": answer})}))
 
-        return answer_in(self._client.transaction(), self._ref(request_id))
+        return self._transact(request_id, change)
 
     def escalation_delivered(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"escalation.delivered_at": at})

@@ -160,14 +160,11 @@ class InMemoryRequestStore(RequestStore):
 
     def claim_escalation_delivery(self, request_id: str, *, lease_s: float) -> bool:
         with self._lock:
-            request = self.requests.get(request_id)
-            escalation = request.escalation if request is not None else None
-            now = utcnow()
-            if escalation is None or escalation.answer is None or escalation.delivered_at is not None or (
-                    escalation.delivering_at is not None
-                    and (now - escalation.delivering_at).total_seconds() < lease_s):
+            request, now = self.requests.get(request_id), utcnow()
+            if request is None or request.escalation is None or \
+                    not request.escalation.delivery_claimable(now, lease_s):
                 return False
-            self.requests[request_id] = request.model_copy(update={"escalation": escalation.model_copy(
+            self.requests[request_id] = request.model_copy(update={"escalation": request.escalation.model_copy(
                 update={"delivering_at": now})})
             return True
 

@@ -483,6 +483,12 @@ class Escalation(BaseModel):
 
     POSTING_LEASE_S: ClassVar[float] = 120.0
 
+    def delivery_claimable(self, now: dt.datetime, lease_s: float) -> bool:
+        """The team's answer waits for delivery, and no worker took it less than ``lease_s`` ago (the rule both stores
+        keep, as ``Request.delivery_claimable`` is for the answer's)."""
+        return self.answer is not None and self.delivered_at is None and (
+            self.delivering_at is None or (now - self.delivering_at).total_seconds() >= lease_s)
+
     def posting_stale(self, now: dt.datetime) -> bool:
         """A post taken by a worker that did not finish it within its lease (it died): another may take it over."""
         return self.state == "posting" and (self.posting_at is None or
