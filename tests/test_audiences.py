@@ -45,6 +45,8 @@ class Workspace(SlackAPI):
         self.members = {PUBLIC_CHANNEL: ["UMEM", "UOUT", "UMEM2"], PRIVATE: ["UMEM", "UMEM2"],
                         DM_MEMBER: ["UMEM", "UBOT"], DM_OUTSIDER: ["UOUT", "UBOT"], GROUP_DM: ["UMEM", "UOUT"]}
         self.guests: set[str] = set()
+        self.shared: set[str] = set()  # Slack Connect channels (``is_ext_shared``)
+        self.users_page = 200  # how many users one ``users.list`` page holds
         super().__init__()
 
     def respond(self, method, path, query, body):
@@ -52,10 +54,18 @@ class Workspace(SlackAPI):
         if name == "conversations.info":
             kind = self.kinds[params["channel"]]
             return 200, {"ok": True, "channel": {"id": params["channel"], "is_private": kind != "public",
-                                                 "is_im": kind == "im", "is_mpim": kind == "mpim"}}
+                                                 "is_im": kind == "im", "is_mpim": kind == "mpim",
+                                                 "is_ext_shared": params["channel"] in self.shared}}
         if name == "conversations.members":
             return 200, {"ok": True, "members": self.members[params["channel"]],
                          "response_metadata": {"next_cursor": ""}}
+        if name == "users.list":  # everyone who is a member somewhere, but strangers (Slack Connect)
+            users = sorted({user for members in self.members.values() for user in members} - {"UEXT"})
+            start = int(params.get("cursor") or 0)
+            page = users[start:start + self.users_page]
+            following = str(start + self.users_page) if start + self.users_page < len(users) else ""
+            return 200, {"ok": True, "members": [{"id": user, "is_restricted": user in self.guests} for user in page],
+                         "response_metadata": {"next_cursor": following}}
         if name == "users.info":
             return 200, {"ok": True, "user": {"id": params["user"], "is_restricted": params["user"] in self.guests}}
         if name == "users.conversations":
@@ -104,6 +114,27 @@ def test_guests_get_public_and_their_own_channels_only_and_membership_is_cached_
     assert f"slack:{PRIVATE}" in audiences.user_audiences("UMEM2")  # cached ...
     clock.now = 301.0  # ... for at most five minutes, whatever was asked for
     assert audiences.user_audiences("UMEM2") == [PUBLIC]
+
+
+def test_a_large_channels_guests_are_found_in_one_listing_of_the_workspace_not_a_call_per_member(workspace):
+    workspace.members[PUBLIC_CHANNEL] = [f"U{n:04d}" for n in range(450)]
+    workspace.guests.add("U0321")
+    audiences = _audiences(workspace)
+    assert audiences.place_audiences(PUBLIC_CHANNEL, "U0001") == [PUBLIC]  # a guest reads the reply
+    counts = workspace.counts()
+    assert counts["users.info"] == 0 and counts["users.list"] == 3  # 450 users, 200 a page
+    workspace.guests.clear()
+    assert _audiences(workspace).place_audiences(PUBLIC_CHANNEL, "U0001") == [PUBLIC, "slack:workspace"]
+
+
+def test_a_stranger_or_a_slack_connect_channel_narrows_a_channel_to_public(workspace):
+    workspace.members[PUBLIC_CHANNEL] = [*(f"U{n:04d}" for n in range(150)), "UEXT"]  # UEXT: another organisation's
+    assert _audiences(workspace).place_audiences(PUBLIC_CHANNEL, "U0001") == [PUBLIC]
+    workspace.members[PUBLIC_CHANNEL] = ["UMEM", "UMEM2"]
+    workspace.shared.add(PUBLIC_CHANNEL)
+    before = workspace.counts()["users.info"]
+    assert _audiences(workspace).place_audiences(PUBLIC_CHANNEL, "UMEM") == [PUBLIC]
+    assert workspace.counts()["users.info"] == before  # Slack Connect: strangers, whoever else is there
 
 
 def _stores():

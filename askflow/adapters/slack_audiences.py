@@ -11,6 +11,11 @@ cached for at most ``cache_s`` (five minutes at most: a member removed from a ch
   what every member may read — a public channel: the workspace's (without it when a guest is a member); a private
   channel: also its own threads; a direct message: everything the asker may read; a group DM: what every participant
   may read.
+
+Guests are found without a call per member of a large channel: a Slack Connect channel (``is_ext_shared``) has
+strangers by definition; a channel of more than ``MEMBER_LOOKUPS`` members is checked against one listing of the
+workspace's users (``users.list``, paged), in which a member not listed is a stranger; a smaller one asks
+``users.info`` per member (each cached).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from askflow.domain.audiences import PUBLIC
 
 MAX_CACHE_S = 300.0
+MEMBER_LOOKUPS = 100  # past this many members, one listing of the workspace's users beats a call per member
 
 
 class SlackAudiences:
@@ -66,11 +72,25 @@ class SlackAudiences:
         return self._memo("members", channel, load)
 
     def _is_guest(self, user: str) -> bool:
-        def load() -> bool:
-            info = self._client.users_info(user=user)["user"]
-            return bool(info.get("is_restricted") or info.get("is_ultra_restricted") or info.get("is_stranger"))
+        return self._memo("guest", user, lambda: _guest(self._client.users_info(user=user)["user"]))
 
-        return self._memo("guest", user, load)
+    def _workspace_guests(self) -> dict[str, bool]:
+        """Every user the workspace lists, and whether each is a guest (one paged ``users.list``)."""
+        def load() -> dict[str, bool]:
+            users: dict[str, bool] = {}
+            for page in self._client.users_list(limit=1000):
+                users.update((member["id"], _guest(member)) for member in page["members"])
+            return users
+
+        return self._memo("users", "", load)
+
+    def _has_guests(self, channel: str, info: dict, members: list[str]) -> bool:
+        if info.get("is_ext_shared") or info.get("is_pending_ext_shared"):
+            return True
+        if len(members) <= MEMBER_LOOKUPS:
+            return any(self._is_guest(member) for member in members)
+        listed = self._workspace_guests()
+        return any(listed.get(member, True) for member in members)  # not listed: another organisation's
 
     def user_audiences(self, user: str) -> list[str]:
         """What a user may read."""
@@ -101,8 +121,13 @@ class SlackAudiences:
         if info.get("is_mpim"):
             shared = set.intersection(*(set(self.user_audiences(member)) for member in members)) if members else set()
             return sorted(shared | {PUBLIC})
-        guests = any(self._is_guest(member) for member in members)
+        guests = self._has_guests(channel, info, members)
         audiences = {PUBLIC} | (set() if guests else {self._workspace})
         if info.get("is_private"):
             audiences.add(f"slack:{channel}")
         return sorted(audiences)
+
+
+def _guest(user: dict) -> bool:
+    """A guest (single- or multi-channel) or a Slack Connect member: ``public`` and their own channels only."""
+    return bool(user.get("is_restricted") or user.get("is_ultra_restricted") or user.get("is_stranger"))
