@@ -15,11 +15,13 @@ from google.cloud import firestore
 from tests.test_ask_path import _settings, indexed  # noqa: F401 - the indexed docs fixture
 
 KEY = "mcp-test-key"
+STAFF_KEY, PARTNER_KEY = "mcp-staff-key-0123456789", "mcp-partner-key-0123456789"  # keys bound to audiences
 
 
 @pytest.fixture(scope="module")
 def mcp_url(local_stack, indexed, pg_url) -> str:  # noqa: F811
-    settings = _settings(pg_url, "mcp", api_key=KEY)
+    settings = _settings(pg_url, "mcp", api_key=KEY, api_keys=[
+        {"name": "staff", "key": STAFF_KEY, "audiences": ["employees"]}, {"name": "partner", "key": PARTNER_KEY}])
     local_stack.start_functions(settings)  # the answer worker that answers `ask`
     return local_stack.start_mcp(settings).url.rstrip("/") + "/mcp"
 
@@ -55,7 +57,7 @@ def test_the_tools_are_listed_with_their_inputs(mcp_url):
         return (await client.list_tools()).tools
 
     tools = {tool.name: tool for tool in session(mcp_url, work)}
-    assert set(tools) == {"search", "fetch", "ask"}
+    assert set(tools) == {"search", "fetch", "ask", "answer"}
     assert tools["search"].input_schema["required"] == ["query"]
     assert tools["fetch"].input_schema["required"] == ["id"]
     assert tools["search"].annotations.read_only_hint is True and tools["ask"].annotations.read_only_hint is False
@@ -100,6 +102,33 @@ def test_ask_answers_through_the_request_path_with_citations(mcp_url):
     stored = firestore.Client(project="askflow-test").collection("requests").document(answered["request_id"]).get()
     assert stored.get("status") == "complete" and stored.get("answer") == answered["answer"]  # a request like any
     assert refused.is_error and "4000" in refused.content[0].text
+
+
+def test_an_answer_shown_to_its_asker_alone_is_read_again_by_the_key_that_asked_it_only(mcp_url):
+    async def ask(client):
+        return structured(await client.call_tool("ask", {"question": "How do tasks pull an XCom value?"}))
+
+    asked = session(mcp_url, ask, key=STAFF_KEY)  # a key that sees more than public: the answer is its own
+    assert asked["status"] == "complete"
+    stored = firestore.Client(project="askflow-test").collection("requests").document(asked["request_id"]).get()
+    assert stored.get("asked_in_public") is False and stored.get("asker_sha")  # bound to the key, not to no one
+
+    async def read(client):
+        return await client.call_tool("answer", {"request_id": asked["request_id"]})
+
+    again = session(mcp_url, read, key=STAFF_KEY)
+    assert structured(again)["answer"] == asked["answer"] and structured(again)["status"] == "complete"
+    other = session(mcp_url, read, key=PARTNER_KEY)
+    assert other.is_error and f"no request {asked['request_id']}" in other.content[0].text
+    assert structured(session(mcp_url, read, key=KEY))["answer"] == asked["answer"]  # the admin key reads it too
+
+    async def unknown(client):
+        return (await client.call_tool("answer", {"request_id": "no-such-request"}),
+                await client.call_tool("answer", {"request_id": "../__reserved__"}))
+
+    missing, malformed = session(mcp_url, unknown, key=STAFF_KEY)
+    assert missing.is_error and "no request no-such-request" in missing.content[0].text
+    assert malformed.is_error and "no request" in malformed.content[0].text
 
 
 def test_without_the_key_every_call_is_401(mcp_url):

@@ -23,6 +23,8 @@ from askflow.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
+# the public and the admin function on one origin (deployed, two functions): the admin pages beside the web page
+LOCAL_API_SOURCE = Path(__file__).resolve().parent / "local_functions.py"
 
 
 def free_port() -> int:
@@ -132,14 +134,14 @@ def start_pubsub_emulator(log_dir: Path, project_id: str, *, host: str | None = 
 
 
 def start_function(target: str, *, signature: str, env: dict[str, str], log_dir: Path,
-                   port: int | None = None) -> Service:
+                   port: int | None = None, source: Path = FUNCTIONS_SOURCE) -> Service:
     port = port or free_port()
     # gunicorn's threads (functions-framework: 4 per CPU): a thread reads a request's body, so a few slow clients
     # could hold them all; in production Cloud Run's front end buffers requests and scales instances instead
     env = {"THREADS": "32", **env} if signature == "http" else env
     return _start(
         f"function-{target}",
-        [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={FUNCTIONS_SOURCE}",
+        [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={source}",
          f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"],
         url=f"http://127.0.0.1:{port}/",
         log_dir=log_dir,
@@ -201,8 +203,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(raw, "get_secret_value"):
             value = raw.get_secret_value()
-        env[f"ASKFLOW_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        env[f"ASKFLOW_{name.upper()}"] = json.dumps(value, default=_revealed) if isinstance(value, (list, dict)) \
+            else str(value)
     return env
+
+
+def _revealed(value):
+    """A secret nested in a setting (an ``ASKFLOW_API_KEYS`` key) as the other process must read it."""
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass
@@ -231,12 +241,13 @@ class LocalStack:
         os.environ.update(self.env)
 
     def start_functions(self, settings: Settings | None = None) -> tuple[Service, Service]:
-        """The ask API and the answer worker, configured by ``settings`` (default: the stack's own)."""
+        """The ask API (with the admin pages on its origin: ``local_functions``) and the answer worker, configured
+        by ``settings`` (default: the stack's own)."""
         settings = settings or self.settings
         env = {**os.environ, **self.env, **settings_env(settings)}
         worker = start_function("answer_worker", signature="cloudevent", env=env, log_dir=self.log_dir)
         self.services.append(worker)
-        api = start_function("api", signature="http", env=env, log_dir=self.log_dir)
+        api = start_function("api", signature="http", env=env, log_dir=self.log_dir, source=LOCAL_API_SOURCE)
         self.services.append(api)
         ensure_push_subscription(settings, push_endpoint=worker.url)
         return api, worker

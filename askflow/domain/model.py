@@ -7,6 +7,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from askflow.domain.audiences import PUBLIC, Viewer, readers_of
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c3f0e-4b7a-4f57-9a55-2b1d0c0a5e11")
+#: a request id as the stores can hold it: never Firestore's reserved ``__...__``
+REQUEST_ID_PATTERN = r"(?!__[A-Za-z0-9_-]*__(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{1,64}"
+
+
+def valid_request_id(request_id: str) -> bool:
+    return re.fullmatch(REQUEST_ID_PATTERN, request_id) is not None
 
 
 class SourceKind(str, enum.Enum):
@@ -49,11 +56,28 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     audiences: tuple[str, ...] = (PUBLIC,)  # who may read it (``domain.audiences``), set by its location
     unavailable: str | None = None  # why its location could not read it this run: what is stored of it stays
+    # lineage (``Provenance``): where it was read (a location as logs may show it) and its version there (a git
+    # commit, an ETag, a GCS generation, ...); ingestion fills in what a location leaves empty
+    location: str = ""
+    version: str = ""
 
     @property
     def sha(self) -> str:
         """Its content's fingerprint; its audiences are not content: relabelling re-embeds nothing."""
         return content_hash(self.title, self.url, self.text)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a stored chunk came from (``askflow.ingest.provenance``): its document's ``location``, the document's
+    ``version`` there ("commit <sha>", "etag <tag>", "generation <n>", "latest_reply <ts>", "updated_at <time>",
+    "mtime <time>; sha256 <hash>"), when it was ingested and by which ``run`` ("airflow:<dag>/<run>/<task>[<map>]",
+    "cli:<id>"). Not content: it never changes a chunk's id."""
+
+    location: str = ""
+    version: str = ""
+    ingested_at: dt.datetime | None = None
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ class Chunk:
     metadata: dict[str, Any] = field(default_factory=dict)
     audiences: tuple[str, ...] | None = (PUBLIC,)  # its document's; ``None``: stored unlabelled, admins only
     context: str = ""
+    provenance: Provenance | None = None  # ``None``: stored before lineage, or not yet ingested
 
     @property
     def chunk_id(self) -> str:
@@ -96,6 +121,62 @@ class ScoredChunk:
     score: float
 
 
+class SourceOrigin(BaseModel):
+    """Where a source's passage came from, as the store held it when the answer was written: the chunk, its
+    document's fingerprint (``sha``: a re-ingested change gives another) and its ``Provenance``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str = ""
+    sha: str = ""
+    location: str = ""
+    version: str = ""
+    ingested_at: dt.datetime | None = None
+    run: str = ""
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> SourceOrigin:
+        provenance = chunk.provenance or Provenance()
+        return cls(chunk_id=chunk.chunk_id, sha=chunk.sha, location=provenance.location, version=provenance.version,
+                   ingested_at=provenance.ingested_at, run=provenance.run)
+
+
+class CitedVersion(SourceOrigin):
+    """One source of an answer as its lineage keeps it: the source (number, document, title, link) and its origin."""
+
+    n: int
+    doc_id: str
+    title: str = ""
+    url: str = ""
+    section: str = ""
+    kind: str = SourceKind.DOCS.value
+    cited: bool = True
+
+
+class Lineage(BaseModel):
+    """Where an answer came from: its sources as they were when it was ``answered_at`` (``CitedVersion``). A cached
+    answer's is its ``origin``'s (the request whose verified answer it served, ``served_at``); a source of kind
+    answered_question is an earlier verified answer (its own lineage is its request's). Kept on the request, never in
+    its public view (``askflow lineage``)."""
+
+    answered_at: dt.datetime | None = None
+    origin: str | None = None
+    served_at: dt.datetime | None = None
+    sources: list[CitedVersion] = []
+
+    @classmethod
+    def of(cls, sources: Sequence[Source], *, at: dt.datetime) -> Lineage:
+        return cls(answered_at=at, sources=[
+            CitedVersion(n=s.n, doc_id=s.doc_id, title=s.title, url=s.url, section=s.section, kind=s.kind,
+                         cited=s.cited, **(s.origin.model_dump() if s.origin is not None else {}))
+            for s in sources])
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """The documents it drew on, each once (what ``Request.cited_docs`` holds, for ``RequestStore.citing``)."""
+        return sorted({source.doc_id for source in self.sources if source.doc_id})
+
+
 class Source(BaseModel):
     """A numbered source as cited in an answer: ``[n]`` in the text cites the source numbered ``n``."""
 
@@ -113,6 +194,9 @@ class Source(BaseModel):
     # who may read its document, as the search found it (None: unlabelled): what the answer's ``readers`` are made
     # of when it is written; never serialised, so no view or stored copy of a source names an audience
     audiences: list[str] | None = Field(default=None, exclude=True)
+    # where its passage came from, as the search found it: what the answer's ``lineage`` is made of; never serialised
+    # (the request keeps it in its lineage, apart from the sources every view shows)
+    origin: SourceOrigin | None = Field(default=None, exclude=True)
 
 
 @dataclass(frozen=True)
@@ -149,6 +233,7 @@ class Answer:
     embedding_usage: list[Usage] = field(default_factory=list)  # the question's embedding (tokens estimated)
     readers: list[str] | None = None  # mode "cached": who may read the answer it was served from
     rerank_usd: float = 0.0  # what reranking its documents cost (``ModelReranking``, at ASKFLOW_MODEL_PRICES)
+    lineage: Lineage | None = None  # mode "cached": the lineage of the answer it was served from (its request's)
 
     @property
     def models(self) -> list[str]:
@@ -283,13 +368,17 @@ class Request(BaseModel):
     in_review: bool = False  # in the review queue: its asker rated it up and nothing verified it
     # a person's answer (``Escalation``): its own field, written apart from the worker's outcome
     escalation: Escalation | None = None
+    # where its answer came from (``Lineage``), never in its public view; ``cited_docs``: its documents' ids, the
+    # array ``RequestStore.citing`` queries
+    lineage: Lineage | None = None
+    cited_docs: list[str] = []
 
     #: what a worker's final write sets (and nothing else: ratings may arrive meanwhile)
     OUTCOME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "status", "error", "answer", "partial_answer", "sources", "mode", "queries", "models", "tokens", "timings_ms",
         "context_turns", "embedding_model", "collection", "completed_at", "received_at", "published_at",
         "cached_from", "cache_similarity", "citations_removed", "partial_writes", "cost_usd", "readers", "in_feed",
-        "standalone_question", "grounded", "cached_verified_by", "confidence", "not_sure"})
+        "standalone_question", "grounded", "cached_verified_by", "confidence", "not_sure", "lineage", "cited_docs"})
     #: what a worker writes while it answers (its claim still standing): kept apart from the request (in Firestore a
     #: subdocument, which the grading trigger does not watch), shown with it while the same attempt answers
     PROGRESS_FIELDS: ClassVar[frozenset[str]] = frozenset({"partial_answer", "sources"})
@@ -378,7 +467,13 @@ class Request(BaseModel):
         given = [answer.readers] if answer.cached_from else [s.audiences for s in answer.sources]
         readers = readers_of([self.place_readers, *given, *history_readers])
         in_feed = self.model_copy(update={"readers": readers}).is_public
-        return self.model_copy(update={"cost_usd": cost_usd, "readers": readers, "in_feed": in_feed,
+        if answer.cached_from:  # the verified answer's own lineage (its sources alone, when it was not given)
+            lineage = (answer.lineage or Lineage.of(answer.sources, at=at)).model_copy(
+                update={"origin": answer.cached_from, "served_at": at})
+        else:
+            lineage = Lineage.of(answer.sources, at=at)
+        return self.model_copy(update={"lineage": lineage, "cited_docs": lineage.doc_ids,
+            "cost_usd": cost_usd, "readers": readers, "in_feed": in_feed,
             "status": RequestStatus.COMPLETE, "completed_at": at, "error": None, "answer": answer.text,
             "partial_answer": None,
             "sources": list(answer.sources), "mode": answer.mode, "queries": list(answer.queries),
@@ -393,7 +488,7 @@ class Request(BaseModel):
     def failed(self, error: str) -> Request:
         """Failed, with no half answer left behind."""
         return self.model_copy(update={"status": RequestStatus.FAILED, "error": error, "answer": None,
-                                       "partial_answer": None, "sources": []})
+                                       "partial_answer": None, "sources": [], "lineage": None, "cited_docs": []})
 
     def revision(self) -> str | None:
         """What grading depends on: a completed answer, its ratings and a reviewer's decision. ``None`` when there is
@@ -555,6 +650,7 @@ class VerifiedMatch(BaseModel):
     answer: LearnedAnswer
     similarity: float
     how: str
+    lineage: Lineage | None = None  # its request's, when the cache read it (``AnswerCache``)
 
 
 def token_sha(token: str) -> str:

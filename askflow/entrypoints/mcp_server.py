@@ -6,13 +6,17 @@ deep-research connectors expect), ``fetch`` (a whole document) and ``ask`` (a ci
 path as the web page: queued, answered by the worker). With a key configured (``ASKFLOW_API_KEY``,
 ``ASKFLOW_API_KEYS``), every call needs one, as ``X-API-Key`` or ``Authorization: Bearer``; otherwise 401. Each tool
 sees what its key may see (its audiences; without keys, ``public``): search and fetch filter by them, and an answer
-is shown to its asker alone. The server is one asker of the budgets: ``search`` and ``fetch`` count as lookups
-(``ASKFLOW_BUDGET_LOOKUPS_PER_ASKER``), ``ask`` as a question.
+is shown to its asker alone: a key asks with an asker token derived from the key (``key_asker_token``), so whoever
+holds the key, and no one else, reads its answers again (``answer``, for one still being written). The server is
+one asker of the budgets: ``search`` and ``fetch`` count as lookups (``ASKFLOW_BUDGET_LOOKUPS_PER_ASKER``), ``ask``
+as a question.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 from typing import Any
@@ -75,9 +79,18 @@ def build_server(components):
             command = AskQuestion(question=question)
         except ValueError as error:  # pydantic's message, one line per problem
             raise ToolError("; ".join(f"question: {e['msg']}" for e in error.errors())) from None
+        viewer, token = tool_asker(ctx, components.settings)
         return await run(lookup.ask_and_wait, command.question, requests=components.requests,
                          events=components.events, settings=components.settings, budgets=components.budgets,
-                         timeout_s=components.settings.mcp_ask_timeout_s, viewer=tool_viewer(ctx, components.settings))
+                         timeout_s=components.settings.mcp_ask_timeout_s, viewer=viewer, asker_token=token)
+
+    @server.tool(annotations=read_only)
+    async def answer(request_id: str, ctx: Context) -> lookup.CitedAnswer:
+        """Read an answer ask gave before, by its request id: one still being written, when ask returned before it
+        was done. Only the key that asked it reads an answer that is not public."""
+        viewer, token = tool_asker(ctx, components.settings)
+        return await run(lookup.read_answer, request_id[:200], requests=components.requests,
+                         settings=components.settings, viewer=viewer, asker_token=token)
 
     return server
 
@@ -88,9 +101,25 @@ def _sent_key(headers) -> str:
 
 def tool_viewer(ctx: Context, settings) -> Viewer:
     """Whom a tool call's results are for: its key's audiences (no keys configured: ``public``)."""
+    return tool_asker(ctx, settings)[0]
+
+
+def tool_asker(ctx: Context, settings) -> tuple[Viewer, str | None]:
+    """Whom a tool call's results are for, and the asker token its questions are bound to: its key's audiences and
+    the key's own asker token (no keys configured: ``public``, and a new token per question)."""
     request = ctx.request_context.request
-    found = keyed(_sent_key(request.headers), settings) if request is not None and keys_configured(settings) else None
-    return found.viewer if found is not None else PUBLIC_VIEWER
+    sent = _sent_key(request.headers) if request is not None else ""
+    found = keyed(sent, settings) if sent and keys_configured(settings) else None
+    if found is None:
+        return PUBLIC_VIEWER, None
+    return found.viewer, key_asker_token(sent)
+
+
+def key_asker_token(key: str) -> str:
+    """The asker token of the questions a key asks: a one-way digest of the key (URL-safe, 43 characters), so the
+    requests store holds nothing that recovers the key, and every call with the key may read what it asked."""
+    digest = hashlib.sha256(b"askflow mcp asker\0" + key.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class McpEndpoint:

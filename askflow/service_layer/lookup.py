@@ -15,7 +15,7 @@ from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import InvalidInput, NotFound
-from askflow.domain.model import Chunk, Request, Source, Usage
+from askflow.domain.model import Chunk, Request, Source, Usage, valid_request_id
 from askflow.ports import Budgets, EventBus, RequestStore, VectorStore
 from askflow.retrieval.retriever import Retriever
 from askflow.service_layer import handlers
@@ -121,17 +121,31 @@ def _joined(chunks: list[Chunk]) -> str:
 
 def ask_and_wait(question: str, *, requests: RequestStore, events: EventBus, settings: Settings,
                  timeout_s: float, budgets: Budgets | None = None, poll_s: float = 0.25,
-                 viewer: Viewer = PUBLIC_VIEWER) -> CitedAnswer:
-    """Queue the question like any other (counted against the MCP server's budget, ``MCP``), and wait up to
-    ``timeout_s`` for its answer; after that, the request id (``GET /requests/{id}`` follows it)."""
+                 viewer: Viewer = PUBLIC_VIEWER, asker_token: str | None = None) -> CitedAnswer:
+    """Queue the question like any other (counted against the MCP server's budget, ``MCP``, and the asker's:
+    ``asker_token``, a key's), and wait up to ``timeout_s`` for its answer; after that, the request id
+    (``read_answer`` follows it)."""
     request, _ = handlers.submit_question(AskQuestion(question=question), requests=requests, events=events,
-                                          settings=settings, budgets=budgets, identities=[MCP], viewer=viewer)
+                                          settings=settings, budgets=budgets, identities=[MCP], viewer=viewer,
+                                          asker_token=asker_token)
     deadline = time.monotonic() + timeout_s
     while True:
         request = handlers.get_request(request.request_id, requests=requests, settings=settings)
         if request.terminal or time.monotonic() >= deadline:
             return _cited(request, settings)
         time.sleep(poll_s)
+
+
+def read_answer(request_id: str, *, requests: RequestStore, settings: Settings, viewer: Viewer = PUBLIC_VIEWER,
+                asker_token: str | None = None) -> CitedAnswer:
+    """An answer asked before, where it stands: a public one for anyone, another for its asker (``asker_token``)
+    and admins only; to anyone else "no request", as for an unknown id."""
+    if not valid_request_id(request_id):
+        raise NotFound(f"no request {request_id}")
+    request = handlers.get_request(request_id, requests=requests, settings=settings)
+    if not request.readable_by(viewer, token=asker_token):
+        raise NotFound(f"no request {request_id}")
+    return _cited(request, settings)
 
 
 def _cited(request: Request, settings: Settings) -> CitedAnswer:
