@@ -45,10 +45,18 @@ def misconfigured(error):
 
 @functions_framework.http
 def api(request):
-    """HTTPS: the JSON API (ask, read a request, rate it, the feed of good answers) and the web page."""
+    """HTTPS, public: the JSON API (ask, read a request, rate it, the feed of good answers) and the web page."""
     from askflow.entrypoints import http_api
 
     return http_api.handle(request, components())
+
+
+@functions_framework.http
+def admin(request):
+    """HTTPS, behind IAM or IAP: the admin page, the review queue, the admin sign-in and the question insights."""
+    from askflow.entrypoints import admin_api
+
+    return admin_api.handle(request, components())
 
 
 @functions_framework.http
@@ -62,9 +70,9 @@ def slack_events(request):
 @functions_framework.http
 def requeue_unfinished(request):
     """HTTPS, private (Cloud Scheduler with an OIDC token): queue again what waited too long, fail what is late."""
-    from askflow.entrypoints import http_api
+    from askflow.entrypoints import requeue_api
 
-    return http_api.handle_requeue(request, components())
+    return requeue_api.handle(request, components())
 
 
 @functools.cache

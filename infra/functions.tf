@@ -45,6 +45,34 @@ output "api_url" {
   value = module.api.uri
 }
 
+# HTTPS: the admin pages (/admin, the review queue, its sign-in) and the question insights, a function of their own
+# so that they sit behind IAM, apart from the public page: no allUsers binding.
+module "admin" {
+  # checkov:skip=CKV_GCP_124:reached from browsers and scripts outside the VPC; IAM admits only its invokers
+  source                = "./modules/function"
+  project_id            = var.project_id
+  region                = var.region
+  source_bucket         = google_storage_bucket.function_source.name
+  source_object         = var.function_source_object
+  name                  = "${var.name_prefix}-admin"
+  entry_point           = "admin"
+  account_id            = "${var.name_prefix}-admin"
+  account_display_name  = "askflow admin pages"
+  max_instance_count    = 2
+  available_memory      = "512Mi"
+  timeout_seconds       = 60
+  ingress_settings      = "ALLOW_ALL"
+  environment_variables = local.askflow_env
+  secrets               = google_secret_manager_secret.secrets
+  secret_env            = local.api_secret_env
+  project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
+  depends_on            = [google_project_service.apis]
+}
+
+output "admin_url" {
+  value = module.admin.uri
+}
+
 # Pub/Sub push (questions subscription): answers one request per message.
 module "answer_worker" {
   source                = "./modules/function"

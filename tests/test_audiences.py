@@ -476,6 +476,55 @@ def test_keys_are_bound_to_audiences_and_the_page_cookie_opens_the_asking_api_on
     assert not caller(_request(), settings).may_ask
 
 
+class _Reports:
+    """The insights reports' port in memory (``FirestoreInsightsReports``' rules: one per id, the latest by period)."""
+
+    def __init__(self, *reports) -> None:
+        self.reports = {report.report_id: report for report in reports}
+
+    def save(self, report) -> None:
+        self.reports[report.report_id] = report
+
+    def get(self, report_id):
+        return self.reports.get(report_id)
+
+    def latest(self):
+        return max(self.reports.values(), key=lambda r: r.period_end, default=None)
+
+
+def _http(handle, components, path: str, headers: dict[str, str] | None = None,
+          cookies: dict[str, str] | None = None) -> tuple[int, str]:
+    from flask import Request
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path=path, headers=headers or {}).get_environ()
+    if cookies:
+        environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    body, status, _ = handle(Request(environ), components)
+    return status, body if isinstance(body, str) else "".join(body)
+
+
+def test_the_admin_pages_are_the_admin_functions_and_refuse_the_pages_cookie():
+    """Issue 24: the public function has no admin route at all (its gate cannot open one); the admin function
+    refuses the web page's session cookie and accepts the admin credential."""
+    from askflow.entrypoints import admin_api, http_api
+    from askflow.entrypoints.credentials import SESSION_COOKIE, session_cookie
+
+    settings = Settings(api_key="admin-key", api_keys=[{"name": "staff", "key": "staff-key",
+                                                         "audiences": ["employees"]}])
+    components = SimpleNamespace(settings=settings, requests=InMemoryRequestStore(), insights_reports=_Reports())
+    cookie = {SESSION_COOKIE: session_cookie(_request(), settings).split(";")[0].split("=", 1)[1]}
+    assert _http(http_api.handle, components, "/requests?good=true", cookies=cookie)[0] == 200  # the asking API
+    for path in ("/admin", "/admin/review", "/insights"):
+        status, body = _http(http_api.handle, components, path, {"X-API-Key": "admin-key"})
+        assert status == 404 and "no route" in body, path  # not the public function's
+        assert _http(admin_api.handle, components, path, cookies=cookie)[0] == 403, path
+        assert _http(admin_api.handle, components, path)[0] == 401, path
+        assert _http(admin_api.handle, components, path, {"X-API-Key": "admin-key"})[0] == 200, path
+    assert admin_api.serves("/admin/review/r1") and admin_api.serves("/insights") and not admin_api.serves("/")
+    assert not admin_api.serves("/administrators") and not admin_api.serves("/requests")
+
+
 def test_a_request_not_asked_in_public_is_shown_to_its_asker_and_admins_only():
     from flask import Request
     from werkzeug.test import EnvironBuilder

@@ -283,7 +283,7 @@ def test_the_admin_page_lists_escalations_open_and_answered_with_time_to_answer_
     from werkzeug.test import EnvironBuilder
 
     from askflow.domain.model import Escalation, TeamAnswer
-    from askflow.entrypoints.http_api import handle
+    from askflow.entrypoints.admin_api import handle
 
     requests = InMemoryRequestStore()
     asked = utcnow() - dt.timedelta(hours=3)

@@ -32,7 +32,7 @@ from askflow.domain.model import (
     Usage,
     token_sha,
 )
-from askflow.entrypoints.http_api import handle
+from askflow.entrypoints import admin_api, http_api
 from askflow.grading.graders import HeuristicGrader, LLMGrader
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.learning.trust import trust
@@ -218,6 +218,7 @@ def _call(components, method: str, path: str, *, headers: dict | None = None, fo
     environ = builder.get_environ()
     if cookies:
         environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    handle = admin_api.handle if admin_api.serves(path) else http_api.handle  # the two functions, as deployed
     body, status, response_headers = handle(FlaskRequest(environ), components)
     return status, body if isinstance(body, str) else "".join(body), response_headers
 

@@ -19,7 +19,7 @@ from askflow.adapters.slack_replies import APPROVE, ASK_PERSON, FRESH, RATE_DOWN
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ConfigurationError, Conflict, Duplicate, NotFound, OverBudget, TooLarge, TooSlow
 from askflow.domain.model import SlackThread
-from askflow.entrypoints.http_api import read_body, unread_body_response
+from askflow.entrypoints.http_bodies import read_body, unread_body_response
 from askflow.service_layer import handlers
 from askflow.service_layer.commands import AskQuestion, RateAnswer, is_storable_id
 
