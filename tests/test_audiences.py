@@ -448,7 +448,7 @@ def test_iap_identities_verify_and_forged_ones_count_for_nothing():
     certs = Certs()
     settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.certs_url,
                         iap_audience_rules={"@example.com": ["employees"]}, iap_admins=["boss@example.com"])
-    good = caller(_request({IAP_HEADER: certs.token()}), settings)
+    good = caller(_request({IAP_HEADER: certs.token(hd="example.com")}), settings)
     assert good.via == "iap" and good.viewer == Viewer.of(["employees"]) and not good.viewer.admin
     assert caller(_request({IAP_HEADER: certs.token(email="boss@example.com")}), settings).viewer.admin
     forged = certs.token(key=ec.generate_private_key(ec.SECP256R1()))
@@ -459,6 +459,32 @@ def test_iap_identities_verify_and_forged_ones_count_for_nothing():
         who = caller(_request(headers), settings)
         assert who.viewer == PUBLIC_VIEWER and not who.viewer.admin, headers
     certs.stop()
+
+
+def test_a_domain_rule_needs_the_tokens_hosted_domain_not_just_an_address_there():
+    """A consumer Google account may carry a company address (ana@example.com with no ``hd``): a domain rule is the
+    Workspace domain's, so it counts only when IAP's signed ``hd`` claim is that domain; an e-mail rule still
+    names its address."""
+    from askflow.entrypoints.credentials import IAP_HEADER, caller
+
+    certs = Certs()
+    settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.certs_url,
+                        iap_audience_rules={"@Example.com": ["employees"], "eve@example.com": ["finance"]})
+    try:
+        def viewer(**claims):
+            who = caller(_request({IAP_HEADER: certs.token(**claims)}), settings)
+            assert who.via == "iap", claims
+            return who.viewer
+
+        assert viewer(hd="example.com") == Viewer.of(["employees"])
+        assert viewer(hd="EXAMPLE.COM", email="Ana@Example.com") == Viewer.of(["employees"])
+        assert viewer() == PUBLIC_VIEWER  # a consumer account with the company's address
+        assert viewer(hd="other.example") == PUBLIC_VIEWER  # another Workspace's account
+        assert viewer(hd="example.com.evil", email="ana@example.com.evil") == PUBLIC_VIEWER
+        assert viewer(email="eve@example.com") == Viewer.of(["finance"])  # the address itself named
+        assert viewer(email="eve@example.com", hd="example.com") == Viewer.of(["employees", "finance"])
+    finally:
+        certs.stop()
 
 
 def test_keys_are_bound_to_audiences_and_the_page_cookie_opens_the_asking_api_only():

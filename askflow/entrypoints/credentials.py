@@ -11,7 +11,8 @@ Identity-Aware Proxy signed.
   signed-in reviewer approve anything.
 - Behind IAP (``ASKFLOW_IAP_AUDIENCE`` set): the signed ``x-goog-iap-jwt-assertion``, verified with google-auth
   against IAP's keys (``ASKFLOW_IAP_CERTS_URL``, cached for ``CERTS_TTL_S``), maps to audiences by
-  ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address, or ``@domain``) and to admin by ``ASKFLOW_IAP_ADMINS``. A header
+  ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address, or ``@domain``: an account of that Google Workspace domain, its
+  ``hd`` claim) and to admin by ``ASKFLOW_IAP_ADMINS``. A header
   IAP did not sign — a bare ``x-goog-authenticated-user-email``, a forged or expired token — counts for nothing.
 - Anyone else: ``public`` when no key is configured, and nothing at all otherwise.
 """
@@ -178,9 +179,12 @@ def _iap_identity(token: str, settings) -> Caller | None:
     if claims.get("iss") != IAP_ISSUER or not email:
         log.warning("an IAP assertion from %r without an e-mail was ignored", claims.get("iss"))
         return None
-    domain = "@" + email.rpartition("@")[2]
     rules = {rule.lower(): audiences for rule, audiences in settings.iap_audience_rules.items()}
-    audiences = [*rules.get(domain, []), *rules.get(email, [])]
+    # a domain rule is the organisation's: the token's hosted domain (``hd``, set only for an account of a Google
+    # Workspace or Cloud Identity domain) must be that domain; a consumer account may have any address as its e-mail
+    hosted = str(claims.get("hd", "")).lower()
+    domain = f"@{hosted}" if hosted and email.endswith(f"@{hosted}") else None
+    audiences = [*(rules.get(domain, []) if domain else []), *rules.get(email, [])]
     admin = email in {admin.lower() for admin in settings.iap_admins}
     return Caller(viewer=Viewer.of(audiences, admin=admin), may_ask=True, via="iap", name=email)
 
