@@ -70,6 +70,7 @@ def askflow_ingest_docs():
     @task
     def index(batch: dict) -> dict:
         from askflow.ingest.pipeline import index_batch
+        from askflow.ingest.provenance import airflow_run
 
         params = get_current_context()["params"]
         with components_for(params) as components:
@@ -77,7 +78,7 @@ def askflow_ingest_docs():
                 components.location(batch["location"]), batch["paths"], store=components.store,
                 embeddings=components.embeddings, strategy=strategy_from(params, components),
                 source=params["source"], base_url=params["base_url"], audiences=params["audiences"],
-                listed=batch.get("listed"),
+                listed=batch.get("listed"), run=airflow_run(get_current_context()),
             )
 
     @task(trigger_rule="none_failed")

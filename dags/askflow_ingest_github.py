@@ -19,6 +19,7 @@ def index_repo(repo: str, *, components, strategy) -> dict:
     from airflow.sdk import Variable, get_current_context
 
     from askflow.ingest.pipeline import index_github_repo, reconcile_due
+    from askflow.ingest.provenance import airflow_run
     from askflow.ingest.sources.github_issues import repository_audiences
 
     settings = components.settings
@@ -31,7 +32,8 @@ def index_repo(repo: str, *, components, strategy) -> dict:
                                 closed_max_age_days=settings.github_closed_max_age_days,
                                 gap_label=settings.github_gap_label, listed_until=Variable.get(watermark, None),
                                 audiences=repository_audiences(components.github_client, repo,
-                                                               settings.github_repo_audiences))
+                                                               settings.github_repo_audiences),
+                                run=airflow_run(get_current_context()))
     if summary["listed_until"]:  # set once the run's writes are done: a failed run moves no watermark
         Variable.set(watermark, summary["listed_until"])
     return summary

@@ -19,6 +19,7 @@ def index_channel(channel: str, *, components, strategy) -> dict:
 
     from askflow.domain.errors import ConfigurationError
     from askflow.ingest.pipeline import index_slack_channel, reconcile_due, run_number
+    from askflow.ingest.provenance import airflow_run
 
     if components.slack_client is None:
         raise ConfigurationError("ASKFLOW_SLACK_BOT_TOKEN is needed to read Slack channels")
@@ -33,7 +34,8 @@ def index_channel(channel: str, *, components, strategy) -> dict:
                                reply_window_s=settings.slack_reply_window_days * 86_400, full_sync=full_sync,
                                app_id=settings.slack_app_id, reread_every=settings.slack_reread_every_runs,
                                reread_turns=turns,
-                               audiences=components.slack_audiences.channel_readers(channel))
+                               audiences=components.slack_audiences.channel_readers(channel),
+                               run=airflow_run(get_current_context()))
 
 
 dag = source_ingestion_dag(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+from types import SimpleNamespace
 
 import pytest
 
-from askflow.domain.model import Chunk, SourceKind
+from askflow.domain.model import Chunk, Provenance, SourceKind
 
 
 def _chunk(doc_id: str, index: int, content: str, sha: str = "v1") -> Chunk:
@@ -206,4 +208,56 @@ def test_pgvector_adds_contexts_to_a_collection_made_before_them(pg_url, collect
     placed = dataclasses.replace(CHUNKS[3], context="From the channel about scheduler tuning.")
     store.upsert([placed], [VECTORS[3]])
     assert store.keyword_search("scheduler tuning", limit=3, audiences=None)[0].chunk == placed
+    assert placed.provenance is None  # stored before lineage: none, until its document is written again
+    traced = dataclasses.replace(placed, provenance=PROVENANCE)
+    store.upsert([traced], [VECTORS[3]])
+    assert store.document_chunks("slack:c", audiences=None) == [traced]
     store.close()
+
+
+PROVENANCE = Provenance(location="git+https://example.org/docs.git@main", version="commit 0a1b2c3",
+                        ingested_at=dt.datetime(2026, 11, 30, 8, 15, 0, 123000, tzinfo=dt.UTC),
+                        run="airflow:askflow_ingest_docs/manual__2026-11-30/index[2]")
+
+
+def test_a_chunks_provenance_is_stored_and_read_back_wherever_it_is_found(store):
+    traced = [dataclasses.replace(chunk, provenance=PROVENANCE) for chunk in CHUNKS[:3]]
+    store.upsert([*traced, CHUNKS[3]], VECTORS)
+    store.finalize_writes()
+    assert store.document_chunks("docs:a.md", audiences=None) == traced[:2]
+    assert store.document_chunks("slack:c", audiences=None)[0].provenance is None  # written with none
+    found = store.hybrid_search("XComs values between tasks", VECTORS[2], limit=1, alpha=0.5, audiences=None)
+    assert found[0].chunk.provenance == PROVENANCE
+    assert store.keyword_search("deferrable", limit=1, audiences=None)[0].chunk.provenance == PROVENANCE
+    paged = {chunk.chunk_id: chunk.provenance for chunk in store.chunks(after=None, limit=10)}
+    assert paged[traced[2].chunk_id] == PROVENANCE
+    # a chunk written again as it was read (a context placed in it) keeps its provenance; a new run's replaces it
+    placed = dataclasses.replace(store.document_chunks("docs:b.md", audiences=None)[0], context="The XCom page.")
+    store.upsert([placed], [VECTORS[2]])
+    assert store.document_chunks("docs:b.md", audiences=None)[0].provenance == PROVENANCE
+    later = dataclasses.replace(PROVENANCE, version="commit 9f8e7d6", run="cli:20261201T000000Z-0badc0de",
+                                ingested_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    store.upsert([dataclasses.replace(placed, provenance=later)], [VECTORS[2]])
+    assert store.document_chunks("docs:b.md", audiences=None)[0].provenance == later
+
+
+def test_the_weaviate_adapter_stores_provenance_as_properties_and_adds_them_to_an_older_collection():
+    from askflow.adapters.weaviate_store import WeaviateVectorStore, _chunk, _properties
+
+    traced = dataclasses.replace(CHUNKS[0], provenance=PROVENANCE)
+    properties = _properties(traced)
+    assert {key: properties[key] for key in ("source_location", "source_version", "ingested_at", "ingest_run")} == {
+        "source_location": PROVENANCE.location, "source_version": "commit 0a1b2c3",
+        "ingested_at": "2026-11-30T08:15:00.123000+00:00", "ingest_run": PROVENANCE.run}
+    assert _chunk(properties) == traced
+    assert "ingest_run" not in _properties(CHUNKS[0]) and _chunk(_properties(CHUNKS[0])).provenance is None
+
+    added: list[str] = []
+    old = [SimpleNamespace(name=name) for name in ("content", "source", "audiences", "context")]
+    collection = SimpleNamespace(config=SimpleNamespace(get=lambda: SimpleNamespace(properties=old),
+                                                        add_property=lambda p: added.append(p.name)))
+    client = SimpleNamespace(collections=SimpleNamespace(exists=lambda name: True, get=lambda name: collection))
+    store = WeaviateVectorStore(url="http://127.0.0.1:1", api_key=None, collection="c")
+    store._connected = lambda: client
+    store.ensure_collection(4)
+    assert added == ["source_location", "source_version", "ingested_at", "ingest_run"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,12 @@ class GcsLocation:
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
         name = f"{self.prefix}{relative}"
+        blob = self.storage().bucket(self.bucket).blob(name)
         try:
-            raw = self.storage().bucket(self.bucket).blob(name).download_as_bytes().decode("utf-8")
+            raw = blob.download_as_bytes().decode("utf-8")
         except UnicodeDecodeError as error:
             raise InvalidInput(f"gs://{self.bucket}/{name}: not UTF-8 text") from error
         url = f"{base_url.rstrip('/')}/{relative}" if base_url else f"gs://{self.bucket}/{name}"
-        return parse_document(relative, raw, source=source, url=url)
+        generation = getattr(blob, "generation", None)  # what the download's response said of the object
+        return dataclasses.replace(parse_document(relative, raw, source=source, url=url), location=self.public,
+                                   version=f"generation {generation}" if generation else "")

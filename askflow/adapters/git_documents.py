@@ -65,7 +65,8 @@ class GitLocation:
         return FolderLocation(self._root()).list()
 
     def load(self, relative: str, *, source: str, base_url: str | None) -> Document:
-        document = load_file(self._root(), relative, source=source, base_url=base_url)
+        document = dataclasses.replace(load_file(self._root(), relative, source=source, base_url=base_url),
+                                       location=self.public, version=f"commit {self._checkout().name}")
         if base_url:
             return document
         return dataclasses.replace(document, url=self._link(relative))  # the repository's, not this worker's copy

@@ -17,20 +17,24 @@ from collections.abc import Callable, Sequence
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
-from askflow.domain.model import Chunk, ScoredChunk, SourceKind
+from askflow.domain.model import Chunk, Provenance, ScoredChunk, SourceKind
 
-COLUMNS = "id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata, audiences, context"
+COLUMNS = ("id, doc_id, chunk_index, content, title, section, url, sha, kind, metadata, audiences, context,"
+           " source_location, source_version, ingested_at, ingest_run")
 
 
 def chunk_from_row(row: Sequence) -> Chunk:
-    """A chunk from a row that starts with ``COLUMNS``."""
+    """A chunk from a row that starts with ``COLUMNS`` (no provenance: a row written before lineage)."""
     _id, doc_id, index, content, title, section, url, sha, kind, metadata, audiences, context = row[:12]
+    location, version, ingested_at, run = row[12:16]
     if isinstance(metadata, str):
         metadata = json.loads(metadata)
+    provenance = None if (location, version, ingested_at, run) == (None, None, None, None) else Provenance(
+        location=location or "", version=version or "", ingested_at=ingested_at, run=run or "")
     return Chunk(
         doc_id=doc_id, index=index, content=content, title=title, section=section, url=url, sha=sha,
         kind=SourceKind(kind), metadata=metadata or {}, audiences=tuple(audiences) if audiences is not None else None,
-        context=context,
+        context=context, provenance=provenance,
     )
 
 

@@ -82,6 +82,10 @@ class PgVectorStore(VectorStore):
                     metadata jsonb NOT NULL DEFAULT '{{}}',
                     audiences text[],
                     context text NOT NULL DEFAULT '',
+                    source_location text,
+                    source_version text,
+                    ingested_at timestamptz,
+                    ingest_run text,
                     embedding vector({dim}) NOT NULL,
                     tsv tsvector GENERATED ALWAYS AS ({keyword_text}) STORED
                 )"""
@@ -98,6 +102,11 @@ class PgVectorStore(VectorStore):
             # a collection made before contexts: every chunk's is empty, so its keyword text (and the statistics of
             # its words) stays the same once the context joins it
             sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS context text NOT NULL DEFAULT ''").format(t=self._table),
+            # a collection made before lineage: its chunks have no provenance (NULL) until their documents are
+            # written again; adding nullable columns rewrites no row
+            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source_location text,"
+                    " ADD COLUMN IF NOT EXISTS source_version text, ADD COLUMN IF NOT EXISTS ingested_at timestamptz,"
+                    " ADD COLUMN IF NOT EXISTS ingest_run text").format(t=self._table),
         ]
         indexes = [
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (tsv)").format(
@@ -146,22 +155,27 @@ class PgVectorStore(VectorStore):
 
         A chunk id names its content (document, position and the fingerprint of the document's title, url and text
         with the chunking strategy), so a stored id is not counted again: only what the id does not name (kind,
-        metadata, audiences, context, embedding) is updated, and a chunk whose context changed has the lexemes of
-        its keyword text as it was taken from the statistics and those of its new one added.
+        metadata, audiences, context, provenance, embedding) is updated (a chunk written with no provenance keeps
+        the stored one), and a chunk whose context changed has the lexemes of its keyword text as it was taken from
+        the statistics and those of its new one added.
         """
         if not chunks:
             return 0
         insert = sql.SQL(
-            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {t} (" + COLUMNS + ", embedding) VALUES (" + ", ".join(["%s"] * 17) + ")"
             " ON CONFLICT (id) DO NOTHING RETURNING id"
         ).format(t=self._table)
         update = sql.SQL(
-            "UPDATE {t} SET kind = %s, metadata = %s, audiences = %s, context = %s, embedding = %s WHERE id = %s"
+            "UPDATE {t} SET kind = %s, metadata = %s, audiences = %s, context = %s,"
+            " source_location = COALESCE(%s, source_location), source_version = COALESCE(%s, source_version),"
+            " ingested_at = COALESCE(%s, ingested_at), ingest_run = COALESCE(%s, ingest_run), embedding = %s"
+            " WHERE id = %s"
         ).format(t=self._table)
         rows = [
             (
                 c.chunk_id, c.doc_id, c.index, c.content, c.title, c.section, c.url, c.sha, c.kind.value,
-                Jsonb(c.metadata), list(c.audiences) if c.audiences is not None else None, c.context, _vector(v),
+                Jsonb(c.metadata), list(c.audiences) if c.audiences is not None else None, c.context,
+                *_provenance(c), _vector(v),
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]
@@ -178,7 +192,7 @@ class PgVectorStore(VectorStore):
                 if recontexted:
                     conn.execute(self._keyword_count(sign=-1), (recontexted,))
                 if existing:
-                    cur.executemany(update, [(*row[8:13], row[0]) for row in existing])
+                    cur.executemany(update, [(*row[8:17], row[0]) for row in existing])
                 if recontexted:
                     conn.execute(self._keyword_count(sign=1), (recontexted,))
             if inserted:
@@ -334,6 +348,12 @@ def _register_vector(conn: psycopg.Connection) -> None:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('CREATE EXTENSION vector'))")
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
+
+
+def _provenance(chunk: Chunk) -> tuple:
+    """A chunk's provenance columns (location, version, ingested_at, run): NULLs when it has none."""
+    p = chunk.provenance
+    return (None, None, None, None) if p is None else (p.location, p.version, p.ingested_at, p.run)
 
 
 def _vector(values: Sequence[float]) -> np.ndarray:

@@ -3,23 +3,27 @@
 A collection with ``content``, ``source`` (doc id), ``url``, ``title``, ``section``, ``sha``, ``kind``, ``chunk_index``
 and ``metadata`` (JSON text), ``audiences`` (who may read it: a text array every query filters on, inside the query,
 with the HNSW index's ACORN filter strategy so a selective filter still fills the result), ``context`` (what a model
-wrote to place the chunk in its document, searched by keywords with the content), vectors supplied by askflow (no
-server-side vectorizer), hybrid search with ``alpha``, batch upserts keyed by the chunks' deterministic UUIDs.
-Objects stored before audiences existed have none and are found by admins only; before contexts, none either.
+wrote to place the chunk in its document, searched by keywords with the content), its provenance
+(``source_location``, ``source_version``, ``ingested_at`` as ISO 8601 text, ``ingest_run``: not searched), vectors
+supplied by askflow (no server-side vectorizer), hybrid search with ``alpha``, batch upserts keyed by the chunks'
+deterministic UUIDs. Objects stored before audiences existed have none and are found by admins only; before
+contexts, none either; before lineage, no provenance (the properties are added to the collection).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from askflow.domain.model import Chunk, ScoredChunk, SourceKind
+from askflow.domain.model import Chunk, Provenance, ScoredChunk, SourceKind
 from askflow.ports import VectorStore
 
 _PROPERTIES = ("content", "source", "url", "title", "section", "sha", "kind", "chunk_index", "metadata", "audiences",
-               "context")
+               "context", "source_location", "source_version", "ingested_at", "ingest_run")
+_PROVENANCE = ("source_location", "source_version", "ingested_at", "ingest_run")
 
 
 class WeaviateVectorStore(VectorStore):
@@ -54,11 +58,12 @@ class WeaviateVectorStore(VectorStore):
         client = self._connected()
         audiences = Property(name="audiences", data_type=DataType.TEXT_ARRAY, tokenization=Tokenization.FIELD)
         context = Property(name="context", data_type=DataType.TEXT, tokenization=Tokenization.WORD)
+        provenance = [Property(name=name, data_type=DataType.TEXT, index_searchable=False) for name in _PROVENANCE]
         if client.collections.exists(self._name):
             collection = client.collections.get(self._name)
             named = {p.name for p in collection.config.get().properties}
-            for missing in (p for p in (audiences, context) if p.name not in named):
-                collection.config.add_property(missing)  # a collection made before audiences or contexts
+            for missing in (p for p in (audiences, context, *provenance) if p.name not in named):
+                collection.config.add_property(missing)  # a collection made before audiences, contexts or lineage
             return
         text = lambda name, tokenize=Tokenization.WORD: Property(  # noqa: E731
             name=name, data_type=DataType.TEXT, tokenization=tokenize
@@ -77,6 +82,7 @@ class WeaviateVectorStore(VectorStore):
                 Property(name="metadata", data_type=DataType.TEXT, index_searchable=False),
                 audiences,
                 context,
+                *provenance,
             ],
         )
 
@@ -227,7 +233,24 @@ def _properties(chunk: Chunk) -> dict:
         "content": chunk.content, "source": chunk.doc_id, "url": chunk.url, "title": chunk.title,
         "section": chunk.section, "sha": chunk.sha, "kind": chunk.kind.value, "chunk_index": chunk.index,
         "metadata": json.dumps(chunk.metadata), "audiences": list(chunk.audiences or []), "context": chunk.context,
-    }
+    } | _provenance_properties(chunk.provenance)
+
+
+def _provenance_properties(provenance: Provenance | None) -> dict:
+    """A chunk's provenance as the collection's text properties (none when it has none)."""
+    if provenance is None:
+        return {}
+    return {"source_location": provenance.location, "source_version": provenance.version,
+            "ingested_at": provenance.ingested_at.isoformat() if provenance.ingested_at else "",
+            "ingest_run": provenance.run}
+
+
+def _provenance_of(properties: dict) -> Provenance | None:
+    if not any(properties.get(name) for name in _PROVENANCE):
+        return None
+    at = properties.get("ingested_at")
+    return Provenance(location=properties.get("source_location") or "", version=properties.get("source_version") or "",
+                      ingested_at=dt.datetime.fromisoformat(at) if at else None, run=properties.get("ingest_run") or "")
 
 
 def _chunk(properties: dict) -> Chunk:
@@ -236,7 +259,7 @@ def _chunk(properties: dict) -> Chunk:
         title=properties["title"], section=properties["section"], url=properties["url"], sha=properties["sha"],
         kind=SourceKind(properties["kind"]), metadata=json.loads(properties.get("metadata") or "{}"),
         audiences=tuple(properties["audiences"]) if properties.get("audiences") else None,
-        context=properties.get("context") or "",
+        context=properties.get("context") or "", provenance=_provenance_of(properties),
     )
 
 

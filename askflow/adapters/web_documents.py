@@ -43,6 +43,7 @@ anchors.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import ipaddress
@@ -218,7 +219,8 @@ class WebsiteLocation:
         else:
             read = self._read(url, entry.get("version"))
         if read.page is not None:
-            return self._document(doc_id, read.page)
+            return dataclasses.replace(self._document(doc_id, read.page), location=self.public,
+                                       version=page_version(read.page))
         if read.unavailable:
             log.warning("%s: %s; what is stored of it is kept", url, read.unavailable)
         else:
@@ -563,6 +565,14 @@ class WebsiteLocation:
     def _document(doc_id: str, page: dict) -> Document:
         return Document(doc_id=doc_id, text=page["text"], title=page["title"], url=page["url"], kind=SourceKind.DOCS,
                         metadata={"format": "html", "anchors": page.get("anchors") or {}})
+
+
+def page_version(page: dict) -> str:
+    """A cached page's version (its provenance): its ``ETag`` and ``Last-Modified``, else its sitemap ``lastmod``
+    (empty when it had none: its content's fingerprint stands for it)."""
+    said = [f"{name} {page[key]}" for name, key in (("etag", "etag"), ("last-modified", "last_modified"),
+                                                    ("lastmod", "version")) if page.get(key)]
+    return "; ".join(said[:2])
 
 
 class MainContent(NamedTuple):

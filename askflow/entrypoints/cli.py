@@ -201,6 +201,7 @@ def _ingest(args) -> int:
 
     audiences = _audiences(args.audience) if args.audience else None  # a bad name fails before anything loads
     from askflow.ingest.indexing import index_documents
+    from askflow.ingest.provenance import cli_run
     from askflow.ingest.sources.locations import load_locations
 
     with bootstrap() as components:
@@ -211,7 +212,7 @@ def _ingest(args) -> int:
             documents, store=components.store, embeddings=components.embeddings, strategy=strategy,
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
             allow_empty=args.prune_all, audiences=audiences,
-            max_unavailable_share=components.settings.web_max_unavailable_share,
+            max_unavailable_share=components.settings.web_max_unavailable_share, run=cli_run(),
         )
     print(json.dumps(result.to_dict()))
     return 0

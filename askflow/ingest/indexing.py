@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 
 from askflow import faults
 from askflow.domain.audiences import PUBLIC, audience_names
+from askflow.domain.clock import utcnow
 from askflow.domain.errors import AskflowError, InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
+from askflow.ingest.provenance import process_run, stamped
 from askflow.ports import Embeddings, VectorStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def index_documents(
     own_audiences: bool = False,
     max_unavailable_share: float = 1.0,
     progress: Callable[[str, int, int], None] | None = None,
+    run: str | None = None,
+    location: str | None = None,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
@@ -85,7 +89,12 @@ def index_documents(
         share of ``documents`` could not be read (``Document.unavailable``); they keep what is stored either way.
     :param progress: told ``("embedding chunks", embedded, split)`` as each slice of ``EMBED_SLICE`` chunks is
         embedded (``split``: the chunks split so far, all of them once the last document is split).
+    :param run: the run writing (``askflow.ingest.provenance``: ``airflow_run``, ``cli_run``; default: this
+        process's ``process_run``), and ``location`` where ``documents`` were read (a document's own ``location``
+        comes first, its URL last): each written chunk's ``Provenance``, with its document's version and the time.
     """
+    run = run or process_run()
+    ingested_at = utcnow()
     scope = scope or f"{source}:"
     if not scope.startswith(f"{source}:"):
         raise ValueError(f"scope {scope!r} is not within source {source!r}")
@@ -148,7 +157,7 @@ def index_documents(
                 unchanged.setdefault(tuple(sorted(document.audiences)), []).append(document.doc_id)
             continue
         started = time.perf_counter()
-        chunks = strategy.split(document, sha)
+        chunks = stamped(strategy.split(document, sha), document, run=run, at=ingested_at, location=location)
         result.seconds["split"] += time.perf_counter() - started
         if not chunks and document.doc_id not in stored:  # nothing to write, nothing stored to replace (a 404)
             result.documents_skipped += 1

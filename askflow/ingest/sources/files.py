@@ -14,7 +14,10 @@ reading. Only regular files are read: a FIFO or a device is refused (a FIFO is o
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -189,7 +192,17 @@ def _open_beneath(root: Path, relative: str, *, folder: bool) -> int:
 
 def _document(relative: str, text: str, file: Path, *, source: str, base_url: str | None) -> Document:
     url = f"{base_url.rstrip('/')}/{relative}" if base_url else file.resolve().as_uri()
-    return parse_document(relative, text, source=source, url=url)
+    return dataclasses.replace(parse_document(relative, text, source=source, url=url), version=file_version(file, text))
+
+
+def file_version(file: Path, text: str) -> str:
+    """A local file's version (its provenance): its modification time and its content's hash."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    try:
+        mtime = dt.datetime.fromtimestamp(file.stat().st_mtime, tz=dt.UTC).isoformat(timespec="seconds")
+    except OSError:
+        return f"sha256 {digest}"
+    return f"mtime {mtime}; sha256 {digest}"
 
 
 def _split_front_matter(raw: str) -> tuple[str, dict]:

@@ -16,6 +16,7 @@ task and maybe on its own worker, read the same tree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,16 @@ class FolderLocation:
 
 def load_locations(specs: list[str], *, open_location: Callable[[str], DocsLocation], source: str,
                    base_url: str | None = None) -> list[Document]:
-    """Every documentation file of the given locations; local files may be named one by one."""
+    """Every documentation file of the given locations; local files may be named one by one. Each document names
+    the location it was read from (as logs may show it: its provenance)."""
     documents: list[Document] = []
     for spec in map(str, specs):
         if spec.startswith(REMOTE_SCHEMES):
             location = open_location(spec)
-            documents += [location.load(relative, source=source, base_url=base_url) for relative in location.list()]
+            read = [location.load(relative, source=source, base_url=base_url) for relative in location.list()]
+            public = location.public
         else:
-            documents += load_paths([Path(spec)], source=source, base_url=base_url)
+            read, public = load_paths([Path(spec)], source=source, base_url=base_url), str(Path(spec).resolve())
+        documents += [document if document.location else dataclasses.replace(document, location=public)
+                      for document in read]
     return documents
