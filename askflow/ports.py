@@ -296,6 +296,16 @@ class RequestStore(abc.ABC):
     def created_between(self, start: dt.datetime, end: dt.datetime, *, page_size: int = 500) -> Iterator[Request]:
         """Every request created in [start, end), oldest first, read a page at a time."""
 
+    @abc.abstractmethod
+    def citing(self, doc_id: str, *, limit: int = 500) -> list[Request]:
+        """The requests whose answer's lineage names the document ``doc_id`` (``Request.cited_docs``, an indexed
+        array query), newest first."""
+
+    @abc.abstractmethod
+    def delete(self, request_id: str) -> bool:
+        """Remove the request and what is kept beside it (its worker's progress); the audit log keeps its entries.
+        Returns whether there was a request to remove (removing it again is no error)."""
+
 
 class Escalations(abc.ABC):
     """The place the team answers escalated questions (the Slack adapter's ``SlackEscalations``)."""

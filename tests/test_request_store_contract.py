@@ -269,3 +269,67 @@ def test_a_decision_lands_on_an_answer_once_with_its_audit_entry_and_the_lists_f
             update={"graded_revision": store.get(request_id).revision()})) is True
     assert [r.request_id for r in store.review_queue(10)] == [answered[2], answered[1]]  # newest first
     assert [r.request_id for r in store.recent_good(10)] == [answered[0]]  # graded good is not enough: verified
+
+
+def _answered(store, doc_ids: list[str], *, cached_from: str | None = None, lineage=None) -> Request:
+    """A request answered from ``doc_ids`` (each a source whose passage came from a traced chunk), finished."""
+    from askflow.domain.model import Answer, SourceOrigin
+
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    sources = [Source(n=n, title=doc_id, url=f"https://example.org/{doc_id}", doc_id=doc_id, cited=n == 1,
+                      origin=SourceOrigin(chunk_id=f"chunk-{n}", sha=f"sha-{doc_id}", location="/docs",
+                                          version=f"commit {n}", ingested_at=dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+                                          run="cli:run-1"))
+               for n, doc_id in enumerate(doc_ids, start=1)]
+    answer = Answer(text="Use XComs [1].", sources=sources, mode="extractive", queries=["q?"], usage=[],
+                    timings_ms={"total_ms": 1.0}, cached_from=cached_from, lineage=lineage)
+    assert store.finish(claimed.completed(answer, at=utcnow()))
+    return store.get(request_id)
+
+
+def test_an_answers_lineage_is_kept_and_found_by_the_documents_it_cited_and_a_request_is_deleted(stores):
+    from askflow.service_layer.handlers import public_view
+
+    store = stores()
+    doc = f"docs:{uuid.uuid4().hex[:8]}.md"
+    first = _answered(store, [doc, "docs:other.md"])
+    assert [(s.doc_id, s.sha, s.version, s.run, s.cited) for s in first.lineage.sources] == [
+        (doc, f"sha-{doc}", "commit 1", "cli:run-1", True), ("docs:other.md", "sha-docs:other.md", "commit 2",
+                                                             "cli:run-1", False)]
+    assert first.lineage.sources[0].ingested_at == dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    assert first.cited_docs == sorted([doc, "docs:other.md"]) and first.lineage.origin is None
+    assert "lineage" not in public_view(first) and "cited_docs" not in public_view(first)
+    assert "origin" not in public_view(first)["sources"][0]
+
+    served = _answered(store, [doc], cached_from=first.request_id, lineage=first.lineage)  # a cache hit
+    assert served.lineage.origin == first.request_id and served.lineage.served_at is not None
+    assert served.lineage.sources == first.lineage.sources  # the original's sources, as they were
+    elsewhere = _answered(store, ["docs:unrelated.md"])
+    assert [r.request_id for r in store.citing(doc)] == [served.request_id, first.request_id]  # newest first
+    assert elsewhere.request_id not in {r.request_id for r in store.citing("docs:other.md")}
+    assert store.citing("docs:never-cited.md") == []
+
+    assert store.delete(first.request_id)
+    assert store.get(first.request_id) is None
+    assert [r.request_id for r in store.citing(doc)] == [served.request_id]
+    assert not store.delete(first.request_id)  # gone already: nothing to remove, no error
+
+
+def test_a_team_answer_is_marked_internal_once_and_leaves_the_feed(stores):
+    from askflow.domain.model import Escalation, TeamAnswer
+
+    store = stores()
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    store.finish(claimed.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "a", "in_feed": True}))
+    assert store.mark_team_answer_internal(request_id, "2.0", "employees").team_answer is None  # no answer yet
+    assert store.escalate(request_id, Escalation(state="open", why="w", asked_at=utcnow(), thread="C/1.0"))
+    store.answer_escalation(request_id, TeamAnswer(text="t", by="slack:U", marked_by="slack:R", at=utcnow(), ts="2.0"))
+    assert store.mark_team_answer_internal(request_id, "3.0", "employees").team_answer.internal is None  # not it
+    marked = store.mark_team_answer_internal(request_id, "2.0", "employees")
+    assert marked.team_answer.internal == "employees" and not marked.in_feed
+    assert store.mark_team_answer_internal(request_id, "2.0", "other").team_answer.internal == "employees"  # once
+    stored = store.get(request_id)
+    assert stored.team_answer.internal == "employees" and not stored.in_feed and stored.team_answer.text == "t"
+    assert store.mark_team_answer_internal("no-such-request", "2.0", "employees") is None

@@ -420,6 +420,24 @@ class FirestoreRequestStore(RequestStore):
                 return
             last = page[-1]
 
+    def citing(self, doc_id: str, *, limit: int = 500) -> list[Request]:
+        """An array-contains query on ``cited_docs`` (its single-field index: no composite index), sorted here."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._client.collection(self._collection).where(
+            filter=FieldFilter("cited_docs", "array_contains", doc_id)).limit(limit)
+        return sorted(self._requests(query), key=lambda r: r.created_at, reverse=True)
+
+    def delete(self, request_id: str) -> bool:
+        """The worker's progress first, then the request, so a deletion that stops half-way is found again."""
+        self._progress_ref(request_id).delete()
+        ref = self._ref(request_id)
+        existed = ref.get().exists
+        ref.delete()
+        with self._claims_lock:
+            self._claims.pop(request_id, None)
+        return existed
+
     @staticmethod
     def _requests(query) -> list[Request]:
         return [request for snapshot in query.stream() if (request := from_document(snapshot.to_dict()))]

@@ -202,6 +202,14 @@ class InMemoryRequestStore(RequestStore):
         yield from sorted((r for r in self.requests.values() if start <= r.created_at < end),
                           key=lambda r: r.created_at)
 
+    def citing(self, doc_id: str, *, limit: int = 500) -> list[Request]:
+        cited = [r for r in self.requests.values() if doc_id in r.cited_docs]
+        return sorted(cited, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def delete(self, request_id: str) -> bool:
+        with self._lock:
+            return self.requests.pop(request_id, None) is not None
+
 
 class InMemoryEvaluationRuns(EvaluationRuns):
     def __init__(self) -> None:

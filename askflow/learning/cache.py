@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
-from askflow.domain.model import LearnedAnswer, VerifiedMatch
+from askflow.domain.model import CitedVersion, LearnedAnswer, Lineage, VerifiedMatch
 from askflow.learning.questions import difference, question_key
 from askflow.learning.votes import still_valid
 from askflow.ports import Embeddings, LearnedSignals, RequestStore, VectorStore
@@ -44,6 +44,7 @@ class AnswerCache:
         self._collection = collection
         self._threshold = threshold
         self._candidates = candidates
+        self._lineages: dict[str, Lineage | None] = {}  # request id -> its lineage, as ``_standing`` last read it
 
     def _readable(self, answers: list[LearnedAnswer], viewer: Viewer) -> list[LearnedAnswer]:
         """Those of ``answers`` whose cited documents ``viewer`` may read as they are labelled now (a location
@@ -54,7 +55,8 @@ class AnswerCache:
         return [answer for answer in answers if all(viewer.may_read(now.get(doc_id)) for doc_id in answer.cited)]
 
     def _standing(self, answer: LearnedAnswer) -> bool:
-        """Its request is stored and still verified; a record that is not is forgotten."""
+        """Its request is stored and still verified; a record that is not is forgotten. The request's lineage is
+        kept for the match (``_lineages``): a served answer's lineage is its original's."""
         if self._requests is None:
             return True
         try:
@@ -63,6 +65,7 @@ class AnswerCache:
             log.warning("cache: %s not served: its request cannot be checked (%s)", answer.request_id, error)
             return False
         if request is not None and request.verified:
+            self._lineages[answer.request_id] = request.lineage
             return True
         if request is not None and request.graded_revision != request.revision():
             log.info("cache: %s not served: its request is being graded", answer.request_id)
@@ -71,6 +74,16 @@ class AnswerCache:
                     "gone" if request is None else "no longer verified")
         self._signals.forget([answer.request_id])
         return False
+
+    def _lineage(self, answer: LearnedAnswer) -> Lineage:
+        """The lineage of the answer ``answer`` records: its request's (read by ``_standing``), else its sources with
+        the fingerprints it was verified at (a request stored before lineage, or not checked)."""
+        stored = self._lineages.get(answer.request_id)
+        if stored is not None:
+            return stored
+        return Lineage(answered_at=answer.graded_at, sources=[
+            CitedVersion(n=s.n, doc_id=s.doc_id, title=s.title, url=s.url, section=s.section, kind=s.kind,
+                         cited=s.cited, sha=answer.cited.get(s.doc_id, "")) for s in answer.sources])
 
     def lookup(self, question: str, *, vector: Callable[[], Sequence[float]] | None = None,
                viewer: Viewer = PUBLIC_VIEWER) -> VerifiedMatch | None:
@@ -86,7 +99,7 @@ class AnswerCache:
         for answer in exact:
             if self._standing(answer):
                 log.info("cache: exact match %s", answer.request_id)
-                return VerifiedMatch(answer=answer, similarity=1.0, how="exact")
+                return VerifiedMatch(answer=answer, similarity=1.0, how="exact", lineage=self._lineage(answer))
         embedded = vector() if vector is not None else self._embeddings.embed_query(question_vector_text(question))
         near = self._signals.nearest(embedded,
                                      collection=self._collection, embedding_model=self._embeddings.name,
@@ -101,7 +114,8 @@ class AnswerCache:
             if answer.request_id in valid and why_not is None and self._standing(answer):
                 log.info("cache: hit %s at similarity %.4f (threshold %.2f)", answer.request_id, similarity,
                          self._threshold)
-                return VerifiedMatch(answer=answer, similarity=round(similarity, 4), how="semantic")
+                return VerifiedMatch(answer=answer, similarity=round(similarity, 4), how="semantic",
+                                     lineage=self._lineage(answer))
             log.info("cache: %s at %.4f not served: %s", answer.request_id, similarity,
                      why_not or "a cited source changed")
         log.info("cache: miss, nearest similarity %s (threshold %.2f)",

@@ -22,7 +22,7 @@ from typing import Protocol
 from askflow import tracing
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
 from askflow.domain.errors import ModelUnavailable
-from askflow.domain.model import Answer, Source, Usage, VerifiedMatch
+from askflow.domain.model import Answer, Source, SourceOrigin, Usage, VerifiedMatch
 from askflow.ports import ChatModel
 from askflow.retrieval.confidence import assess
 from askflow.retrieval.fusion import fuse_queries
@@ -242,7 +242,7 @@ class Answerer:
                       queries=[question], usage=list(usage), timings_ms={"cache_ms": total, "total_ms": total},
                       embedding_model=self._retriever.embedding_model, collection=self._collection,
                       cached_from=match.answer.request_id, cache_similarity=match.similarity,
-                      readers=match.answer.readers,
+                      readers=match.answer.readers, lineage=match.lineage,
                       embedding_usage=self._embedding_usage(question, (), question_vector))
 
     def _embedding_usage(self, question: str, history, question_vector) -> list[Usage]:
@@ -285,6 +285,7 @@ class Answerer:
                                      excerpt=best.content, anchors=best.metadata.get("anchors")),
                     kind=best.kind.value, excerpt=best.content, date=passage_date(best.metadata),
                     audiences=list(best.audiences) if best.audiences is not None else None,
+                    origin=SourceOrigin.of(best),
                 )
             )
         return sources
