@@ -46,26 +46,30 @@ output "api_url" {
 }
 
 # HTTPS: the admin pages (/admin, the review queue, its sign-in) and the question insights, a function of their own
-# so that they sit behind IAM, apart from the public page: no allUsers binding.
+# so that they sit behind IAM or IAP, apart from the public page: never an allUsers binding. Without IAP, only
+# admin_invokers may invoke it (roles/run.invoker: they send an identity token); with admin_iap, it takes only the
+# load balancer's traffic (admin.tf), IAP admits admin_invokers, and the function reads their identity from IAP's
+# signed header (ASKFLOW_IAP_AUDIENCE is the backend service's).
 module "admin" {
-  # checkov:skip=CKV_GCP_124:reached from browsers and scripts outside the VPC; IAM admits only its invokers
+  # checkov:skip=CKV_GCP_124:without IAP, reached from outside the VPC; IAM admits only admin_invokers
   source                = "./modules/function"
   project_id            = var.project_id
   region                = var.region
   source_bucket         = google_storage_bucket.function_source.name
   source_object         = var.function_source_object
-  name                  = "${var.name_prefix}-admin"
+  name                  = local.admin_function
   entry_point           = "admin"
   account_id            = "${var.name_prefix}-admin"
   account_display_name  = "askflow admin pages"
   max_instance_count    = 2
   available_memory      = "512Mi"
   timeout_seconds       = 60
-  ingress_settings      = "ALLOW_ALL"
-  environment_variables = local.askflow_env
+  ingress_settings      = var.admin_iap ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_ALL"
+  environment_variables = merge(local.askflow_env, local.admin_iap_env)
   secrets               = google_secret_manager_secret.secrets
   secret_env            = local.api_secret_env
   project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
+  invokers              = local.admin_run_invokers
   depends_on            = [google_project_service.apis]
 }
 

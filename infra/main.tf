@@ -18,7 +18,7 @@ locals {
     "cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "eventarc.googleapis.com",
     "pubsub.googleapis.com", "firestore.googleapis.com", "secretmanager.googleapis.com", "composer.googleapis.com",
     "artifactregistry.googleapis.com", "storage.googleapis.com", "cloudscheduler.googleapis.com",
-    "cloudtrace.googleapis.com", "datalineage.googleapis.com",
+    "cloudtrace.googleapis.com", "datalineage.googleapis.com", "compute.googleapis.com", "iap.googleapis.com",
   ]
   # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
   askflow_env = {

@@ -166,3 +166,37 @@ variable "request_retention_days" {
     error_message = "request_retention_days must be a whole number of days, at least 1."
   }
 }
+
+variable "admin_invokers" {
+  description = "Who may open the admin function (the admin pages and the insights): IAM members such as user:ana@example.com, group:askflow-admins@example.com or serviceAccount:…. Without admin_iap they get roles/run.invoker on it (and send an identity token); with admin_iap, IAP's roles/iap.httpsResourceAccessor. Never allUsers or allAuthenticatedUsers."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for member in var.admin_invokers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+", member))])
+    error_message = "admin_invokers are IAM members (user:, group:, serviceAccount:, domain:, principal:, principalSet:); allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "admin_iap" {
+  description = "Put the admin function behind Identity-Aware Proxy: an external HTTPS load balancer (a serverless NEG) at admin_domain, with IAP on its backend service; the function then takes only the load balancer's traffic."
+  type        = bool
+  default     = false
+}
+
+variable "admin_domain" {
+  description = "With admin_iap: the admin pages' host name (a DNS A record to the admin_ip output), for the load balancer's Google-managed certificate."
+  type        = string
+  default     = ""
+}
+
+variable "iap_admins" {
+  description = "With admin_iap: the e-mail addresses IAP signs in whom the admin pages treat as admins (ASKFLOW_IAP_ADMINS); any other of admin_invokers sees the insights' public view only."
+  type        = list(string)
+  default     = []
+}
+
+variable "iap_audience_rules" {
+  description = "With admin_iap: IAP e-mail address (or @domain, a Workspace domain) -> audiences (ASKFLOW_IAP_AUDIENCE_RULES)."
+  type        = map(list(string))
+  default     = {}
+}

@@ -176,6 +176,57 @@ def test_the_requeue_sweep_is_scheduled_privately(terraform):
     assert run_invokers["public"]["count"] == "${var.public ? 1 : 0}"
 
 
+def test_the_admin_function_has_no_public_invoker_and_admits_only_its_members(terraform):
+    """Issue 24: the admin pages are a function of their own behind IAM (or IAP), not behind the public page's
+    gate; the public function keeps allUsers."""
+    functions = _functions(terraform)
+    api, admin = functions["api"], functions["admin"]
+    assert api["public"] is True and admin["entry_point"] == "admin" and _entry_points()["admin"] == "http"
+    assert admin.get("public") is None and "event_trigger" not in admin
+    assert _function_module(terraform)["variable"]["public"]["default"] is False  # so no allUsers binding
+    # its invokers: the members of admin_invokers (behind IAP: IAP's service agent alone)
+    invokers = _text(admin["invokers"], terraform)
+    assert "for member in var.admin_invokers : member => member" in invokers and "gcp-sa-iap" in invokers
+    assert "allUsers" not in invokers and "allAuthenticatedUsers" not in invokers
+    (validation,) = terraform["variable"]["admin_invokers"]["validation"]
+    assert "var.admin_invokers" in validation["condition"]
+    member = re.compile(re.search(r'regex\("([^"]+)"', validation["condition"])[1])
+    for allowed in ("user:ana@example.com", "group:askflow-admins@example.com", "domain:example.com",
+                    "serviceAccount:ops@p.iam.gserviceaccount.com"):
+        assert member.match(allowed), allowed
+    for refused in ("allUsers", "allAuthenticatedUsers", "ana@example.com", "user:"):
+        assert not member.match(refused), refused
+    # nothing in the root configuration grants anyone at all an invoker role
+    for kind, named in terraform["resource"].items():
+        for name, resource in named.items():
+            assert "allUsers" not in str(resource) and "allAuthenticatedUsers" not in str(resource), (kind, name)
+
+
+def test_behind_iap_the_admin_function_takes_only_the_load_balancers_traffic(terraform):
+    admin = _functions(terraform)["admin"]
+    assert terraform["variable"]["admin_iap"]["default"] is False
+    assert admin["ingress_settings"] == '${var.admin_iap ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_ALL"}'
+    resources = terraform["resource"]
+    neg = resources["google_compute_region_network_endpoint_group"]["admin"]
+    assert neg["network_endpoint_type"] == "SERVERLESS"
+    assert _text(neg["cloud_run"][0]["service"], terraform).endswith(_text(admin["name"], terraform))
+    backend = resources["google_compute_backend_service"]["admin"]
+    assert backend["iap"][0]["enabled"] is True and backend["load_balancing_scheme"] == "EXTERNAL_MANAGED"
+    assert backend["backend"][0]["group"] == "${google_compute_region_network_endpoint_group.admin[0].id}"
+    users = resources["google_iap_web_backend_service_iam_member"]["admin_users"]
+    assert users["role"] == "roles/iap.httpsResourceAccessor" and "toset(var.admin_invokers)" in users["for_each"]
+    for kind in ("google_compute_region_network_endpoint_group", "google_compute_backend_service",
+                 "google_compute_url_map", "google_compute_target_https_proxy",
+                 "google_compute_global_forwarding_rule"):
+        assert resources[kind]["admin"]["count"] == "${var.admin_iap ? 1 : 0}", kind  # nothing without admin_iap
+    assert resources["google_compute_target_https_proxy"]["admin"]["ssl_policy"]
+    # the function verifies IAP's header against this backend service, and maps admins by the IAP variables
+    assert {"ASKFLOW_IAP_AUDIENCE", "ASKFLOW_IAP_ADMINS", "ASKFLOW_IAP_AUDIENCE_RULES"} <= _env_names(
+        admin["environment_variables"], terraform)
+    assert "google_compute_backend_service.admin[0].generated_id" in _text(admin["environment_variables"], terraform)
+    assert {"compute.googleapis.com", "iap.googleapis.com"} <= set(terraform["locals"]["apis"])
+
+
 def test_every_secret_setting_has_a_secret_and_back(terraform):
     secret_settings = {
         name for name, field in Settings.model_fields.items()
@@ -285,8 +336,8 @@ def test_cloudbuild_deploys_the_same_functions(terraform):
     assert deployed == terraform_entries
     for step in build["steps"]:
         args = step.get("args", [])
-        if "--entry-point=answer_worker" in args or "--entry-point=requeue_unfinished" in args:
-            assert "--no-allow-unauthenticated" in args
+        if {"--entry-point=answer_worker", "--entry-point=requeue_unfinished", "--entry-point=admin"} & set(args):
+            assert "--no-allow-unauthenticated" in args and "--allow-unauthenticated" not in args
     assert {"test", "package", "sync-dags", "smoke"} <= {step["id"] for step in build["steps"]}
 
 
