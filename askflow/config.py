@@ -13,7 +13,7 @@ from typing import Literal, get_args
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from askflow.domain.audiences import audience_names
+from askflow.domain.audiences import PUBLIC, audience_names
 from askflow.domain.cost import RerankPrice
 from askflow.domain.errors import ConfigurationError
 
@@ -219,6 +219,14 @@ class Settings(BaseSettings):
         "the Slack channel id where questions askflow is not sure of are handed to the team (unset: none are)"))
     escalation_reaction: str = Field(default="white_check_mark", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
         "the reaction by which a reviewer marks a reply in an escalation's thread as the answer"))
+    escalation_internal_reaction: str = Field(default="lock", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
+        "the reaction by which a reviewer marks the team's answer internal (before or after it is marked the answer)"))
+    escalation_internal_audience: str = Field(
+        default="slack:workspace", description=(
+            "the audience a team's answer marked internal is narrowed to (never public): the cache serves it to no "
+            "one outside it, the feed never lists it (default: the Slack workspace's members, as "
+            "slack_workspace_audience's default names them; `employees` where API keys or IAP rules give staff that "
+            "audience)"))
 
     # Learning from users (README: "The learning loop")
     learning: bool = Field(default=True, description=(
@@ -385,6 +393,13 @@ class Settings(BaseSettings):
                             usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker,
                             escalations_per_asker=self.budget_escalations_per_asker,
                             escalations_total=self.budget_escalations_total)
+
+    @field_validator("escalation_internal_audience")
+    @classmethod
+    def _internal_audience(cls, name: str) -> str:
+        if name == PUBLIC:
+            raise ValueError("an internal answer's audience cannot be public")
+        return audience_names([name])[0]
 
     @field_validator("withheld_audiences")
     @classmethod

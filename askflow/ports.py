@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -273,6 +273,12 @@ class RequestStore(abc.ABC):
         same reply marked again changes nothing. Returns the request as it now is (``None``: unknown)."""
 
     @abc.abstractmethod
+    def mark_team_answer_internal(self, request_id: str, reply_ts: str, audience: str) -> Request | None:
+        """Narrow the team's answer (the reply ``reply_ts``) to ``audience`` and take the request out of the feed
+        (``in_feed``), unless it is marked already: the same mark again changes nothing (atomic). Returns the request
+        as it now is (``None``: unknown)."""
+
+    @abc.abstractmethod
     def escalation_delivered(self, request_id: str, *, at: dt.datetime) -> None:
         """Note that the team's answer reached the asker's thread."""
 
@@ -307,6 +313,17 @@ class RequestStore(abc.ABC):
         Returns whether there was a request to remove (removing it again is no error)."""
 
 
+@dataclass(frozen=True)
+class ThreadReply:
+    """A reply in an escalation's thread: its text, author and thread's ``ts``, and its reactions (name -> the users
+    who reacted)."""
+
+    text: str
+    author: str
+    thread_ts: str
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+
+
 class Escalations(abc.ABC):
     """The place the team answers escalated questions (the Slack adapter's ``SlackEscalations``)."""
 
@@ -325,9 +342,8 @@ class Escalations(abc.ABC):
         """Post the question, the attempted answer, its sources and the asker's surface; returns its ``ts``."""
 
     @abc.abstractmethod
-    def reply(self, channel: str, ts: str) -> tuple[str, str, str] | None:
-        """The message ``ts`` in ``channel`` as (text, author, thread_ts of its thread): ``None`` when it is no reply in
-        a thread."""
+    def reply(self, channel: str, ts: str) -> ThreadReply | None:
+        """The message ``ts`` in ``channel`` as a reply in its thread: ``None`` when it is no reply in a thread."""
 
     @abc.abstractmethod
     def deliver(self, request: Request, answer: TeamAnswer) -> None:

@@ -10,12 +10,12 @@ import time
 import pytest
 from google.cloud import firestore
 
-from askflow.adapters.memory import InMemoryBudgets, InMemoryRequestStore
+from askflow.adapters.memory import InMemoryBudgets, InMemoryEvaluationRuns, InMemoryRequestStore
 from askflow.config import Settings
 from askflow.domain.budgets import BudgetLimits
 from askflow.domain.clock import utcnow
-from askflow.domain.model import Request, RequestStatus, SlackThread
-from askflow.ports import Escalations
+from askflow.domain.model import Graded, Request, RequestStatus, SlackThread
+from askflow.ports import Escalations, ThreadReply
 from askflow.service_layer.escalation import answered, ask_for_person, escalate
 from tests.support.loopback_apis import SlackAPI
 from tests.test_ask_path import _settings, ask, call, indexed, wait_terminal  # noqa: F401 - the indexed docs
@@ -45,6 +45,7 @@ class Workspace(SlackAPI):
         super().__init__()
         self.members = {"CPUB": ["UASK", "URV", "UOUT"], "CPRIV": ["UASK", "UPRIV"], "CESC": ["URV", "UTEAM"]}
         self.private_channels = {"CPRIV"}
+        self.groups = {"SREVIEW": ["URV"]}  # user groups' members (``usergroups.users.list``)
 
     def respond(self, method, path, query, body):
         params, name = {**query, **body}, path.rsplit("/", 1)[-1]
@@ -53,6 +54,8 @@ class Workspace(SlackAPI):
                          "response_metadata": {"next_cursor": ""}}
         if name == "users.info":
             return 200, {"ok": True, "user": {"id": params["user"], "is_restricted": False}}
+        if name == "usergroups.users.list":
+            return 200, {"ok": True, "users": self.groups.get(params["usergroup"], [])}
         if name == "conversations.replies":
             root = next((m for m in self.channels.get(params["channel"], [])
                          if m["ts"] == params["ts"] or any(r["ts"] == params["ts"] for r in m.get("replies", []))),
@@ -108,14 +111,17 @@ def _stored(request_id: str) -> dict:
         or {}
 
 
-def _react(url: str, user: str, channel: str, ts: str, event_id: str) -> int:
-    body = json.dumps({
+def _reaction(user: str, channel: str, ts: str, event_id: str, reaction: str = "white_check_mark") -> bytes:
+    return json.dumps({
         "token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": event_id,
         "event_time": int(time.time()), "authorizations": [{"user_id": "UBOT", "is_bot": True}],
-        "event": {"type": "reaction_added", "user": user, "reaction": "white_check_mark", "item_user": "UTEAM",
+        "event": {"type": "reaction_added", "user": user, "reaction": reaction, "item_user": "UTEAM",
                   "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": f"{int(time.time())}.1"},
     }).encode()
-    return post(url, body)[0]
+
+
+def _react(url: str, user: str, channel: str, ts: str, event_id: str) -> int:
+    return post(url, _reaction(user, channel, ts, event_id))[0]
 
 
 def test_a_question_nothing_covers_goes_to_the_team_and_their_answer_comes_back(stack, slack_api, pg_url):
@@ -188,6 +194,7 @@ class Channel(Escalations):
         self.delivered: list[str] = []
         self._readers = list(readers)
         self.dies_after_post = False
+        self.reactions: dict[str, list[str]] = {}  # the reply's, by name
 
     def readers(self):
         return self._readers
@@ -203,7 +210,8 @@ class Channel(Escalations):
         return f"1.{len(self.posts) - 1}"
 
     def reply(self, channel, ts):
-        return ("Use a pool [team].", "UTEAM", "1.0") if ts == "2.0" else None
+        return ThreadReply(text="Use a pool [team].", author="UTEAM", thread_ts="1.0",
+                           reactions=self.reactions) if ts == "2.0" else None
 
     def deliver(self, request, answer):
         self.delivered.append(request.request_id)
@@ -362,3 +370,150 @@ def test_a_team_reply_is_published_as_plain_text_never_naming_slack_users_or_cha
                       "<https://docs.example/pools|the pools page> &amp; retry")
     assert "U04BOB123" not in text and "acquisition-orion" not in text and "C07SECRET" not in text
     assert "the pools page (https://docs.example/pools)" in text and "& retry" in text
+
+
+def test_a_team_answer_marked_internal_reaches_its_asker_and_no_one_outside_the_internal_audience():
+    """Before, a team's answer took the audience of the place it was asked in, and nothing could narrow it."""
+    from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+    from askflow.domain.messages import GradingDue
+    from askflow.grading.graders import HeuristicGrader
+    from askflow.ingest.chunking import ChunkingStrategy
+    from askflow.learning.cache import AnswerCache
+    from askflow.learning.votes import learned_answer
+    from askflow.service_layer.escalation import marked_internal
+    from askflow.service_layer.evaluation import grade_events
+    from askflow.service_layer.handlers import recent_good_answers
+    from tests.fakes import FakeVectorStore, HashEmbeddings
+
+    requests, channel, store = InMemoryRequestStore(), Channel(), FakeVectorStore()
+    settings = Settings(escalation_channel="CESC")  # the internal audience: the Slack workspace's members
+    staff = Viewer.of([settings.escalation_internal_audience])
+    slack = SlackThread(channel="CPUB", ts="5.5", thread_ts="5.5", user="UASK")
+    requests.create(_answered("r").model_copy(update={"in_feed": True}))
+    requests.create(_answered("j", slack=slack))
+    escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None, settings=settings)
+    escalate(requests.get("j"), why="w", requests=requests, escalations=channel, budgets=None, settings=settings)
+    answered("CESC", "2.0", marked_by="slack:URV", requests=requests, escalations=channel, settings=settings)
+
+    def grade():
+        grade_events([GradingDue(request_id="r", revision=requests.get("r").revision())], requests=requests,
+                     runs=InMemoryEvaluationRuns(), store=store, embeddings=HashEmbeddings(), grader=HeuristicGrader(),
+                     strategy=ChunkingStrategy(), answers_source="answers", answers_base_url="/answers", batch_size=5)
+        return learned_answer(requests.get("r"), Graded.model_validate(requests.get("r").model_dump()),
+                              fingerprints={}, collection="c", embedding_model="m")
+
+    learned = grade()
+    assert requests.get("r").verified and store.audiences_of(["answers:r"]) == {"answers:r": ["public"]}
+    assert [r.request_id for r in recent_good_answers(requests=requests)] == ["r"]
+    assert requests.get("r").readable_by(PUBLIC_VIEWER)
+
+    class Signals:
+        def verified_by_key(self, key, *, collection, readers=None):
+            return [learned] if key == learned.question_key else []
+
+        def nearest(self, vector, **kwargs):
+            return [(learned, 1.0)]
+
+        def forget(self, request_ids):
+            raise AssertionError("an internal answer is not forgotten: it is served inside its audience")
+
+    cache = AnswerCache(signals=Signals(), store=store, embeddings=HashEmbeddings(), collection="c", threshold=0.5,
+                        requests=lambda: requests)
+    assert cache.lookup(learned.question, viewer=PUBLIC_VIEWER).answer.request_id == "r"
+
+    marked = marked_internal("CESC", "2.0", requests=requests, escalations=channel, settings=settings, store=store)
+    assert marked.team_answer.internal == "slack:workspace" and marked.team_readers == ["slack:workspace"]
+    assert requests.get("j").team_internal  # the repeat that joined it, too
+    assert store.audiences_of(["answers:r"]) == {"answers:r": ["slack:workspace"]}  # relabelled at once
+    assert cache.lookup(learned.question, viewer=PUBLIC_VIEWER) is None  # its learned record not yet graded again
+    assert cache.lookup(learned.question, viewer=staff).answer.request_id == "r"
+    assert recent_good_answers(requests=requests) == [] and not requests.get("r").in_feed  # the feed: never
+    assert not requests.get("r").readable_by(PUBLIC_VIEWER) and requests.get("r").readable_by(staff)
+    assert requests.get("r").readable_by(PUBLIC_VIEWER, token="asker-token-0123456789abcd")  # its asker: still
+    revision = requests.get("r").revision()
+    marked_internal("CESC", "2.0", requests=requests, escalations=channel, settings=settings, store=store)
+    assert requests.get("r").revision() == revision  # marked again: nothing changes
+
+    learned = grade()  # the grading the mark brought: the record and the stored answer narrowed, still verified
+    assert requests.get("r").verified and learned.readers == ["slack:workspace"] and learned.verified
+    assert store.audiences_of(["answers:r"]) == {"answers:r": ["slack:workspace"]}
+
+
+def test_a_reply_marked_internal_before_it_is_marked_the_answer_is_stored_internal():
+    settings = Settings(escalation_channel="CESC", escalation_internal_audience="employees")
+    for lockers, internal in ((["UOUT"], None), (["UOUT", "URV"], "employees")):  # only a reviewer's lock counts
+        requests, channel = InMemoryRequestStore(), Channel()
+        requests.create(_answered("r"))
+        escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None, settings=settings)
+        channel.reactions = {"lock": lockers, "tada": ["URV"]}
+        done = answered("CESC", "2.0", marked_by="slack:URV", requests=requests, escalations=channel,
+                        settings=settings, reviewer=lambda user: user == "URV")
+        assert done.team_answer.internal == internal
+        assert done.team_readers == (["employees"] if internal else ["public"])
+
+
+@pytest.fixture()
+def bolt():
+    """The Slack app in this process (Bolt, signed events) over a loopback workspace whose reviewers are the user
+    group ``SREVIEW``, with in-memory requests and stored answers."""
+    from types import SimpleNamespace
+
+    from slack_sdk import WebClient
+
+    from askflow.adapters.slack_escalations import SlackEscalations
+    from askflow.entrypoints.slack_app import build_app
+    from tests.fakes import FakeVectorStore
+
+    workspace = Workspace()
+    settings = Settings(slack_bot_token="xoxb-test", slack_signing_secret="test-signing-secret",
+                        slack_api_url=workspace.base_url, slack_reviewers=["SREVIEW"], escalation_channel="CESC")
+    client = WebClient(token="xoxb-test", base_url=workspace.base_url)
+    components = SimpleNamespace(
+        settings=settings, slack_client=client, slack_replies=None, requests=InMemoryRequestStore(),
+        store=FakeVectorStore(), budgets=None, events=None, slack_audiences=None,
+        escalations=SlackEscalations(client=client, channel="CESC", audiences=SimpleNamespace(
+            place_audiences=lambda channel, user: ["public"])))
+    yield SimpleNamespace(app=build_app(components), workspace=workspace, c=components, settings=settings)
+    workspace.stop()
+
+
+def _dispatch(app, body: bytes) -> int:
+    import hashlib
+    import hmac
+
+    from slack_bolt.request import BoltRequest
+
+    ts = str(int(time.time()))
+    signature = "v0=" + hmac.new(b"test-signing-secret", f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return app.dispatch(BoltRequest(body=body.decode(), headers={
+        "content-type": "application/json", "x-slack-request-timestamp": ts, "x-slack-signature": signature})).status
+
+
+def _escalated_with_reply(bolt, request_id: str, reply_ts: str, question: str) -> dict:
+    """``request_id`` escalated to CESC through the loopback, and a team member's reply in its thread."""
+    c = bolt.c
+    c.requests.create(_answered(request_id).model_copy(update={"question": question}))
+    escalate(c.requests.get(request_id), why="w", requests=c.requests, escalations=c.escalations, budgets=None,
+             settings=bolt.settings)
+    root = bolt.workspace.channels["CESC"][-1]
+    reply = {"ts": reply_ts, "user": "UTEAM", "text": f"The team on {question}"}
+    root["replies"].append(reply)
+    return reply
+
+
+def test_a_reviewers_lock_marks_the_team_answer_internal_before_or_after_it_is_marked(bolt):
+    c, internal = bolt.c, bolt.settings.escalation_internal_audience
+    _escalated_with_reply(bolt, "after", "1800000001.000200", "How do pools work?")
+    assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000001.000200", "Ev-1")) == 200
+    assert c.requests.get("after").team_answer is not None and not c.requests.get("after").team_internal
+    assert _dispatch(bolt.app, _reaction("UOUT", "CESC", "1800000001.000200", "Ev-2", "lock")) == 200
+    assert not c.requests.get("after").team_internal  # not a reviewer's
+    assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000001.000200", "Ev-3", "lock")) == 200
+    assert c.requests.get("after").team_answer.internal == internal
+
+    reply = _escalated_with_reply(bolt, "before", "1800000002.000200", "What is a sensor?")
+    reply["reactions"] = [{"name": "lock", "users": ["URV"], "count": 1}]
+    assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000002.000200", "Ev-4", "lock")) == 200
+    assert c.requests.get("before").team_answer is None  # not the answer yet: nothing to narrow
+    assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000002.000200", "Ev-5")) == 200
+    assert c.requests.get("before").team_answer.internal == internal  # the lock it already had counts

@@ -362,6 +362,17 @@ class FirestoreRequestStore(RequestStore):
 
         return self._transact(request_id, change)
 
+    def mark_team_answer_internal(self, request_id: str, reply_ts: str, audience: str) -> Request | None:
+        def change(request, _):
+            team = request.team_answer if request is not None else None
+            if team is None or team.ts != reply_ts or team.internal is not None:
+                return None, request
+            return ({"in_feed": False, "escalation.answer.internal": audience},
+                    request.model_copy(update={"in_feed": False, "escalation": request.escalation.model_copy(
+                        update={"answer": team.model_copy(update={"internal": audience})})}))
+
+        return self._transact(request_id, change)
+
     def escalation_delivered(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"escalation.delivered_at": at})
 

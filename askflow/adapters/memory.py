@@ -178,6 +178,17 @@ class InMemoryRequestStore(RequestStore):
             self.requests[request_id] = request
             return request
 
+    def mark_team_answer_internal(self, request_id: str, reply_ts: str, audience: str) -> Request | None:
+        with self._lock:
+            request = self.requests.get(request_id)
+            team = request.team_answer if request is not None else None
+            if team is None or team.ts != reply_ts or team.internal is not None:
+                return request
+            request = request.model_copy(update={"in_feed": False, "escalation": request.escalation.model_copy(
+                update={"answer": team.model_copy(update={"internal": audience})})})
+            self.requests[request_id] = request
+            return request
+
     def escalation_delivered(self, request_id: str, *, at) -> None:
         with self._lock:
             request = self.requests[request_id]

@@ -16,7 +16,7 @@ from typing import Any
 
 from askflow.adapters.slack_replies import SECTION_CHARS, UNLINKED, slack_link, slack_text
 from askflow.domain.model import Request, TeamAnswer
-from askflow.ports import Escalations
+from askflow.ports import Escalations, ThreadReply
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "askflow_escalation"
@@ -69,7 +69,7 @@ class SlackEscalations(Escalations):
             metadata={"event_type": EVENT_TYPE, "event_payload": {"request_id": request.request_id}})
         return response["ts"]
 
-    def reply(self, channel: str, ts: str) -> tuple[str, str, str] | None:
+    def reply(self, channel: str, ts: str) -> ThreadReply | None:
         from slack_sdk.errors import SlackApiError
 
         try:
@@ -79,7 +79,8 @@ class SlackEscalations(Escalations):
             return None
         for message in page.get("messages", []):
             if message.get("ts") == ts and message.get("thread_ts"):
-                return plain_text(message.get("text", "")), message.get("user", ""), message["thread_ts"]
+                return ThreadReply(text=plain_text(message.get("text", "")), author=message.get("user", ""),
+                                   thread_ts=message["thread_ts"], reactions=_reactions(message))
         return None
 
     def deliver(self, request: Request, answer: TeamAnswer) -> None:
@@ -107,6 +108,12 @@ def plain_text(text: str) -> str:
     text = _SPECIAL.sub(lambda m: m.group(1) or "", text)
     text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
     return html.unescape(text)
+
+
+def _reactions(message: dict) -> dict[str, list[str]]:
+    """A message's reactions as Slack lists them: name -> the users who reacted."""
+    return {str(r.get("name", "")): [str(u) for u in r.get("users") or []]
+            for r in message.get("reactions") or [] if isinstance(r, dict)}
 
 
 def _surface(request: Request) -> str:

@@ -449,9 +449,10 @@ class Request(BaseModel):
         return (now - self.created_at).total_seconds() > deadline_s
 
     def readable_by(self, viewer: Viewer, *, token: str | None = None) -> bool:
-        """Whether ``viewer`` (with the asker ``token``) may see this request: a public one anyone; another only its
-        asker (web, API, MCP: their token) and admins (a Slack one: admins, Slack shows it in its thread)."""
-        if viewer.admin or self.is_public:
+        """Whether ``viewer`` (with the asker ``token``) may see this request: a public one anyone (one whose team's
+        answer is internal: its internal audience); another only its asker (web, API, MCP: their token) and admins (a
+        Slack one: admins, Slack shows it in its thread)."""
+        if viewer.admin or (self.is_public and (not self.team_internal or viewer.may_read(self.team_readers))):
             return True
         return bool(self.asker_sha) and self.asked_by(token)
 
@@ -507,6 +508,21 @@ class Request(BaseModel):
         return self.escalation.answer if self.escalation is not None else None
 
     @property
+    def team_readers(self) -> list[str]:
+        """Who may read the team's answer (stored, served from the cache): its place's readers, narrowed to its
+        internal audience when a reviewer marked it internal (``readers_of``: a place neither public nor inside that
+        audience leaves admins only)."""
+        team = self.team_answer
+        if team is None or team.internal is None:
+            return list(self.place_readers)
+        return readers_of([self.place_readers, [team.internal]])
+
+    @property
+    def team_internal(self) -> bool:
+        """A reviewer marked the team's answer internal: its asker reads it, no shared place lists it."""
+        return self.team_answer is not None and self.team_answer.internal is not None
+
+    @property
     def served_answer(self) -> str | None:
         """What is served again and stored when it is verified: the team's answer, or askflow's."""
         return self.team_answer.text if self.team_answer is not None else self.answer
@@ -548,13 +564,16 @@ class Request(BaseModel):
 
 class TeamAnswer(BaseModel):
     """A person's answer to an escalated question: a reply in the escalation's thread that a reviewer marked as the
-    answer. ``by``: its author, ``marked_by``: the reviewer; ``ts``: the reply's (one answer per reply)."""
+    answer. ``by``: its author, ``marked_by``: the reviewer; ``ts``: the reply's (one answer per reply). ``internal``:
+    the audience a reviewer narrowed it to (``ASKFLOW_ESCALATION_INTERNAL_AUDIENCE`` when marked; ``None``: it is
+    read where it was asked)."""
 
     text: str = Field(min_length=1, max_length=20_000)
     by: str
     marked_by: str
     at: dt.datetime
     ts: str
+    internal: str | None = None
 
 
 class Escalation(BaseModel):

@@ -188,16 +188,27 @@ def build_app(components):
                 else f"I could not ask the team: {escalated.why_not}.")
         replies.notice(request.slack.channel, request.slack.thread_ts, note)
 
+    def stored_answers():
+        """The vector store holding the stored answers (relabelled when a team's answer is marked internal), or
+        ``None`` when it cannot be reached from here (the grading the mark brings relabels it)."""
+        try:
+            return components.store
+        except Exception as error:  # noqa: BLE001 - the mark stands without it
+            log.warning("stored answers unreachable from the Slack app: %s", error)
+            return None
+
     @app.event("reaction_added")
     def on_reaction(event):
         """A reviewer's reaction (``ASKFLOW_ESCALATION_REACTION``) on a reply in an escalation's thread marks it as
-        the team's answer; anyone else's, or another reaction, does nothing."""
-        from askflow.service_layer.escalation import answered
+        the team's answer, and their ``ASKFLOW_ESCALATION_INTERNAL_REACTION`` on it (before or after) marks that
+        answer internal; anyone else's, or another reaction, does nothing."""
+        from askflow.service_layer.escalation import answered, marked_internal
 
         item = event.get("item") or {}
         user = re.sub(r"[^A-Za-z0-9_-]", "_", str(event.get("user", "")))[:64]
-        if event.get("reaction") != settings.escalation_reaction or item.get("type") != "message" or \
-                components.escalations is None:
+        reaction = event.get("reaction")
+        if reaction not in (settings.escalation_reaction, settings.escalation_internal_reaction) or \
+                item.get("type") != "message" or components.escalations is None:
             return
         if not reviewer(user):
             log.info("escalation answer ignored: %s is not a reviewer", user or "nobody")
@@ -205,8 +216,12 @@ def build_app(components):
         channel, ts = str(item.get("channel", "")), str(item.get("ts", ""))
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", channel) or not re.fullmatch(r"\d{1,12}\.\d{1,8}", ts):
             return
+        if reaction == settings.escalation_internal_reaction:
+            marked_internal(channel, ts, requests=components.requests, escalations=components.escalations,
+                            settings=settings, store=stored_answers())
+            return
         answered(channel, ts, marked_by=f"slack:{user}", requests=components.requests,
-                 escalations=components.escalations, settings=settings)
+                 escalations=components.escalations, settings=settings, reviewer=reviewer, store=stored_answers())
 
     app.action(RATE_UP)(rate(True))
     app.action(RATE_DOWN)(rate(False))

@@ -54,15 +54,19 @@ class AnswerCache:
         now = self._store.audiences_of(sorted({doc_id for answer in answers for doc_id in answer.cited}))
         return [answer for answer in answers if all(viewer.may_read(now.get(doc_id)) for doc_id in answer.cited)]
 
-    def _standing(self, answer: LearnedAnswer) -> bool:
+    def _standing(self, answer: LearnedAnswer, viewer: Viewer) -> bool:
         """Its request is stored and still verified; a record that is not is forgotten. The request's lineage is
-        kept for the match (``_lineages``): a served answer's lineage is its original's."""
+        kept for the match (``_lineages``): a served answer's lineage is its original's. A team's answer marked
+        internal since it was learned is served only to its internal audience (``Request.team_readers``), at once."""
         if self._requests is None:
             return True
         try:
             request = self._requests().get(answer.request_id)
         except Exception as error:  # noqa: BLE001 - whatever keeps the store from answering: fail closed
             log.warning("cache: %s not served: its request cannot be checked (%s)", answer.request_id, error)
+            return False
+        if request is not None and request.team_internal and not viewer.may_read(request.team_readers):
+            log.info("cache: %s not served: the team's answer is internal", answer.request_id)
             return False
         if request is not None and request.verified:
             self._lineages[answer.request_id] = request.lineage
@@ -97,7 +101,7 @@ class AnswerCache:
                                                                 readers=readers)
              if viewer.may_read(answer.readers)], self._store), viewer)
         for answer in exact:
-            if self._standing(answer):
+            if self._standing(answer, viewer):
                 log.info("cache: exact match %s", answer.request_id)
                 return VerifiedMatch(answer=answer, similarity=1.0, how="exact", lineage=self._lineage(answer))
         embedded = vector() if vector is not None else self._embeddings.embed_query(question_vector_text(question))
@@ -111,7 +115,7 @@ class AnswerCache:
                  for answer in self._readable(still_valid([answer for answer, _ in close], self._store), viewer)}
         for answer, similarity in close:
             why_not = difference(question, answer.question)
-            if answer.request_id in valid and why_not is None and self._standing(answer):
+            if answer.request_id in valid and why_not is None and self._standing(answer, viewer):
                 log.info("cache: hit %s at similarity %.4f (threshold %.2f)", answer.request_id, similarity,
                          self._threshold)
                 return VerifiedMatch(answer=answer, similarity=round(similarity, 4), how="semantic",

@@ -50,7 +50,7 @@ def learned_answer(request: Request, graded: Graded, *, fingerprints: Mapping[st
         answer=request.served_answer if verified else None,
         sources=[] if team else list(request.sources) if verified else cited_now,  # served again whole, or cited
         graded_at=graded.graded_at,
-        readers=request.place_readers if team else request.readers,  # a person's answer: its place's audience
+        readers=request.team_readers if team else request.readers,  # a person's answer: its place's (or internal)
     )
 
 

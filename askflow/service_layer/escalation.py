@@ -10,12 +10,15 @@ later asker of a question like it.
 - ``answered``: a reviewer's reaction on a reply in an escalation's thread sets the team's answer (its own field,
   never the worker's claim-fenced outcome; the original answer stays), on the request and on those that joined it,
   and delivers it to each asker's Slack thread once.
+- ``marked_internal``: a reviewer's second reaction narrows the team's answer to the internal audience: its asker
+  still reads it, the cache serves it to no one outside that audience, the feed never lists it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from askflow.config import Settings
 from askflow.domain.audiences import Viewer
@@ -23,7 +26,8 @@ from askflow.domain.clock import utcnow
 from askflow.domain.errors import Conflict, Forbidden, LeaseHeld, NotFound, OverBudget
 from askflow.domain.model import Escalation, Request, RequestStatus, TeamAnswer
 from askflow.learning.questions import question_key
-from askflow.ports import Budgets, Escalations, RequestStore
+from askflow.ports import Budgets, Escalations, RequestStore, VectorStore
+from askflow.service_layer.evaluation import answer_doc_id
 
 log = logging.getLogger(__name__)
 ASKED_BY_ASKER = "its asker asked for a person"
@@ -127,25 +131,31 @@ def ask_for_person(request_id: str, *, asker_token: str | None, requests: Reques
 
 
 def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestStore, escalations: Escalations,
-             settings: Settings) -> Request | None:
+             settings: Settings, reviewer: Callable[[str], bool] | None = None,
+             store: VectorStore | None = None) -> Request | None:
     """A reviewer (the caller checked) marked the reply ``reply_ts`` in ``channel`` as the answer: it becomes the team's
     answer of the escalation whose thread holds it, and of those that joined it — all written first — then each
-    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). Returns the
-    escalated request (``None``: the reply is in no escalation's thread)."""
+    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). A reply a
+    reviewer (``reviewer``: whether a Slack user id is one) marked internal before it was marked the answer is stored
+    internal (``marked_internal``). Returns the escalated request (``None``: the reply is in no escalation's
+    thread)."""
     if channel != settings.escalation_channel:
         return None
     found = escalations.reply(channel, reply_ts)
     if found is None:
         return None
-    text, author, thread_ts = found
-    request = requests.escalated_in(f"{channel}/{thread_ts}")
-    if request is None or thread_ts == reply_ts or not text.strip():
+    request = requests.escalated_in(f"{channel}/{found.thread_ts}")
+    if request is None or found.thread_ts == reply_ts or not found.text.strip():
         return None
-    answer = TeamAnswer(text=text.strip()[:20_000], by=f"slack:{author}", marked_by=marked_by, at=utcnow(),
-                        ts=reply_ts)
+    internal = reviewer is not None and any(
+        reviewer(user) for user in found.reactions.get(settings.escalation_internal_reaction, []))
+    answer = TeamAnswer(text=found.text.strip()[:20_000], by=f"slack:{found.author}", marked_by=marked_by,
+                        at=utcnow(), ts=reply_ts, internal=settings.escalation_internal_audience if internal else None)
     stored = requests.answer_escalation(request.request_id, answer)
     if stored is None or stored.team_answer is None:
         return stored
+    if internal and not stored.team_internal and stored.team_answer.ts == reply_ts:  # marked before, then locked
+        stored = _narrow(stored, reply_ts, requests=requests, settings=settings, store=store) or stored
     joined = requests.joined_to(stored.request_id)
     for other in joined:
         requests.answer_escalation(other.request_id, stored.team_answer)
@@ -153,6 +163,39 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
         _deliver_team_answer(request_id, requests=requests, escalations=escalations)
     log.info("request %s: the team's answer (reply %s, marked by %s)", stored.request_id, reply_ts, marked_by)
     return requests.get(stored.request_id)
+
+
+def marked_internal(channel: str, reply_ts: str, *, requests: RequestStore, escalations: Escalations,
+                    settings: Settings, store: VectorStore | None = None) -> Request | None:
+    """A reviewer (the caller checked) marked the team's answer ``reply_ts`` internal: it is narrowed to
+    ``ASKFLOW_ESCALATION_INTERNAL_AUDIENCE`` (``Request.team_readers``) on the request and on those that joined it,
+    and taken out of the feed; a stored answer already written back is relabelled at once (``store``), and the
+    grading its new revision brings relabels its learned record. Marking it again changes nothing. A reply not (yet)
+    the answer is left alone: marking it the answer reads this reaction. Returns the escalated request."""
+    if channel != settings.escalation_channel:
+        return None
+    found = escalations.reply(channel, reply_ts)
+    if found is None:
+        return None
+    request = requests.escalated_in(f"{channel}/{found.thread_ts}")
+    if request is None or request.team_answer is None or request.team_answer.ts != reply_ts:
+        return None
+    return _narrow(request, reply_ts, requests=requests, settings=settings, store=store)
+
+
+def _narrow(request: Request, reply_ts: str, *, requests: RequestStore, settings: Settings,
+            store: VectorStore | None) -> Request | None:
+    audience = settings.escalation_internal_audience
+    stored = requests.mark_team_answer_internal(request.request_id, reply_ts, audience)
+    for other in requests.joined_to(request.request_id):
+        requests.mark_team_answer_internal(other.request_id, reply_ts, audience)
+    if stored is not None and store is not None:
+        try:  # its stored answer, if it was written back: relabelled now, not at the next grading
+            store.relabel([answer_doc_id(stored.request_id, settings.answers_source)], stored.team_readers)
+        except Exception as error:  # noqa: BLE001 - the grading the mark brings relabels it too
+            log.warning("request %s: its stored answer could not be relabelled now: %s", stored.request_id, error)
+    log.info("request %s: the team's answer is internal (%s)", request.request_id, audience)
+    return stored
 
 
 def _deliver_team_answer(request_id: str, *, requests: RequestStore, escalations: Escalations,

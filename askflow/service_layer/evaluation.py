@@ -233,8 +233,8 @@ def stored_answer(request: Request, *, answers_source: str, answers_base_url: st
         title=title[:150],
         url=f"{answers_base_url.rstrip('/')}/{request.request_id}",
         kind=SourceKind.ANSWERED_QUESTION,
-        # who may read every source it drew on and its place (a person's answer: its place)
-        audiences=tuple((request.place_readers if team else request.readers) or ()),
+        # who may read every source it drew on and its place (a person's answer: its place, or its internal audience)
+        audiences=tuple((request.team_readers if team else request.readers) or ()),
         metadata={"format": "text", "place": request.place_readers, "question": request.stored_question,
                   "verified_by": request.verified_by or "", "cited": originals,
                   "cited_urls": [s.url for s in cited if s.kind != SourceKind.ANSWERED_QUESTION.value]},

@@ -435,8 +435,8 @@ def rate_as_asker(request_id: str, command: RateAnswer, *, requests: RequestStor
 def recent_good_answers(*, requests: RequestStore, limit: int = 20) -> list[Request]:
     """The homepage feed, a shared place: recent verified answers (``learning.trust``), asked in public and answered
     only from what everyone may read (the caller shows only ``FEED_PUBLIC_FIELDS``)."""
-    return [request for request in requests.recent_good(limit)
-            if request.is_public and request.verified]  # the query's filters, checked again
+    return [request for request in requests.recent_good(limit)  # the query's filters, checked again
+            if request.is_public and request.verified and not request.team_internal]
 
 
 def review_answer(request_id: str, *, approved: bool, reviewer: str, via: str,

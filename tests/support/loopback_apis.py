@@ -99,12 +99,12 @@ class LoopbackAPI(LoopbackServer):
 class SlackAPI(LoopbackAPI):
     """``channels`` maps a channel id to its top-level messages, oldest first: ``{"ts", "user", "text",
     "replies": [...], "subtype", "bot_id", "app_id", "edited"}`` (a reply: ``{"ts", "user", "text", "bot_id",
-    "app_id", "edited"}``; an app's message also carries its ``bot_profile``). A root ``"deleted": True`` is gone from
-    history, or while it has replies shown as Slack keeps it: a ``tombstone``. The bot the token belongs to is
-    ``UBOT``/``BBOT``
-    of the app ``AASKFLOW`` (``bots.info``) in a workspace at ``workspace_url``. ``max_page`` caps a page below what
-    ``limit`` asks (tests make it small to see paging). ``conversations.info`` calls the ``private_channels``
-    private and every other channel public."""
+    "app_id", "edited", "reactions"}``, reactions as Slack lists them: ``[{"name", "users", "count"}]``; an app's
+    message also carries its ``bot_profile``). A root ``"deleted": True`` is gone from history, or while it has
+    replies shown as Slack keeps it: a ``tombstone``. The bot the token belongs to is ``UBOT``/``BBOT`` of the app
+    ``AASKFLOW`` (``bots.info``) in a workspace at ``workspace_url``. ``max_page`` caps a page below what ``limit``
+    asks (tests make it small to see paging). ``conversations.info`` calls the ``private_channels`` private and every
+    other channel public."""
 
     BOT_USER, BOT_ID, APP_ID = "UBOT", "BBOT", "AASKFLOW"
 
@@ -158,7 +158,7 @@ class SlackAPI(LoopbackAPI):
             return tombstone | ({"thread_ts": thread_ts} if thread_ts else {})
         payload = {"type": "message", "ts": message["ts"], "user": message.get("user", default_user),
                    "text": message["text"]}
-        payload |= {key: message[key] for key in ("subtype", "bot_id", "app_id") if message.get(key)}
+        payload |= {key: message[key] for key in ("subtype", "bot_id", "app_id", "reactions") if message.get(key)}
         if message.get("app_id"):
             payload["bot_profile"] = {"id": message.get("bot_id"), "app_id": message["app_id"], "name": "an app",
                                       "team_id": "T1"}
