@@ -253,9 +253,10 @@ class RequestStore(abc.ABC):
         """The latest reviewer decisions, newest first."""
 
     @abc.abstractmethod
-    def escalate(self, request_id: str, escalation: Escalation) -> bool:
-        """Set a terminal request's escalation when it has none (atomic: two racing escalations leave one);
-        returns whether this call set it."""
+    def escalate(self, request_id: str, escalation: Escalation, *, replacing: Escalation | None = None) -> bool:
+        """Set a terminal request's escalation when it has none — or, with ``replacing``, when it is still that skipped
+        one and may be retried (``Escalation.retriable``, the same ``asked_at``) — atomic: two racing escalations
+        leave one; returns whether this call set it."""
 
     @abc.abstractmethod
     def settle_escalation(self, request_id: str, escalation: Escalation) -> bool:

@@ -14,7 +14,7 @@ from askflow.adapters.memory import InMemoryBudgets, InMemoryEvaluationRuns, InM
 from askflow.config import Settings
 from askflow.domain.budgets import BudgetLimits
 from askflow.domain.clock import utcnow
-from askflow.domain.model import Graded, Request, RequestStatus, SlackThread
+from askflow.domain.model import Escalation, Graded, Request, RequestStatus, SlackThread
 from askflow.ports import Escalations, ThreadReply
 from askflow.service_layer.escalation import answered, ask_for_person, escalate
 from tests.support.loopback_apis import SlackAPI
@@ -517,3 +517,39 @@ def test_a_reviewers_lock_marks_the_team_answer_internal_before_or_after_it_is_m
     assert c.requests.get("before").team_answer is None  # not the answer yet: nothing to narrow
     assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000002.000200", "Ev-5")) == 200
     assert c.requests.get("before").team_answer.internal == internal  # the lock it already had counts
+
+
+def test_a_skip_that_may_pass_is_retried_by_a_later_request_for_a_person_and_the_audience_rule_stays():
+    """Before, a skipped escalation was kept for ever: "Ask a person" returned the old skip."""
+    token = "asker-token-0123456789abcd"
+    requests, channel = InMemoryRequestStore(), Channel()
+    requests.create(_answered("r"))
+    first = ask_for_person("r", asker_token=token, requests=requests, escalations=None, budgets=None,
+                           settings=Settings())
+    assert first.state == "skipped" and first.retriable
+    settings = Settings(escalation_channel="CESC")
+    assert escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None,
+                    settings=settings) == first  # a delivery retried: the skip it made stands
+    again = ask_for_person("r", asker_token=token, requests=requests, escalations=channel, budgets=None,
+                           settings=settings)  # the channel is configured now, and the asker asks again
+    assert again.state == "open" and channel.posts == ["r"] and requests.get("r").escalation.state == "open"
+
+    budgets = InMemoryBudgets(BudgetLimits(escalations_total=0))
+    requests.create(_answered("b").model_copy(update={"question": "What is a sensor?"}))
+    over = ask_for_person("b", asker_token=token, requests=requests, escalations=channel, budgets=budgets,
+                          settings=settings)
+    assert over.state == "skipped" and "over budget" in over.why_not
+    budgets = InMemoryBudgets(BudgetLimits(escalations_total=1))  # the next window
+    assert ask_for_person("b", asker_token=token, requests=requests, escalations=channel, budgets=budgets,
+                          settings=settings).state == "open"
+    assert channel.posts == ["r", "b"]
+
+    channel = Channel(readers=["slack:CTEAM"])
+    requests.create(_answered("p").model_copy(update={"question": "Where is the vault?", "readers": ["slack:CPRIV"]}))
+    private = ask_for_person("p", asker_token=token, requests=requests, escalations=channel, budgets=None,
+                             settings=settings)
+    assert private.state == "skipped" and private.why_not == Escalation.MAY_NOT_READ and not private.retriable
+    channel._readers = ["slack:CTEAM", "slack:CPRIV"]
+    assert ask_for_person("p", asker_token=token, requests=requests, escalations=channel, budgets=None,
+                          settings=settings) == private  # the audience rule's skip stays
+    assert channel.posts == []

@@ -333,3 +333,28 @@ def test_a_team_answer_is_marked_internal_once_and_leaves_the_feed(stores):
     stored = store.get(request_id)
     assert stored.team_answer.internal == "employees" and not stored.in_feed and stored.team_answer.text == "t"
     assert store.mark_team_answer_internal("no-such-request", "2.0", "employees") is None
+
+
+def test_only_a_skip_that_may_pass_is_replaced_and_only_by_whoever_read_it(stores):
+    from askflow.domain.model import Escalation
+
+    store = stores()
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    store.finish(claimed.model_copy(update={"status": RequestStatus.COMPLETE, "answer": "a"}))
+    skipped = Escalation(state="skipped", why="w", asked_at=utcnow(), why_not="over budget: total")
+    assert store.escalate(request_id, skipped)
+    assert not store.escalate(request_id, skipped.model_copy(update={"state": "posting"}))  # one is set
+    other = skipped.model_copy(update={"asked_at": skipped.asked_at - dt.timedelta(seconds=1)})
+    assert not store.escalate(request_id, other.model_copy(update={"state": "posting"}), replacing=other)
+    posting = skipped.model_copy(update={"state": "posting", "asked_at": utcnow()})
+    assert store.escalate(request_id, posting, replacing=skipped)  # the skip it read: retried
+    assert not store.escalate(request_id, posting, replacing=skipped)  # a racing retry of the same skip: refused
+    assert store.get(request_id).escalation.state == "posting"
+
+    stays = _pending(store)
+    store.finish(store.claim(stays, lease_s=60).model_copy(update={"status": RequestStatus.COMPLETE, "answer": "a"}))
+    audience = skipped.model_copy(update={"why_not": Escalation.MAY_NOT_READ})
+    assert store.escalate(stays, audience)
+    assert not store.escalate(stays, posting, replacing=audience)  # the audience rule's skip stays
+    assert store.get(stays).escalation.why_not == Escalation.MAY_NOT_READ

@@ -325,9 +325,9 @@ class FirestoreRequestStore(RequestStore):
 
         return self._transact(request_id, change)
 
-    def escalate(self, request_id: str, escalation: Escalation) -> bool:
+    def escalate(self, request_id: str, escalation: Escalation, *, replacing: Escalation | None = None) -> bool:
         def change(request, _):
-            if request is None or not request.terminal or request.escalation is not None:
+            if request is None or not request.terminal or not Escalation.settable(request.escalation, replacing):
                 return None, False
             return {"escalation": escalation.model_dump()}, True
 

@@ -142,10 +142,10 @@ class InMemoryRequestStore(RequestStore):
     def audit_log(self, limit: int) -> list[AuditEntry]:
         return sorted(self.audit.values(), key=lambda e: e.at, reverse=True)[:limit]
 
-    def escalate(self, request_id: str, escalation: Escalation) -> bool:
+    def escalate(self, request_id: str, escalation: Escalation, *, replacing: Escalation | None = None) -> bool:
         with self._lock:
             request = self.requests.get(request_id)
-            if request is None or not request.terminal or request.escalation is not None:
+            if request is None or not request.terminal or not Escalation.settable(request.escalation, replacing):
                 return False
             self.requests[request_id] = request.model_copy(update={"escalation": escalation})
             return True

@@ -596,6 +596,22 @@ class Escalation(BaseModel):
     delivered_at: dt.datetime | None = None  # the team's answer reached the asker's thread (Slack)
 
     POSTING_LEASE_S: ClassVar[float] = 120.0
+    #: the skip by the audience rule: it stays (a later request is skipped again, never retried)
+    MAY_NOT_READ: ClassVar[str] = "the escalation channel's members may not read it"
+
+    @property
+    def retriable(self) -> bool:
+        """Skipped for a reason that may pass (no channel configured then, a budget): a later explicit request for a
+        person tries again. A skip by the audience rule stays."""
+        return self.state == "skipped" and self.why_not != self.MAY_NOT_READ
+
+    @staticmethod
+    def settable(stored: Escalation | None, replacing: Escalation | None) -> bool:
+        """Whether an escalation may be set over ``stored`` (``RequestStore.escalate``, the rule both stores keep):
+        none is stored, or ``replacing`` is the skipped one stored and it may be retried."""
+        if replacing is None:
+            return stored is None
+        return stored is not None and stored.retriable and stored.asked_at == replacing.asked_at
 
     def delivery_claimable(self, now: dt.datetime, lease_s: float) -> bool:
         """The team's answer waits for delivery, and no worker took it less than ``lease_s`` ago (the rule both stores

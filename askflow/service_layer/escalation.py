@@ -35,25 +35,30 @@ POSTED_WITHIN = dt.timedelta(days=2)  # how far back a retried escalation looks 
 
 
 def escalate(request: Request, *, why: str, requests: RequestStore, escalations: Escalations | None,
-             budgets: Budgets | None, settings: Settings) -> Escalation:
+             budgets: Budgets | None, settings: Settings, retry_skipped: bool = False) -> Escalation:
     """Hand ``request`` to the team, once; returns its escalation as stored (an earlier one when there is one).
 
     A post is taken first (state ``posting``, in the atomic write that refuses a second escalation), then made (or
     found again, when a worker that took it died after posting), then settled as ``open``: two racing escalations of
-    one request post once. A joined one that finds its escalation answered meanwhile takes the answer at once."""
+    one request post once. A joined one that finds its escalation answered meanwhile takes the answer at once.
+    ``retry_skipped`` (an explicit request for a person): an escalation skipped for a reason that may have passed
+    (``Escalation.retriable``: no channel then, a budget) is tried again; a skip by the audience rule stays."""
     now = utcnow()
     if request.escalation is not None and request.escalation.state == "posting" and \
             not request.escalation.posting_stale(now):
         raise LeaseHeld(f"request {request.request_id}: another worker is posting its escalation")
-    if request.escalation is not None and not request.escalation.posting_stale(now):
+    retrying = request.escalation if retry_skipped and request.escalation is not None and \
+        request.escalation.retriable else None
+    if request.escalation is not None and not request.escalation.posting_stale(now) and retrying is None:
         return request.escalation
     key = question_key(request.stored_question)
     base = Escalation(state="skipped", why=why, asked_at=now, question_key=key)
-    taking_over = request.escalation is not None  # a stale post: its worker died; this one finishes it
+    # a stale post: its worker died; this one finishes it
+    taking_over = request.escalation is not None and retrying is None
     escalation = None if taking_over else _skipped_or_joined(
         request, base, requests=requests, escalations=escalations, budgets=budgets, settings=settings)
     if escalation is not None:
-        if not requests.escalate(request.request_id, escalation):
+        if not requests.escalate(request.request_id, escalation, replacing=retrying):
             return _stored_escalation(request, requests) or escalation
         log.info("request %s escalated: %s (%s)", request.request_id, escalation.state,
                  escalation.why_not or escalation.joined)
@@ -66,7 +71,7 @@ def escalate(request: Request, *, why: str, requests: RequestStore, escalations:
     if taking_over:
         if not requests.settle_escalation(request.request_id, posting):  # retake the stale post, or another did
             return _stored_escalation(request, requests) or posting
-    elif not requests.escalate(request.request_id, posting):
+    elif not requests.escalate(request.request_id, posting, replacing=retrying):
         return _stored_escalation(request, requests) or posting
     channel = settings.escalation_channel
     ts = escalations.posted(request, since=now - POSTED_WITHIN) or escalations.post(request, why=why)
@@ -102,7 +107,7 @@ def _skipped_or_joined(request: Request, base: Escalation, *, requests: RequestS
         return base.model_copy(update={"why_not": "no escalation channel is configured"})
     members = Viewer.of(escalations.readers())
     if not (members.may_read(request.readers) and members.may_read(request.place_readers)):
-        return base.model_copy(update={"why_not": "the escalation channel's members may not read it"})
+        return base.model_copy(update={"why_not": Escalation.MAY_NOT_READ})
     for open_one in requests.open_escalations(base.question_key):
         if open_one.request_id != request.request_id and open_one.readers == request.readers and \
                 open_one.place_readers == request.place_readers:
@@ -118,7 +123,8 @@ def _skipped_or_joined(request: Request, base: Escalation, *, requests: RequestS
 
 def ask_for_person(request_id: str, *, asker_token: str | None, requests: RequestStore,
                    escalations: Escalations | None, budgets: Budgets | None, settings: Settings) -> Escalation:
-    """The asker's "ask a person" (the web page's button: their token; ``None``: a Slack click, checked there)."""
+    """The asker's "ask a person" (the web page's button: their token; ``None``: a Slack click, checked there): an
+    escalation skipped before for a reason that may have passed (no channel then, a budget) is tried again."""
     request = requests.get(request_id)
     if request is None:
         raise NotFound(f"no request {request_id}")
@@ -127,7 +133,7 @@ def ask_for_person(request_id: str, *, asker_token: str | None, requests: Reques
     if request.status is not RequestStatus.COMPLETE:
         raise Conflict(f"request {request_id} is {request.status.value}: ask for a person once it is answered")
     return escalate(request, why=ASKED_BY_ASKER, requests=requests, escalations=escalations, budgets=budgets,
-                    settings=settings)
+                    settings=settings, retry_skipped=True)
 
 
 def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestStore, escalations: Escalations,
