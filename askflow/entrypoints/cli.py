@@ -141,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--format", choices=["table", "json"], default="table")
     stats.set_defaults(run=_stats)
 
+    lineage = commands.add_parser("lineage", help="where an answer came from (sources, versions, ingestion runs, "
+                                  "still current?), or which answers drew on a document (--document)")
+    lineage.add_argument("request_id", nargs="?", metavar="REQUEST_ID")
+    lineage.add_argument("--document", metavar="DOC_ID", help="a document id (SOURCE:PATH): the answers that cited it")
+    lineage.add_argument("--format", choices=["table", "json"], default="table")
+    lineage.set_defaults(run=_lineage)
+
+    delete = commands.add_parser("delete-request", help="(admin) delete one request and everything derived from it: "
+                                 "its stored answer, its verified-answer cache entry and learned record, its feed item")
+    delete.add_argument("request_id", metavar="REQUEST_ID")
+    delete.set_defaults(run=_delete_request)
+
     evaluate = commands.add_parser("eval", help="evaluate retrieval").add_subparsers(required=True, metavar="WHAT")
     retrieval = evaluate.add_parser("retrieval", help="hit@k and MRR@10 of retrieval on a question set")
     retrieval.add_argument("--corpus", type=Path, required=True)
@@ -424,6 +436,93 @@ def _insights(args) -> int:
         print(table_text(report))
     print(f"report {report.report_id}: {report.files.get('html', '')}"
           + (f"; gaps filed: {filed}" if filed is not None else ""), file=sys.stderr)
+    return 0
+
+
+def _lineage(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.service_layer.lineage import document_lineage, request_lineage
+
+    if (args.request_id is None) == (args.document is None):
+        raise InvalidInput("name a request (askflow lineage REQUEST_ID) or a document (--document DOC_ID), not both")
+    with bootstrap() as components:
+        if args.document is not None:
+            report = document_lineage(args.document, requests=components.requests, store=components.store)
+        else:
+            report = request_lineage(args.request_id, requests=components.requests, store=components.store)
+    if args.format == "json":
+        print(report.model_dump_json(indent=2))
+    else:
+        print(_document_table(report) if args.document is not None else _request_table(report))
+    return 0
+
+
+def _when(value) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value is not None else "—"
+
+
+def _request_table(report) -> str:
+    lines = [f"request {report.request_id} ({report.status}, {report.mode or 'no answer'}): {report.question}",
+             f"  answered {_when(report.answered_at)}" + (", verified by " + report.verified_by
+                                                          if report.verified and report.verified_by else "")]
+    if report.origin:
+        lines.append(f"  served from the cache {_when(report.served_at)}: the verified answer of request "
+                     f"{report.origin}, with its sources")
+    if report.team_answer is not None:
+        team = report.team_answer
+        lines.append(f"  the team's answer (on request {team.request_id}) by {team.by}, marked by {team.marked_by} "
+                     f"{_when(team.at)}: it rests on no source; askflow's attempt drew on those below")
+    if not report.recorded:
+        lines.append("  no lineage recorded (answered before lineage was kept, or not answered)")
+    for source in report.sources:
+        lines.append(f"  [{source.n}] {source.doc_id} — {source.title}{'' if source.cited else ' (given, not cited)'}")
+        lines.append(f"      {source.url}")
+        lines.append(f"      from {source.location or '—'}, version {source.version or '—'}")
+        lines.append(f"      ingested {_when(source.ingested_at)} by run {source.run or '—'}")
+        if source.state == "no longer current" and source.now is not None:
+            lines.append(f"      no longer current: now version {source.now.version or '—'}, ingested "
+                         f"{_when(source.now.ingested_at)} by run {source.now.run or '—'}")
+        elif source.state == "gone":
+            lines.append("      gone: no longer stored (pruned)")
+        else:
+            lines.append(f"      {source.state}")
+    return "\n".join(lines)
+
+
+def _document_table(report) -> str:
+    now = report.now
+    lines = [f"document {report.doc_id}: " + (f"stored version {now.version or '—'} from {now.location or '—'}, "
+                                               f"ingested {_when(now.ingested_at)} by run {now.run or '—'}"
+                                               if now is not None else "not stored (pruned, or never indexed)")]
+    if not report.requests:
+        lines.append("  no answer drew on it")
+    for item in report.requests:
+        verdict = ("verified answer voided by a change" if item.voided else "verified" if item.verified else
+                   "not verified")
+        how = "cited" if item.cited else "given, not cited"
+        cached = f", cached from {item.origin}" if item.origin else ""
+        lines.append(f"  {item.request_id} {_when(item.created_at)} ({item.mode}{cached}): {item.question}")
+        lines.append(f"      {how}, version {item.version or '—'} (run {item.run or '—'}): {item.state}; {verdict}")
+    return "\n".join(lines)
+
+
+def _delete_request(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.service_layer.lineage import delete_request
+
+    with bootstrap() as components:
+        deletion = delete_request(args.request_id, requests=components.requests, stores=[components.store],
+                                  signals=components.signals, answers_source=components.settings.answers_source)
+    if deletion.nothing_left:
+        print(f"nothing left of request {args.request_id}: deleted before, or never stored")
+        return 0
+    chunks = deletion.stored_answer_chunks
+    print(f"deleted request {args.request_id}: "
+          f"request {'deleted' if deletion.request else 'already gone'}; "
+          f"stored answer {f'deleted ({chunks} chunks)' if chunks else 'none'}; "
+          f"learned record {'deleted' if deletion.learned_records else 'none'}"
+          f"{' (the verified answer the cache served)' if deletion.cache_entry else ''}; "
+          f"feed item {'removed' if deletion.feed_item else 'none'}")
     return 0
 
 

@@ -1,0 +1,207 @@
+"""Lineage on the real Firestore emulator and Postgres: an answer names the versions and ingestion runs of its sources
+and says when a re-ingested change replaced one; a document names the answers that drew on it and which verified
+answers a change voided; a cached answer's lineage is its original's; deleting a request removes what was derived
+from it, and deleting it again finds nothing left."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from askflow.adapters.pgvector_learned import PgLearnedSignals
+from askflow.adapters.pgvector_store import PgVectorStore
+from askflow.bootstrap import Components
+from askflow.config import Settings
+from askflow.domain.clock import utcnow
+from askflow.domain.messages import GradingDue
+from askflow.domain.model import ASKER_RATER, Rating, Request, token_sha
+from askflow.ingest.indexing import index_documents
+from askflow.ingest.provenance import airflow_run
+from askflow.ingest.sources.files import load_paths
+from askflow.service_layer.evaluation import grade_events
+from askflow.service_layer.lineage import delete_request
+from tests.test_cli import askflow
+
+DOCS = Path(__file__).parent / "data" / "docs"
+QUESTION = "How do tasks pull an XCom value from another task?"
+XCOMS = "docs:xcoms.rst"
+
+
+@pytest.fixture
+def loop(local_stack, pg_url, minilm, collection_name, wire, tmp_path):
+    """A docs folder of its own (to edit), the production answerer over it (a loopback model), requests in the
+    Firestore emulator, what grading learns into, and the CLI's environment over the same stores."""
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    requests_collection = f"lineage_{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=pg_url, collection=collection_name, learned_collection=f"{collection_name}_l",
+                        requests_collection=requests_collection, project_id="askflow-test",
+                        openai_base_url=wire.base_url, openai_api_key="test-key", cheap_model="loopback-cheap",
+                        strong_model="loopback-strong", llm_backoff_max_s=0.1, cache_threshold=0.8)
+    components = Components(settings)
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    signals = PgLearnedSignals(url=pg_url, table=settings.learned_collection)
+    requests = components.requests
+
+    class Loop:
+        env = {"ASKFLOW_DATABASE_URL": pg_url, "ASKFLOW_COLLECTION": collection_name,
+               "ASKFLOW_LEARNED_COLLECTION": settings.learned_collection,
+               "ASKFLOW_REQUESTS_COLLECTION": requests_collection, "ASKFLOW_PROJECT_ID": "askflow-test"}
+        answerer = components.answerer_for(store, minilm, collection=collection_name, signals=signals,
+                                           requests=lambda: requests)
+
+        @staticmethod
+        def cli(*args: str):
+            return askflow(*args, env=Loop.env)
+
+        @staticmethod
+        def asked(question: str = QUESTION) -> Request:
+            """A request answered by the production answerer, stored, and rated up by its asker."""
+            request_id, now = uuid.uuid4().hex[:12], utcnow()
+            answer = Loop.answerer.answer(question)
+            requests.create(Request(request_id=request_id, question=question, created_at=now,
+                                    asker_sha=token_sha(request_id)).completed(answer, at=now))
+            requests.rate(request_id, ASKER_RATER, Rating(positive=True, at=now))
+            return requests.get(request_id)
+
+        @staticmethod
+        def grade(*request_ids: str) -> None:
+            events = [GradingDue(request_id=r, revision=requests.get(r).revision()) for r in request_ids]
+            from askflow.adapters.memory import InMemoryEvaluationRuns
+
+            grade_events(events, requests=requests, runs=InMemoryEvaluationRuns(), store=store, embeddings=minilm,
+                         grader=components.grader, strategy=components.strategy(), answers_source="answers",
+                         answers_base_url="/requests", batch_size=2, signals=signals, collection=collection_name)
+
+        @staticmethod
+        def lineage(*args: str) -> dict:
+            result = Loop.cli("lineage", *args, "--format", "json")
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+    Loop.docs, Loop.store, Loop.signals, Loop.requests, Loop.components = docs, store, signals, requests, components
+    Loop.minilm = minilm
+    yield Loop
+    signals.close()
+    store.close()
+
+
+def _cited(report: dict, doc_id: str) -> dict:
+    return next(source for source in report["sources"] if source["doc_id"] == doc_id and source["cited"])
+
+
+def test_an_answers_lineage_shows_the_version_and_run_it_drew_on_and_a_change_voids_its_verified_answer(loop):
+    ingested = loop.cli("ingest", str(loop.docs), "--source", "docs")
+    assert ingested.returncode == 0, ingested.stderr
+    first = loop.store.document_chunks(XCOMS, audiences=None)[0].provenance
+    assert first.run.startswith("cli:") and first.location == str(loop.docs.resolve())
+    assert first.version.startswith("mtime ") and "; sha256 " in first.version
+    original = loop.asked()
+    assert XCOMS in {s.doc_id for s in original.sources if s.cited}
+    loop.grade(original.request_id)
+    assert loop.requests.get(original.request_id).verified
+
+    before = loop.lineage(original.request_id)
+    cited = _cited(before, XCOMS)
+    assert (cited["version"], cited["run"], cited["location"], cited["state"]) == (
+        first.version, first.run, first.location, "current")
+    assert all(source["state"] == "current" for source in before["sources"])
+
+    (loop.docs / "xcoms.rst").write_text((loop.docs / "xcoms.rst").read_text() + "\n\nEdited since.\n")
+    reingested = loop.cli("ingest", str(loop.docs), "--source", "docs")
+    assert reingested.returncode == 0, reingested.stderr
+    assert json.loads(reingested.stdout.strip().splitlines()[-1])["answers_invalidated"] == 1
+    now = loop.store.document_chunks(XCOMS, audiences=None)[0].provenance
+    assert now.run != first.run and now.version != first.version
+
+    after = loop.lineage(original.request_id)
+    cited = _cited(after, XCOMS)
+    assert (cited["version"], cited["run"], cited["state"]) == (first.version, first.run, "no longer current")
+    assert (cited["now"]["version"], cited["now"]["run"]) == (now.version, now.run)
+    assert {s["state"] for s in after["sources"] if s["doc_id"] != XCOMS} == {"current"}  # the others unchanged
+    table = loop.cli("lineage", original.request_id)
+    assert table.returncode == 0, table.stderr
+    assert "no longer current" in table.stdout and first.version in table.stdout and first.run in table.stdout
+
+    document = loop.lineage("--document", XCOMS)
+    assert document["now"]["run"] == now.run
+    item = next(r for r in document["requests"] if r["request_id"] == original.request_id)
+    assert (item["verified"], item["voided"], item["state"], item["version"]) == (
+        True, True, "no longer current", first.version)
+    listed = loop.cli("lineage", "--document", XCOMS)
+    assert original.request_id in listed.stdout and "verified answer voided by a change" in listed.stdout
+    assert loop.answerer.answer(QUESTION).mode == "llm"  # voided: not served again
+
+    unknown = loop.cli("lineage", "no-such-request")
+    assert unknown.returncode == 2 and "askflow: no request no-such-request" in unknown.stderr
+    nowhere = loop.cli("lineage", "--document", "docs:never-indexed.md")
+    assert nowhere.returncode == 2 and "askflow: no document docs:never-indexed.md" in nowhere.stderr
+
+
+def test_a_cached_answers_lineage_names_the_original_answers_sources(loop):
+    run = airflow_run({"dag_run": SimpleNamespace(dag_id="askflow_ingest_docs"), "run_id": "manual__2026-12-01",
+                       "ti": SimpleNamespace(task_id="index", map_index=0)})
+    assert run == "airflow:askflow_ingest_docs/manual__2026-12-01/index[0]"
+    index_documents(load_paths([loop.docs], source="docs"), store=loop.store, embeddings=loop.minilm,
+                    strategy=loop.components.strategy(), source="docs", run=run)
+    original = loop.asked()
+    loop.grade(original.request_id)
+    served = loop.asked()
+    assert served.mode == "cached" and served.cached_from == original.request_id
+    assert served.lineage.origin == original.request_id
+    assert served.lineage.sources == original.lineage.sources and served.lineage.sources
+    assert served.cited_docs == original.cited_docs
+
+    report = loop.lineage(served.request_id)
+    assert report["origin"] == original.request_id
+    assert [(s["doc_id"], s["run"]) for s in report["sources"]] == [(s.doc_id, run) for s in original.lineage.sources]
+    assert served.request_id in {r["request_id"] for r in loop.lineage("--document", XCOMS)["requests"]}
+
+
+def test_deleting_a_request_removes_its_stored_answer_cache_entry_learned_record_and_feed_item(loop):
+    index_documents(load_paths([loop.docs], source="docs"), store=loop.store, embeddings=loop.minilm,
+                    strategy=loop.components.strategy(), source="docs")
+    original = loop.asked()
+    loop.grade(original.request_id)
+    stored_answer = f"answers:{original.request_id}"
+    assert loop.store.fingerprints([stored_answer])
+    assert original.request_id in {r.request_id for r in loop.signals.citing(original.cited_docs)}
+    assert original.request_id in {r.request_id for r in loop.requests.recent_good(50)}
+    assert loop.answerer.answer(QUESTION).cached_from == original.request_id
+
+    deleted = loop.cli("delete-request", original.request_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "deleted request" in deleted.stdout and "the verified answer the cache served" in deleted.stdout
+    assert loop.requests.get(original.request_id) is None
+    assert loop.store.fingerprints([stored_answer]) == {}
+    assert original.request_id not in {r.request_id for r in loop.signals.citing(original.cited_docs)}
+    assert original.request_id not in {r.request_id for r in loop.requests.recent_good(50)}
+    assert loop.answerer.answer(QUESTION).mode == "llm"  # no cache entry left
+
+    again = loop.cli("delete-request", original.request_id)
+    assert again.returncode == 0 and "nothing left" in again.stdout
+
+    # a deletion that stopped half-way (the request's own delete failed) is finished by running it again
+    second = loop.asked()
+    loop.grade(second.request_id)
+
+    class Failing:
+        def get(self, request_id):
+            return loop.requests.get(request_id)
+
+        def delete(self, request_id):
+            raise ConnectionError("Firestore went away")
+
+    with pytest.raises(ConnectionError):
+        delete_request(second.request_id, requests=Failing(), stores=[loop.store], signals=loop.signals,
+                       answers_source="answers")
+    assert loop.store.fingerprints([f"answers:{second.request_id}"]) == {}
+    assert loop.requests.get(second.request_id) is not None
+    finished = loop.cli("delete-request", second.request_id)
+    assert finished.returncode == 0 and "request deleted" in finished.stdout
+    assert loop.requests.get(second.request_id) is None
