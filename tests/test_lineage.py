@@ -205,3 +205,32 @@ def test_deleting_a_request_removes_its_stored_answer_cache_entry_learned_record
     finished = loop.cli("delete-request", second.request_id)
     assert finished.returncode == 0 and "request deleted" in finished.stdout
     assert loop.requests.get(second.request_id) is None
+
+
+def test_a_team_answers_lineage_names_who_answered_for_the_request_and_the_requests_joined_to_it():
+    """The service layer on the in-memory ports (the request-store contract holds both stores to the same rules): a
+    team's answer rests on no source; the request it was given on, and one that joined its escalation, say so."""
+    import datetime as dt
+
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.domain.model import Answer, Escalation, Source, SourceOrigin, TeamAnswer
+    from askflow.service_layer.lineage import request_lineage
+    from tests.fakes import FakeVectorStore
+
+    requests, now = InMemoryRequestStore(), utcnow()
+    source = Source(n=1, title="XComs", url="https://example.org/xcoms", doc_id=XCOMS,
+                    origin=SourceOrigin(sha="gone-since", version="commit 1", run="cli:run-1"))
+    answer = Answer(text="The sources do not cover it.", sources=[source], mode="llm", queries=[QUESTION], usage=[],
+                    timings_ms={})
+    team = TeamAnswer(text="Use xcom_pull.", by="U1", marked_by="U2", at=now, ts="2.2")
+    for request_id, escalation in (("asked", Escalation(state="answered", why="not sure", asked_at=now,
+                                                        answer=team)),
+                                   ("joined", Escalation(state="joined", why="not sure", asked_at=now,
+                                                         joined="asked"))):
+        requests.create(Request(request_id=request_id, question=QUESTION, created_at=now + dt.timedelta(seconds=1))
+                        .completed(answer, at=now).model_copy(update={"escalation": escalation}))
+    for request_id in ("asked", "joined"):
+        report = request_lineage(request_id, requests=requests, store=FakeVectorStore())
+        assert report.team_answer is not None and (report.team_answer.request_id, report.team_answer.by) == (
+            "asked", "U1")
+        assert [(s.doc_id, s.version, s.state) for s in report.sources] == [(XCOMS, "commit 1", "gone")]
