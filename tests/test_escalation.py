@@ -553,3 +553,26 @@ def test_a_skip_that_may_pass_is_retried_by_a_later_request_for_a_person_and_the
     assert ask_for_person("p", asker_token=token, requests=requests, escalations=channel, budgets=None,
                           settings=settings) == private  # the audience rule's skip stays
     assert channel.posts == []
+
+
+def test_a_reaction_costs_no_reviewers_check_until_it_is_on_a_reply_in_a_known_escalations_thread(bolt):
+    """Before, every ✅ anywhere in the workspace asked Slack for the reviewers group's members."""
+    c, workspace = bolt.c, bolt.workspace
+    _escalated_with_reply(bolt, "r", "1800000003.000200", "How do pools work?")
+    root_ts = workspace.channels["CESC"][-1]["ts"]
+    workspace.channels["CESC"].append({"ts": "1800000004.000100", "user": "UTEAM", "text": "lunch?",
+                                       "replies": [{"ts": "1800000004.000200", "user": "URV", "text": "yes"}]})
+    checks = lambda: workspace.counts()["usergroups.users.list"]  # noqa: E731
+    for n, (channel, ts, reaction) in enumerate([
+            ("CPUB", "1800000003.000200", "white_check_mark"),  # another channel
+            ("CESC", root_ts, "white_check_mark"),  # the escalation's own post, no reply
+            ("CESC", "1800000004.000200", "white_check_mark"),  # a reply in a thread that is no escalation's
+            ("CESC", "1800000004.000200", "lock"),
+            ("CESC", "1800000009.000100", "white_check_mark"),  # no such message
+            ("CESC", "1800000003.000200", "tada")]):  # another reaction
+        assert _dispatch(bolt.app, _reaction("URV", channel, ts, f"Ev-c{n}", reaction)) == 200
+    assert checks() == 0 and c.requests.get("r").team_answer is None
+    assert _dispatch(bolt.app, _reaction("UOUT", "CESC", "1800000003.000200", "Ev-c9")) == 200
+    assert checks() == 1 and c.requests.get("r").team_answer is None  # checked, and not a reviewer
+    assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000003.000200", "Ev-c10")) == 200
+    assert c.requests.get("r").team_answer.marked_by == "slack:URV"

@@ -201,24 +201,23 @@ def build_app(components):
     def on_reaction(event):
         """A reviewer's reaction (``ASKFLOW_ESCALATION_REACTION``) on a reply in an escalation's thread marks it as
         the team's answer, and their ``ASKFLOW_ESCALATION_INTERNAL_REACTION`` on it (before or after) marks that
-        answer internal; anyone else's, or another reaction, does nothing."""
+        answer internal; anyone else's, or another reaction, does nothing. Every reaction in the workspace comes
+        here: the cheap facts are checked first (the reaction, the escalation channel, then a reply in a known
+        escalation's thread), and whether its user is a reviewer (a user group's members, read from Slack) last."""
         from askflow.service_layer.escalation import answered, marked_internal
 
         item = event.get("item") or {}
         user = re.sub(r"[^A-Za-z0-9_-]", "_", str(event.get("user", "")))[:64]
         reaction = event.get("reaction")
         if reaction not in (settings.escalation_reaction, settings.escalation_internal_reaction) or \
-                item.get("type") != "message" or components.escalations is None:
-            return
-        if not reviewer(user):
-            log.info("escalation answer ignored: %s is not a reviewer", user or "nobody")
+                item.get("type") != "message" or components.escalations is None or not user:
             return
         channel, ts = str(item.get("channel", "")), str(item.get("ts", ""))
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", channel) or not re.fullmatch(r"\d{1,12}\.\d{1,8}", ts):
+        if channel != settings.escalation_channel or not re.fullmatch(r"\d{1,12}\.\d{1,8}", ts):
             return
         if reaction == settings.escalation_internal_reaction:
             marked_internal(channel, ts, requests=components.requests, escalations=components.escalations,
-                            settings=settings, store=stored_answers())
+                            settings=settings, store=stored_answers(), marked_by=f"slack:{user}", reviewer=reviewer)
             return
         answered(channel, ts, marked_by=f"slack:{user}", requests=components.requests,
                  escalations=components.escalations, settings=settings, reviewer=reviewer, store=stored_answers())

@@ -139,19 +139,24 @@ def ask_for_person(request_id: str, *, asker_token: str | None, requests: Reques
 def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestStore, escalations: Escalations,
              settings: Settings, reviewer: Callable[[str], bool] | None = None,
              store: VectorStore | None = None) -> Request | None:
-    """A reviewer (the caller checked) marked the reply ``reply_ts`` in ``channel`` as the answer: it becomes the team's
-    answer of the escalation whose thread holds it, and of those that joined it — all written first — then each
-    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). A reply a
-    reviewer (``reviewer``: whether a Slack user id is one) marked internal before it was marked the answer is stored
-    internal (``marked_internal``). Returns the escalated request (``None``: the reply is in no escalation's
-    thread)."""
+    """``marked_by`` marked the reply ``reply_ts`` in ``channel`` as the answer: when they are a reviewer, it becomes
+    the team's answer of the escalation whose thread holds it, and of those that joined it — all written first — then
+    each delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). A reply
+    a reviewer marked internal before it was marked the answer is stored internal (``marked_internal``).
+    ``reviewer``: whether a Slack user id is a reviewer (it may ask Slack for a group's members), asked only once the
+    cheap facts hold (the escalation channel, a reply in a known escalation's thread); ``None``: the caller checked
+    ``marked_by``, and no reaction counts. Returns the escalated request (``None``: the reply is in no escalation's
+    thread, or its marker is no reviewer)."""
     if channel != settings.escalation_channel:
         return None
     found = escalations.reply(channel, reply_ts)
-    if found is None:
+    if found is None or found.thread_ts == reply_ts or not found.text.strip():
         return None
     request = requests.escalated_in(f"{channel}/{found.thread_ts}")
-    if request is None or found.thread_ts == reply_ts or not found.text.strip():
+    if request is None:
+        return None
+    if reviewer is not None and not reviewer(marked_by.removeprefix("slack:")):
+        log.info("escalation answer ignored: %s is not a reviewer", marked_by)
         return None
     internal = reviewer is not None and any(
         reviewer(user) for user in found.reactions.get(settings.escalation_internal_reaction, []))
@@ -172,8 +177,10 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
 
 
 def marked_internal(channel: str, reply_ts: str, *, requests: RequestStore, escalations: Escalations,
-                    settings: Settings, store: VectorStore | None = None) -> Request | None:
-    """A reviewer (the caller checked) marked the team's answer ``reply_ts`` internal: it is narrowed to
+                    settings: Settings, store: VectorStore | None = None, marked_by: str | None = None,
+                    reviewer: Callable[[str], bool] | None = None) -> Request | None:
+    """``marked_by`` marked the team's answer ``reply_ts`` internal (``reviewer``, asked last as ``answered`` asks it:
+    whether they are a reviewer; ``None``: the caller checked): it is narrowed to
     ``ASKFLOW_ESCALATION_INTERNAL_AUDIENCE`` (``Request.team_readers``) on the request and on those that joined it,
     and taken out of the feed; a stored answer already written back is relabelled at once (``store``), and the
     grading its new revision brings relabels its learned record. Marking it again changes nothing. A reply not (yet)
@@ -185,6 +192,9 @@ def marked_internal(channel: str, reply_ts: str, *, requests: RequestStore, esca
         return None
     request = requests.escalated_in(f"{channel}/{found.thread_ts}")
     if request is None or request.team_answer is None or request.team_answer.ts != reply_ts:
+        return None
+    if reviewer is not None and not reviewer((marked_by or "").removeprefix("slack:")):
+        log.info("internal mark ignored: %s is not a reviewer", marked_by or "nobody")
         return None
     return _narrow(request, reply_ts, requests=requests, settings=settings, store=store)
 
