@@ -280,6 +280,13 @@ class RequestStore(abc.ABC):
         as it now is (``None``: unknown)."""
 
     @abc.abstractmethod
+    def relabel(self, request_id: str, readers: Sequence[str]) -> bool:
+        """Set who may read a terminal request's answer (its documents were relabelled: ``Request.relabelled``),
+        and so whether the feed may list it (``in_feed``: ``Request.is_public`` with these readers), in one atomic
+        read-check-write. Returns whether anything changed (the same readers again, or an unknown or unfinished
+        request: nothing)."""
+
+    @abc.abstractmethod
     def escalation_delivered(self, request_id: str, *, at: dt.datetime) -> None:
         """Note that the team's answer reached the asker's thread."""
 

@@ -163,6 +163,48 @@ def _answered(answerer, viewer, *, slack: SlackThread | None = None, place_reade
     return requests.get(request.request_id)
 
 
+def test_relabelling_a_page_carries_its_readers_to_the_answers_already_given_and_to_the_feed():
+    from askflow.ingest.labels import relabel_location
+
+    store, _, answerer = _stores()
+    requests, events = InMemoryRequestStore(), FakeEventBus()
+    asked, token = handlers.submit_question(AskQuestion(question="Where does the vault rotation passphrase live?"),
+                                            requests=requests, events=events, settings=Settings())
+    handlers.answer_request(QuestionQueued(request_id=asked.request_id), requests=requests, answerer=answerer,
+                            settings=Settings())
+    answered = requests.get(asked.request_id)
+    assert answered.cited_docs == ["docs:vault.md"] and answered.in_feed and answered.readable_by(PUBLIC_VIEWER)
+
+    made_internal = relabel_location(store, prefix="docs:vault.md", audiences=["employees"],
+                                     answers_source="answers", requests=requests)
+    assert made_internal["requests_relabelled"] == 1
+    internal = requests.get(asked.request_id)
+    assert internal.readers == ["employees"] and not internal.in_feed
+    assert not internal.readable_by(PUBLIC_VIEWER)  # GET /requests/{id} for anyone: 404 now
+    assert internal.readable_by(PUBLIC_VIEWER, token=token) and internal.readable_by(Viewer.of(admin=True))
+
+    again = relabel_location(store, prefix="docs:vault.md", audiences=["employees"], answers_source="answers",
+                             requests=requests)
+    assert again["chunks_relabelled"] == 0 and again["requests_relabelled"] == 0  # the same labels: nothing
+    relabel_location(store, prefix="docs:vault.md", audiences=[PUBLIC], answers_source="answers", requests=requests)
+    public_again = requests.get(asked.request_id)
+    assert public_again.readers == [PUBLIC] and public_again.in_feed and public_again.readable_by(PUBLIC_VIEWER)
+
+
+def test_a_cached_answer_or_a_follow_up_is_only_narrowed_by_a_relabelling():
+    from askflow.domain.model import Request
+
+    now = utcnow()
+    base = Request(request_id="r1", question="q?", created_at=now, readers=[PUBLIC], cited_docs=["docs:a.md"])
+    assert base.relabelled({"docs:a.md": ["employees"]}) == ["employees"]
+    assert base.model_copy(update={"readers": ["employees"]}).relabelled({"docs:a.md": [PUBLIC]}) == [PUBLIC]
+    for drew_on_more in ({"cached_from": "r0"}, {"context_turns": 1}):  # what else it drew on is not known here
+        narrowed = base.model_copy(update={"readers": ["employees"], **drew_on_more})
+        assert narrowed.relabelled({"docs:a.md": [PUBLIC]}) == ["employees"]
+        assert narrowed.relabelled({"docs:a.md": ["slack:C1"]}) == []  # no one but admins may read both
+    assert base.model_copy(update={"readers": ["employees"]}).relabelled({}) == ["employees"]  # its page gone
+
+
 def _cites_private(request) -> bool:
     return any(s.doc_id.startswith(f"slack:{PRIVATE}") for s in request.sources) or "zebra-orchid" in request.answer
 
@@ -549,6 +591,114 @@ def test_the_admin_pages_are_the_admin_functions_and_refuse_the_pages_cookie():
         assert _http(admin_api.handle, components, path, {"X-API-Key": "admin-key"})[0] == 200, path
     assert admin_api.serves("/admin/review/r1") and admin_api.serves("/insights") and not admin_api.serves("/")
     assert not admin_api.serves("/administrators") and not admin_api.serves("/requests")
+
+
+def _insights_report():
+    """A report of two topics, four questions each: the first's two questions asked in a private channel (its secret
+    words, and the private page their answers cited); every cluster a gap. The namer records what it was sent."""
+    import datetime as dt
+
+    import numpy as np
+
+    from askflow.domain.model import Usage
+    from askflow.insights.model import Page
+    from askflow.insights.report import AskedQuestion, build_report
+    from askflow.ports import ChatModel, Completion
+
+    private_page = (f"slack:{PRIVATE}/1.1", "vault runbook", "https://slack.example/priv")
+    public_page = ("docs:pools.md", "Pools", "https://docs.example/pools")
+
+    def asked(n, question, *, private=False, sensitive=False):
+        cited = (private_page,) if private else (public_page,)
+        return AskedQuestion(request_id=f"r{n}", question=question, private=private or sensitive,
+                             created_at=dt.datetime(2026, 11, 20, tzinfo=dt.UTC), failed=False, dont_know=True,
+                             net_rating=0, top_source="", cited=() if private else cited, confidence=1.0,
+                             admin_cited=cited, sensitive=sensitive)
+
+    questions = [asked(0, "How do pools limit tasks?"), asked(1, "How many tasks may a pool run?"),
+                 asked(2, "Where is the zebra orchid passphrase kept?", private=True),
+                 asked(3, "Who rotates the zebra orchid passphrase?", private=True),
+                 *[asked(n, f"How do I retry a failed task, attempt {n}?") for n in range(4, 8)],
+                 asked(8, "Mail jane.doe@example.com how pools limit tasks", sensitive=True)]  # private data
+    noise = np.random.default_rng(0).normal(scale=0.01, size=(9, 8))
+    noise[8] = 0  # the question with private data: the pools cluster's centre, so one of its representatives
+    vectors = np.vstack([np.eye(8)[0]] * 4 + [np.eye(8)[1]] * 4 + [np.eye(8)[0]]) + noise
+    sent: list[str] = []
+
+    class Namer(ChatModel):
+        name = "namer"
+
+        def complete(self, system, user, *, json_output=False):
+            sent.append(user)
+            groups = json.loads(user)["groups"]
+            return Completion(text=json.dumps({"names": [
+                {"cluster": g["cluster"], "name": "Zebra vault" if "zebra" in json.dumps(g) else "Pools"}
+                for g in groups]}), usage=Usage(model="namer"))
+
+    report = build_report(
+        questions, previous=[], start=dt.datetime(2026, 11, 16, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 11, 23, tzinfo=dt.UTC),
+        vectors=lambda qs: vectors[[questions.index(q) for q in qs]], embed_texts=lambda texts: np.zeros((0, 8)),
+        closest_pages=lambda label, centre: [Page(title="Pools", url=public_page[2], doc_id=public_page[0])],
+        admin_closest_pages=lambda label, centre: [Page(title="vault runbook", url=private_page[2],
+                                                        doc_id=private_page[0])],
+        namer=Namer(), embedding_model="test", min_cluster_size=3, low_confidence=1.37, low_similarity=0.35,
+        gap_share=0.5, assign_similarity=0.5, built_at=dt.datetime(2026, 11, 23, tzinfo=dt.UTC))
+    return report, sent
+
+
+def test_the_insights_mask_non_public_questions_for_all_but_an_admin_who_sees_them_labelled():
+    """Issue 24: the shared view masks a question not asked in public (its words make no label or name, its cited
+    page and the pages only some may read are not shown); an admin's view shows them, labelled as such."""
+    from askflow.entrypoints import admin_api
+    from askflow.entrypoints.credentials import SESSION_COOKIE, session_cookie
+    from askflow.insights.model import PRIVATE_QUESTION, InsightsReport
+    from askflow.insights.render import ADMIN_VIEW, csv_text, html_page, table_text
+
+    report, sent = _insights_report()
+    secret = ("zebra", "orchid", "vault runbook", "slack.example", "Zebra vault")
+    (pools,) = [c for c in report.clusters if "pool" in c.label]
+    assert PRIVATE_QUESTION in pools.representatives and pools.name == "Pools" and pools.gap
+    shared = [html_page(report), csv_text(report), table_text(report), report.model_dump_json(),
+              "".join(g.finding for g in report.gaps), sent[0]]
+    for text in shared:
+        assert not [word for word in secret if word in text], text[:200]
+    admin = report.admin_view
+    (unmasked,) = [c for c in admin.clusters if c.cluster == pools.cluster]
+    assert "zebra" in unmasked.label and unmasked.representatives.count(PRIVATE_QUESTION) == 1  # the e-mail's
+    assert unmasked.name == "Zebra vault" and len(sent) == 2  # one more call names the admin view
+    assert _cites_private_page(unmasked) and [c.size for c in admin.clusters] == [c.size for c in report.clusters]
+    (gap,) = [g for g in admin.gaps if g.cluster == pools.cluster]
+    assert [p.title for p in gap.closest_pages] == ["vault runbook"]
+    page = html_page(report, admin=True)
+    assert ADMIN_VIEW in page and "zebra orchid passphrase" in page and "vault runbook" in page
+    assert ADMIN_VIEW not in html_page(report)
+    assert InsightsReport.model_validate(report.document()).admin_view == admin  # the store keeps it
+    # private data (an e-mail address, a key) is masked in the admin view too, and never stored
+    assert "jane.doe" not in json.dumps(report.document()) and "jane.doe" not in page and "jane" not in sent[1]
+
+    # over HTTP: the admin key gets the admin view, a key bound to audiences the shared one, the page's cookie none
+    settings = Settings(api_key="admin-key", api_keys=[{"name": "staff", "key": "staff-key",
+                                                         "audiences": [f"slack:{PRIVATE}"]}])
+    components = SimpleNamespace(settings=settings, requests=InMemoryRequestStore(),
+                                 insights_reports=_Reports(report))
+    status, body = _http(admin_api.handle, components, "/insights", {"X-API-Key": "admin-key"})
+    assert status == 200 and ADMIN_VIEW in body and "zebra orchid passphrase" in body
+    status, body = _http(admin_api.handle, components, f"/insights?report={report.report_id}",
+                         {"X-API-Key": "staff-key"})
+    assert status == 200 and ADMIN_VIEW not in body and PRIVATE_QUESTION in body
+    assert not [word for word in secret if word in body]
+    cookie = {SESSION_COOKIE: session_cookie(_request(), settings).split(";")[0].split("=", 1)[1]}
+    status, body = _http(admin_api.handle, components, "/insights", cookies=cookie)
+    assert status == 403 and "zebra" not in body
+    older = _Reports(report.model_copy(update={"admin_view": None}))  # built before reports kept one
+    status, body = _http(admin_api.handle, SimpleNamespace(settings=settings, insights_reports=older), "/insights",
+                         {"X-API-Key": "admin-key"})
+    assert status == 200 and "before reports kept an admin view" in body and "zebra" not in body
+
+
+def _cites_private_page(cluster) -> bool:
+    return "https://slack.example/priv" in [page.url for page in cluster.top_pages]
 
 
 def test_a_request_not_asked_in_public_is_shown_to_its_asker_and_admins_only():

@@ -316,6 +316,27 @@ def test_an_answers_lineage_is_kept_and_found_by_the_documents_it_cited_and_a_re
     assert not store.delete(first.request_id)  # gone already: nothing to remove, no error
 
 
+def test_a_relabelled_request_gets_its_readers_and_its_place_in_the_feed_and_an_unfinished_one_nothing(stores):
+    from askflow.domain.audiences import PUBLIC_VIEWER
+    from askflow.domain.model import Answer
+
+    store = stores()
+    request_id = _pending(store)
+    claimed = store.claim(request_id, lease_s=60)
+    source = Source(n=1, title="A", url="https://example.org/a", doc_id="docs:a.md", audiences=["public"])
+    answer = Answer(text="A [1].", sources=[source], mode="extractive", queries=["q?"], usage=[], timings_ms={})
+    assert store.finish(claimed.completed(answer, at=utcnow()))
+    assert store.get(request_id).in_feed
+    assert store.relabel(request_id, ["employees"])
+    internal = store.get(request_id)
+    assert internal.readers == ["employees"] and not internal.in_feed and not internal.readable_by(PUBLIC_VIEWER)
+    assert not store.relabel(request_id, ["employees"])  # the same readers: nothing written
+    assert store.relabel(request_id, ["public"]) and store.get(request_id).in_feed
+    unfinished = _pending(store)
+    assert not store.relabel(unfinished, ["employees"]) and store.get(unfinished).readers is None
+    assert not store.relabel("no-such-request", ["employees"])
+
+
 def test_a_team_answer_is_marked_internal_once_and_leaves_the_feed(stores):
     from askflow.domain.model import Escalation, TeamAnswer
 

@@ -373,6 +373,15 @@ class FirestoreRequestStore(RequestStore):
 
         return self._transact(request_id, change)
 
+    def relabel(self, request_id: str, readers) -> bool:
+        def change(request, _):
+            if request is None or not request.terminal or request.readers == list(readers):
+                return None, False
+            relabelled = request.with_readers(readers)
+            return {"readers": relabelled.readers, "in_feed": relabelled.in_feed}, True
+
+        return self._transact(request_id, change)
+
     def escalation_delivered(self, request_id: str, *, at) -> None:
         self._ref(request_id).update({"escalation.delivered_at": at})
 
@@ -466,14 +475,14 @@ class FirestoreRuns(EvaluationRuns, FinetuneRuns):
 
 
 class FirestoreInsightsReports(InsightsReports):
-    """One document per period (``report_id``): a rerun for the same period replaces it."""
+    """One document per period (``report_id``), its admin view in it: a rerun for the same period replaces it."""
 
     def __init__(self, *, client: Any, collection: str) -> None:
         self._client = client
         self._collection = collection
 
     def save(self, report: InsightsReport) -> None:
-        self._client.collection(self._collection).document(report.report_id).set(report.model_dump(mode="json"))
+        self._client.collection(self._collection).document(report.report_id).set(report.document())
 
     def get(self, report_id: str) -> InsightsReport | None:
         snapshot = self._client.collection(self._collection).document(report_id).get()

@@ -189,6 +189,14 @@ class InMemoryRequestStore(RequestStore):
             self.requests[request_id] = request
             return request
 
+    def relabel(self, request_id: str, readers) -> bool:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is None or not request.terminal or request.readers == list(readers):
+                return False
+            self.requests[request_id] = request.with_readers(readers)
+            return True
+
     def escalation_delivered(self, request_id: str, *, at) -> None:
         with self._lock:
             request = self.requests[request_id]

@@ -9,7 +9,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -485,6 +485,21 @@ class Request(BaseModel):
             "standalone_question": answer.standalone_question, "cached_verified_by": answer.cached_verified_by,
             "confidence": answer.confidence, "not_sure": answer.not_sure,
             "grounded": answer.grounded})
+
+    def relabelled(self, labels: Mapping[str, Sequence[str] | None]) -> list[str]:
+        """Who may read its answer once the documents it drew on (``cited_docs``) are labelled as ``labels`` says
+        (doc id -> audiences as stored now). Worked out again from its place and its documents when all of them are
+        still stored and nothing else went into it; otherwise (a cached answer, a follow-up that drew on its
+        conversation, a document gone) only narrowed: what it was, and the new labels."""
+        drawn = [labels[doc_id] for doc_id in self.cited_docs if doc_id in labels]
+        recomputable = self.cached_from is None and not self.context_turns and self.readers is not None and \
+            bool(self.cited_docs) and all(doc_id in labels for doc_id in self.cited_docs)
+        return readers_of([self.place_readers, *drawn]) if recomputable else readers_of([self.readers, *drawn])
+
+    def with_readers(self, readers: Sequence[str]) -> Request:
+        """Its answer readable by ``readers``, and listed in the feed only if that makes it public."""
+        relabelled = self.model_copy(update={"readers": list(readers)})
+        return relabelled.model_copy(update={"in_feed": relabelled.is_public})
 
     def failed(self, error: str) -> Request:
         """Failed, with no half answer left behind."""

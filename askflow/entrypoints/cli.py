@@ -226,8 +226,27 @@ def _ingest(args) -> int:
             allow_empty=args.prune_all, audiences=audiences,
             max_unavailable_share=components.settings.web_max_unavailable_share, run=cli_run(),
         )
+        if result.relabelled:  # their earlier answers follow, where the request store can be reached
+            from askflow.ingest.labels import relabel_derived
+
+            requests = _answers_store(components)
+            if requests is not None:
+                relabel_derived(components.store, requests, answers_source=components.settings.answers_source,
+                                cited=set(result.relabelled))
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _answers_store(components):
+    """The request store, whose answers a relabelled document's new readers reach; ``None`` (said on stderr) where
+    none is reachable (no Google credentials, no emulator): the documents are relabelled, their earlier answers are
+    not until ``askflow relabel`` runs where it is."""
+    try:
+        return components.requests
+    except Exception as error:  # google-auth's DefaultCredentialsError, a project not set: nothing to relabel there
+        print(f"askflow: earlier answers not relabelled (no request store: {str(error).splitlines()[0][:200]}); "
+              "run `askflow relabel` again where Firestore is reachable", file=sys.stderr)
+        return None
 
 
 def _audiences(names: list[str]) -> list[str]:
@@ -250,7 +269,8 @@ def _relabel(args) -> int:
     with bootstrap() as components:
         components.store.ensure_collection(components.embeddings.dimension)
         result = relabel_location(components.store, prefix=args.prefix, audiences=_audiences(args.audience),
-                                  answers_source=components.settings.answers_source)
+                                  answers_source=components.settings.answers_source,
+                                  requests=_answers_store(components))
     print(json.dumps(result))
     return 0
 

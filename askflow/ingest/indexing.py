@@ -23,7 +23,7 @@ from askflow.domain.errors import AskflowError, InvalidInput
 from askflow.domain.model import Chunk, Document
 from askflow.ingest.chunking import ChunkingStrategy
 from askflow.ingest.provenance import process_run, stamped
-from askflow.ports import Embeddings, VectorStore
+from askflow.ports import Embeddings, RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
 EMBED_SLICE = 64  # chunks embedded per call while progress is told (the local model's own batch)
@@ -46,13 +46,15 @@ class IndexingResult:
     chunks_relabelled: int = 0  # of unchanged documents whose location's audiences changed
     seconds: dict[str, float] = field(default_factory=lambda: {"split": 0.0, "embed": 0.0, "write": 0.0})
     unavailable: dict[str, str] = field(default_factory=dict)  # doc id -> why it could not be read (kept as stored)
+    # the unchanged documents whose audiences changed: what was derived from them follows (``labels.relabel_derived``)
+    relabelled: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.documents_written or self.documents_pruned)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "relabelled"}
 
 
 def index_documents(
@@ -73,6 +75,7 @@ def index_documents(
     progress: Callable[[str, int, int], None] | None = None,
     run: str | None = None,
     location: str | None = None,
+    requests: RequestStore | None = None,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
@@ -92,6 +95,9 @@ def index_documents(
     :param run: the run writing (``askflow.ingest.provenance``: ``airflow_run``, ``cli_run``; default: this
         process's ``process_run``), and ``location`` where ``documents`` were read (a document's own ``location``
         comes first, its URL last): each written chunk's ``Provenance``, with its document's version and the time.
+    :param requests: where the answers are (``RequestStore``): a relabelled document's earlier answers get its new
+        readers (``labels.relabel_derived``), as its stored answers do. ``None``: the caller does it with the
+        result's ``relabelled``.
     """
     run = run or process_run()
     ingested_at = utcnow()
@@ -167,18 +173,22 @@ def index_documents(
         if sum(len(cs) for _, cs in pending) >= batch_chunks:
             flush()
     flush()
+    relabelled: set[str] = set()
     for audiences, doc_ids in unchanged.items():
-        result.chunks_relabelled += store.relabel(doc_ids, audiences)
+        changed = store.relabel(doc_ids, audiences)
+        result.chunks_relabelled += changed
+        relabelled.update(doc_ids if changed else ())
 
     if prune:
         faults.kill_point("ingest.before_prune")
         refuse_empty_listing(result.documents_seen, stored, scope=scope, allow_empty=allow_empty)
         pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
-    if result.chunks_relabelled and answers_source and source != answers_source:
-        from askflow.ingest.labels import relabel_answers
+    result.relabelled = sorted(relabelled)
+    if relabelled and source != answers_source:
+        from askflow.ingest.labels import relabel_derived
 
-        relabel_answers(store, answers_source=answers_source, cited={d for ids in unchanged.values() for d in ids})
+        relabel_derived(store, requests, answers_source=answers_source, cited=relabelled)
     if result.changed:
         if answers_source and source != answers_source:
             result.answers_invalidated = invalidate_answers(store, answers_source=answers_source)

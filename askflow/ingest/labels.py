@@ -1,22 +1,25 @@
 """Relabelling: who may read a location's documents, changed without embedding anything, and carried to what was
-derived from them (the stored answers that cited them; the cache checks its entries' sources as they are labelled
-at lookup, ``learning.cache``)."""
+derived from them: the stored answers that cited them, and the requests whose answers drew on them (who may read
+them with ``GET /requests/{id}``, and whether the feed lists them: ``Request.relabelled``); the cache checks its
+entries' sources as they are labelled at lookup (``learning.cache``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from askflow.domain.audiences import PUBLIC, audience_names, readers_of
-from askflow.ports import VectorStore
+from askflow.ports import RequestStore, VectorStore
 
 log = logging.getLogger(__name__)
+CITING_LIMIT = 100_000  # the requests of one document a relabelling reads (Firestore: one query, its index)
 
 
-def relabel_location(store: VectorStore, *, prefix: str, audiences: Sequence[str], answers_source: str) -> dict:
+def relabel_location(store: VectorStore, *, prefix: str, audiences: Sequence[str], answers_source: str,
+                     requests: RequestStore | None = None) -> dict:
     """Set the audiences of the stored documents under ``prefix`` (a source, ``docs:``; a folder of one,
-    ``docs:guides/``; or one document's id), then of the stored answers that cited any of them. Returns what
-    changed."""
+    ``docs:guides/``; or one document's id), then of the stored answers that cited any of them and (with
+    ``requests``) of the requests whose answers drew on them. Returns what changed."""
     labels = audience_names(audiences)
     if not labels:
         raise ValueError("relabelling needs at least one audience")
@@ -24,21 +27,58 @@ def relabel_location(store: VectorStore, *, prefix: str, audiences: Sequence[str
     if not prefix.endswith((":", "/")):  # a document id, not a folder: "docs:guides" is not "docs:guides-internal/"
         stored = {doc_id: labels for doc_id, labels in stored.items() if doc_id == prefix}
     changed = store.relabel(sorted(stored), labels) if stored else 0
-    answers = relabel_answers(store, answers_source=answers_source, cited=set(stored)) if changed else 0
-    log.info("relabelled %s: %d documents, %d chunks, %d stored answers", prefix, len(stored), changed, answers)
-    return {"documents": len(stored), "chunks_relabelled": changed, "answers_relabelled": answers}
+    # what was derived follows even when the documents were labelled so already: a relabelling that stopped between
+    # the two (a request store out of reach) is finished by running it again
+    derived = relabel_derived(store, requests, answers_source=answers_source, cited=set(stored)) if stored else {}
+    answers, relabelled = derived.get("answers_relabelled", 0), derived.get("requests_relabelled", 0)
+    log.info("relabelled %s: %d documents, %d chunks, %d stored answers, %d requests", prefix, len(stored), changed,
+             answers, relabelled)
+    return {"documents": len(stored), "chunks_relabelled": changed, "answers_relabelled": answers,
+            "requests_relabelled": relabelled}
+
+
+def relabel_derived(store: VectorStore, requests: RequestStore | None, *, answers_source: str | None,
+                    cited: set[str]) -> dict:
+    """What was derived from the relabelled documents ``cited``: the stored answers that cite them, then (with
+    ``requests``) the requests whose answers drew on them or on those stored answers. Returns how many of each
+    changed."""
+    answers = _relabel_answers(store, answers_source=answers_source, cited=cited) if answers_source else {}
+    drew_on = cited | set(answers)  # changed or not: an earlier run may have stopped before the requests
+    return {"answers_relabelled": sum(answers.values()),
+            "requests_relabelled": relabel_requests(requests, store, drew_on) if requests is not None else 0}
+
+
+def relabel_requests(requests: RequestStore, store: VectorStore, doc_ids: Iterable[str]) -> int:
+    """The requests whose answers drew on any of ``doc_ids`` get the readers those documents now give
+    (``Request.relabelled``): a page made internal takes its earlier answers out of the feed and away from anyone
+    but their askers and admins; one made public lets them in. Returns how many requests changed."""
+    found = {request.request_id: request for doc_id in sorted(set(doc_ids))
+             for request in requests.citing(doc_id, limit=CITING_LIMIT)}
+    if len(found) >= CITING_LIMIT:
+        log.warning("relabelling: %d requests drew on the relabelled documents; only the latest %d of each are "
+                    "relabelled", len(found), CITING_LIMIT)
+    if not found:
+        return 0
+    labels = store.audiences_of(sorted({doc_id for request in found.values() for doc_id in request.cited_docs}))
+    return sum(requests.relabel(request.request_id, request.relabelled(labels)) for request in found.values()
+               if request.terminal)
 
 
 def relabel_answers(store: VectorStore, *, answers_source: str, cited: set[str] | None = None) -> int:
     """The stored answers (of ``answers_source``) that cite any of ``cited`` (all, for ``None``) get the readers of
     what they cite as it is labelled now and of the place they were asked in; returns how many chunks changed."""
+    return sum(_relabel_answers(store, answers_source=answers_source, cited=cited).values())
+
+
+def _relabel_answers(store: VectorStore, *, answers_source: str, cited: set[str] | None) -> dict[str, int]:
+    """``relabel_answers``, by stored answer: doc id -> how many of its chunks changed."""
     answers = {doc_id: metadata for doc_id, metadata in store.document_metadata(f"{answers_source}:").items()
                if cited is None or cited & set(metadata.get("cited") or {})}
     if not answers:
-        return 0
+        return {}
     now = store.audiences_of(sorted({doc_id for meta in answers.values() for doc_id in meta.get("cited") or {}}))
-    changed = 0
+    changed = {}
     for doc_id, metadata in answers.items():
         readers = readers_of([metadata.get("place", [PUBLIC]), *(now.get(cited_id) for cited_id in metadata["cited"])])
-        changed += store.relabel([doc_id], readers)
+        changed[doc_id] = store.relabel([doc_id], readers)
     return changed

@@ -23,7 +23,7 @@ from askflow.ingest.indexing import (
 )
 from askflow.ingest.sources.github_issues import read_repo_issues
 from askflow.ingest.sources.slack import Workspace, read_channel
-from askflow.ports import DocsLocation, Embeddings, VectorStore
+from askflow.ports import DocsLocation, Embeddings, RequestStore, VectorStore
 
 
 def list_documents(location: DocsLocation) -> tuple[str, list[str], dict[str, dict]]:
@@ -42,16 +42,19 @@ def batches(items: list[str], size: int) -> list[list[str]]:
 def index_batch(location: DocsLocation, relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings,
                 strategy: ChunkingStrategy, source: str, base_url: str | None = None,
                 audiences: Sequence[str] | None = None, listed: Mapping[str, dict] | None = None,
-                run: str | None = None) -> dict[str, Any]:
+                run: str | None = None, answers_source: str | None = None,
+                requests: RequestStore | None = None) -> dict[str, Any]:
     """One batch of a location's documents, labelled with the location's ``audiences`` (``None``: as stored,
     ``index_documents``), loaded as the run's listing found them (``listed``: what ``list_documents`` gave of these
     paths, handed to the location that loads them). ``run``: the run writing (``provenance.airflow_run``), each
-    chunk's provenance with the location."""
+    chunk's provenance with the location. A relabelled document's stored answers (``answers_source``) and earlier
+    answers (``requests``) follow it."""
     if listed:
         location.remember(listed)
     documents = [location.load(relative, source=source, base_url=base_url) for relative in relative_paths]
     return index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
-                           prune=False, audiences=audiences, run=run, location=location.public).to_dict()
+                           prune=False, audiences=audiences, run=run, location=location.public,
+                           answers_source=answers_source, requests=requests).to_dict()
 
 
 def prune_and_finalize(relative_paths: list[str], *, store: VectorStore, embeddings: Embeddings, source: str,
@@ -93,14 +96,16 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
                         strategy: ChunkingStrategy, answers_source: str, reply_window_s: float,
                         audiences: Sequence[str], full_sync: bool = False, app_id: str | None = None,
                         reread_every: int = 0, reread_turns: Collection[int] = (),
-                        source: str = "slack", run: str | None = None) -> dict[str, Any]:
+                        source: str = "slack", run: str | None = None,
+                        requests: RequestStore | None = None) -> dict[str, Any]:
     """One channel's threads that are new or changed since the last run, and its deleted threads pruned; what a run
     costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
     WebClient. ``audiences``: who may read the channel (``SlackAudiences.channel_readers``): every thread of it,
     the unchanged ones relabelled when that changed (a channel made private). ``app_id``: askflow's Slack app
     (``ASKFLOW_SLACK_APP_ID``; unset: asked of Slack when a message needs it), whose messages are never indexed.
     ``reread_every``/``reread_turns``: which shares of the listed threads have their replies read again for edits
-    (``askflow.ingest.sources.slack.rereads``). ``run``: the run writing (``provenance.airflow_run``)."""
+    (``askflow.ingest.sources.slack.rereads``). ``run``: the run writing (``provenance.airflow_run``). ``requests``:
+    where the answers are, so a relabelled thread's earlier answers follow it (``labels.relabel_derived``)."""
     scope = f"{source}:{channel}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -111,7 +116,7 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
                             source=source, scope=scope, answers_source=answers_source, audiences=audiences,
-                            stored=stored, run=run, location=f"slack:{channel}")
+                            stored=stored, run=run, requests=requests, location=f"slack:{channel}")
     return result.to_dict() | {"full_sync": changes.oldest is None, "listed": changes.listed,
                                "listed_from": changes.oldest, "reread": changes.reread}
 
@@ -120,14 +125,16 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
                       answers_source: str, audiences: Sequence[str], full_sync: bool = False,
                       closed_max_age_days: int | None = None, gap_label: str | None = None,
                       listed_until: str | None = None, source: str = "github",
-                      run: str | None = None) -> dict[str, Any]:
+                      run: str | None = None,
+                      requests: RequestStore | None = None) -> dict[str, Any]:
     """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
     the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that; askflow's own gap
     issues, labelled ``gap_label``); what a run costs: ``askflow.ingest.sources.github_issues``. ``client``:
     PyGithub's Github. ``audiences``: who may read the repository's issues (``repository_audiences``), the unchanged
     ones relabelled when that changed. ``listed_until``: the watermark the last run returned (its summary's
     ``listed_until``: the newest ``updated_at`` it listed, pull requests and skipped issues included), where this
-    listing starts when no stored issue is as recent. ``run``: the run writing (``provenance.airflow_run``)."""
+    listing starts when no stored issue is as recent. ``run``: the run writing (``provenance.airflow_run``).
+    ``requests``: where the answers are, so a relabelled issue's earlier answers follow it."""
     scope = f"{source}:{repo}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -138,7 +145,7 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
         refuse_empty_listing(changes.listed, stored, scope=scope, allow_empty=False)
     result = _write_changes(changes.documents, changes.gone, store=store, embeddings=embeddings, strategy=strategy,
                             source=source, scope=scope, answers_source=answers_source, audiences=audiences,
-                            stored=stored, run=run, location=f"https://github.com/{repo}")
+                            stored=stored, run=run, requests=requests, location=f"https://github.com/{repo}")
     return result.to_dict() | {"full_sync": changes.since is None, "listed": changes.listed,
                                "listed_since": changes.since, "listed_until": changes.listed_until}
 
@@ -146,7 +153,7 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
 def _write_changes(documents: list[Document], gone: Collection[str], *, store: VectorStore, embeddings: Embeddings,
                    strategy: ChunkingStrategy, source: str, scope: str, answers_source: str,
                    audiences: Sequence[str], stored: Mapping[str, Any], run: str | None = None,
-                   location: str | None = None) -> IndexingResult:
+                   location: str | None = None, requests: RequestStore | None = None) -> IndexingResult:
     """Index ``documents`` (new, or read again because their sync point moved), then delete the ``gone`` ones and
     the stored answers citing them. A document read again whose text is unchanged is written anyway, or its stored
     sync point would stay behind and it would be read again on every run (a thread whose only new reply is askflow's
@@ -158,14 +165,14 @@ def _write_changes(documents: list[Document], gone: Collection[str], *, store: V
         store.delete_documents(behind)
     result = index_documents(documents, store=store, embeddings=embeddings, strategy=strategy, source=source,
                              prune=False, scope=scope, answers_source=answers_source, audiences=audiences,
-                             run=run, location=location)
+                             run=run, location=location, requests=requests)
     unchanged = sorted(set(stored) - set(gone) - {document.doc_id for document in documents})
     relabelled = store.relabel(unchanged, audience_names(audiences)) if unchanged else 0
-    if relabelled:  # the source's audiences changed: what was stored, and the answers citing it, follow
-        from askflow.ingest.labels import relabel_answers
+    if relabelled:  # the source's audiences changed: what was stored, and what was derived from it, follow
+        from askflow.ingest.labels import relabel_derived
 
         result.chunks_relabelled += relabelled
-        relabel_answers(store, answers_source=answers_source, cited=set(unchanged))
+        relabel_derived(store, requests, answers_source=answers_source, cited=set(unchanged))
     if gone:
         result.documents_pruned = len(gone)
         result.chunks_deleted += store.delete_documents(sorted(gone))
