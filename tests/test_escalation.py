@@ -576,3 +576,26 @@ def test_a_reaction_costs_no_reviewers_check_until_it_is_on_a_reply_in_a_known_e
     assert checks() == 1 and c.requests.get("r").team_answer is None  # checked, and not a reviewer
     assert _dispatch(bolt.app, _reaction("URV", "CESC", "1800000003.000200", "Ev-c10")) == 200
     assert c.requests.get("r").team_answer.marked_by == "slack:URV"
+
+
+def test_a_reply_far_down_a_long_thread_is_still_found():
+    """Before, only the thread's first page (200 messages) was read."""
+    from types import SimpleNamespace
+
+    from slack_sdk import WebClient
+
+    from askflow.adapters.slack_escalations import SlackEscalations
+
+    workspace = Workspace()
+    try:
+        workspace.max_page = 2  # Slack's pages, made small
+        replies = [{"ts": f"1800000005.{n:06d}", "user": "UTEAM", "text": f"reply {n}"} for n in range(1, 8)]
+        workspace.channels["CESC"] = [{"ts": "1800000005.000000", "user": "UBOT", "text": "q", "replies": replies}]
+        escalations = SlackEscalations(client=WebClient(token="xoxb-test", base_url=workspace.base_url),
+                                       channel="CESC", audiences=SimpleNamespace())
+        found = escalations.reply("CESC", "1800000005.000007")
+        assert found is not None and found.text == "reply 7" and found.thread_ts == "1800000005.000000"
+        assert workspace.counts()["conversations.replies"] == 4  # every page, the last one's reply found
+        assert escalations.reply("CESC", "1800000005.000099") is None  # in no page
+    finally:
+        workspace.stop()

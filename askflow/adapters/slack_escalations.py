@@ -70,17 +70,19 @@ class SlackEscalations(Escalations):
         return response["ts"]
 
     def reply(self, channel: str, ts: str) -> ThreadReply | None:
+        """Read through the thread's pages (slack_sdk follows ``next_cursor``) until the reply is found: a long thread
+        holds it past the first 200 messages."""
         from slack_sdk.errors import SlackApiError
 
         try:
-            page = self._client.conversations_replies(channel=channel, ts=ts, limit=200)
+            for page in self._client.conversations_replies(channel=channel, ts=ts, limit=200):
+                for message in page.get("messages", []):
+                    if message.get("ts") == ts and message.get("thread_ts"):
+                        return ThreadReply(text=plain_text(message.get("text", "")),
+                                           author=message.get("user", ""), thread_ts=message["thread_ts"],
+                                           reactions=_reactions(message))
         except SlackApiError as error:
             log.info("reply %s/%s unreadable: %s", channel, ts, error.response.get("error"))
-            return None
-        for message in page.get("messages", []):
-            if message.get("ts") == ts and message.get("thread_ts"):
-                return ThreadReply(text=plain_text(message.get("text", "")), author=message.get("user", ""),
-                                   thread_ts=message["thread_ts"], reactions=_reactions(message))
         return None
 
     def deliver(self, request: Request, answer: TeamAnswer) -> None:
