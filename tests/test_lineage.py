@@ -234,3 +234,31 @@ def test_a_team_answers_lineage_names_who_answered_for_the_request_and_the_reque
         assert report.team_answer is not None and (report.team_answer.request_id, report.team_answer.by) == (
             "asked", "U1")
         assert [(s.doc_id, s.version, s.state) for s in report.sources] == [(XCOMS, "commit 1", "gone")]
+
+
+def test_the_admin_pages_show_a_requests_lineage_and_a_documents_linked_from_each_request(loop):
+    from askflow.entrypoints import admin_api
+    from tests.test_audiences import _http
+
+    index_documents(load_paths([loop.docs], source="docs"), store=loop.store, embeddings=loop.minilm,
+                    strategy=loop.components.strategy(), source="docs", run="cli:admin-page-run")
+    asked = loop.asked()
+    settings = Settings(api_key="admin-key", api_keys=[{"name": "staff", "key": "staff-key"}],
+                        project_id="askflow-test")
+    components = SimpleNamespace(settings=settings, requests=loop.requests, store=loop.store)
+    admin = {"X-API-Key": "admin-key"}
+
+    status, body = _http(admin_api.handle, components, "/admin", admin)
+    assert status == 200 and f"/admin/lineage/{asked.request_id}" in body  # each request links to its lineage
+    status, body = _http(admin_api.handle, components, f"/admin/lineage/{asked.request_id}", admin)
+    cited = next(s for s in asked.lineage.sources if s.doc_id == XCOMS)
+    assert status == 200 and "cli:admin-page-run" in body and cited.version in body and "current" in body
+    assert "/admin/lineage?document=docs%3Axcoms.rst" in body
+    status, body = _http(admin_api.handle, components, "/admin/lineage?document=docs%3Axcoms.rst", admin)
+    assert status == 200 and asked.request_id in body and "not verified" in body
+    for path in (f"/admin/lineage/{asked.request_id}", "/admin/lineage?document=docs%3Axcoms.rst"):
+        assert _http(admin_api.handle, components, path)[0] == 401
+        assert _http(admin_api.handle, components, path, {"X-API-Key": "staff-key"})[0] == 403  # not an admin
+    status, body = _http(admin_api.handle, components, "/admin/lineage/no-such-request", admin)
+    assert status == 404 and "no request no-such-request" in body
+    assert _http(admin_api.handle, components, "/admin/lineage?request=x", admin)[0] == 400

@@ -2,7 +2,9 @@
 routes and a gate of their own (deployed as its own Cloud Function, ``admin``, behind IAM or IAP).
 
 ``GET /admin`` · ``GET|POST /admin/login`` · ``GET /admin/review`` · ``POST /admin/review/{id}`` ·
-``GET /insights`` · ``GET /answers/{id}`` (a stored answer's page, which the admin pages link to). Every page but
+``GET /insights`` · ``GET /answers/{id}`` (a stored answer's page, which the admin pages link to) ·
+``GET /admin/lineage/{id}`` (where a request's answer came from) · ``GET /admin/lineage?document=DOC_ID`` (the answers
+that drew on a document). Every page but
 the sign-in needs a credential this function accepts (``credentials.caller``): the admin pages an admin's, the
 insights any key's or IAP's. The web page's session cookie, the public function's, opens none of them.
 """
@@ -35,8 +37,10 @@ ROUTES = route_map([
     Rule("/admin/review", methods=["GET"], endpoint="review"),
     Rule("/admin/review/<request_id:request_id>", methods=["POST"], endpoint="decide"),
     Rule("/answers/<request_id:request_id>", methods=["GET"], endpoint="answer_page"),
+    Rule("/admin/lineage/<request_id:request_id>", methods=["GET"], endpoint="lineage"),
+    Rule("/admin/lineage", methods=["GET"], endpoint="document_lineage"),
 ])
-ADMIN_ONLY = ("admin", "review", "decide", "answer_page")
+ADMIN_ONLY = ("admin", "review", "decide", "answer_page", "lineage", "document_lineage")
 
 
 def serves(path: str) -> bool:
@@ -76,6 +80,8 @@ def _handle(request, components, endpoint, arguments, allowed):
         return answered(lambda: _review(request, components, who=who), headers)
     if endpoint == "decide":
         return answered(lambda: _decide(request, components, who=who, **arguments), headers)
+    if endpoint in ("lineage", "document_lineage"):
+        return answered(lambda: _lineage(request, components, **arguments), headers)
     return answered(lambda: answer_page(request, components, viewer=who.viewer, **arguments), headers)
 
 
@@ -118,6 +124,23 @@ def _admin(request, components) -> tuple[str, int, dict[str, str]]:
             if s.tracing == "gcp" else None)
     return admin_page(stats, trace_link=link, escalations=components.requests.escalations(ADMIN_ESCALATIONS),
                       served_again=served), 200, INSIGHTS_HEADERS
+
+
+def _lineage(request, components, *, request_id: str | None = None) -> tuple[str, int, dict[str, str]]:
+    """A request's lineage (``/admin/lineage/{id}``), or a document's (``/admin/lineage?document=DOC_ID``), as
+    ``askflow lineage`` gives them."""
+    from askflow.service_layer.lineage import document_lineage, request_lineage
+    from askflow.web.admin import document_lineage_page, lineage_page
+
+    if request_id is not None:
+        if request.args:
+            raise InvalidInput("a request's lineage takes no parameters")
+        return lineage_page(request_lineage(request_id, requests=components.requests,
+                                            store=components.store)), 200, INSIGHTS_HEADERS
+    if set(request.args) != {"document"}:
+        raise InvalidInput("the lineage page takes document=DOC_ID (or is a request's: /admin/lineage/ID)")
+    report = document_lineage(request.args["document"], requests=components.requests, store=components.store)
+    return document_lineage_page(report), 200, INSIGHTS_HEADERS
 
 
 def _login(request, components) -> tuple[str, int, dict[str, str]]:
