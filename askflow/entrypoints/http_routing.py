@@ -24,6 +24,7 @@ from askflow.domain.errors import (
     TooLarge,
     TooSlow,
 )
+from askflow.domain.model import REQUEST_ID_PATTERN
 from askflow.entrypoints.http_bodies import unread_body_response
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ PAGE_HEADERS = INSIGHTS_HEADERS | {  # the review queue and the sign-in post the
 class RequestIdConverter(BaseConverter):
     """A request id as the stores can hold it: never Firestore's reserved ``__...__`` (no route: 404)."""
 
-    regex = r"(?!__[A-Za-z0-9_-]*__(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{1,64}"
+    regex = REQUEST_ID_PATTERN
 
 
 def route_map(rules: Sequence[Rule]) -> Map:
