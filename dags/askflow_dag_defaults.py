@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 from airflow.sdk import Param
 
@@ -41,14 +42,23 @@ def strategy_from(params: dict, components):
 
 
 def source_ingestion_dag(*, dag_id: str, schedule: str, items_param: str, setting: str,
-                         index: Callable[..., dict], doc: str):
+                         index: Callable[..., dict], item_asset: Callable[..., Any], doc: str):
     """A DAG with one mapped task per item of a source (Slack channel, GitHub repository).
 
     :param items_param: the param listing the items; empty means the ``setting`` of askflow's settings.
     :param index: ``index(item, components=..., strategy=...)`` indexes one item and returns its summary.
+    :param item_asset: ``item_asset(item, settings)``: the item as a dataset, the input of its task's lineage
+        (``askflow_lineage``); the output is the collection, whose alias each task resolves once it wrote.
     """
     import pendulum
     from airflow.sdk import dag, get_current_context, task
+
+    from askflow_lineage import COLLECTION, collection_asset, lineage_task, wrote
+
+    def lineage(context) -> tuple[list, list]:
+        with components_for(context["params"]) as components:
+            return ([item_asset(context["task"].op_kwargs["item"], components.settings)],
+                    [collection_asset(components.settings, components.serving().collection)])
 
     @dag(
         dag_id=dag_id,
@@ -69,11 +79,15 @@ def source_ingestion_dag(*, dag_id: str, schedule: str, items_param: str, settin
 
             return get_current_context()["params"][items_param] or getattr(load_settings(), setting)
 
-        @task
+        @lineage_task(lineage=lineage, outlets=[COLLECTION])
         def index_item(item: str) -> dict:
             params = get_current_context()["params"]
             with components_for(params) as components:
-                return index(item, components=components, strategy=strategy_from(params, components))
+                summary = index(item, components=components, strategy=strategy_from(params, components))
+                wrote(COLLECTION, collection_asset(components.settings, components.serving().collection),
+                      location=item_asset(item, components.settings).uri,
+                      documents_written=summary.get("documents_written"), chunks_written=summary.get("chunks_written"))
+            return summary
 
         index_item.expand(item=items())
 

@@ -18,6 +18,17 @@ from airflow.providers.google.cloud.hooks.pubsub import PubSubHook
 from airflow.providers.google.cloud.sensors.pubsub import PubSubPullSensor
 from airflow.sdk import Param, dag, get_current_context, task
 
+from askflow_lineage import (
+    COLLECTION,
+    GRADED_ANSWERS,
+    collection_asset,
+    lineage_task,
+    ol_dataset,
+    requests_asset,
+    subscription_asset,
+    wrote,
+)
+
 
 def compact_messages(messages, context) -> list[dict]:
     """Keep what the grading needs in XCom: the ack id and the event (a request id and a revision), parsed here
@@ -45,6 +56,35 @@ class SettingsPullSensor(PubSubPullSensor):
     def poke(self, context) -> bool:
         self.max_messages = int(self.max_messages)
         return super().poke(context)
+
+    def _operator_lineage(self):
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from askflow.config import load_settings
+
+        return OperatorLineage(inputs=[ol_dataset(subscription_asset(load_settings()))])
+
+    def get_openlineage_facets_on_start(self):
+        return self._operator_lineage()
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        return self._operator_lineage()
+
+
+def _write_back_lineage(context) -> tuple[list, list]:
+    """The answers judged (the requests) and the collection good answers are indexed into."""
+    from askflow.bootstrap import bootstrap
+
+    with bootstrap() as c:
+        return [requests_asset(c.settings)], [collection_asset(c.settings, c.serving().collection)]
+
+
+def _grades_lineage(context) -> tuple[list, list]:
+    """The requests read and their grades written (the graded answers)."""
+    from askflow.config import load_settings
+
+    settings = load_settings()
+    return [requests_asset(settings)], [requests_asset(settings)]
 
 
 def askflow_setting(name: str):
@@ -97,7 +137,7 @@ def askflow_evaluate():
         return {"run": run.model_dump(mode="json"), "verdicts": [v.model_dump(mode="json") for v in verdicts],
                 "again": [event.model_dump(mode="json") for event in again]}
 
-    @task
+    @lineage_task(lineage=_write_back_lineage, outlets=[COLLECTION])
     def write_back(judged: dict) -> dict:
         """Good answers indexed as sources, rejected ones removed, every verdict learned: idempotent, so a retry
         repeats nothing."""
@@ -109,9 +149,12 @@ def askflow_evaluate():
                            store=c.store, embeddings=c.embeddings, strategy=c.strategy(),
                            answers_source=c.settings.answers_source, answers_base_url=c.settings.answer_pages,
                            signals=c.signals, collection=c.serving().collection)
+            if judged["verdicts"]:  # an asset event only when something was judged
+                wrote(COLLECTION, collection_asset(c.settings, c.serving().collection),
+                      location=requests_asset(c.settings).uri, verdicts=len(judged["verdicts"]))
         return judged
 
-    @task
+    @lineage_task(lineage=_grades_lineage, outlets=[GRADED_ANSWERS])
     def save_grades(judged: dict, pulled: list[dict]) -> list[str]:
         """The grades last: they mark each request graded at its revision. What the judge gave no grade is queued
         again (its next attempt), before its event is acknowledged."""
@@ -127,6 +170,9 @@ def askflow_evaluate():
                 c.events.publish(c.settings.evaluation_topic, GradingDue.model_validate(event))
             run = EvaluationRun.model_validate(judged["run"]).model_copy(update={"finished_at": utcnow()})
             c.evaluation_runs.save(run)
+            if judged["verdicts"]:  # the insights DAG runs after this event: only when grades were saved
+                wrote(GRADED_ANSWERS, requests_asset(c.settings), graded=len(judged["verdicts"]),
+                      subscription=subscription_asset(c.settings).uri)
         print(f"evaluation summary: {run.model_dump(mode='json')}")
         return [m["ack_id"] for m in pulled]  # malformed events are acknowledged too: they can never succeed
 

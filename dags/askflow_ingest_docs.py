@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from askflow_dag_defaults import DEFAULT_ARGS, STRATEGY_PARAMS, components_for, strategy_from
+from askflow_lineage import COLLECTION, collection_asset, lineage_task, location_asset, wrote
 
 
 def _contextualizer(components):
@@ -28,6 +29,18 @@ def _contextualizer(components):
                                      model=components.chat_model(s.cheap_model), prices=components.prices,
                                      client=components.openai_client, retrying=components.retrying,
                                      collection=components.serving().collection)
+
+
+def _location(components, params) -> str:
+    return params["docs_location"] or f"gs://{components.settings.documents_bucket}/"
+
+
+def _lineage(context) -> tuple[list, list]:
+    """The location read and the collection written (``askflow_lineage``)."""
+    params = context["params"]
+    with components_for(params) as components:
+        return ([location_asset(components.location(_location(components, params)).public)],
+                [collection_asset(components.settings, components.serving().collection)])
 
 
 @dag(
@@ -61,13 +74,13 @@ def askflow_ingest_docs():
 
         params = get_current_context()["params"]
         with components_for(params) as components:
-            opened = components.location(params["docs_location"] or f"gs://{components.settings.documents_bucket}/")
+            opened = components.location(_location(components, params))
             location, paths, listed = list_documents(opened)
             print(f"{len(paths)} documents at {components.location(location).public}")
         return [{"location": location, "paths": batch, "listed": {p: listed[p] for p in batch if p in listed}}
                 for batch in batches(paths, int(params["batch_size"]))]
 
-    @task
+    @lineage_task(lineage=_lineage)
     def index(batch: dict) -> dict:
         from askflow.ingest.pipeline import index_batch
         from askflow.ingest.provenance import airflow_run
@@ -81,7 +94,7 @@ def askflow_ingest_docs():
                 listed=batch.get("listed"), run=airflow_run(get_current_context()),
             )
 
-    @task(trigger_rule="none_failed")
+    @lineage_task(lineage=_lineage, trigger_rule="none_failed", outlets=[COLLECTION])
     def prune(results: list[dict], listed: list[dict]) -> dict:
         from askflow.ingest.pipeline import prune_and_finalize
 
@@ -94,8 +107,11 @@ def askflow_ingest_docs():
                 unavailable={doc_id: why for r in results for doc_id, why in r["unavailable"].items()},
                 max_unavailable_share=components.settings.web_max_unavailable_share,
             )
-        for key in ("documents_written", "documents_skipped", "chunks_written"):
-            summary[key] = sum(r[key] for r in results)
+            for key in ("documents_written", "documents_skipped", "chunks_written"):
+                summary[key] = sum(r[key] for r in results)
+            wrote(COLLECTION, collection_asset(components.settings, components.serving().collection),
+                  location=components.location(_location(components, params)).public, source=params["source"],
+                  documents_written=summary["documents_written"], chunks_written=summary["chunks_written"])
         print(f"ingestion summary: {summary}")
         return summary
 

@@ -39,7 +39,17 @@ def index_repo(repo: str, *, components, strategy) -> dict:
     return summary
 
 
+def repo_asset(repo: str, settings):
+    """A repository's issues, on the GitHub host the API serves (``github.com`` for ``api.github.com``)."""
+    from urllib.parse import urlsplit
+
+    from airflow.sdk import Asset
+
+    host = urlsplit(settings.github_api_url).hostname or "github.com"
+    return Asset(uri=f"https://{host.removeprefix('api.')}/{repo}/issues", name=f"github {repo} issues")
+
+
 dag = source_ingestion_dag(
     dag_id="askflow_ingest_github", schedule="@daily", items_param="repos", setting="github_repos",
-    index=index_repo, doc=__doc__,
+    index=index_repo, item_asset=repo_asset, doc=__doc__,
 )

@@ -38,7 +38,14 @@ def index_channel(channel: str, *, components, strategy) -> dict:
                                run=airflow_run(get_current_context()))
 
 
+def channel_asset(channel: str, settings):
+    """A channel's threads, by the link Slack resolves in any workspace the reader belongs to."""
+    from airflow.sdk import Asset
+
+    return Asset(uri=f"https://slack.com/archives/{channel}", name=f"slack channel {channel}")
+
+
 dag = source_ingestion_dag(
     dag_id="askflow_ingest_slack", schedule="@hourly", items_param="channels", setting="slack_channels",
-    index=index_channel, doc=__doc__,
+    index=index_channel, item_asset=channel_asset, doc=__doc__,
 )
