@@ -66,6 +66,20 @@ resource "google_firestore_index" "unfinished_requests_by_update" {
   }
 }
 
+# Lineage (askflow lineage --document): the requests whose answers drew on a document, newest first.
+resource "google_firestore_index" "requests_citing_document" {
+  database   = google_firestore_database.default.name
+  collection = var.requests_collection
+  fields {
+    field_path   = "cited_docs"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
 # Budget counters and reservations (one document per slot, identity and window) are deleted a day after their
 # window ends.
 resource "google_firestore_field" "budgets_expire" {
