@@ -16,14 +16,32 @@ pair again and does nothing else.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from askflow.config import load_settings
 from askflow_dag_defaults import DEFAULT_ARGS, components_for
 
-_settings = load_settings()
+# An unset param is the setting, read when its task runs (never when Airflow parses this file).
+FROM_SETTINGS = {"questions": "finetune_questions", "steps": "finetune_steps", "batch_size": "finetune_batch_size",
+                 "learning_rate": "finetune_learning_rate", "metric": "finetune_metric", "margin": "finetune_margin",
+                 "synthetic": "finetune_synthetic_passages"}
+# The one value the scheduler needs before any task runs: straight from the environment Terraform sets, without
+# loading askflow's settings (nothing validated, nothing that could fail the parse).
+TRAINING_QUEUE = os.environ.get("ASKFLOW_TRAINING_QUEUE") or "default"
+
+
+def _params(settings=None) -> dict:
+    """The run's params, each unset one the setting it stands for."""
+    from askflow.config import load_settings
+
+    params = dict(get_current_context()["params"])
+    unset = [name for name in FROM_SETTINGS if params.get(name) is None]
+    if unset:
+        settings = settings or load_settings()
+        params |= {name: getattr(settings, FROM_SETTINGS[name]) for name in unset}
+    return params
 
 
 @dag(
@@ -40,16 +58,22 @@ _settings = load_settings()
             "default: gs://<settings.documents_bucket>/")),
         "source": Param("docs", type="string", pattern=r"^[a-z0-9_-]+$",
                         description="the source name the corpus is ingested under"),
-        "questions": Param(str(_settings.finetune_questions or ""), type="string",
-                           description="question set that judges (askflow eval retrieval's JSONL)"),
-        "steps": Param(_settings.finetune_steps, type="integer", minimum=1, maximum=100_000),
-        "batch_size": Param(_settings.finetune_batch_size, type="integer", minimum=2, maximum=1024),
-        "learning_rate": Param(_settings.finetune_learning_rate, type="number", exclusiveMinimum=0, maximum=1),
-        "metric": Param(_settings.finetune_metric, enum=["hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"]),
-        "margin": Param(_settings.finetune_margin, type="number", minimum=-1, maximum=1),
+        "questions": Param(None, type=["null", "string"], description=(
+            "question set that judges (askflow eval retrieval's JSONL); unset: ASKFLOW_FINETUNE_QUESTIONS")),
+        "steps": Param(None, type=["null", "integer"], minimum=1, maximum=100_000,
+                       description="unset: ASKFLOW_FINETUNE_STEPS"),
+        "batch_size": Param(None, type=["null", "integer"], minimum=2, maximum=1024,
+                            description="unset: ASKFLOW_FINETUNE_BATCH_SIZE"),
+        "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                               description="unset: ASKFLOW_FINETUNE_LEARNING_RATE"),
+        "metric": Param(None, enum=[None, "hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"],
+                        description="unset: ASKFLOW_FINETUNE_METRIC"),
+        "margin": Param(None, type=["null", "number"], minimum=-1, maximum=1,
+                        description="unset: ASKFLOW_FINETUNE_MARGIN"),
         "answers": Param(True, type="boolean", description="also learn from the feedback loop's good answers"),
-        "synthetic": Param(_settings.finetune_synthetic_passages, type="integer", minimum=0, description=(
-            "passages the cheap model writes a question for (needs a chat model; each asked once, ever)")),
+        "synthetic": Param(None, type=["null", "integer"], minimum=0, description=(
+            "passages the cheap model writes a question for (needs a chat model; each asked once, ever); unset: "
+            "ASKFLOW_FINETUNE_SYNTHETIC_PASSAGES")),
         "rollback": Param(False, type="boolean", description="serve the previous model and collection, nothing else"),
     },
 )
@@ -62,7 +86,7 @@ def askflow_finetune_embeddings():
         params = get_current_context()["params"]
         if params["rollback"]:
             return "rollback"
-        question_set(params["questions"])
+        question_set(_params()["questions"])
         return "build_pairs"
 
     @task
@@ -78,23 +102,23 @@ def askflow_finetune_embeddings():
     def build_pairs() -> dict:
         from askflow.entrypoints import finetune_steps as steps
 
-        params = get_current_context()["params"]
         with components_for({}) as components:
+            params = _params(components.settings)
             location = params["docs_location"] or f"gs://{components.settings.documents_bucket}/"
             pairs = steps.build_pairs(components, location=location, source=params["source"],
                                       answers=params["answers"], synthetic=int(params["synthetic"]))
         print(f"training pairs: {pairs}")
         return pairs | {"location": location, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
-    @task(queue=_settings.training_queue, execution_timeout=dt.timedelta(hours=6))
+    @task(queue=TRAINING_QUEUE, execution_timeout=dt.timedelta(hours=6))
     def train(pairs: dict) -> dict:
         from askflow.entrypoints import finetune_steps as steps
         from askflow.service_layer.finetuning import TrainingParams
 
-        params = get_current_context()["params"]
-        training = TrainingParams(steps=int(params["steps"]), batch_size=int(params["batch_size"]),
-                                  learning_rate=float(params["learning_rate"]))
         with components_for({}) as components:
+            params = _params(components.settings)
+            training = TrainingParams(steps=int(params["steps"]), batch_size=int(params["batch_size"]),
+                                      learning_rate=float(params["learning_rate"]))
             trained = steps.train(components, pairs, training)
         print(f"challenger: {trained}")
         return trained
@@ -105,7 +129,7 @@ def askflow_finetune_embeddings():
 
         with components_for({}) as components:
             figures = steps.compare(components, location=pairs["location"],
-                                    questions=get_current_context()["params"]["questions"],
+                                    questions=_params(components.settings)["questions"],
                                     challenger=trained["model"]["name"])
         print(f"champion: {figures['champion']}\nchallenger: {figures['challenger']}")
         return figures
@@ -114,8 +138,8 @@ def askflow_finetune_embeddings():
     def promote(pairs: dict, trained: dict, figures: dict) -> dict:
         from askflow.entrypoints import finetune_steps as steps
 
-        params = get_current_context()["params"]
         with components_for({}) as components:
+            params = _params(components.settings)
             run = steps.decide_and_promote(components, pairs=pairs, trained=trained, figures=figures,
                                            metric=params["metric"], margin=float(params["margin"]),
                                            started_at=dt.datetime.fromisoformat(pairs["started_at"]))

@@ -15,10 +15,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from askflow.config import load_settings
 from askflow_dag_defaults import DEFAULT_ARGS
-
-_settings = load_settings()
 
 
 @dag(
@@ -30,12 +27,13 @@ _settings = load_settings()
     default_args=DEFAULT_ARGS,
     tags=["askflow", "insights"],
     params={
-        "period": Param(_settings.insights_period, type="string", pattern=r"^\s*[0-9]{1,4}\s*[hdw]\s*$",
-                        description="how far back from the period's end: 7d, 24h, 2w"),
+        "period": Param(None, type=["null", "string"], pattern=r"^\s*[0-9]{1,4}\s*[hdw]\s*$",
+                        description="how far back from the period's end: 7d, 24h, 2w; unset: ASKFLOW_INSIGHTS_PERIOD"),
         "end": Param(None, type=["null", "string"], format="date-time", description=(
             "the period's end (ISO 8601); default: the run's data interval end, to the hour. A rerun for the same "
             "period replaces its report")),
-        "min_cluster_size": Param(_settings.insights_min_cluster_size, type="integer", minimum=2, maximum=1000),
+        "min_cluster_size": Param(None, type=["null", "integer"], minimum=2, maximum=1000,
+                                  description="unset: ASKFLOW_INSIGHTS_MIN_CLUSTER_SIZE"),
         "file_issues": Param(False, type="boolean", description=(
             "open (or update) one GitHub issue per coverage gap in ASKFLOW_INSIGHTS_DOCS_REPO")),
     },
@@ -52,9 +50,9 @@ def askflow_question_insights():
         end = (dt.datetime.fromisoformat(params["end"]) if params.get("end")
                else dt.datetime.fromtimestamp(context["data_interval_end"].timestamp(), tz=dt.UTC))
         with bootstrap() as components:
-            report = insights_steps.build(components, period=params["period"],
+            report = insights_steps.build(components, period=params["period"] or components.settings.insights_period,
                                           end=end.replace(minute=0, second=0, microsecond=0),
-                                          min_cluster_size=int(params["min_cluster_size"]))
+                                          min_cluster_size=params["min_cluster_size"])
         return insights_steps.summary(report)
 
     @task.short_circuit
