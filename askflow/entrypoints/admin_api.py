@@ -6,7 +6,8 @@ routes and a gate of their own (deployed as its own Cloud Function, ``admin``, b
 ``GET /admin/lineage/{id}`` (where a request's answer came from) · ``GET /admin/lineage?document=DOC_ID`` (the answers
 that drew on a document). Every page but
 the sign-in needs a credential this function accepts (``credentials.caller``): the admin pages an admin's, the
-insights any key's or IAP's. The web page's session cookie, the public function's, opens none of them.
+insights any key's or IAP's (its shared view, masked; an admin's: its admin view). The web page's session cookie,
+the public function's, opens none of them.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _handle(request, components, endpoint, arguments, allowed):
         return json.dumps({"error": "the insights page needs an API key (X-API-Key) or IAP, not the web page's "
                                     "session"}), 403, headers
     if endpoint == "insights":
-        return answered(lambda: _insights(request, components), headers)
+        return answered(lambda: _insights(request, components, admin=who.viewer.admin), headers)
     if endpoint == "admin":
         return answered(lambda: _admin(request, components), headers)
     if endpoint == "review":
@@ -85,9 +86,10 @@ def _handle(request, components, endpoint, arguments, allowed):
     return answered(lambda: answer_page(request, components, viewer=who.viewer, **arguments), headers)
 
 
-def _insights(request, components) -> tuple[str, int, dict[str, str]]:
+def _insights(request, components, *, admin: bool) -> tuple[str, int, dict[str, str]]:
     """The latest question-insights report (or ``?report=ID``) as a page: HTML rendered here, no script. A shared
-    place: the report masks every question not asked in public, for everyone (``AskedQuestion.of``)."""
+    place: the report masks every question not asked in public (``AskedQuestion.of``) for anyone but an ``admin``,
+    who gets its admin view, labelled as one."""
     from askflow.insights.render import html_page
 
     if set(request.args) - {"report"}:
@@ -99,7 +101,7 @@ def _insights(request, components) -> tuple[str, int, dict[str, str]]:
     report = reports.get(wanted) if wanted else reports.latest()
     if wanted and report is None:
         raise NotFound(f"no insights report {wanted}")
-    return html_page(report), 200, INSIGHTS_HEADERS
+    return html_page(report, admin=admin), 200, INSIGHTS_HEADERS
 
 
 def _admin(request, components) -> tuple[str, int, dict[str, str]]:

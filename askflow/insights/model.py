@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from askflow.domain.errors import InvalidInput
 
@@ -72,6 +73,15 @@ class InsightsReport(BaseModel):
     clusters: list[ClusterInsight]
     gaps: list[CoverageGap]
     files: dict[str, str] = {}  # format -> where the HTML and CSV renderings were written
+    # the same clusters for admins: questions not asked in public shown, the labels and names made of every
+    # question's words, every cited page and the pages closest to a gap that only admins may read. Never dumped
+    # with the report (the CLI's JSON, the renderings): only its store keeps it (``document``)
+    admin_view: InsightsReport | None = Field(default=None, exclude=True)
+
+    def document(self) -> dict[str, Any]:
+        """The report as its store keeps it: with its admin view."""
+        return self.model_dump(mode="json") | {
+            "admin_view": self.admin_view.model_dump(mode="json") if self.admin_view is not None else None}
 
 
 def report_id(start: dt.datetime, end: dt.datetime) -> str:

@@ -1,6 +1,6 @@
 """A report as a self-contained HTML page (an SVG chart drawn here: no script, no CDN, no build step), as CSV, and
 as a text table for the terminal. Every text from a request is escaped; private questions were masked when the
-report was built."""
+report was built, except in its admin view, which only the admin page's ``html_page(report, admin=True)`` shows."""
 
 from __future__ import annotations
 
@@ -72,11 +72,26 @@ def _trend(cluster: ClusterInsight) -> str:
     return f"{change:+.0%}"
 
 
-def html_page(report: InsightsReport | None) -> str:
+ADMIN_VIEW = "admin view: includes non-public questions"
+
+
+def html_page(report: InsightsReport | None, *, admin: bool = False) -> str:
+    """The report's page: its shared view, where every question not asked in public is masked; for ``admin``, its
+    admin view, labelled as such (a report built before there were admin views says it has none)."""
+    title = "askflow — what people ask"
     if report is None:
         body = ("<p>No report yet. Run <code>askflow insights</code> or the <code>askflow_question_insights</code> "
                 "DAG.</p>")
-        return page("askflow — what people ask", body)
+        return page(title, body)
+    banner = ""
+    if admin and report.admin_view is not None:
+        report, title = report.admin_view, f"{title} ({ADMIN_VIEW})"
+        banner = (f'<p class="admin-view"><strong>{escape(ADMIN_VIEW.capitalize())}</strong>: questions asked '
+                  "where not everyone may read them, and the pages only some may read, are shown. Do not share it."
+                  "</p>")
+    elif admin:
+        banner = ("<p class='admin-view'>This report was built before reports kept an admin view: the shared view, "
+                  "with questions not asked in public masked.</p>")
     gaps = "".join(
         f'<li class="gap"><h3>{escape(g.title)} <small>{g.askers} questions, '
         f'{round(g.unanswered_share * 100)}% unhelped</small></h3><p>{escape(g.finding)}</p>'
@@ -91,7 +106,7 @@ def html_page(report: InsightsReport | None) -> str:
         f"<td>{round(c.unanswered_share * 100)}%</td><td>{'' if c.confidence is None else f'{c.confidence:.2f}'}</td>"
         "<td>" + ", ".join(f'<a href="{escape(p.url)}">{escape(p.title)}</a> ({p.count})' for p in c.top_pages)
         + "</td></tr>" for c in report.clusters)
-    body = (
+    body = banner + (
         f"<p>{report.requests} questions from {report.period_start:%Y-%m-%d %H:%M} to "
         f"{report.period_end:%Y-%m-%d %H:%M} UTC; {report.clustered} in {len(report.clusters)} clusters, "
         f"{report.noise} on their own. Labels: {escape(report.naming)}.</p>"
@@ -100,7 +115,7 @@ def html_page(report: InsightsReport | None) -> str:
         "<h2>Clusters</h2><div class='scroll'><table><thead><tr><th>What people ask</th><th>Questions</th>"
         "<th>Trend</th><th>Rated up / down</th><th>Unhelped</th><th>Source match</th><th>Pages cited</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>")
-    return page("askflow — what people ask", body)
+    return page(title, body)
 
 
 def page(title: str, body: str) -> str:
@@ -117,6 +132,7 @@ border-radius: 2px; }} .gap {{ margin: .75rem 0; }} small {{ color: #5b6577; fon
 th, td {{ text-align: left; vertical-align: top; padding: .4rem; border-bottom: 1px solid #d9dee8; }}
 .questions {{ margin: .25rem 0 0; padding-left: 1.1rem; font-size: .9rem; color: #5b6577; }}
 a {{ color: #0b5fff; overflow-wrap: anywhere; }}
+.admin-view {{ border: 2px solid #d1495b; border-radius: 6px; padding: .5rem .75rem; background: #fdf1f2; }}
 </style></head>
 <body><h1>{escape(title)}</h1>{body}</body></html>
 """

@@ -55,8 +55,10 @@ class AskedQuestion:
     dont_know: bool
     net_rating: int
     top_source: str  # the excerpt of the source the answer rests on most ("" when none)
-    cited: tuple[tuple[str, str, str], ...]  # (doc_id, title, url) of the sources it cited
+    cited: tuple[tuple[str, str, str], ...]  # (doc_id, title, url) of the sources it cited, when asked in public
     confidence: float | None = None  # the answer's confidence as stored (None: stored before there was one)
+    admin_cited: tuple[tuple[str, str, str], ...] = ()  # what it cited, wherever it was asked (the admin view)
+    sensitive: bool = False  # it holds private data (an e-mail address, a key): masked in the admin view too
 
     @classmethod
     def of(cls, request: Request) -> AskedQuestion:
@@ -64,17 +66,18 @@ class AskedQuestion:
         question = request.queries[1] if followed_up else request.question
         cited = [s for s in request.sources if s.cited]
         top = (cited or request.sources or [None])[0]
+        pages = tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited)
+        sensitive = bool(private_findings(request.question, question))
         return cls(
-            request_id=request.request_id, question=question,
+            request_id=request.request_id, question=question, sensitive=sensitive,
             # a shared place: a question asked where not everyone may see it is masked like private data, and what
             # its answer cited is not shown
-            private=bool(private_findings(request.question, question)) or not request.is_public,
+            private=sensitive or not request.is_public,
             created_at=request.created_at,
             failed=request.status is RequestStatus.FAILED,
             dont_know=request.status is RequestStatus.COMPLETE and bool(DONT_KNOW.search(request.answer or "")),
             net_rating=request.net_rating, top_source=top.excerpt if top is not None else "",
-            cited=tuple((s.doc_id, s.title, s.url.partition("#")[0]) for s in cited) if request.is_public else (),
-            confidence=request.confidence)
+            cited=pages if request.is_public else (), confidence=request.confidence, admin_cited=pages)
 
 
 def build_report(
@@ -84,11 +87,17 @@ def build_report(
     min_cluster_size: int, cluster_selection: str = "leaf", low_confidence: float, low_similarity: float,
     gap_share: float, assign_similarity: float, built_at: dt.datetime,
     progress: Progress = lambda stage, done, total: None,
+    admin_closest_pages: Callable[[str, np.ndarray], list[Page]] | None = None,
 ) -> InsightsReport:
     """The report of ``asked`` (the period's questions); ``previous`` (the period before) gives each cluster's
     trend. ``vectors`` embeds questions (reusing stored embeddings), ``embed_texts`` embeds source excerpts.
     An answer rests on weakly matching sources when its confidence is below ``low_confidence`` (the confidence's
-    threshold), or, stored without one, when its top source's cosine to its question is below ``low_similarity``."""
+    threshold), or, stored without one, when its top source's cosine to its question is below ``low_similarity``.
+
+    The report is the shared view: a question not asked in public is masked, and neither its words nor what its
+    answer cited make a label, a name or a page of it; ``closest_pages`` searches what the public may read. Its
+    ``admin_view`` has the same clusters and figures with only questions holding private data (an e-mail address,
+    a key: ``sensitive``) masked, its gaps' pages found by ``admin_closest_pages`` (default: ``closest_pages``)."""
     progress("embed", 0, len(asked) + len(previous))
     matrix = _normalised(vectors(asked)) if asked else np.zeros((0, 1))
     before = _normalised(vectors(previous)) if previous else np.zeros((0, matrix.shape[1] if asked else 1))
@@ -100,28 +109,46 @@ def build_report(
     labels = np.asarray(found, dtype=int)
     progress("cluster", 1, 1)
     numbers = sorted(set(labels.tolist()) - {NOISE})
-    terms = distinctive_terms([[q.question for q, label in zip(asked, labels, strict=True)
-                                if label == n and not q.private] for n in numbers])
     centres = {n: _normalised(matrix[labels == n].mean(axis=0, keepdims=True))[0] for n in numbers}
     previous_sizes = _assigned(before, centres, assign_similarity)
     days = max(1, math.ceil((end - start) / dt.timedelta(days=1)))
-    clusters = []
-    for n, words in zip(numbers, terms, strict=True):
-        members = [i for i, label in enumerate(labels) if label == n]
-        clusters.append(_describe(n, words, [asked[i] for i in members], matrix[members], confidence[members],
-                                  stored[members], weak[members], previous_sizes.get(n, 0), start=start, days=days,
-                                  gap_share=gap_share))
-        progress("describe", len(clusters), len(numbers))
+
+    def described(admin: bool) -> list[ClusterInsight]:
+        terms = distinctive_terms([[q.question for q, label in zip(asked, labels, strict=True)
+                                    if label == n and not (q.sensitive if admin else q.private)] for n in numbers])
+        clusters = []
+        for n, words in zip(numbers, terms, strict=True):
+            members = [i for i, label in enumerate(labels) if label == n]
+            clusters.append(_describe(n, words, [asked[i] for i in members], matrix[members], confidence[members],
+                                      stored[members], weak[members], previous_sizes.get(n, 0), start=start,
+                                      days=days, gap_share=gap_share, admin=admin))
+            if not admin:
+                progress("describe", len(clusters), len(numbers))
+        return clusters
+
+    def gaps_of(clusters: list[ClusterInsight], pages) -> list[CoverageGap]:
+        return [_gap(c, centres[c.cluster], pages) for c in sorted(
+            (c for c in clusters if c.gap), key=lambda c: (-c.size, -c.unanswered_share, c.cluster))]
+
+    clusters, unmasked = described(admin=False), described(admin=True)
     if namer is not None:
         clusters = _named(clusters, namer)
-    gaps = [_gap(c, centres[c.cluster], closest_pages) for c in sorted(
-        (c for c in clusters if c.gap), key=lambda c: (-c.size, -c.unanswered_share, c.cluster))]
-    return InsightsReport(
+        # a cluster the mask changed nothing of keeps its name; the others are named from every question
+        public = {c.cluster: c for c in clusters}
+        changed = [c for c in unmasked if (c.label, c.representatives) != (public[c.cluster].label,
+                                                                           public[c.cluster].representatives)]
+        renamed = {c.cluster: c.name for c in _named(changed, namer)} if changed else {}
+        unmasked = [c.model_copy(update={"name": renamed[c.cluster] if c.cluster in renamed
+                                         else public[c.cluster].name}) for c in unmasked]
+    report = InsightsReport(
         report_id=report_id(start, end), period_start=start, period_end=end, built_at=built_at,
         requests=len(asked), clustered=int((labels != NOISE).sum()), noise=int((labels == NOISE).sum()),
         previous_requests=len(previous), min_cluster_size=min_cluster_size, embedding_model=embedding_model,
         naming=namer.name if namer is not None else "terms", low_confidence=low_confidence, gap_share=gap_share,
-        clusters=clusters, gaps=gaps)
+        clusters=clusters, gaps=gaps_of(clusters, closest_pages))
+    admin_view = report.model_copy(update={"clusters": unmasked,
+                                           "gaps": gaps_of(unmasked, admin_closest_pages or closest_pages)})
+    return report.model_copy(update={"admin_view": admin_view})
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:
@@ -154,18 +181,19 @@ def _assigned(before: np.ndarray, centres: dict[int, np.ndarray], similarity: fl
 
 def _describe(number: int, words: list[str], members: list[AskedQuestion], vectors: np.ndarray,
               confidence: np.ndarray, stored: np.ndarray, low: np.ndarray, previous_size: int, *, start: dt.datetime,
-              days: int, gap_share: float) -> ClusterInsight:
+              days: int, gap_share: float, admin: bool = False) -> ClusterInsight:
     """One cluster's figures; ``low``: which of its answers rest on weakly matching sources. Its confidence is the
-    mean of its answers' stored ones (of the cosines when none has one: the two are on different scales)."""
+    mean of its answers' stored ones (of the cosines when none has one: the two are on different scales). For
+    ``admin``, only a question holding private data is masked, and no cited page."""
     size = len(members)
     unanswered = [q.failed or q.dont_know or q.net_rating < 0 or bool(weak) for q, weak in zip(members, low,
                                                                                               strict=True)]
     daily = [0] * days
     for q in members:
         daily[min(days - 1, max(0, (q.created_at - start) // dt.timedelta(days=1)))] += 1
-    cited = Counter(page for q in members for page in q.cited)
-    representatives = [PRIVATE_QUESTION if members[i].private else members[i].question
-                       for i in nearest_to_centre(vectors, count=3)]
+    cited = Counter(page for q in members for page in (q.admin_cited if admin else q.cited))
+    representatives = [PRIVATE_QUESTION if (members[i].sensitive if admin else members[i].private)
+                       else members[i].question for i in nearest_to_centre(vectors, count=3)]
     share = sum(unanswered) / size
     return ClusterInsight(
         cluster=number, label=", ".join(words) or f"cluster {number + 1}", size=size, previous_size=previous_size,

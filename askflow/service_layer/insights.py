@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from askflow.domain.audiences import ADMIN, PUBLIC_VIEWER, Viewer
 from askflow.domain.clock import utcnow
 from askflow.domain.errors import InvalidInput
 from askflow.insights.model import InsightsReport, Page
@@ -69,9 +70,11 @@ def build_insights(
             vectors += embeddings.embed_documents(list(texts[first:first + EMBED_BATCH]))
         return np.asarray(vectors, dtype=np.float32)
 
-    def closest_pages(label: str, centre: np.ndarray) -> list[Page]:
-        found = retriever.search(label, vector=centre.tolist())
-        documents = retriever.distinct(found.chunks, question_vector=found.vector)
+    def closest_pages(label: str, centre: np.ndarray, viewer: Viewer = PUBLIC_VIEWER) -> list[Page]:
+        """The pages nearest a gap that ``viewer`` may read: the public's for the report, an admin's for its admin
+        view."""
+        found = retriever.search(label, vector=centre.tolist(), viewer=viewer)
+        documents = retriever.distinct(found.chunks, question_vector=found.vector, viewer=viewer)
         return [Page(title=d.chunks[0].chunk.title, url=d.chunks[0].chunk.url, doc_id=d.chunks[0].chunk.doc_id)
                 for d in documents[:3]]
 
@@ -79,7 +82,8 @@ def build_insights(
         asked, previous=previous, start=start, end=end, vectors=question_vectors, embed_texts=embed_texts,
         closest_pages=closest_pages, namer=namer, embedding_model=embeddings.name, min_cluster_size=min_cluster_size,
         cluster_selection=cluster_selection, low_confidence=low_confidence, low_similarity=low_similarity,
-        gap_share=gap_share, assign_similarity=assign_similarity, built_at=utcnow(), progress=progress)
+        gap_share=gap_share, assign_similarity=assign_similarity, built_at=utcnow(), progress=progress,
+        admin_closest_pages=lambda label, centre: closest_pages(label, centre, ADMIN))
     if files is not None:
         report = report.model_copy(update={"files": {
             "html": files.write(f"{report.report_id}.html", html_page(report).encode(), content_type="text/html"),
