@@ -15,6 +15,8 @@ resource "google_composer_environment" "askflow" {
         "psycopg"                  = "[binary,pool]>=3.1"
         "pydantic-settings"        = ">=2.3"
         "weaviate-client"          = ">=4.9,<5"
+        # the DAGs' lineage events (lineage_task, asset aliases): the image ships the provider; this keeps it recent
+        "apache-airflow-providers-openlineage" = ">=2.1,<3"
       }
       # The data folder is the environment bucket's data/, which every worker mounts: the fine-tuning DAG's pairs
       # and models written by one task are read by the next, wherever it runs.

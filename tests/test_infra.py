@@ -302,6 +302,10 @@ def test_composer_reports_lineage_to_dataplex(terraform):
     assert software["cloud_data_lineage_integration"][0]["enabled"] is True
     assert re.match(r"composer-[23]", software["image_version"])  # the integration needs Composer 2.1.2 or later
     assert "datalineage.googleapis.com" in terraform["locals"]["apis"]
+    # the provider that sends the events, at the version range the DAGs are written for
+    requirements = (ROOT / "dags" / "requirements.txt").read_text()
+    required = re.search(r"^apache-airflow-providers-openlineage(\S+)", requirements, re.M)
+    assert required and software["pypi_packages"]["apache-airflow-providers-openlineage"] == required[1]
 
 
 def test_terraform_functions_exist_with_the_right_signature(terraform):
