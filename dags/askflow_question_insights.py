@@ -4,6 +4,7 @@
 (reusing the embeddings the learning loop stored), clusters them with HDBSCAN, labels each cluster by its distinctive
 words (and names it with the cheap model, when one is configured), and writes the report to Firestore (one per
 period: a rerun replaces it) with its HTML and CSV renderings. Only the report's id and figures go through XCom.
+Weekly, and after each evaluation run that saved grades (the ``askflow-graded-answers`` asset alias).
 ``file_gaps`` (param ``file_issues``, off by default) opens one GitHub issue per coverage gap in
 ``ASKFLOW_INSIGHTS_DOCS_REPO``, or updates the one filed before.
 """
@@ -13,14 +14,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from askflow_dag_defaults import DEFAULT_ARGS
+from askflow_lineage import GRADED_ANSWERS
 
 
 @dag(
     dag_id="askflow_question_insights",
-    schedule="@weekly",
+    # weekly, and after an evaluation run saved grades (the report of the hour it ran in, replaced by a later run
+    # of the same hour): ratings graded just now count at once
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@weekly", timezone="UTC"), assets=GRADED_ANSWERS),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -46,9 +50,11 @@ def askflow_question_insights():
 
         context = get_current_context()
         params = context["params"]
-        # a plain datetime (pendulum's does its arithmetic its own way)
+        # a plain datetime (pendulum's does its arithmetic its own way); a run after an asset event may have no
+        # data interval: then it is when it was due
+        due = context.get("data_interval_end") or context["dag_run"].run_after
         end = (dt.datetime.fromisoformat(params["end"]) if params.get("end")
-               else dt.datetime.fromtimestamp(context["data_interval_end"].timestamp(), tz=dt.UTC))
+               else dt.datetime.fromtimestamp(due.timestamp(), tz=dt.UTC))
         with bootstrap() as components:
             report = insights_steps.build(components, period=params["period"] or components.settings.insights_period,
                                           end=end.replace(minute=0, second=0, microsecond=0),

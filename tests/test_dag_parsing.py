@@ -64,9 +64,12 @@ def test_every_dag_file_parses_with_settings_that_would_not_load(tmp_path):
                          "askflow_finetune_embeddings", "askflow_question_insights"}
     assert dags["askflow_finetune_embeddings"]["queues"] == {"train": "training"}
     # the data flow: each ingestion DAG and the evaluation DAG resolve the collection's alias, the evaluation DAG
-    # the graded answers'
+    # the graded answers', which the insights DAG is scheduled on (with its weekly time)
     assert dags["askflow_ingest_docs"]["outlets"] == {"prune": ["askflow-collection"]}
     for source in ("askflow_ingest_slack", "askflow_ingest_github"):
         assert dags[source]["outlets"] == {"index_item": ["askflow-collection"]}
     assert dags["askflow_evaluate"]["outlets"] == {"write_back": ["askflow-collection"],
                                                    "save_grades": ["askflow-graded-answers"]}
+    insights = dags["askflow_question_insights"]
+    assert insights["scheduled_on"] == "AssetAlias(name='askflow-graded-answers', group='asset')"
+    assert "expression='0 0 * * 0'" in insights["time_schedule"]
