@@ -262,3 +262,39 @@ def test_the_admin_pages_show_a_requests_lineage_and_a_documents_linked_from_eac
     status, body = _http(admin_api.handle, components, "/admin/lineage/no-such-request", admin)
     assert status == 404 and "no request no-such-request" in body
     assert _http(admin_api.handle, components, "/admin/lineage?request=x", admin)[0] == 400
+
+
+def test_each_location_names_the_version_it_read(git_docs, gcs_server, tmp_path):
+    """What each location says a document's version is: a git commit, a GCS object's generation, a website page's
+    validators; a Slack thread's latest reply and a GitHub issue's update time come from their metadata."""
+    from google.cloud import storage
+
+    from askflow.adapters.web_documents import page_version
+    from askflow.domain.model import Chunk, Document
+    from askflow.ingest.provenance import document_version, stamped
+    from tests.support.git_repo import git
+    from tests.test_ingestion import open_location
+
+    location = open_location(f"git+{git_docs.as_uri()}@main#subdirectory=docs", cache_dir=tmp_path / "cache")
+    document = location.load("xcoms.rst", source="docs", base_url=None)
+    assert document.version == f"commit {git(git_docs, 'rev-parse', 'HEAD')}"
+    assert document.location == f"git+{git_docs.as_uri()}@main#subdirectory=docs"
+
+    bucket = storage.Client().create_bucket(f"docs-{uuid.uuid4().hex[:8]}")
+    blob = bucket.blob("site/xcoms.rst")
+    blob.upload_from_filename(DOCS / "xcoms.rst")
+    loaded = open_location(f"gs://{bucket.name}/site").load("xcoms.rst", source="docs", base_url=None)
+    assert loaded.version == f"generation {bucket.get_blob('site/xcoms.rst').generation}"
+    assert loaded.location == f"gs://{bucket.name}/site/"
+
+    assert page_version({"etag": '"abc"', "last_modified": "Tue, 01 Dec 2026 08:00:00 GMT"}) == \
+        'etag "abc"; last-modified Tue, 01 Dec 2026 08:00:00 GMT'
+    assert page_version({"version": "2026-11-30"}) == "lastmod 2026-11-30"
+    thread = Document(doc_id="slack:C1/1.1", text="t", title="t", url="u", metadata={"latest_reply": "1.9"})
+    issue = Document(doc_id="github:o/r/1", text="t", title="t", url="u", metadata={"updated_at": "2026-12-01"})
+    plain = Document(doc_id="docs:x.md", text="t", title="t", url="https://example.org/x")
+    assert [document_version(d) for d in (thread, issue)] == ["latest_reply 1.9", "updated_at 2026-12-01"]
+    assert document_version(plain) == f"sha256 {plain.sha[:16]}"
+    chunk = Chunk(doc_id="docs:x.md", index=0, content="t", title="t", section="", url=plain.url, sha="s")
+    (traced,) = stamped([chunk], plain, run="cli:r", at=utcnow(), location=None)
+    assert (traced.provenance.location, traced.provenance.run, traced.chunk_id) == (plain.url, "cli:r", chunk.chunk_id)
