@@ -4,7 +4,8 @@ Everything Terraform deploys runs here: the API with the web page, the answer wo
 webhook, the Firestore trigger that queues grading (registered with the emulator), and the requeue sweep, posted on
 a schedule as Cloud Scheduler does. Grading runs as the evaluation DAG, for real: by default ``dag.test()`` of
 ``askflow_evaluate`` whenever grading events wait (so a 👍 on the page is graded and shows on the homepage); with
-``--airflow``, Airflow itself (``airflow standalone``: API server, scheduler, DAG processor) with its UI.
+``--airflow``, Airflow itself (its API server, scheduler and DAG processor: ``askflow.dev.local_airflow``) with its
+UI.
 
 It indexes askflow's own docs, or with ``--docs FOLDER`` yours instead, into a collection of its own
 (``ASKFLOW_DEMO_COLLECTION``), so ``askflow ingest`` experiments never leak into it; the collection holds one of
@@ -33,7 +34,7 @@ from pydantic import SecretStr
 
 from askflow.bootstrap import bootstrap
 from askflow.config import load_settings
-from askflow.dev.local_stack import REPO_ROOT, LocalStack, Service, ensure_pull_subscription, settings_env
+from askflow.dev.local_stack import REPO_ROOT, LocalStack, ensure_pull_subscription, settings_env
 from askflow.domain.errors import InvalidInput
 from askflow.domain.model import Document, RequestStatus
 from askflow.entrypoints.answer_text import format_answer
@@ -226,16 +227,9 @@ def _sweep_on_schedule(url: str, stop: threading.Event) -> None:
 
 
 def _airflow_env(settings, stack: LocalStack) -> dict[str, str]:
-    home = settings.data_dir / "airflow-demo"
-    return {
-        **os.environ, **stack.env, **settings_env(settings),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({"conn_type": "google_cloud_platform",
-                                                        "extra": {"is_anonymous": True}}),
-    }
+    from askflow.dev.local_airflow import airflow_env
+
+    return airflow_env({**os.environ, **stack.env, **settings_env(settings)}, settings.data_dir / "airflow-demo")
 
 
 def _grade_when_due(settings, env: dict[str, str], stop: threading.Event) -> None:
@@ -290,15 +284,10 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def _start_airflow(stack: LocalStack, env: dict[str, str]) -> str:
-    from askflow.dev.local_stack import _start, free_port
+    """Airflow's API server, scheduler and DAG processor (``askflow.dev.local_airflow``), stopped with the stack."""
+    from askflow.dev.local_airflow import start_airflow
 
-    port = free_port()
-    # standalone starts its components as `airflow ...` processes: this interpreter's bin folder goes on PATH
-    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env = env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1", "PATH": path}
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    print("starting Airflow (airflow standalone: API server, scheduler, DAG processor) ...", flush=True)
-    service: Service = _start("airflow", [sys.executable, "-m", "airflow", "standalone"],
-                              url=f"http://127.0.0.1:{port}/", log_dir=stack.log_dir, env=env, timeout_s=300)
-    stack.services.append(service)
-    return service.url
+    print("starting Airflow (API server, scheduler, DAG processor) ...", flush=True)
+    airflow = start_airflow(env, stack.log_dir)
+    stack.services.extend(airflow.services)
+    return airflow.url
