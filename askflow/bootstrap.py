@@ -504,7 +504,22 @@ class Components:
 
     @cached_property
     def escalations(self):
-        """Where questions askflow is not sure of go (``None``: no bot token or no ``ASKFLOW_ESCALATION_CHANNEL``)."""
+        """Where questions askflow is not sure of go: ``ASKFLOW_ESCALATION_GITHUB_REPO``'s issues, or
+        ``ASKFLOW_ESCALATION_CHANNEL`` in Slack (``None``: neither, or a channel and no bot token)."""
+        s = self.settings
+        if s.escalation_github_repo:
+            from functools import partial
+
+            from askflow.adapters.github_escalations import GitHubEscalations
+            from askflow.adapters.slack_escalations import deliver_in_slack
+            from askflow.ingest.sources.github_issues import repository_audiences
+
+            client, repo = self.github_client, s.escalation_github_repo
+            return GitHubEscalations(
+                client=client, repo=repo, label=s.escalation_github_label, command=s.escalation_github_command,
+                reviewers=s.escalation_github_reviewers, answer_page=s.answer_page,
+                readers=lambda: repository_audiences(client, repo, s.github_repo_audiences),
+                deliver=partial(deliver_in_slack, self.slack_client) if self.slack_client is not None else None)
         if self.slack_client is None or not self.settings.escalation_channel:
             return None
         from askflow.adapters.slack_escalations import SlackEscalations

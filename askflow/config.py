@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from askflow.domain.audiences import PUBLIC, audience_names
@@ -219,6 +219,17 @@ class Settings(BaseSettings):
         "the Slack channel id where questions askflow is not sure of are handed to the team (unset: none are)"))
     escalation_reaction: str = Field(default="white_check_mark", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
         "the reaction by which a reviewer marks a reply in an escalation's thread as the answer"))
+    escalation_github_repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$",
+                                               description=(
+        "owner/name of the GitHub repository where questions go to the team as issues instead of a Slack channel "
+        "(one of the two; its readers: ASKFLOW_GITHUB_REPO_AUDIENCES, or public for a public repository)"))
+    escalation_github_label: str = Field(default="askflow-question", min_length=1, max_length=50, description=(
+        "the label of the escalation issues askflow opens"))
+    escalation_github_command: str = Field(default="/answer", pattern=r"^\S{1,50}$", description=(
+        "a reviewer's comment starting with this word marks the answer: the rest of the comment, or (nothing after "
+        "it) the comment before it"))
+    escalation_github_reviewers: list[str] = Field(default=[], description=(
+        "GitHub logins whose command comment marks an escalation issue's answer (empty: no one's)"))
     escalation_internal_reaction: str = Field(default="lock", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
         "the reaction by which a reviewer marks the team's answer internal (before or after it is marked the answer)"))
     escalation_internal_audience: str = Field(
@@ -393,6 +404,13 @@ class Settings(BaseSettings):
                             usd_total=self.budget_usd_total, lookups_per_asker=self.budget_lookups_per_asker,
                             escalations_per_asker=self.budget_escalations_per_asker,
                             escalations_total=self.budget_escalations_total)
+
+    @model_validator(mode="after")
+    def _one_escalation_place(self) -> Settings:
+        if self.escalation_channel and self.escalation_github_repo:
+            raise ValueError("questions go to the team in one place: set ASKFLOW_ESCALATION_CHANNEL or "
+                             "ASKFLOW_ESCALATION_GITHUB_REPO, not both")
+        return self
 
     @field_validator("escalation_internal_audience")
     @classmethod

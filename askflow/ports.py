@@ -333,7 +333,24 @@ class ThreadReply:
 
 
 class Escalations(abc.ABC):
-    """The place the team answers escalated questions (the Slack adapter's ``SlackEscalations``)."""
+    """The place the team answers escalated questions (the Slack adapter's ``SlackEscalations``, or
+    ``GitHubEscalations``)."""
+
+    @property
+    def place(self) -> str | None:
+        """Where escalations are posted, as ``Escalation.channel`` names it (``github:owner/name``; ``None``:
+        ``ASKFLOW_ESCALATION_CHANNEL``)."""
+        return None
+
+    def marked(self) -> list[tuple[str, TeamAnswer]]:
+        """The answers reviewers marked in the place itself, as (request id, answer): a GitHub reviewer's command
+        comment on an open escalation issue; none where marks come as events (Slack's reactions)."""
+        return []
+
+    def close(self, request: Request) -> None:
+        """Note in the place that ``request``'s escalation is answered (GitHub: its issue is closed); nothing where the
+        thread stays (Slack)."""
+        return None
 
     @abc.abstractmethod
     def readers(self) -> list[str]:

@@ -16,7 +16,7 @@ from askflow.domain.budgets import BudgetLimits
 from askflow.domain.clock import utcnow
 from askflow.domain.model import Escalation, Graded, Request, RequestStatus, SlackThread
 from askflow.ports import Escalations, ThreadReply
-from askflow.service_layer.escalation import answered, ask_for_person, escalate
+from askflow.service_layer.escalation import answered, ask_for_person, escalate, take_marked_answers
 from tests.support.loopback_apis import SlackAPI
 from tests.test_ask_path import _settings, ask, call, indexed, wait_terminal  # noqa: F401 - the indexed docs
 from tests.test_slack_bot import event, wait_for
@@ -599,3 +599,64 @@ def test_a_reply_far_down_a_long_thread_is_still_found():
         assert escalations.reply("CESC", "1800000005.000099") is None  # in no page
     finally:
         workspace.stop()
+
+
+def test_a_github_issue_as_the_escalation_place_one_per_request_answered_by_a_reviewers_command():
+    from github import Github
+
+    from askflow.adapters.github_escalations import GitHubEscalations
+    from askflow.ingest.sources.github_issues import _filed_by_askflow, repository_audiences
+    from tests.support.loopback_apis import GitHubAPI
+
+    api = GitHubAPI()
+    try:
+        client = Github(base_url=api.url, seconds_between_requests=0, retry=None)
+        delivered = []
+        place = GitHubEscalations(client=client, repo="acme/docs", label="askflow-question", command="/answer",
+                                  reviewers=["Rita"], readers=lambda: repository_audiences(client, "acme/docs", {}),
+                                  answer_page=lambda request_id: f"https://askflow.example/answers/{request_id}",
+                                  deliver=lambda request, answer: delivered.append((request.request_id, answer.text)))
+        settings = Settings(escalation_github_repo="acme/docs", escalation_github_reviewers=["Rita"])
+        requests = InMemoryRequestStore()
+        slack = SlackThread(channel="CPUB", ts="5.5", thread_ts="5.5", user="UASK")
+        requests.create(_answered("r").model_copy(update={"question": "How do I limit concurrency? @octocat"}))
+        requests.create(_answered("s", slack=slack).model_copy(update={"question": requests.get("r").question}))
+        requests.create(_answered("p").model_copy(update={"question": "The vault?", "readers": ["slack:CPRIV"]}))
+        requests.create(_answered("c").model_copy(update={"question": "What is a sensor?"}))
+
+        def ask(request_id):
+            return escalate(requests.get(request_id), why="no source matched", requests=requests, escalations=place,
+                            budgets=None, settings=settings)
+
+        opened = ask("r")
+        assert (opened.state, opened.channel, opened.ts, opened.thread) == ("open", "github:acme/docs", "1",
+                                                                            "github:acme/docs/1")
+        assert ask("s").joined == "r" and ask("p").why_not == Escalation.MAY_NOT_READ  # a public repository
+        issue = api.issues["acme/docs"][0]
+        assert issue["labels"] == ["askflow-question"] and "<!-- askflow-escalation: r -->" in issue["body"]
+        assert "a web visitor" in issue["body"] and "@octocat" not in issue["body"]  # no one is mentioned
+        assert _filed_by_askflow(client.get_repo("acme/docs").get_issue(1), None)  # never indexed as a source
+        place.post(requests.get("c"), why="w")  # a worker that posted and died before noting it
+        assert ask("c").ts == "2" and len(api.issues["acme/docs"]) == 2  # found again by its marker: one issue
+
+        issue["comments"] = [{"body": "/answer use a pool", "user": "mallory"},  # no reviewer's command
+                             {"body": "Use a pool with 4 slots.", "user": "teammate"},
+                             {"body": "/answer", "user": "rita"}]  # the comment before it is the answer
+        api.issues["acme/docs"][1]["comments"] = [{"body": "/answer A sensor waits for something.", "user": "rita"}]
+        assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 2
+        team = requests.get("r").team_answer
+        assert (team.text, team.by, team.marked_by) == ("Use a pool with 4 slots.", "github:teammate", "github:rita")
+        assert requests.get("c").team_answer.text == "A sensor waits for something."
+        assert requests.get("s").team_answer == team and delivered == [("s", "Use a pool with 4 slots.")]
+        assert [i["state"] for i in api.issues["acme/docs"]] == ["closed", "closed"]  # answered: closed
+        assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 0
+        assert delivered == [("s", "Use a pool with 4 slots.")]  # delivered once
+    finally:
+        api.stop()
+
+
+def test_askflow_escalations_without_a_github_place_is_an_askflow_error(capsys):
+    from askflow.entrypoints.cli import main
+
+    assert main(["escalations"]) == 2
+    assert "askflow: taking marked answers needs ASKFLOW_ESCALATION_GITHUB_REPO" in capsys.readouterr().err

@@ -85,14 +85,25 @@ class SlackEscalations(Escalations):
             log.info("reply %s/%s unreadable: %s", channel, ts, error.response.get("error"))
         return None
 
+    @property
+    def place(self) -> str:
+        return self._channel
+
     def deliver(self, request: Request, answer: TeamAnswer) -> None:
-        author = answer.by.removeprefix("slack:")
-        self._client.chat_postMessage(
-            channel=request.slack.channel, thread_ts=request.slack.thread_ts, unfurl_links=False, **UNLINKED,
-            text=slack_text(f"The team answered: {answer.text}"[:SECTION_CHARS]),
-            blocks=[{"type": "section", "text": _mrkdwn(f"*The team answered your question*\n"
-                                                         f"{slack_text(answer.text, SECTION_CHARS)}")},
-                    {"type": "context", "elements": [_mrkdwn(f"Answered by <@{_user_id(author)}>.")]}])
+        deliver_in_slack(self._client, request, answer)
+
+
+def deliver_in_slack(client: Any, request: Request, answer: TeamAnswer) -> None:
+    """The team's answer in the asker's Slack thread, with its author (a Slack user's mention; a person from
+    another place, "a team member")."""
+    author = (f"<@{_user_id(answer.by.removeprefix('slack:'))}>" if answer.by.startswith("slack:")
+              else "a team member")
+    client.chat_postMessage(
+        channel=request.slack.channel, thread_ts=request.slack.thread_ts, unfurl_links=False, **UNLINKED,
+        text=slack_text(f"The team answered: {answer.text}"[:SECTION_CHARS]),
+        blocks=[{"type": "section", "text": _mrkdwn(f"*The team answered your question*\n"
+                                                     f"{slack_text(answer.text, SECTION_CHARS)}")},
+                {"type": "context", "elements": [_mrkdwn(f"Answered by {author}.")]}])
 
 
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")

@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("--format", choices=["table", "json"], default="table")
     lineage.set_defaults(run=_lineage)
 
+    escalations = commands.add_parser("escalations", help="take the answers reviewers marked on the escalation issues "
+                                      "(ASKFLOW_ESCALATION_GITHUB_REPO) and close them: run it from a schedule")
+    escalations.set_defaults(run=_escalations)
+
     delete = commands.add_parser("delete-request", help="(admin) delete one request and everything derived from it: "
                                  "its stored answer, its verified-answer cache entry and learned record, its feed item")
     delete.add_argument("request_id", metavar="REQUEST_ID")
@@ -524,6 +528,21 @@ def _document_table(report) -> str:
         lines.append(f"  {item.request_id} {_when(item.created_at)} ({item.mode}{cached}): {item.question}")
         lines.append(f"      {how}, version {item.version or '—'} (run {item.run or '—'}): {item.state}; {verdict}")
     return "\n".join(lines)
+
+
+def _escalations(args) -> int:
+    from askflow.bootstrap import bootstrap
+    from askflow.domain.errors import ConfigurationError
+    from askflow.service_layer.escalation import take_marked_answers
+
+    with bootstrap() as components:
+        if not components.settings.escalation_github_repo:
+            raise ConfigurationError("taking marked answers needs ASKFLOW_ESCALATION_GITHUB_REPO (owner/name); "
+                                     "Slack's come as reactions")
+        taken = take_marked_answers(requests=components.requests, escalations=components.escalations,
+                                    settings=components.settings)
+    print(f"{taken} escalation{'' if taken == 1 else 's'} answered")
+    return 0
 
 
 def _delete_request(args) -> int:

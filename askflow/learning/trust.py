@@ -83,4 +83,6 @@ def _shown(who: str) -> str:
     keeps who it was)."""
     if who.startswith("slack:"):
         return "in Slack"
+    if who.startswith("github:"):
+        return "on GitHub"
     return who.partition("@")[0]

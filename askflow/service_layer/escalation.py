@@ -73,7 +73,7 @@ def escalate(request: Request, *, why: str, requests: RequestStore, escalations:
             return _stored_escalation(request, requests) or posting
     elif not requests.escalate(request.request_id, posting, replacing=retrying):
         return _stored_escalation(request, requests) or posting
-    channel = settings.escalation_channel
+    channel = escalations.place or settings.escalation_channel
     ts = escalations.posted(request, since=now - POSTED_WITHIN) or escalations.post(request, why=why)
     opened = posting.model_copy(update={"state": "open", "channel": channel, "ts": ts, "thread": f"{channel}/{ts}",
                                         "posting_at": None})
@@ -103,7 +103,7 @@ def _skipped_or_joined(request: Request, base: Escalation, *, requests: RequestS
                        escalations: Escalations | None, budgets: Budgets | None,
                        settings: Settings) -> Escalation | None:
     """The escalation that does not reach the channel (skipped, or joined to an open one), or ``None``."""
-    if escalations is None or not settings.escalation_channel:
+    if escalations is None or not (escalations.place or settings.escalation_channel):
         return base.model_copy(update={"why_not": "no escalation channel is configured"})
     members = Viewer.of(escalations.readers())
     if not (members.may_read(request.readers) and members.may_read(request.place_readers)):
@@ -162,18 +162,45 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
         reviewer(user) for user in found.reactions.get(settings.escalation_internal_reaction, []))
     answer = TeamAnswer(text=found.text.strip()[:20_000], by=f"slack:{found.author}", marked_by=marked_by,
                         at=utcnow(), ts=reply_ts, internal=settings.escalation_internal_audience if internal else None)
+    return _settle(request, answer, requests=requests, escalations=escalations, settings=settings, store=store,
+                   internal=internal)
+
+
+def _settle(request: Request, answer: TeamAnswer, *, requests: RequestStore, escalations: Escalations,
+            settings: Settings, store: VectorStore | None = None, internal: bool = False) -> Request | None:
+    """``answer`` as the team's answer of ``request`` and of those that joined it — all written first — then each
+    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other)."""
     stored = requests.answer_escalation(request.request_id, answer)
     if stored is None or stored.team_answer is None:
         return stored
-    if internal and not stored.team_internal and stored.team_answer.ts == reply_ts:  # marked before, then locked
-        stored = _narrow(stored, reply_ts, requests=requests, settings=settings, store=store) or stored
+    if internal and not stored.team_internal and stored.team_answer.ts == answer.ts:  # marked before, then locked
+        stored = _narrow(stored, answer.ts, requests=requests, settings=settings, store=store) or stored
     joined = requests.joined_to(stored.request_id)
     for other in joined:
         requests.answer_escalation(other.request_id, stored.team_answer)
     for request_id in [stored.request_id, *(other.request_id for other in joined)]:
         _deliver_team_answer(request_id, requests=requests, escalations=escalations)
-    log.info("request %s: the team's answer (reply %s, marked by %s)", stored.request_id, reply_ts, marked_by)
+    log.info("request %s: the team's answer (%s, marked by %s)", stored.request_id, answer.ts, answer.marked_by)
     return requests.get(stored.request_id)
+
+
+def take_marked_answers(*, requests: RequestStore, escalations: Escalations, settings: Settings) -> int:
+    """The answers reviewers marked in the escalation place itself (``Escalations.marked``: a GitHub reviewer's
+    command comment) become the team's answers of their requests, as a reviewer's ✅ does in Slack; each answered
+    escalation is then closed in its place (its issue), so the next pass reads it no more. Idempotent: an answer
+    taken before changes nothing, and one whose close failed is taken again and closed. Returns how many were
+    taken."""
+    taken = 0
+    for request_id, answer in escalations.marked():
+        request = requests.get(request_id)
+        if request is None or request.escalation is None or request.escalation.channel != escalations.place:
+            log.info("marked answer ignored: %s has no escalation in %s", request_id, escalations.place)
+            continue
+        stored = _settle(request, answer, requests=requests, escalations=escalations, settings=settings)
+        if stored is not None and stored.team_answer is not None:
+            escalations.close(stored)
+            taken += 1
+    return taken
 
 
 def marked_internal(channel: str, reply_ts: str, *, requests: RequestStore, escalations: Escalations,

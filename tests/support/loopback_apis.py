@@ -245,9 +245,10 @@ def _github_time(value: str) -> dt.datetime:
 
 class GitHubAPI(LoopbackAPI):
     """``issues`` maps "owner/name" to issue dicts: ``number, title, body, state, state_reason, labels, closed_at,
-    updated_at, comments, pull_request`` (truthy for pull requests, which GitHub lists among issues), and for a closed
-    issue ``fixed_by``: the number of the merged pull request (of the same list) whose merge commit closed it, or
-    ``closed_by_commit``: the sha of a commit pushed directly that did. An issue's ``events`` are GitHub's: a
+    updated_at, comments`` (each a body, or ``{"body", "user"}`` with its author's login), ``pull_request`` (truthy
+    for pull requests, which GitHub lists among issues), and for a closed issue ``fixed_by``: the number of the
+    merged pull request (of the same list) whose merge commit closed it, or ``closed_by_commit``: the sha of a commit
+    pushed directly that did. An issue's ``events`` are GitHub's: a
     ``closed`` event (with that commit's ``commit_id`` and ``commit_url``, or none when a person closed it); a
     commit's ``pulls`` list the pull request it merged. Lists are paged as GitHub pages them: ``per_page`` (30 unless
     asked, at most 100) and ``page``, with a ``Link`` header."""
@@ -345,8 +346,9 @@ class GitHubAPI(LoopbackAPI):
         if len(parts) == 4 and parts[3] == "issues" and method == "POST":
             repo = f"{parts[1]}/{parts[2]}"
             issues = self.issues.setdefault(repo, [])
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as GitHub stamps a new issue
             issue = {"number": len(issues) + 1, "title": body["title"], "body": body.get("body", ""),
-                     "labels": body.get("labels", [])}
+                     "labels": body.get("labels", []), "created_at": now, "updated_at": now}
             issues.append(issue)
             return 201, self._issue(repo, issue)
         if len(parts) == 4 and parts[3] == "issues":
@@ -371,6 +373,8 @@ class GitHubAPI(LoopbackAPI):
             repo, number = f"{parts[1]}/{parts[2]}", int(parts[4])
             issue = next(i for i in self.issues[repo] if i["number"] == number)
             return self._page(path, query, list(enumerate(issue.get("comments", []))), lambda item: {
-                "id": item[0], "body": item[1], "user": {"login": f"commenter{item[0]}", "id": item[0]},
+                "id": item[0], "body": item[1]["body"] if isinstance(item[1], dict) else item[1],
+                "user": {"login": item[1]["user"] if isinstance(item[1], dict) else f"commenter{item[0]}",
+                         "id": item[0]},
                 "created_at": "2024-01-02T03:04:05Z", "html_url": f"https://github.com/{repo}/issues/{number}"})
         return 404, {"message": "Not Found"}

@@ -36,6 +36,7 @@ from askflow.domain.audiences import PUBLIC
 from askflow.domain.model import Document, SourceKind
 
 GAP_MARKER = "<!-- askflow-gap:"  # how askflow/adapters/github_gaps.py marks the body of each issue it files
+ESCALATION_MARKER = "<!-- askflow-escalation:"  # and askflow/adapters/github_escalations.py each question's issue
 _CLOSED_AS = {"not_planned": "closed as not planned", "duplicate": "closed as a duplicate"}
 _COMMIT_REPO = re.compile(r"/repos/([^/]+/[^/]+)/commits/")  # a commit's API URL names its repository
 
@@ -117,9 +118,10 @@ def _latest(*times: str | None) -> str | None:
 
 
 def _filed_by_askflow(issue, gap_label: str | None) -> bool:
-    """Whether ``issue`` is a coverage gap askflow filed: its label, or its body's marker."""
+    """Whether ``issue`` is a coverage gap askflow filed (its label, or its body's marker) or a question it handed
+    to the team (its body's marker: an asker's words are never a source)."""
     labelled = bool(gap_label) and any(label.name == gap_label for label in issue.labels)
-    return labelled or GAP_MARKER in (issue.body or "")
+    return labelled or GAP_MARKER in (issue.body or "") or ESCALATION_MARKER in (issue.body or "")
 
 
 def fixing_pull(client, issue, repo: str) -> FixingPull | None:
