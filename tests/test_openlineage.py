@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.dag_runner import dag_env, run_dag
 from tests.support.openlineage_collector import OpenLineageCollector
+from tests.test_sources import github  # noqa: F401 (the loopback GitHub repository fixture)
 
 DOCS = Path(__file__).parent / "data" / "docs"
 
@@ -67,3 +68,19 @@ def test_the_docs_dag_names_its_location_as_input_and_its_collection_as_output(
     assert [(name, json.loads(extra)["location"]) for name, _, extra in events] == [
         (f"askflow collection {collection_name}", str(corpus))]
     assert aliases == {"askflow-collection"}
+
+
+def test_the_github_dag_names_each_repository_as_the_input_of_its_mapped_task(
+        airflow_env, pg_url, wire, github, collection_name, lineage_backend):  # noqa: F811
+    env = dag_env({**airflow_env, "AIRFLOW__OPENLINEAGE__TRANSPORT": lineage_backend.transport(),
+                   "AIRFLOW__OPENLINEAGE__NAMESPACE": "askflow-test"}, pg_url, wire, collection_name,
+                  github_api_url=github.url, github_repos=["acme/pipes"], github_reconcile_every_runs=0)
+
+    assert run_dag("askflow_ingest_github.py", {}, env) == "success"
+
+    events = [e for e in lineage_backend.task_events("askflow_ingest_github", "index_item")
+              if e["eventType"] in ("START", "COMPLETE") and collection_name in json.dumps(e["outputs"])]
+    assert sorted(e["eventType"] for e in events) == ["COMPLETE", "START"]
+    for event in events:  # the repository's issues on the API's host
+        assert _datasets(event, "inputs") == {("https://127.0.0.1", "acme/pipes/issues")}
+        assert [d["name"] for d in event["outputs"]] == [f"{urlsplit(pg_url).path.strip('/')}.public.{collection_name}"]
