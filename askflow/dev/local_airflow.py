@@ -17,12 +17,11 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from askflow.dev.local_stack import REPO_ROOT, Service, _start, free_port
+from askflow.dev.local_stack import REPO_ROOT, Service, free_port, wait_for_http
 
 DAGS = REPO_ROOT / "dags"
 USER = "admin"
@@ -96,15 +95,19 @@ def start_airflow(env: dict[str, str], log_dir: Path, *, timeout_s: float = 300)
     if migrate.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed: {migrate.stderr[-2000:]}")
     airflow = LocalAirflow(url=url, home=home, services=[])
-    try:
-        airflow.services.append(_start("airflow-api-server", [sys.executable, "-m", "airflow", "api-server"],
-                                       url=f"{url}api/v2/monitor/health", log_dir=log_dir, env=env,
-                                       timeout_s=timeout_s))
-        airflow.services.append(_start("airflow-scheduler", [sys.executable, "-m", "airflow", "scheduler"],
-                                       url=f"http://127.0.0.1:{health}/health", log_dir=log_dir, env=env,
-                                       timeout_s=timeout_s))
-        airflow.services.append(_spawn("airflow-dag-processor", [sys.executable, "-m", "airflow", "dag-processor"],
-                                       log_dir=log_dir, env=env))
+    try:  # all three at once (each takes a while to import Airflow), then each waited for
+        for name in ("api-server", "scheduler", "dag-processor"):
+            airflow.services.append(_spawn(f"airflow-{name}", [sys.executable, "-m", "airflow", name],
+                                           log_dir=log_dir, env=env))
+        for service, ready in zip(airflow.services, (f"{url}api/v2/monitor/health",
+                                                     f"http://127.0.0.1:{health}/health"), strict=False):
+            try:
+                wait_for_http(ready, timeout_s=timeout_s, process=service.process)
+            except (RuntimeError, TimeoutError) as error:
+                raise RuntimeError(f"{service.name} did not start ({error}); see {service.log_path}:\n"
+                                   f"{service.log_path.read_text(errors='replace')[-2000:]}") from None
+        if airflow.services[2].process.poll() is not None:
+            raise RuntimeError(f"the DAG processor exited; see {airflow.services[2].log_path}")
     except BaseException:
         airflow.stop()
         raise
@@ -112,13 +115,8 @@ def start_airflow(env: dict[str, str], log_dir: Path, *, timeout_s: float = 300)
 
 
 def _spawn(name: str, command: list[str], *, log_dir: Path, env: dict[str, str]) -> Service:
-    """A component with no port of its own (the DAG processor): started, and alive a moment later."""
     log_path = log_dir / f"{name}.log"
-    process = subprocess.Popen(command, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True, cwd=REPO_ROOT)
-    service = Service(name, "", process, log_path)
-    time.sleep(1)
-    if process.poll() is not None:
-        raise RuntimeError(f"{name} exited with {process.returncode}; see {log_path}:\n"
-                           f"{log_path.read_text()[-2000:]}")
-    return service
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   cwd=REPO_ROOT)
+    return Service(name, "", process, log_path)
