@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -280,11 +280,11 @@ class RequestStore(abc.ABC):
         as it now is (``None``: unknown)."""
 
     @abc.abstractmethod
-    def relabel(self, request_id: str, readers: Sequence[str]) -> bool:
-        """Set who may read a terminal request's answer (its documents were relabelled: ``Request.relabelled``),
-        and so whether the feed may list it (``in_feed``: ``Request.is_public`` with these readers), in one atomic
-        read-check-write. Returns whether anything changed (the same readers again, or an unknown or unfinished
-        request: nothing)."""
+    def relabel(self, request_id: str, labels: Mapping[str, Sequence[str] | None]) -> bool:
+        """Set who may read a terminal request's answer once the documents it drew on are labelled as ``labels``
+        says (``Request.relabelled``, worked out on the request as stored, inside one atomic read-check-write), and
+        so whether the feed may list it (``Request.with_readers``). Returns whether anything changed (the same
+        readers again, or an unknown or unfinished request: nothing)."""
 
     @abc.abstractmethod
     def escalation_delivered(self, request_id: str, *, at: dt.datetime) -> None:

@@ -327,14 +327,15 @@ def test_a_relabelled_request_gets_its_readers_and_its_place_in_the_feed_and_an_
     answer = Answer(text="A [1].", sources=[source], mode="extractive", queries=["q?"], usage=[], timings_ms={})
     assert store.finish(claimed.completed(answer, at=utcnow()))
     assert store.get(request_id).in_feed
-    assert store.relabel(request_id, ["employees"])
+    internal_labels = {"docs:a.md": ["employees"]}
+    assert store.relabel(request_id, internal_labels)
     internal = store.get(request_id)
     assert internal.readers == ["employees"] and not internal.in_feed and not internal.readable_by(PUBLIC_VIEWER)
-    assert not store.relabel(request_id, ["employees"])  # the same readers: nothing written
-    assert store.relabel(request_id, ["public"]) and store.get(request_id).in_feed
+    assert not store.relabel(request_id, internal_labels)  # the same readers: nothing written
+    assert store.relabel(request_id, {"docs:a.md": ["public"]}) and store.get(request_id).in_feed
     unfinished = _pending(store)
-    assert not store.relabel(unfinished, ["employees"]) and store.get(unfinished).readers is None
-    assert not store.relabel("no-such-request", ["employees"])
+    assert not store.relabel(unfinished, internal_labels) and store.get(unfinished).readers is None
+    assert not store.relabel("no-such-request", internal_labels)
 
 
 def test_a_team_answer_is_marked_internal_once_and_leaves_the_feed(stores):

@@ -373,11 +373,13 @@ class FirestoreRequestStore(RequestStore):
 
         return self._transact(request_id, change)
 
-    def relabel(self, request_id: str, readers) -> bool:
+    def relabel(self, request_id: str, labels) -> bool:
         def change(request, _):
-            if request is None or not request.terminal or request.readers == list(readers):
+            if request is None or not request.terminal:
                 return None, False
-            relabelled = request.with_readers(readers)
+            relabelled = request.with_readers(request.relabelled(labels))
+            if (relabelled.readers, relabelled.in_feed) == (request.readers, request.in_feed):
+                return None, False
             return {"readers": relabelled.readers, "in_feed": relabelled.in_feed}, True
 
         return self._transact(request_id, change)

@@ -189,12 +189,15 @@ class InMemoryRequestStore(RequestStore):
             self.requests[request_id] = request
             return request
 
-    def relabel(self, request_id: str, readers) -> bool:
+    def relabel(self, request_id: str, labels) -> bool:
         with self._lock:
             request = self.requests.get(request_id)
-            if request is None or not request.terminal or request.readers == list(readers):
+            if request is None or not request.terminal:
                 return False
-            self.requests[request_id] = request.with_readers(readers)
+            relabelled = request.with_readers(request.relabelled(labels))
+            if (relabelled.readers, relabelled.in_feed) == (request.readers, request.in_feed):
+                return False
+            self.requests[request_id] = relabelled
             return True
 
     def escalation_delivered(self, request_id: str, *, at) -> None:

@@ -491,15 +491,23 @@ class Request(BaseModel):
         (doc id -> audiences as stored now). Worked out again from its place and its documents when all of them are
         still stored and nothing else went into it; otherwise (a cached answer, a follow-up that drew on its
         conversation, a document gone) only narrowed: what it was, and the new labels."""
-        drawn = [labels[doc_id] for doc_id in self.cited_docs if doc_id in labels]
+        drawn_on = self.drew_on
+        drawn = [labels[doc_id] for doc_id in drawn_on if doc_id in labels]
         recomputable = self.cached_from is None and not self.context_turns and self.readers is not None and \
-            bool(self.cited_docs) and all(doc_id in labels for doc_id in self.cited_docs)
+            bool(drawn_on) and all(doc_id in labels for doc_id in drawn_on)
         return readers_of([self.place_readers, *drawn]) if recomputable else readers_of([self.readers, *drawn])
 
+    @property
+    def drew_on(self) -> list[str]:
+        """The documents its answer drew on: its lineage's (``cited_docs``), or, answered before lineage was kept,
+        its sources'."""
+        return self.cited_docs or sorted({source.doc_id for source in self.sources if source.doc_id})
+
     def with_readers(self, readers: Sequence[str]) -> Request:
-        """Its answer readable by ``readers``, and listed in the feed only if that makes it public."""
+        """Its answer readable by ``readers``, and listed in the feed only if that makes it public (and no reviewer
+        marked its team's answer internal)."""
         relabelled = self.model_copy(update={"readers": list(readers)})
-        return relabelled.model_copy(update={"in_feed": relabelled.is_public})
+        return relabelled.model_copy(update={"in_feed": relabelled.is_public and not relabelled.team_internal})
 
     def failed(self, error: str) -> Request:
         """Failed, with no half answer left behind."""

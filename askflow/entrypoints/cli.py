@@ -229,14 +229,8 @@ def _ingest(args) -> int:
             source=args.source, prune=not args.no_prune, answers_source=components.settings.answers_source,
             allow_empty=args.prune_all, audiences=audiences,
             max_unavailable_share=components.settings.web_max_unavailable_share, run=cli_run(),
+            requests=lambda: _answers_store(components),
         )
-        if result.relabelled:  # their earlier answers follow, where the request store can be reached
-            from askflow.ingest.labels import relabel_derived
-
-            requests = _answers_store(components)
-            if requests is not None:
-                relabel_derived(components.store, requests, answers_source=components.settings.answers_source,
-                                cited=set(result.relabelled))
     print(json.dumps(result.to_dict()))
     return 0
 

@@ -46,7 +46,8 @@ class IndexingResult:
     chunks_relabelled: int = 0  # of unchanged documents whose location's audiences changed
     seconds: dict[str, float] = field(default_factory=lambda: {"split": 0.0, "embed": 0.0, "write": 0.0})
     unavailable: dict[str, str] = field(default_factory=dict)  # doc id -> why it could not be read (kept as stored)
-    # the unchanged documents whose audiences changed: what was derived from them follows (``labels.relabel_derived``)
+    # the unchanged documents whose audiences the run changed: what was derived from them followed them
+    # (``labels.relabel_derived``)
     relabelled: list[str] = field(default_factory=list)
 
     @property
@@ -75,7 +76,7 @@ def index_documents(
     progress: Callable[[str, int, int], None] | None = None,
     run: str | None = None,
     location: str | None = None,
-    requests: RequestStore | None = None,
+    requests: Callable[[], RequestStore | None] | None = None,
 ) -> IndexingResult:
     """Bring the store's documents of ``source`` in line with ``documents``.
 
@@ -95,9 +96,9 @@ def index_documents(
     :param run: the run writing (``askflow.ingest.provenance``: ``airflow_run``, ``cli_run``; default: this
         process's ``process_run``), and ``location`` where ``documents`` were read (a document's own ``location``
         comes first, its URL last): each written chunk's ``Provenance``, with its document's version and the time.
-    :param requests: where the answers are (``RequestStore``): a relabelled document's earlier answers get its new
-        readers (``labels.relabel_derived``), as its stored answers do. ``None``: the caller does it with the
-        result's ``relabelled``.
+    :param requests: opens the request store (called only when a run labels documents): a relabelled document's
+        earlier answers get its new readers (``labels.relabel_derived``), as its stored answers do. ``None`` (or a
+        store out of reach): only the stored answers; the result's ``relabelled`` says which documents' wait.
     """
     run = run or process_run()
     ingested_at = utcnow()
@@ -173,22 +174,24 @@ def index_documents(
         if sum(len(cs) for _, cs in pending) >= batch_chunks:
             flush()
     flush()
-    relabelled: set[str] = set()
-    for audiences, doc_ids in unchanged.items():
-        changed = store.relabel(doc_ids, audiences)
-        result.chunks_relabelled += changed
-        relabelled.update(doc_ids if changed else ())
+    if unchanged:
+        from askflow.ingest.labels import relabel_derived, relabelling
+
+        opened: list[RequestStore | None] = []
+        for audiences, doc_ids in unchanged.items():
+            due = relabelling(store, doc_ids, audiences)
+            if due and source != answers_source:  # what was derived first: a run stopped in between redoes it
+                if not opened:
+                    opened.append(requests() if requests is not None else None)
+                relabel_derived(store, opened[0], answers_source=answers_source, labels=due)
+            result.chunks_relabelled += store.relabel(doc_ids, audiences)
+            result.relabelled += sorted(due)
 
     if prune:
         faults.kill_point("ingest.before_prune")
         refuse_empty_listing(result.documents_seen, stored, scope=scope, allow_empty=allow_empty)
         pruned, deleted = prune_documents(store, scope=scope, keep=seen, stored=stored)
         result.documents_pruned, result.chunks_deleted = pruned, result.chunks_deleted + deleted
-    result.relabelled = sorted(relabelled)
-    if relabelled and source != answers_source:
-        from askflow.ingest.labels import relabel_derived
-
-        relabel_derived(store, requests, answers_source=answers_source, cited=relabelled)
     if result.changed:
         if answers_source and source != answers_source:
             result.answers_invalidated = invalidate_answers(store, answers_source=answers_source)

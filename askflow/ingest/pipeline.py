@@ -6,7 +6,7 @@ paths) travel between tasks."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from askflow.domain.audiences import audience_names
@@ -21,6 +21,7 @@ from askflow.ingest.indexing import (
     refuse_empty_listing,
     refuse_unavailable_share,
 )
+from askflow.ingest.labels import relabel_derived, relabelling
 from askflow.ingest.sources.github_issues import read_repo_issues
 from askflow.ingest.sources.slack import Workspace, read_channel
 from askflow.ports import DocsLocation, Embeddings, RequestStore, VectorStore
@@ -43,12 +44,12 @@ def index_batch(location: DocsLocation, relative_paths: list[str], *, store: Vec
                 strategy: ChunkingStrategy, source: str, base_url: str | None = None,
                 audiences: Sequence[str] | None = None, listed: Mapping[str, dict] | None = None,
                 run: str | None = None, answers_source: str | None = None,
-                requests: RequestStore | None = None) -> dict[str, Any]:
+                requests: Callable[[], RequestStore | None] | None = None) -> dict[str, Any]:
     """One batch of a location's documents, labelled with the location's ``audiences`` (``None``: as stored,
     ``index_documents``), loaded as the run's listing found them (``listed``: what ``list_documents`` gave of these
     paths, handed to the location that loads them). ``run``: the run writing (``provenance.airflow_run``), each
     chunk's provenance with the location. A relabelled document's stored answers (``answers_source``) and earlier
-    answers (``requests``) follow it."""
+    answers (``requests``: opens the request store) follow it."""
     if listed:
         location.remember(listed)
     documents = [location.load(relative, source=source, base_url=base_url) for relative in relative_paths]
@@ -97,7 +98,7 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
                         audiences: Sequence[str], full_sync: bool = False, app_id: str | None = None,
                         reread_every: int = 0, reread_turns: Collection[int] = (),
                         source: str = "slack", run: str | None = None,
-                        requests: RequestStore | None = None) -> dict[str, Any]:
+                        requests: Callable[[], RequestStore | None] | None = None) -> dict[str, Any]:
     """One channel's threads that are new or changed since the last run, and its deleted threads pruned; what a run
     costs, and what the reconcile (``full_sync``) adds: ``askflow.ingest.sources.slack``. ``client``: slack_sdk's
     WebClient. ``audiences``: who may read the channel (``SlackAudiences.channel_readers``): every thread of it,
@@ -105,7 +106,7 @@ def index_slack_channel(channel: str, *, client, store: VectorStore, embeddings:
     (``ASKFLOW_SLACK_APP_ID``; unset: asked of Slack when a message needs it), whose messages are never indexed.
     ``reread_every``/``reread_turns``: which shares of the listed threads have their replies read again for edits
     (``askflow.ingest.sources.slack.rereads``). ``run``: the run writing (``provenance.airflow_run``). ``requests``:
-    where the answers are, so a relabelled thread's earlier answers follow it (``labels.relabel_derived``)."""
+    opens the request store, so a relabelled thread's earlier answers follow it (``labels.relabel_derived``)."""
     scope = f"{source}:{channel}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -126,7 +127,7 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
                       closed_max_age_days: int | None = None, gap_label: str | None = None,
                       listed_until: str | None = None, source: str = "github",
                       run: str | None = None,
-                      requests: RequestStore | None = None) -> dict[str, Any]:
+                      requests: Callable[[], RequestStore | None] | None = None) -> dict[str, Any]:
     """One repository's issues that are new or updated since the last run, and the issues to prune (deleted ones at
     the reconcile, ``full_sync``; with ``closed_max_age_days``, those closed longer ago than that; askflow's own gap
     issues, labelled ``gap_label``); what a run costs: ``askflow.ingest.sources.github_issues``. ``client``:
@@ -134,7 +135,7 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
     ones relabelled when that changed. ``listed_until``: the watermark the last run returned (its summary's
     ``listed_until``: the newest ``updated_at`` it listed, pull requests and skipped issues included), where this
     listing starts when no stored issue is as recent. ``run``: the run writing (``provenance.airflow_run``).
-    ``requests``: where the answers are, so a relabelled issue's earlier answers follow it."""
+    ``requests``: opens the request store, so a relabelled issue's earlier answers follow it."""
     scope = f"{source}:{repo}/"
     store.ensure_collection(embeddings.dimension)
     stored = store.document_metadata(scope)
@@ -153,7 +154,8 @@ def index_github_repo(repo: str, *, client, store: VectorStore, embeddings: Embe
 def _write_changes(documents: list[Document], gone: Collection[str], *, store: VectorStore, embeddings: Embeddings,
                    strategy: ChunkingStrategy, source: str, scope: str, answers_source: str,
                    audiences: Sequence[str], stored: Mapping[str, Any], run: str | None = None,
-                   location: str | None = None, requests: RequestStore | None = None) -> IndexingResult:
+                   location: str | None = None,
+                   requests: Callable[[], RequestStore | None] | None = None) -> IndexingResult:
     """Index ``documents`` (new, or read again because their sync point moved), then delete the ``gone`` ones and
     the stored answers citing them. A document read again whose text is unchanged is written anyway, or its stored
     sync point would stay behind and it would be read again on every run (a thread whose only new reply is askflow's
@@ -167,12 +169,11 @@ def _write_changes(documents: list[Document], gone: Collection[str], *, store: V
                              prune=False, scope=scope, answers_source=answers_source, audiences=audiences,
                              run=run, location=location, requests=requests)
     unchanged = sorted(set(stored) - set(gone) - {document.doc_id for document in documents})
-    relabelled = store.relabel(unchanged, audience_names(audiences)) if unchanged else 0
-    if relabelled:  # the source's audiences changed: what was stored, and what was derived from it, follow
-        from askflow.ingest.labels import relabel_derived
-
-        result.chunks_relabelled += relabelled
-        relabel_derived(store, requests, answers_source=answers_source, cited=set(unchanged))
+    due = relabelling(store, unchanged, audiences) if unchanged else {}
+    if due:  # the source's audiences changed: what was derived follows first, then what was stored
+        relabel_derived(store, requests() if requests is not None else None, answers_source=answers_source,
+                        labels=due)
+        result.chunks_relabelled += store.relabel(unchanged, audience_names(audiences))
     if gone:
         result.documents_pruned = len(gone)
         result.chunks_deleted += store.delete_documents(sorted(gone))

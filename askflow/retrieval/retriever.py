@@ -219,6 +219,10 @@ class Retriever:
         """The question's embedding as ``search`` makes it (the verified-answer cache matches by it too)."""
         return self._embeddings.embed_query(clean_query(question).dense)
 
+    def labels_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]:
+        """Who may read these documents as they are labelled now (``VectorStore.audiences_of``)."""
+        return self._store.audiences_of(list(doc_ids)) if doc_ids else {}
+
     def search(self, question: str, *, vector: Sequence[float] | None = None,
                viewer: Viewer = PUBLIC_VIEWER) -> Retrieved:
         """Hybrid search of what ``viewer`` may read; ``vector``: the question's embedding when it was made already

@@ -187,6 +187,10 @@ class Answerer:
                       grounded=grounded(text, sources, mode=self.mode), confidence=sure.value,
                       not_sure=sure.reason or None, rerank_usd=retrieval.rerank_usd)
 
+    def labels_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]:
+        """Who may read the documents an answer drew on, as they are labelled now."""
+        return self._retriever.labels_of(doc_ids)
+
     def retrieve(self, question: str, history: Sequence[tuple[str, str]] = (), *, viewer: Viewer = PUBLIC_VIEWER,
                  question_vector: Callable[[], Sequence[float]] | None = None, cached_follow_up: bool = False,
                  started: float | None = None) -> Retrieval:

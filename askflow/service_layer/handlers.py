@@ -55,6 +55,8 @@ class Answers(Protocol):
     def answer(self, question: str, history: list[tuple[str, str]] = ..., *, fresh: bool = ...,
                on_partial: Callable[[str, list[Source]], None] | None = ..., viewer: Viewer = ...) -> Answer: ...
 
+    def labels_of(self, doc_ids: Sequence[str]) -> dict[str, list[str] | None]: ...
+
 
 class SlackThreads(Protocol):
     """The Slack side of a conversation (the Slack adapter's ``SlackReplies``)."""
@@ -250,10 +252,23 @@ def answer_request(
                       escalations=escalations)
         return "skipped"
     faults.kill_point("worker.after_finish")
+    _relabelled_meanwhile(outcome, requests=requests, answerer=answerer)
     if _follows_up(outcome) and requests.claim_delivery(outcome.request_id, lease_s=settings.request_lease_s):
         _deliver(outcome, requests=requests, slack=slack, budgets=budgets, escalations=escalations,
                  settings=settings)
     return outcome.status.value
+
+
+def _relabelled_meanwhile(outcome: Request, *, requests: RequestStore, answerer: Answers) -> None:
+    """A relabelling that ran while this answer was written passed it by (it was not finished): if the documents it
+    drew on are labelled otherwise now than its search found them, its readers follow (``RequestStore.relabel``),
+    so a page made internal meanwhile takes the new answer out of the feed too."""
+    if outcome.status is not RequestStatus.COMPLETE or not outcome.sources or outcome.cached_from:
+        return
+    searched = {source.doc_id: source.audiences for source in outcome.sources}
+    now = answerer.labels_of(sorted(searched))
+    if any(sorted(now.get(doc_id) or []) != sorted(labels or []) for doc_id, labels in searched.items()):
+        requests.relabel(outcome.request_id, now)
 
 
 def _deliver_left(stored: Request | None, *, requests: RequestStore, slack: SlackThreads | None,
