@@ -92,6 +92,7 @@ def askflow_ingest_docs():
                 embeddings=components.embeddings, strategy=strategy_from(params, components),
                 source=params["source"], base_url=params["base_url"], audiences=params["audiences"],
                 listed=batch.get("listed"), run=airflow_run(get_current_context()),
+                answers_source=components.settings.answers_source, requests=lambda: components.requests,
             )
 
     @lineage_task(lineage=_lineage, trigger_rule="none_failed", outlets=[COLLECTION])

@@ -33,7 +33,7 @@ def index_repo(repo: str, *, components, strategy) -> dict:
                                 gap_label=settings.github_gap_label, listed_until=Variable.get(watermark, None),
                                 audiences=repository_audiences(components.github_client, repo,
                                                                settings.github_repo_audiences),
-                                run=airflow_run(get_current_context()))
+                                run=airflow_run(get_current_context()), requests=lambda: components.requests)
     if summary["listed_until"]:  # set once the run's writes are done: a failed run moves no watermark
         Variable.set(watermark, summary["listed_until"])
     return summary

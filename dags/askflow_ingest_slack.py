@@ -35,7 +35,7 @@ def index_channel(channel: str, *, components, strategy) -> dict:
                                app_id=settings.slack_app_id, reread_every=settings.slack_reread_every_runs,
                                reread_turns=turns,
                                audiences=components.slack_audiences.channel_readers(channel),
-                               run=airflow_run(get_current_context()))
+                               run=airflow_run(get_current_context()), requests=lambda: components.requests)
 
 
 def channel_asset(channel: str, settings):
