@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     iap_audience_rules: dict[str, list[str]] = Field(default={}, description=(
         "IAP identity -> audiences, by e-mail address or '@domain'"))
     iap_admins: list[str] = Field(default=[], description="IAP e-mail addresses that are admins")
+    admin_secret: SecretStr | None = Field(default=None, description=(
+        "signs the admin sign-in cookie and the review forms' tokens, with the admin keys: what an IAP-only "
+        "deployment (no admin key) signs its reviewers' forms with"))
     slack_workspace_audience: str = Field(default="slack:workspace", description=(
         "the audience of a workspace's members: what its public channels are readable by"))
     github_repo_audiences: dict[str, list[str]] = Field(default={}, description=(

@@ -67,7 +67,8 @@ module "admin" {
   ingress_settings      = var.admin_iap ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_ALL"
   environment_variables = merge(local.askflow_env, local.admin_iap_env)
   secrets               = google_secret_manager_secret.secrets
-  secret_env            = local.api_secret_env
+  # behind IAP there may be no admin key: ASKFLOW_ADMIN_SECRET signs the reviewers' forms
+  secret_env = merge(local.api_secret_env, var.admin_iap ? { admin_secret = "ASKFLOW_ADMIN_SECRET" } : {})
   project_roles         = ["roles/datastore.user", "roles/cloudtrace.agent"]
   invokers              = local.admin_run_invokers
   depends_on            = [google_project_service.apis]

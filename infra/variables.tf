@@ -123,6 +123,7 @@ variable "secrets" {
     weaviate_api_key     = "askflow-weaviate-api-key"
     api_key              = "askflow-api-key"
     rerank_api_key       = "askflow-rerank-api-key"
+    admin_secret         = "askflow-admin-secret"
   }
   description = "Setting name -> Secret Manager secret id."
 }

@@ -93,12 +93,13 @@ def keyed(sent: str, settings) -> Caller | None:
 
 
 def admin_cookie(request, settings, name: str) -> str:
-    """The admin sign-in cookie for the admin key named ``name``: HttpOnly, SameSite=Strict, Path=/admin."""
+    """The admin sign-in cookie for the admin key named ``name``: HttpOnly, SameSite=Strict, for the admin function's
+    whole origin (its review queue, ``/insights`` and the ``/answers/{id}`` pages it links to)."""
     issued = str(int(time.time()))
     value = f"{issued}.{name}"
     secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
     return (f"{ADMIN_COOKIE}={value}.{_admin_sign('admin:' + value, settings)}; Max-Age={ADMIN_SESSION_S}; "
-            f"Path=/admin; HttpOnly; SameSite=Strict{'; Secure' if secure else ''}")
+            f"Path=/; HttpOnly; SameSite=Strict{'; Secure' if secure else ''}")
 
 
 def _admin_session(cookie: str, settings) -> Caller | None:
@@ -119,8 +120,8 @@ def _admin_session(cookie: str, settings) -> Caller | None:
 
 
 def csrf_token(caller: Caller, settings, *, day: int | None = None) -> str:
-    """What a form of the admin pages carries: tied to the reviewer and the UTC day (``None`` when no key is
-    configured to sign it with)."""
+    """What a form of the admin pages carries: tied to the reviewer and the UTC day (empty when no admin key and no
+    ``ASKFLOW_ADMIN_SECRET`` is configured to sign it with)."""
     day = int(time.time() // 86_400) if day is None else day
     return _admin_sign(f"csrf:{caller.via}:{caller.name}:{day}", settings)
 
@@ -133,7 +134,7 @@ def csrf_ok(request, caller: Caller, settings, sent: str) -> bool:
     origin = request.headers.get("Origin")
     if origin and urlsplit(origin).netloc != request.host:
         return False
-    if not keys_configured(settings) or not sent or not _admin_sign("", settings):
+    if not sent or not _admin_sign("", settings):
         return False
     today = int(time.time() // 86_400)
     return any(hmac.compare_digest(sent.encode(), csrf_token(caller, settings, day=day).encode())
@@ -207,10 +208,12 @@ def _valid_session(cookie: str, settings) -> bool:
 
 
 def _admin_sign(message: str, settings) -> str:
-    """An HMAC of ``message`` under the admin keys alone (the admin key and every admin ``ASKFLOW_API_KEYS`` key):
-    a holder of any other key can forge no admin cookie and no form token. Empty when there is no admin key."""
+    """An HMAC of ``message`` under the admin secrets alone (the admin key, every admin ``ASKFLOW_API_KEYS`` key and
+    ``ASKFLOW_ADMIN_SECRET``, what an IAP-only deployment has): a holder of any other key can forge no admin cookie
+    and no form token. Empty when there is none of them."""
     secrets = [settings.api_key] if settings.api_key is not None else []
     secrets += [key.key for key in settings.api_keys if key.admin]
+    secrets += [settings.admin_secret] if settings.admin_secret is not None else []
     if not secrets:
         return ""
     key = b"\x00".join(secret.get_secret_value().encode() for secret in secrets)
