@@ -74,3 +74,13 @@ def test_an_iap_admin_approves_on_the_review_queue_with_the_admin_secret_and_no_
         assert requests.get("r1").approval.approved
     finally:
         certs.stop()
+
+
+def test_an_insights_report_id_past_what_firestore_names_is_refused_before_any_read():
+    read = []
+    components = SimpleNamespace(settings=Settings(api_key="admin-key"), requests=InMemoryRequestStore(),
+                                 insights_reports=SimpleNamespace(get=lambda i: read.append(i), latest=lambda: None))
+    environ = EnvironBuilder(path="/insights", query_string={"report": "1" * 2000},
+                             headers={"X-API-Key": "admin-key"}).get_environ()
+    body, status, _ = admin_api.handle(Request(environ), components)
+    assert status == 400 and "an id like" in body and read == []
