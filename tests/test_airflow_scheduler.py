@@ -94,7 +94,8 @@ def test_the_scheduler_runs_the_docs_and_evaluation_dags_triggered_through_the_r
                                                          "docs:guides/connections.html"}
     store.close()
     # the events: each task's START and COMPLETE, the docs DAG's with the folder in and the collection out, the
-    # evaluation's pull with the subscription in, and each DAG run's own (the scheduler's listener)
+    # evaluation's pull with the subscription in, its write-back and grades with the requests in and the collection
+    # and the requests out, and each DAG run's own (the scheduler's listener)
     prune = [e for e in lineage.task_events("askflow_ingest_docs", "prune") if e["eventType"] in ("START", "COMPLETE")]
     assert {e["eventType"] for e in prune} == {"START", "COMPLETE"}
     for event in prune:
@@ -103,6 +104,11 @@ def test_the_scheduler_runs_the_docs_and_evaluation_dags_triggered_through_the_r
     pull = [e for e in lineage.task_events("askflow_evaluate", "pull_events") if e["eventType"] == "COMPLETE"]
     assert [d["name"] for e in pull for d in e["inputs"]] == [
         f"subscription:{settings.project_id}:{settings.evaluation_subscription}"]
+    requests = ("firestore://" + settings.project_id, settings.requests_collection)
+    for task_id, outputs in (("write_back", collection_name), ("save_grades", settings.requests_collection)):
+        (complete,) = [e for e in lineage.task_events("askflow_evaluate", task_id) if e["eventType"] == "COMPLETE"]
+        assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [requests]
+        assert [d["name"].rsplit(".", 1)[-1] for d in complete["outputs"]] == [outputs]
     for dag_id in runs:
         assert {"START", "COMPLETE"} <= {e["eventType"] for e in lineage.dag_events(dag_id)}, dag_id
 
