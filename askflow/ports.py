@@ -342,9 +342,10 @@ class Escalations(abc.ABC):
         ``ASKFLOW_ESCALATION_CHANNEL``)."""
         return None
 
-    def marked(self) -> list[tuple[str, TeamAnswer]]:
-        """The answers reviewers marked in the place itself, as (request id, answer): a GitHub reviewer's command
-        comment on an open escalation issue; none where marks come as events (Slack's reactions)."""
+    def marked(self) -> list[tuple[str, str, TeamAnswer]]:
+        """The answers reviewers marked in the place itself, as (request id, the escalation's ``ts`` the mark is on,
+        answer): a GitHub reviewer's command comment on an open escalation issue (its number); none where marks come
+        as events (Slack's reactions)."""
         return []
 
     def close(self, request: Request) -> None:

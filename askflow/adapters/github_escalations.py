@@ -3,8 +3,10 @@ any base URL, as ``github_gaps`` files coverage gaps).
 
 An escalation is one issue, labelled ``ASKFLOW_ESCALATION_GITHUB_LABEL``: the question, the attempted answer, its
 sources, the asker's surface (never a token, an address or an e-mail) and a link to the request's page, with a
-marker in its body (``<!-- askflow-escalation: <request id> -->``) by which a retried escalation finds its own issue
-instead of opening a second, and by which the GitHub ingestion never indexes it. A reviewer
+marker as its body's last line (``<!-- askflow-escalation: <request id> -->``) by which a retried escalation finds its
+own issue instead of opening a second, and by which the GitHub ingestion never indexes it. The marker is read from
+that line alone, and every text quoted above it has its HTML comments defused: a question carrying another request's
+marker names no other request's issue. A reviewer
 (``ASKFLOW_ESCALATION_GITHUB_REVIEWERS``) marks the answer with a comment starting with the command word
 (``ASKFLOW_ESCALATION_GITHUB_COMMAND``): the rest of that comment is the answer, or, with nothing after the word, the
 comment before it. ``marked`` reads those of the open issues; ``close`` closes an answered one. The team's answer
@@ -25,11 +27,20 @@ from askflow.ports import Escalations, ThreadReply
 log = logging.getLogger(__name__)
 MARKER = "<!-- askflow-escalation: {request_id} -->"
 _MARKED = re.compile(r"<!-- askflow-escalation: ([A-Za-z0-9_-]{1,64}) -->")
+_COMMENT = re.compile(r"<!--|-->")
 ANSWER_CHARS = 3000  # of the attempted answer, in the issue
 
 
 def marker(request_id: str) -> str:
     return MARKER.format(request_id=request_id)
+
+
+def marked_request(body: str | None) -> str | None:
+    """The request id of the marker an escalation issue's body ends with (askflow's own line: never one quoted in
+    the question or the attempt above it), or ``None``."""
+    lines = (body or "").rstrip().splitlines()
+    found = _MARKED.fullmatch(lines[-1].strip()) if lines else None
+    return found.group(1) if found else None
 
 
 class GitHubEscalations(Escalations):
@@ -62,14 +73,14 @@ class GitHubEscalations(Escalations):
         return self._client.get_repo(self._repo).get_issues(state=state, labels=[self._label])
 
     def posted(self, request, *, since) -> str | None:
-        wanted = marker(request.request_id)
         for issue in self._client.get_repo(self._repo).get_issues(state="all", labels=[self._label], since=since):
-            if wanted in (issue.body or ""):
+            if marked_request(issue.body) == request.request_id:
                 return str(issue.number)
         return None
 
     def post(self, request, *, why: str) -> str:
-        sources = "\n".join(f"{s.n}. [{_plain(s.title)}]({s.url})" for s in request.sources[:5]) or "(none)"
+        sources = _uncommented("\n".join(f"{s.n}. [{_plain(s.title)}]({s.url})" for s in request.sources[:5])) \
+            or "(none)"
         link = f"\n\n[Its page]({self._answer_page(request.request_id)})" if self._answer_page else ""
         body = (f"A question askflow could not answer for sure ({_plain(why)}), asked by {_surface(request)}:\n\n"
                 f"{_quoted(request.stored_question)}\n\n**askflow's attempt**\n\n"
@@ -84,16 +95,17 @@ class GitHubEscalations(Escalations):
     def reply(self, channel: str, ts: str) -> ThreadReply | None:
         return None  # marks come from ``marked``, never as events
 
-    def marked(self) -> list[tuple[str, TeamAnswer]]:
-        """The answers reviewers marked on the open escalation issues: (request id, answer), the first mark of each."""
+    def marked(self) -> list[tuple[str, str, TeamAnswer]]:
+        """The answers reviewers marked on the open escalation issues: (request id, issue number, answer), the first
+        mark of each; the request is the one its body's last line names."""
         found = []
         for issue in self._issues("open"):
-            request_id = next(iter(_MARKED.findall(issue.body or "")), None)
+            request_id = marked_request(issue.body)
             if request_id is None:
                 continue
             answer = self._answer(issue)
             if answer is not None:
-                found.append((request_id, answer))
+                found.append((request_id, str(issue.number), answer))
         return found
 
     def _answer(self, issue) -> TeamAnswer | None:
@@ -131,8 +143,14 @@ def _plain(text: str) -> str:
 
 
 def _quoted(text: str) -> str:
-    """A block quote, with mentions defused (``@`` then a zero-width joiner, which notifies no one)."""
-    return "\n".join(f"> {line}" for line in text.replace("@", "@\u200d").splitlines() or [""])
+    """A block quote, with mentions defused (``@`` then a zero-width joiner, which notifies no one) and HTML comments
+    too (no marker hides in it)."""
+    return "\n".join(f"> {line}" for line in _uncommented(text.replace("@", "@\u200d")).splitlines() or [""])
+
+
+def _uncommented(text: str) -> str:
+    """``<!--`` and ``-->`` broken by a zero-width joiner: shown as typed, opening or closing no HTML comment."""
+    return _COMMENT.sub(lambda m: m.group(0)[:2] + "\u200d" + m.group(0)[2:], text)
 
 
 def _surface(request: Request) -> str:

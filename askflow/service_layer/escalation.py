@@ -187,14 +187,15 @@ def _settle(request: Request, answer: TeamAnswer, *, requests: RequestStore, esc
 def take_marked_answers(*, requests: RequestStore, escalations: Escalations, settings: Settings) -> int:
     """The answers reviewers marked in the escalation place itself (``Escalations.marked``: a GitHub reviewer's
     command comment) become the team's answers of their requests, as a reviewer's ✅ does in Slack; each answered
-    escalation is then closed in its place (its issue), so the next pass reads it no more. Idempotent: an answer
-    taken before changes nothing, and one whose close failed is taken again and closed. Returns how many were
-    taken."""
+    escalation is then closed in its place (its issue), so the next pass reads it no more. A mark counts only on the
+    request's own issue (the one its escalation was posted as: ``Escalation.ts``). Idempotent: an answer taken
+    before changes nothing, and one whose close failed is taken again and closed. Returns how many were taken."""
     taken = 0
-    for request_id, answer in escalations.marked():
+    for request_id, ts, answer in escalations.marked():
         request = requests.get(request_id)
-        if request is None or request.escalation is None or request.escalation.channel != escalations.place:
-            log.info("marked answer ignored: %s has no escalation in %s", request_id, escalations.place)
+        if request is None or request.escalation is None or request.escalation.channel != escalations.place or \
+                request.escalation.ts != ts:
+            log.info("marked answer ignored: %s has no escalation %s in %s", request_id, ts, escalations.place)
             continue
         stored = _settle(request, answer, requests=requests, escalations=escalations, settings=settings)
         if stored is not None and stored.team_answer is not None:
