@@ -229,8 +229,8 @@ class Settings(BaseSettings):
     escalation_github_label: str = Field(default="askflow-question", min_length=1, max_length=50, description=(
         "the label of the escalation issues askflow opens"))
     escalation_github_command: str = Field(default="/answer", pattern=r"^\S{1,50}$", description=(
-        "a reviewer's comment starting with this word marks the answer: the rest of the comment, or (nothing after "
-        "it) the comment before it"))
+        "a reviewer's comment starting with this word marks the answer: the rest of that comment (a bare command "
+        "marks nothing)"))
     escalation_github_reviewers: list[str] = Field(default=[], description=(
         "GitHub logins whose command comment marks an escalation issue's answer (empty: no one's)"))
     escalation_internal_reaction: str = Field(default="lock", pattern=r"^[a-z0-9_+-]{1,100}$", description=(
