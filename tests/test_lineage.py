@@ -298,3 +298,50 @@ def test_each_location_names_the_version_it_read(git_docs, gcs_server, tmp_path)
     chunk = Chunk(doc_id="docs:x.md", index=0, content="t", title="t", section="", url=plain.url, sha="s")
     (traced,) = stamped([chunk], plain, run="cli:r", at=utcnow(), location=None)
     assert (traced.provenance.location, traced.provenance.run, traced.chunk_id) == (plain.url, "cli:r", chunk.chunk_id)
+
+
+# -- the service layer on the in-memory ports (the request-store contract holds both stores to the same rules) ------
+SLACK_DOC = "slack:C1-1700000000.000100"
+
+
+def _slack_chunk(sha: str, text: str):
+    from askflow.domain.model import Chunk, Provenance, SourceKind
+
+    return Chunk(doc_id=SLACK_DOC, index=0, content=text, title="thread", section="", url="https://x.slack.com/t",
+                 sha=sha, kind=SourceKind.SLACK,
+                 provenance=Provenance(location="slack:C1", version="latest_reply 1700000500.000200",
+                                       ingested_at=utcnow(), run="cli:r1"))
+
+
+def _answered_from(chunk, request_id: str, **extra) -> Request:
+    from askflow.domain.model import Answer, Source, SourceOrigin
+
+    now = utcnow()
+    source = Source(n=1, title="thread", url=chunk.url, doc_id=chunk.doc_id, kind="slack",
+                    origin=SourceOrigin.of(chunk))
+    answer = Answer(text="Use xcom_pull [1].", sources=[source], mode="llm", queries=["q"], usage=[],
+                    timings_ms={}, **extra)
+    return Request(request_id=request_id, question="How do I pull an XCom?", created_at=now).completed(answer, at=now)
+
+
+def test_a_changed_fingerprint_is_no_longer_current_whatever_the_version_string_says():
+    """A source is current only at the fingerprint it was cited at, as the cache decides: an edited Slack reply keeps
+    its thread's ``latest_reply`` (the version string), yet its content changed, and the verified answer it voided is
+    reported voided."""
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.domain.model import LearnedAnswer
+    from askflow.learning.votes import still_valid
+    from askflow.service_layer.lineage import document_lineage, request_lineage
+    from tests.fakes import FakeVectorStore
+
+    store, requests = FakeVectorStore(), InMemoryRequestStore()
+    old = _slack_chunk("sha-old", "use xcom_pull")
+    store.upsert([old], [[1.0]])
+    requests.create(_answered_from(old, "req1").model_copy(update={"verified": True}))
+    store.delete_documents([SLACK_DOC])
+    store.upsert([_slack_chunk("sha-new", "do NOT use xcom_pull")], [[1.0]])  # same version string, new content
+
+    assert still_valid([LearnedAnswer.model_construct(request_id="req1", cited={SLACK_DOC: "sha-old"})], store) == []
+    assert request_lineage("req1", requests=requests, store=store).sources[0].state == "no longer current"
+    (item,) = document_lineage(SLACK_DOC, requests=requests, store=store).requests
+    assert (item.state, item.verified, item.voided) == ("no longer current", True, True)

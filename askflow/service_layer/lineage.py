@@ -3,10 +3,10 @@ and the deletion of one request with everything derived from it.
 
 An answer's lineage (``Request.lineage``) is written with it: each source as the store held it then (its chunk, its
 document's fingerprint, location, version, ingestion time and run). ``request_lineage`` compares each with what the
-vector store holds now: *current* when the document's fingerprint is the one cited (or its version is: the same
-version embedded by another model), *no longer current* when a re-ingested change replaced it, *gone* when it was
-pruned. ``document_lineage`` finds the requests that cited a document (``RequestStore.citing``) and says which are
-verified and which verified answers a change voided (the cache serves an answer only while every document it cited
+vector store holds now: *current* when the document's fingerprint is the one cited, *no longer current* when it is
+another (a re-ingested change replaced it, whatever its version string says: an edited Slack reply keeps its
+``latest_reply``; and, as for the cache, another embedding model), *gone* when it was pruned. ``document_lineage``
+finds the requests that cited a document (``RequestStore.citing``) and says which are verified and which verified answers a change voided (the cache serves an answer only while every document it cited
 is as it was). ``delete_request`` removes a request's stored answer (the answered-question document), its learned
 record (the verified-answer cache entry and its vote: one record), and the request itself, last, so that a deletion
 stopped half-way is run again to its end; its feed item is the request.
@@ -126,11 +126,13 @@ def stored_versions(doc_ids: Sequence[str], *, store: VectorStore) -> dict[str, 
 
 
 def state_of(cited: CitedVersion, now: StoredVersion | None) -> str:
+    """Decided on the fingerprint alone, as the cache decides (``learning.votes.still_valid``): a version string may
+    stay the same across a change of content (an edited Slack reply, a page re-served with its old ETag)."""
     if now is None:
         return GONE
     if not cited.sha:
         return UNKNOWN  # recorded without its fingerprint (a cached answer of a request stored before lineage)
-    if cited.sha == now.sha or (cited.version and cited.version == now.version and cited.location == now.location):
+    if cited.sha == now.sha:
         return CURRENT
     return CHANGED
 
