@@ -452,6 +452,33 @@ def test_a_reply_marked_internal_before_it_is_marked_the_answer_is_stored_intern
         assert done.team_readers == (["employees"] if internal else ["public"])
 
 
+def test_a_reviewers_lock_handled_while_the_check_mark_is_being_written_still_lands():
+    """The lock and the check mark commute: a reviewer's 🔒 whose event is handled after the ✅ handler read the
+    reply (no lock yet) but before its write finds no team answer to narrow; the ✅ handler reads the reply's
+    reactions again after its write, and stores the answer internal."""
+    from askflow.service_layer.escalation import marked_internal
+
+    requests, channel = InMemoryRequestStore(), Channel()
+    settings = Settings(escalation_channel="CESC")
+    requests.create(_answered("r"))
+    escalate(requests.get("r"), why="w", requests=requests, escalations=channel, budgets=None, settings=settings)
+    is_reviewer = lambda user: user == "URV"  # noqa: E731
+    write, locks = requests.answer_escalation, []
+
+    def lock_lands_before_the_write(request_id, answer):
+        channel.reactions = {"lock": ["URV"], "white_check_mark": ["URV"]}
+        locks.append(marked_internal("CESC", "2.0", requests=requests, escalations=channel, settings=settings,
+                                     marked_by="slack:URV", reviewer=is_reviewer))
+        return write(request_id, answer)
+
+    requests.answer_escalation = lock_lands_before_the_write
+    channel.reactions = {"white_check_mark": ["URV"]}  # what the ✅ handler reads first
+    done = answered("CESC", "2.0", marked_by="slack:URV", requests=requests, escalations=channel, settings=settings,
+                    reviewer=is_reviewer)
+    assert locks == [None]  # the lock's own handler found no team answer yet
+    assert done.team_internal and done.team_readers == [settings.escalation_internal_audience]
+
+
 @pytest.fixture()
 def bolt():
     """The Slack app in this process (Bolt, signed events) over a loopback workspace whose reviewers are the user

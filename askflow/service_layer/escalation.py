@@ -26,7 +26,7 @@ from askflow.domain.clock import utcnow
 from askflow.domain.errors import Conflict, Forbidden, LeaseHeld, NotFound, OverBudget
 from askflow.domain.model import Escalation, Request, RequestStatus, TeamAnswer
 from askflow.learning.questions import question_key
-from askflow.ports import Budgets, Escalations, RequestStore, VectorStore
+from askflow.ports import Budgets, Escalations, RequestStore, ThreadReply, VectorStore
 from askflow.service_layer.evaluation import answer_doc_id
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,9 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
     """``marked_by`` marked the reply ``reply_ts`` in ``channel`` as the answer: when they are a reviewer, it becomes
     the team's answer of the escalation whose thread holds it, and of those that joined it — all written first — then
     each delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other). A reply
-    a reviewer marked internal before it was marked the answer is stored internal (``marked_internal``).
+    a reviewer marked internal before it was marked the answer is stored internal (``marked_internal``): the reply's
+    reactions are read again after the write, so a lock whose own event came before the write (and found no team
+    answer to narrow) still lands, whichever of the two handlers runs first.
     ``reviewer``: whether a Slack user id is a reviewer (it may ask Slack for a group's members), asked only once the
     cheap facts hold (the escalation channel, a reply in a known escalation's thread); ``None``: the caller checked
     ``marked_by``, and no reaction counts. Returns the escalated request (``None``: the reply is in no escalation's
@@ -158,22 +160,31 @@ def answered(channel: str, reply_ts: str, *, marked_by: str, requests: RequestSt
     if reviewer is not None and not reviewer(marked_by.removeprefix("slack:")):
         log.info("escalation answer ignored: %s is not a reviewer", marked_by)
         return None
-    internal = reviewer is not None and any(
-        reviewer(user) for user in found.reactions.get(settings.escalation_internal_reaction, []))
+
+    def locked(reply: ThreadReply | None) -> bool:
+        return reviewer is not None and reply is not None and any(
+            reviewer(user) for user in reply.reactions.get(settings.escalation_internal_reaction, []))
+
+    internal = locked(found)
     answer = TeamAnswer(text=found.text.strip()[:20_000], by=f"slack:{found.author}", marked_by=marked_by,
                         at=utcnow(), ts=reply_ts, internal=settings.escalation_internal_audience if internal else None)
+    locked_meanwhile = (lambda: locked(escalations.reply(channel, reply_ts))) if reviewer is not None else False
     return _settle(request, answer, requests=requests, escalations=escalations, settings=settings, store=store,
-                   internal=internal)
+                   internal=internal or locked_meanwhile)
 
 
 def _settle(request: Request, answer: TeamAnswer, *, requests: RequestStore, escalations: Escalations,
-            settings: Settings, store: VectorStore | None = None, internal: bool = False) -> Request | None:
+            settings: Settings, store: VectorStore | None = None,
+            internal: bool | Callable[[], bool] = False) -> Request | None:
     """``answer`` as the team's answer of ``request`` and of those that joined it — all written first — then each
-    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other)."""
+    delivered once (a failed delivery is logged and left to the next mark or retry; it stops no other).
+    ``internal``: whether a reviewer marked it internal, or how to ask that after the write (a reaction read again)."""
     stored = requests.answer_escalation(request.request_id, answer)
     if stored is None or stored.team_answer is None:
         return stored
-    if internal and not stored.team_internal and stored.team_answer.ts == answer.ts:  # marked before, then locked
+    if callable(internal) and not stored.team_internal and stored.team_answer.ts == answer.ts:
+        internal = internal()
+    if internal is True and not stored.team_internal and stored.team_answer.ts == answer.ts:  # locked meanwhile
         stored = _narrow(stored, answer.ts, requests=requests, settings=settings, store=store) or stored
     joined = requests.joined_to(stored.request_id)
     for other in joined:
