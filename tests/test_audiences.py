@@ -351,8 +351,9 @@ def test_pgvector_filters_inside_every_query_and_fills_the_limit(pg_url, collect
 
 
 def test_a_filter_admitting_one_percent_still_fills_the_vector_search(pg_url, collection_name):
-    """The HNSW index alone returns ef_search candidates and the filter would keep about 1% of them; pgvector's
-    iterative scan reads on until the limit is met."""
+    """The HNSW index alone returns ef_search candidates and the filter would keep about 1% of them: a filter that
+    admits few chunks is searched exactly (the nearest of the admitted, all of them), a broader one through
+    pgvector's iterative scan, which reads on until the limit is met."""
     import numpy as np
 
     from askflow.adapters.pgvector_store import PgVectorStore
@@ -364,8 +365,16 @@ def test_a_filter_admitting_one_percent_still_fills_the_vector_search(pg_url, co
     chunks = [_chunk(f"docs:d{i}.md", f"chunk {i}", ("rare",) if i % 100 == 0 else (PUBLIC,)) for i in range(3000)]
     for start in range(0, 3000, 500):
         store.upsert(chunks[start:start + 500], vectors[start:start + 500].tolist())
-    found = store.vector_search(vectors[1].tolist(), limit=10, audiences=["rare"])
+    query = vectors[1]
+    rare = np.arange(0, 3000, 100)
+    cosine = vectors[rare] @ query / (np.linalg.norm(vectors[rare], axis=1) * np.linalg.norm(query))
+    nearest = [f"docs:d{i}.md" for i in rare[np.argsort(-cosine)[:10]]]
+    exact = store.vector_search(query.tolist(), limit=10, audiences=["rare"])
+    assert [sc.chunk.doc_id for sc in exact] == nearest  # 30 admitted: searched exactly
+    iterative = PgVectorStore(url=pg_url, collection=collection_name, ef_search=40, exact_below=0)
+    found = iterative.vector_search(query.tolist(), limit=10, audiences=["rare"])
     assert len(found) == 10 and all(sc.chunk.audiences == ("rare",) for sc in found)
+    iterative.close()
     store.close()
 
 

@@ -8,6 +8,7 @@ content, ``pgvector_keywords``) — and fuses them with weighted reciprocal rank
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ from askflow.ports import VectorStore
 from askflow.retrieval.fusion import weighted_rrf
 
 #: what keyword search reads of a chunk: its title and section, weighted above its context and content
+EXACT_BELOW = 20_000  # an audience admitting at most this many chunks is searched exactly, not through HNSW
+ADMITTED_TTL_S = 60.0  # how long a count of what an audience admits is used
 KEYWORD_TEXT = ("setweight(to_tsvector('english', title || ' ' || section), 'A')"
                 " || to_tsvector('english', context || ' ' || content)")
 
@@ -31,12 +34,16 @@ class PgVectorStore(VectorStore):
     """:param url: a libpq URL. :param collection: the table name (from settings)."""
 
     def __init__(
-        self, *, url: str, collection: str, pool_size: int = 8, ef_search: int = 200, keyword_rows: int = 10_000
+        self, *, url: str, collection: str, pool_size: int = 8, ef_search: int = 200, keyword_rows: int = 10_000,
+        exact_below: int = EXACT_BELOW,
     ) -> None:
         """:param ef_search: HNSW search breadth; 200 holds recall@10 ≥ 0.95 at 100k chunks; at 1M it
         gave 0.915-0.975 across index builds and 400 gave 0.965 (bench/scale.py).
-        :param keyword_rows: about how many rows a keyword search may rank (see ``keyword_search``)."""
+        :param keyword_rows: about how many rows a keyword search may rank (see ``keyword_search``).
+        :param exact_below: an audience filter admitting at most this many chunks is searched exactly (see
+            ``vector_search``)."""
         self._ef_search = ef_search
+        self._exact_below = exact_below
         self._url = url
         self._collection = collection
         self._table = sql.Identifier(collection)
@@ -44,6 +51,7 @@ class PgVectorStore(VectorStore):
         self._pool: ConnectionPool | None = None
         self._pool_size = pool_size
         self._pool_lock = threading.Lock()
+        self._admits: dict[tuple[str, ...], tuple[float, int]] = {}  # audiences -> (when counted, chunks admitted)
 
     # -- connections -------------------------------------------------------------------------------------------
     def _connections(self) -> ConnectionPool:
@@ -320,21 +328,48 @@ class PgVectorStore(VectorStore):
 
     def vector_search(self, vector: Sequence[float], *, limit: int,
                       audiences: Sequence[str] | None = None) -> list[ScoredChunk]:
-        """Nearest chunks by cosine. With ``audiences`` the filter is in the query, and pgvector's iterative index
-        scan (0.8: ``hnsw.iterative_scan``) keeps reading the HNSW graph until ``limit`` rows pass it, so a filter
-        that admits 1% of the chunks still fills the list (up to ``hnsw.max_scan_tuples`` visited)."""
+        """Nearest chunks by cosine. With ``audiences`` the filter is in the query. A filter that admits few chunks
+        (at most ``exact_below``, counted through its GIN index and remembered for ``ADMITTED_TTL_S``) is searched
+        exactly: the admitted rows first, then their distances, which is faster than walking an HNSW graph whose
+        neighbourhood of the question holds none of them, and misses nothing. A broader one goes through the HNSW
+        index with pgvector's iterative scan (0.8: ``hnsw.iterative_scan``), which keeps reading the graph until
+        ``limit`` rows pass it (up to ``hnsw.max_scan_tuples`` visited)."""
         admits, params = audience_filter(audiences)
-        statement = sql.SQL(
-            "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS score FROM {t} WHERE true{admits}"
-            " ORDER BY embedding <=> %s LIMIT %s"
-        ).format(t=self._table, admits=admits)
         query_vector = _vector(vector)
         with self._connections().connection() as conn, conn.transaction():
+            if audiences is not None and self._admitted(conn, audiences) <= self._exact_below:
+                statement = sql.SQL(  # the admitted ids and vectors alone, then the nearest's rows
+                    "WITH admitted AS MATERIALIZED (SELECT id, embedding FROM {t} WHERE true{admits}),"
+                    " nearest AS (SELECT id, embedding <=> %s AS distance FROM admitted ORDER BY distance LIMIT %s)"
+                    " SELECT " + COLUMNS + ", 1 - nearest.distance AS score FROM nearest JOIN {t} USING (id)"
+                    " ORDER BY nearest.distance"
+                ).format(t=self._table, admits=admits)
+                rows = conn.execute(statement, (*params, query_vector, limit)).fetchall()
+                return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(self._ef_search)))
             if audiences is not None:
                 conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            statement = sql.SQL(
+                "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS score FROM {t} WHERE true{admits}"
+                " ORDER BY embedding <=> %s LIMIT %s"
+            ).format(t=self._table, admits=admits)
             rows = conn.execute(statement, (query_vector, *params, query_vector, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
+
+    def _admitted(self, conn, audiences: Sequence[str]) -> int:
+        """How many chunks ``audiences`` admit, counted up to ``exact_below`` + 1 (more: the HNSW index serves it)
+        and remembered for ``ADMITTED_TTL_S``: what a filter admits changes with ingestion, not per question."""
+        key, now = tuple(sorted(audiences)), time.monotonic()
+        with self._pool_lock:
+            known = self._admits.get(key)
+        if known is not None and now - known[0] < ADMITTED_TTL_S:
+            return known[1]
+        admits, params = audience_filter(audiences)
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE true{admits} LIMIT %s) s")
+                               .format(t=self._table, admits=admits), (*params, self._exact_below + 1)).fetchone()[0]
+        with self._pool_lock:
+            self._admits[key] = (now, counted)
+        return counted
 
 
 def _register_vector(conn: psycopg.Connection) -> None:
