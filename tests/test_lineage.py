@@ -345,3 +345,71 @@ def test_a_changed_fingerprint_is_no_longer_current_whatever_the_version_string_
     assert request_lineage("req1", requests=requests, store=store).sources[0].state == "no longer current"
     (item,) = document_lineage(SLACK_DOC, requests=requests, store=store).requests
     assert (item.state, item.verified, item.voided) == ("no longer current", True, True)
+
+
+class _Learned:
+    """What grading learns, by request id (the two calls ``apply_verdicts`` and ``delete_request`` make)."""
+
+    def __init__(self) -> None:
+        self.records: set[str] = set()
+
+    def record(self, answers, vectors) -> None:
+        self.records |= {answer.request_id for answer in answers}
+
+    def forget(self, request_ids) -> int:
+        gone = self.records & set(request_ids)
+        self.records -= gone
+        return len(gone)
+
+
+def test_a_request_deleted_while_a_grading_run_writes_its_answer_back_leaves_no_stored_answer_nor_record():
+    """A grading run reads a request, then writes its stored answer and learned record; a deletion removes those,
+    then the request, then them again. Whichever lands last removes what the other left: the write-back landing
+    between the deletion's steps is removed by its second pass, one landing after the whole deletion is undone by the
+    run itself (it reads the request again after writing)."""
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.domain.model import Grade, Graded
+    from askflow.ingest.chunking import ChunkingStrategy
+    from askflow.service_layer.evaluation import Verdict, _write_back, apply_verdicts
+    from tests.fakes import FakeVectorStore, HashEmbeddings
+
+    def setup(request_id: str):
+        store, requests, learned = FakeVectorStore(), InMemoryRequestStore(), _Learned()
+        chunk = _slack_chunk("sha", "use xcom_pull")
+        store.upsert([chunk], [[1.0] * HashEmbeddings().dimension])
+        requests.create(_answered_from(chunk, request_id).model_copy(update={"verified": True}))
+        return store, requests, learned
+
+    # the write-back lands between the deletion's derived items and the request
+    store, requests, learned = setup("between")
+    read_by_grader, real_delete = requests.get("between"), requests.delete
+
+    def delete(request_id):
+        _write_back([read_by_grader], [], store=store, embeddings=HashEmbeddings(), strategy=ChunkingStrategy(),
+                    answers_source="answers", answers_base_url="/requests", fingerprints={SLACK_DOC: "sha"})
+        learned.records.add(request_id)
+        return real_delete(request_id)
+
+    requests.delete = delete
+    delete_request("between", requests=requests, stores=[store], signals=learned, answers_source="answers")
+    assert requests.get("between") is None
+    assert store.fingerprints(["answers:between"]) == {} and learned.records == set()
+
+    # the whole deletion lands after the grading run read the request, before it writes
+    store, requests, learned = setup("after")
+    request = requests.get("after")
+    graded = Graded(grade=Grade(helpfulness=5, relevance=5, public=True, method="test", reason="fine"),
+                    is_good=True, grade_reason="fine", graded_at=utcnow(), graded_revision=request.revision(),
+                    verified=True, verified_by="grader")
+    real_ensure = store.ensure_collection
+
+    def ensure_collection(dimension):  # apply_verdicts: after it read the requests, before it writes
+        delete_request("after", requests=requests, stores=[store], signals=learned, answers_source="answers")
+        real_ensure(dimension)
+
+    store.ensure_collection = ensure_collection
+    apply_verdicts([Verdict(request_id="after", graded=graded)], requests=requests, store=store,
+                   embeddings=HashEmbeddings(), strategy=ChunkingStrategy(), answers_source="answers",
+                   answers_base_url="/requests", signals=learned)
+    assert requests.get("after") is None
+    assert store.fingerprints(["answers:after"]) == {} and learned.records == set()

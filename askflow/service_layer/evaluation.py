@@ -176,6 +176,22 @@ def apply_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore, store
     faults.kill_point("grading.after_write_back")
     if signals is not None:
         _learn(judged, signals=signals, embeddings=embeddings, collection=collection, fingerprints=current)
+    _undo_deleted([request for request, _ in judged], requests=requests, store=store, signals=signals,
+                  answers_source=answers_source)
+
+
+def _undo_deleted(written: Sequence[Request], *, requests: RequestStore, store: VectorStore,
+                  signals: LearnedSignals | None, answers_source: str) -> None:
+    """A request deleted (``askflow delete-request``) while this run wrote what it derived: its stored answer and
+    learned record are removed again. The deletion removes them after deleting the request; this reads the request
+    after writing them: whichever comes last removes what the other left."""
+    gone = [r.request_id for r in written if requests.get(r.request_id) is None]
+    if not gone:
+        return
+    store.delete_documents([answer_doc_id(request_id, answers_source) for request_id in gone])
+    if signals is not None:
+        signals.forget(gone)
+    log.info("requests deleted while graded: %s; what this run wrote of them is removed", gone)
 
 
 def save_verdicts(verdicts: Sequence[Verdict], *, requests: RequestStore) -> int:

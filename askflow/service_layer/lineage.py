@@ -5,11 +5,12 @@ An answer's lineage (``Request.lineage``) is written with it: each source as the
 document's fingerprint, location, version, ingestion time and run). ``request_lineage`` compares each with what the
 vector store holds now: *current* when the document's fingerprint is the one cited, *no longer current* when it is
 another (a re-ingested change replaced it, whatever its version string says: an edited Slack reply keeps its
-``latest_reply``; and, as for the cache, another embedding model), *gone* when it was pruned. ``document_lineage``
-finds the requests that cited a document (``RequestStore.citing``) and says which are verified and which verified answers a change voided (the cache serves an answer only while every document it cited
-is as it was). ``delete_request`` removes a request's stored answer (the answered-question document), its learned
-record (the verified-answer cache entry and its vote: one record), and the request itself, last, so that a deletion
-stopped half-way is run again to its end; its feed item is the request.
+``latest_reply``; and, as for the cache, another embedding model), *gone* when it was pruned. ``document_lineage`` finds
+the requests that cited a document (``RequestStore.citing``) and says which are verified and which verified answers a
+change voided (the cache serves an answer only while every document it cited is as it was). ``delete_request`` removes a
+request's stored answer (the answered-question document), its learned record (the verified-answer cache entry and its
+vote: one record), and the request itself, last, so that a deletion stopped half-way is run again to its end; its feed
+item is the request.
 """
 
 from __future__ import annotations
@@ -199,8 +200,10 @@ def delete_request(request_id: str, *, requests: RequestStore, stores: Sequence[
                    signals: LearnedSignals | None, answers_source: str) -> Deletion:
     """Delete ``request_id`` and what was derived from it: its stored answer in each of ``stores`` (the serving
     collection, the one it was answered from), its learned record (``signals``: its vote, and the verified answer the
-    cache served), then the request (its feed item with it). Each step removes what is there and nothing else, so the
-    same call again finds nothing left, and one that stopped half-way finishes."""
+    cache served), then the request (its feed item with it), then the derived items once more: a grading run that
+    read the request before it was deleted may have written them back in between (one writing after this reads the
+    request again and undoes its writes: ``evaluation.apply_verdicts``). Each step removes what is there and nothing
+    else, so the same call again finds nothing left, and one that stopped half-way finishes."""
     if not valid_request_id(request_id):
         raise InvalidInput(f"{request_id!r} is not a request id")
     request = requests.get(request_id)
@@ -208,11 +211,17 @@ def delete_request(request_id: str, *, requests: RequestStore, stores: Sequence[
     if request is not None:
         deletion.feed_item = request.verified and request.in_feed
         deletion.cache_entry = request.verified
+    _delete_derived(request_id, deletion, stores=stores, signals=signals, answers_source=answers_source)
+    deletion.request = requests.delete(request_id)
+    _delete_derived(request_id, deletion, stores=stores, signals=signals, answers_source=answers_source)
+    deletion.cache_entry = deletion.cache_entry and deletion.learned_records > 0
+    return deletion
+
+
+def _delete_derived(request_id: str, deletion: Deletion, *, stores: Sequence[VectorStore],
+                    signals: LearnedSignals | None, answers_source: str) -> None:
     stored = answer_doc_id(request_id, answers_source)
     for store in stores:
         deletion.stored_answer_chunks += store.delete_documents([stored])
     if signals is not None:
-        deletion.learned_records = signals.forget([request_id])
-    deletion.cache_entry = deletion.cache_entry and deletion.learned_records > 0
-    deletion.request = requests.delete(request_id)
-    return deletion
+        deletion.learned_records += signals.forget([request_id])
