@@ -760,3 +760,32 @@ def test_a_bare_github_command_marks_no_other_comment_as_the_answer(github_place
     issue["comments"].append({"body": "/answer Use a pool with 4 slots.", "user": "rita"})
     assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 1
     assert requests.get("r").team_answer.text == "Use a pool with 4 slots."
+
+
+def test_a_github_issue_stays_open_until_the_team_answer_reached_every_slack_asker(github_place):
+    """An answered escalation issue is closed only once every request it answers has the answer delivered (or has
+    nothing to deliver): a failed Slack delivery leaves it open, and the next pass, past the delivery's lease,
+    delivers it and closes the issue."""
+    api, place, settings, delivered = github_place
+    requests = InMemoryRequestStore()
+    requests.create(_answered("s", slack=SlackThread(channel="CPUB", ts="5.5", thread_ts="5.5", user="UASK")))
+    _escalate_on_github(requests, place, settings, "s")
+    issue = api.issues["acme/docs"][0]
+    issue["comments"] = [{"body": "/answer Use a pool.", "user": "rita"}]
+    deliver, attempts = place._deliver, []
+
+    def fails_first(request, answer):
+        attempts.append(request.request_id)
+        if len(attempts) == 1:
+            raise ConnectionError("Slack 503")
+        deliver(request, answer)
+
+    place._deliver = fails_first
+    assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 1
+    assert delivered == [] and issue.get("state", "open") == "open"
+    stored = requests.requests["s"]  # the delivery's lease has passed
+    requests.requests["s"] = stored.model_copy(update={"escalation": stored.escalation.model_copy(
+        update={"delivering_at": stored.escalation.delivering_at - dt.timedelta(minutes=10)})})
+    take_marked_answers(requests=requests, escalations=place, settings=settings)
+    assert delivered == ["s"] and attempts == ["s", "s"] and issue["state"] == "closed"
+    assert take_marked_answers(requests=requests, escalations=place, settings=settings) == 0  # closed: read no more

@@ -198,7 +198,9 @@ def _settle(request: Request, answer: TeamAnswer, *, requests: RequestStore, esc
 def take_marked_answers(*, requests: RequestStore, escalations: Escalations, settings: Settings) -> int:
     """The answers reviewers marked in the escalation place itself (``Escalations.marked``: a GitHub reviewer's
     command comment) become the team's answers of their requests, as a reviewer's ✅ does in Slack; each answered
-    escalation is then closed in its place (its issue), so the next pass reads it no more. A mark counts only on the
+    escalation is then closed in its place (its issue), so the next pass reads it no more — once every request it
+    answers has its answer delivered (a Slack asker's thread) or has nothing to deliver: one whose delivery failed
+    stays open, and the next pass delivers it (after the delivery's lease) and closes it. A mark counts only on the
     request's own issue (the one its escalation was posted as: ``Escalation.ts``). Idempotent: an answer taken
     before changes nothing, and one whose close failed is taken again and closed. Returns how many were taken."""
     taken = 0
@@ -209,10 +211,22 @@ def take_marked_answers(*, requests: RequestStore, escalations: Escalations, set
             log.info("marked answer ignored: %s has no escalation %s in %s", request_id, ts, escalations.place)
             continue
         stored = _settle(request, answer, requests=requests, escalations=escalations, settings=settings)
-        if stored is not None and stored.team_answer is not None:
+        if stored is None or stored.team_answer is None:
+            continue
+        taken += 1
+        waiting = [r.request_id for r in [stored, *requests.joined_to(stored.request_id)] if not _delivered(r)]
+        if waiting:
+            log.info("escalation of %s left open: the team's answer awaits delivery to %s", request_id, waiting)
+        else:
             escalations.close(stored)
-            taken += 1
     return taken
+
+
+def _delivered(request: Request) -> bool:
+    """Whether the team's answer reached ``request``'s asker: set on it, and in their Slack thread if they asked in
+    Slack (a web or MCP asker reads it on the request)."""
+    return request.team_answer is not None and (
+        request.slack is None or request.escalation.delivered_at is not None)
 
 
 def marked_internal(channel: str, reply_ts: str, *, requests: RequestStore, escalations: Escalations,
