@@ -605,15 +605,27 @@ def test_a_reaction_costs_no_reviewers_check_until_it_is_on_a_reply_in_a_known_e
     assert c.requests.get("r").team_answer.marked_by == "slack:URV"
 
 
-def test_a_reply_far_down_a_long_thread_is_still_found():
-    """Before, only the thread's first page (200 messages) was read."""
+def test_a_marked_reply_is_read_alone_however_long_its_thread_and_a_failed_read_is_raised():
+    """The reply a reaction names is read by itself (one ``conversations.replies`` call bounded to its ``ts``), not
+    by paging the whole thread: found far down a long thread in one call; a message that does not exist is no reply;
+    any other failure to read it is raised, so the reaction's event is not acknowledged and Slack delivers it
+    again."""
     from types import SimpleNamespace
 
     from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
 
     from askflow.adapters.slack_escalations import SlackEscalations
 
-    workspace = Workspace()
+    class Unreadable(Workspace):
+        """``CGONE`` cannot be read (``channel_not_found``)."""
+
+        def respond(self, method, path, query, body):
+            if path.endswith("/conversations.replies") and {**query, **body}.get("channel") == "CGONE":
+                return 200, {"ok": False, "error": "channel_not_found"}
+            return super().respond(method, path, query, body)
+
+    workspace = Unreadable()
     try:
         workspace.max_page = 2  # Slack's pages, made small
         replies = [{"ts": f"1800000005.{n:06d}", "user": "UTEAM", "text": f"reply {n}"} for n in range(1, 8)]
@@ -622,8 +634,14 @@ def test_a_reply_far_down_a_long_thread_is_still_found():
                                        channel="CESC", audiences=SimpleNamespace())
         found = escalations.reply("CESC", "1800000005.000007")
         assert found is not None and found.text == "reply 7" and found.thread_ts == "1800000005.000000"
-        assert workspace.counts()["conversations.replies"] == 4  # every page, the last one's reply found
-        assert escalations.reply("CESC", "1800000005.000099") is None  # in no page
+        assert workspace.counts()["conversations.replies"] == 1  # the one message, whatever the thread's length
+        assert escalations.reply("CESC", "1800000005.000099") is None  # no such message
+        workspace.channels["CESC"].clear()  # ``thread_not_found``
+        assert escalations.reply("CESC", "1800000005.000007") is None
+        broken = SlackEscalations(client=WebClient(token="xoxb-test", base_url=workspace.base_url),
+                                  channel="CGONE", audiences=SimpleNamespace())
+        with pytest.raises(SlackApiError):  # channel_not_found: not taken as "no reply"
+            broken.reply("CGONE", "1800000005.000007")
     finally:
         workspace.stop()
 

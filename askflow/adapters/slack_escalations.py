@@ -70,19 +70,24 @@ class SlackEscalations(Escalations):
         return response["ts"]
 
     def reply(self, channel: str, ts: str) -> ThreadReply | None:
-        """Read through the thread's pages (slack_sdk follows ``next_cursor``) until the reply is found: a long thread
-        holds it past the first 200 messages."""
+        """The one message ``ts``, read alone however long its thread: ``conversations.replies`` bounded to it
+        (``oldest`` = ``latest`` = ``ts``, inclusive; Slack lists the thread's root first, hence two). A message in no
+        thread, or none at all (``thread_not_found``), is ``None``; any other failure to read it is raised, so that
+        the event is not acknowledged and Slack delivers it again."""
         from slack_sdk.errors import SlackApiError
 
         try:
-            for page in self._client.conversations_replies(channel=channel, ts=ts, limit=200):
-                for message in page.get("messages", []):
-                    if message.get("ts") == ts and message.get("thread_ts"):
-                        return ThreadReply(text=plain_text(message.get("text", "")),
-                                           author=message.get("user", ""), thread_ts=message["thread_ts"],
-                                           reactions=_reactions(message))
+            page = self._client.conversations_replies(channel=channel, ts=ts, oldest=ts, latest=ts, inclusive=True,
+                                                      limit=2)
         except SlackApiError as error:
-            log.info("reply %s/%s unreadable: %s", channel, ts, error.response.get("error"))
+            if error.response.get("error") != "thread_not_found":
+                raise
+            log.info("reply %s/%s: no such message", channel, ts)
+            return None
+        for message in page.get("messages", []):
+            if message.get("ts") == ts and message.get("thread_ts"):
+                return ThreadReply(text=plain_text(message.get("text", "")), author=message.get("user", ""),
+                                   thread_ts=message["thread_ts"], reactions=_reactions(message))
         return None
 
     @property

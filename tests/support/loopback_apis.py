@@ -190,10 +190,22 @@ class SlackAPI(LoopbackAPI):
         return message
 
     def _thread(self, params: dict) -> dict:
+        """A thread, its root first; ``oldest``/``latest`` (``inclusive``) bound its replies, the root always
+        listed first, as Slack lists it."""
         root = next((m for m in self.channels.get(params["channel"], []) if m["ts"] == params["ts"]), None)
         if root is None:
             return {"ok": False, "error": "thread_not_found"}
-        return self._page([(root, "U1"), *((reply, "U2") for reply in root.get("replies", []))], params,
+        oldest = Decimal(params["oldest"]) if params.get("oldest") else None
+        latest = Decimal(params["latest"]) if params.get("latest") else None
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+
+        def within(ts: Decimal) -> bool:
+            if oldest is not None and (ts < oldest or (ts == oldest and not inclusive)):
+                return False
+            return latest is None or ts < latest or (ts == latest and inclusive)
+
+        replies = [reply for reply in root.get("replies", []) if within(Decimal(reply["ts"]))]
+        return self._page([(root, "U1"), *((reply, "U2") for reply in replies)], params,
                           lambda item: self._message(item[0], default_user=item[1], thread_ts=root["ts"]))
 
     def respond(self, method, path, query, body):
