@@ -316,6 +316,11 @@ class RequestStore(abc.ABC):
         array query), newest first."""
 
     @abc.abstractmethod
+    def cached_copies(self, request_id: str, *, limit: int = 500) -> list[Request]:
+        """The requests served ``request_id``'s verified answer from the cache (``Request.cached_from``: an equality
+        query on one field)."""
+
+    @abc.abstractmethod
     def delete(self, request_id: str) -> bool:
         """Remove the request and what is kept beside it (its worker's progress); the audit log keeps its entries.
         Returns whether there was a request to remove (removing it again is no error)."""

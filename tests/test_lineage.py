@@ -413,3 +413,35 @@ def test_a_request_deleted_while_a_grading_run_writes_its_answer_back_leaves_no_
                    answers_base_url="/requests", signals=learned)
     assert requests.get("after") is None
     assert store.fingerprints(["answers:after"]) == {} and learned.records == set()
+
+
+def test_deleting_a_request_deletes_the_cached_copies_of_its_answer():
+    """A request the cache served a verified answer to is a copy of that answer (``cached_from``; its lineage's
+    ``origin``): deleting the original deletes it too (its stored answer, its learned record, the request and its
+    feed item), and the copies of that copy; the deletion names them."""
+    from askflow.adapters.memory import InMemoryRequestStore
+    from tests.fakes import FakeVectorStore
+
+    store, requests, learned = FakeVectorStore(), InMemoryRequestStore(), _Learned()
+    chunk = _slack_chunk("sha", "use xcom_pull")
+    store.upsert([chunk], [[1.0]])
+    original = _answered_from(chunk, "orig").model_copy(update={"verified": True})
+    requests.create(original)
+    served = _answered_from(chunk, "served", cached_from="orig", readers=["public"]).model_copy(
+        update={"verified": True})
+    again = _answered_from(chunk, "again", cached_from="served").model_copy(update={"verified": True})
+    other = _answered_from(chunk, "other")
+    for request in (served, again, other):
+        requests.create(request)
+    assert served.lineage.origin == "orig" and served.in_feed
+    assert [r.request_id for r in requests.cached_copies("orig")] == ["served"]
+    learned.records |= {"orig", "served", "again", "other"}
+
+    deletion = delete_request("orig", requests=requests, stores=[store], signals=learned, answers_source="answers")
+    assert sorted(deletion.cached_copies) == ["again", "served"] and deletion.request
+    assert [requests.get(r) for r in ("orig", "served", "again")] == [None, None, None]
+    assert requests.get("other") is not None and learned.records == {"other"}
+    assert [r.request_id for r in requests.recent_good(20) if r.answer == original.answer] == []
+    assert delete_request("orig", requests=requests, stores=[store], signals=learned,
+                          answers_source="answers").nothing_left
+

@@ -316,6 +316,17 @@ def test_an_answers_lineage_is_kept_and_found_by_the_documents_it_cited_and_a_re
     assert not store.delete(first.request_id)  # gone already: nothing to remove, no error
 
 
+def test_the_requests_served_an_answer_from_the_cache_are_found_by_it(stores):
+    """``cached_copies``: the requests whose ``cached_from`` names the request (what deleting it deletes with it),
+    and no other."""
+    store = stores()
+    doc = f"docs:{uuid.uuid4().hex[:8]}.md"
+    first, other = _answered(store, [doc]), _answered(store, [doc])
+    served = _answered(store, [doc], cached_from=first.request_id, lineage=first.lineage)
+    assert [r.request_id for r in store.cached_copies(first.request_id)] == [served.request_id]
+    assert store.cached_copies(other.request_id) == [] and store.cached_copies(served.request_id) == []
+
+
 def test_a_relabelled_request_gets_its_readers_and_its_place_in_the_feed_and_an_unfinished_one_nothing(stores):
     from askflow.domain.audiences import PUBLIC_VIEWER
     from askflow.domain.model import Answer

@@ -453,6 +453,10 @@ class FirestoreRequestStore(RequestStore):
                  .order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit))
         return self._requests(query)
 
+    def cached_copies(self, request_id: str, *, limit: int = 500) -> list[Request]:
+        """An equality query on ``cached_from`` (Firestore's automatic single-field index)."""
+        return self._requests(self._where(("cached_from", request_id)).limit(limit))
+
     def delete(self, request_id: str) -> bool:
         """The worker's progress first, then the request, so a deletion that stops half-way is found again."""
         self._progress_ref(request_id).delete()

@@ -228,6 +228,9 @@ class InMemoryRequestStore(RequestStore):
         cited = [r for r in self.requests.values() if doc_id in r.cited_docs]
         return sorted(cited, key=lambda r: r.created_at, reverse=True)[:limit]
 
+    def cached_copies(self, request_id: str, *, limit: int = 500) -> list[Request]:
+        return [r for r in self.requests.values() if r.cached_from == request_id][:limit]
+
     def delete(self, request_id: str) -> bool:
         with self._lock:
             return self.requests.pop(request_id, None) is not None

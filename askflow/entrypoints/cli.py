@@ -549,13 +549,14 @@ def _delete_request(args) -> int:
     if deletion.nothing_left:
         print(f"nothing left of request {args.request_id}: deleted before, or never stored")
         return 0
-    chunks = deletion.stored_answer_chunks
+    chunks, copies = deletion.stored_answer_chunks, ", ".join(deletion.cached_copies)
     print(f"deleted request {args.request_id}: "
           f"request {'deleted' if deletion.request else 'already gone'}; "
           f"stored answer {f'deleted ({chunks} chunks)' if chunks else 'none'}; "
           f"learned record {'deleted' if deletion.learned_records else 'none'}"
           f"{' (the verified answer the cache served)' if deletion.cache_entry else ''}; "
-          f"feed item {'removed' if deletion.feed_item else 'none'}")
+          f"feed item {'removed' if deletion.feed_item else 'none'}; "
+          f"cached copies {f'deleted ({copies})' if copies else 'none'}")
     return 0
 
 

@@ -106,10 +106,11 @@ class Deletion(BaseModel):
     cache_entry: bool = False  # the learned record was a verified answer the cache served
     feed_item: bool = False  # the request was listed in the feed
     request: bool = False
+    cached_copies: list[str] = []  # the requests the cache served its answer to (deleted with it)
 
     @property
     def nothing_left(self) -> bool:
-        return not (self.stored_answer_chunks or self.learned_records or self.request)
+        return not (self.stored_answer_chunks or self.learned_records or self.request or self.cached_copies)
 
 
 def stored_versions(doc_ids: Sequence[str], *, store: VectorStore) -> dict[str, StoredVersion]:
@@ -199,22 +200,39 @@ def document_lineage(doc_id: str, *, requests: RequestStore, store: VectorStore,
 def delete_request(request_id: str, *, requests: RequestStore, stores: Sequence[VectorStore],
                    signals: LearnedSignals | None, answers_source: str) -> Deletion:
     """Delete ``request_id`` and what was derived from it: its stored answer in each of ``stores`` (the serving
-    collection, the one it was answered from), its learned record (``signals``: its vote, and the verified answer the
-    cache served), then the request (its feed item with it), then the derived items once more: a grading run that
-    read the request before it was deleted may have written them back in between (one writing after this reads the
-    request again and undoes its writes: ``evaluation.apply_verdicts``). Each step removes what is there and nothing
-    else, so the same call again finds nothing left, and one that stopped half-way finishes."""
+    collection, the one it was answered from), its learned record (``signals``: its vote, and the verified answer
+    the cache served), then the request (its feed item with it), then the derived items once more: a grading run
+    that read the request before it was deleted may have written them back in between (one writing after this reads
+    the request again and undoes its writes: ``evaluation.apply_verdicts``). The requests the cache served its
+    answer to (``RequestStore.cached_copies``, and theirs in turn) are copies of it, deleted the same way first.
+    Each step removes what is there and nothing else, so the same call again finds nothing left, and one that
+    stopped half-way finishes (the copies are found by their ``cached_from``, which outlives the original)."""
     if not valid_request_id(request_id):
         raise InvalidInput(f"{request_id!r} is not a request id")
-    request = requests.get(request_id)
     deletion = Deletion(request_id=request_id)
-    if request is not None:
-        deletion.feed_item = request.verified and request.in_feed
-        deletion.cache_entry = request.verified
-    _delete_derived(request_id, deletion, stores=stores, signals=signals, answers_source=answers_source)
-    deletion.request = requests.delete(request_id)
-    _delete_derived(request_id, deletion, stores=stores, signals=signals, answers_source=answers_source)
-    deletion.cache_entry = deletion.cache_entry and deletion.learned_records > 0
+    order, seen, todo = [], {request_id}, [request_id]
+    while todo:  # the request, its cached copies, theirs: deleted copies first, the request last
+        current = todo.pop()
+        order.append(current)
+        for copy in requests.cached_copies(current):
+            if copy.request_id not in seen:
+                seen.add(copy.request_id)
+                todo.append(copy.request_id)
+    for current in reversed(order):
+        request = requests.get(current)
+        if current == request_id and request is not None:
+            deletion.feed_item = request.verified and request.in_feed
+            deletion.cache_entry = request.verified
+        own = [*stores]
+        learned = deletion.learned_records
+        _delete_derived(current, deletion, stores=own, signals=signals, answers_source=answers_source)
+        deleted = requests.delete(current)
+        _delete_derived(current, deletion, stores=own, signals=signals, answers_source=answers_source)
+        if current == request_id:
+            deletion.request = deleted
+            deletion.cache_entry = deletion.cache_entry and deletion.learned_records > learned
+        elif deleted:
+            deletion.cached_copies.append(current)
     return deletion
 
 
