@@ -445,3 +445,36 @@ def test_deleting_a_request_deletes_the_cached_copies_of_its_answer():
     assert delete_request("orig", requests=requests, stores=[store], signals=learned,
                           answers_source="answers").nothing_left
 
+
+def test_delete_request_deletes_the_stored_answer_in_the_collection_the_request_was_answered_from(monkeypatch):
+    """After a fine-tuning promotion moved serving to another collection, a request answered from the earlier one has
+    its stored answer there too: `askflow delete-request` deletes it from both."""
+    import contextlib
+
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.domain.model import Chunk, SourceKind
+    from askflow.entrypoints import cli
+    from tests.fakes import FakeVectorStore
+
+    old, serving, requests = FakeVectorStore(), FakeVectorStore(), InMemoryRequestStore()
+    request = _answered_from(_slack_chunk("sha", "use xcom_pull"), "orig").model_copy(
+        update={"verified": True, "collection": "askflow_old"})
+    requests.create(request)
+    stored = Chunk(doc_id="answers:orig", index=0, content=request.answer, title="Verified answer", section="",
+                   url="/requests/orig", sha="a", kind=SourceKind.ANSWERED_QUESTION)
+    for store in (old, serving):
+        store.upsert([stored], [[1.0]])
+    opened = []
+    components = SimpleNamespace(requests=requests, store=serving, signals=None,
+                                 settings=SimpleNamespace(answers_source="answers"),
+                                 serving=lambda: SimpleNamespace(collection="askflow_new"),
+                                 vector_store=lambda name: opened.append(name) or old)
+
+    @contextlib.contextmanager
+    def bootstrap():
+        yield components
+
+    monkeypatch.setattr("askflow.bootstrap.bootstrap", bootstrap)
+    assert cli.main(["delete-request", "orig"]) == 0
+    assert serving.fingerprints(["answers:orig"]) == {} and old.fingerprints(["answers:orig"]) == {}
+    assert opened == ["askflow_old"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -543,9 +544,21 @@ def _delete_request(args) -> int:
     from askflow.bootstrap import bootstrap
     from askflow.service_layer.lineage import delete_request
 
-    with bootstrap() as components:
+    with bootstrap() as components, contextlib.ExitStack() as opened:
+        serving, others = components.serving().collection, {}
+
+        def store_for(collection: str):
+            """The collection a request was answered from, when serving moved on (a fine-tuning promotion)."""
+            if collection == serving:
+                return None
+            if collection not in others:
+                others[collection] = components.vector_store(collection)
+                opened.callback(others[collection].close)
+            return others[collection]
+
         deletion = delete_request(args.request_id, requests=components.requests, stores=[components.store],
-                                  signals=components.signals, answers_source=components.settings.answers_source)
+                                  signals=components.signals, answers_source=components.settings.answers_source,
+                                  store_for=store_for)
     if deletion.nothing_left:
         print(f"nothing left of request {args.request_id}: deleted before, or never stored")
         return 0

@@ -16,7 +16,7 @@ item is the request.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -198,15 +198,17 @@ def document_lineage(doc_id: str, *, requests: RequestStore, store: VectorStore,
 
 
 def delete_request(request_id: str, *, requests: RequestStore, stores: Sequence[VectorStore],
-                   signals: LearnedSignals | None, answers_source: str) -> Deletion:
+                   signals: LearnedSignals | None, answers_source: str,
+                   store_for: Callable[[str], VectorStore | None] | None = None) -> Deletion:
     """Delete ``request_id`` and what was derived from it: its stored answer in each of ``stores`` (the serving
-    collection, the one it was answered from), its learned record (``signals``: its vote, and the verified answer
-    the cache served), then the request (its feed item with it), then the derived items once more: a grading run
-    that read the request before it was deleted may have written them back in between (one writing after this reads
-    the request again and undoes its writes: ``evaluation.apply_verdicts``). The requests the cache served its
-    answer to (``RequestStore.cached_copies``, and theirs in turn) are copies of it, deleted the same way first.
-    Each step removes what is there and nothing else, so the same call again finds nothing left, and one that
-    stopped half-way finishes (the copies are found by their ``cached_from``, which outlives the original)."""
+    collection) and in the collection it was answered from (``store_for(Request.collection)``, when that is
+    another), its learned record (``signals``: its vote, and the verified answer the cache served), then the request
+    (its feed item with it), then the derived items once more: a grading run that read the request before it was
+    deleted may have written them back in between (one writing after this reads the request again and undoes its
+    writes: ``evaluation.apply_verdicts``). The requests the cache served its answer to
+    (``RequestStore.cached_copies``, and theirs in turn) are copies of it, deleted the same way first. Each step
+    removes what is there and nothing else, so the same call again finds nothing left, and one that stopped half-way
+    finishes (the copies are found by their ``cached_from``, which outlives the original)."""
     if not valid_request_id(request_id):
         raise InvalidInput(f"{request_id!r} is not a request id")
     deletion = Deletion(request_id=request_id)
@@ -224,6 +226,9 @@ def delete_request(request_id: str, *, requests: RequestStore, stores: Sequence[
             deletion.feed_item = request.verified and request.in_feed
             deletion.cache_entry = request.verified
         own = [*stores]
+        if request is not None and request.collection and store_for is not None:
+            other = store_for(request.collection)
+            own += [other] if other is not None and other not in own else []
         learned = deletion.learned_records
         _delete_derived(current, deletion, stores=own, signals=signals, answers_source=answers_source)
         deleted = requests.delete(current)
