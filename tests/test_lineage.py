@@ -478,3 +478,28 @@ def test_delete_request_deletes_the_stored_answer_in_the_collection_the_request_
     assert cli.main(["delete-request", "orig"]) == 0
     assert serving.fingerprints(["answers:orig"]) == {} and old.fingerprints(["answers:orig"]) == {}
     assert opened == ["askflow_old"]
+
+
+def test_askflow_lineage_shows_the_control_characters_of_a_question_as_escapes():
+    """A question is anyone's (``POST /requests`` takes ESC and newlines): the lineage tables show every control
+    character as an escape and a newline as a mark, so no escape sequence (a screen clear, an OSC 8 link) reaches the
+    admin's terminal and no line of the table is forged."""
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.entrypoints.cli import _document_table, _request_table
+    from askflow.service_layer.commands import AskQuestion
+    from askflow.service_layer.lineage import document_lineage, request_lineage
+    from tests.fakes import FakeVectorStore
+
+    evil = ("How do XComs work?\x1b[2J\x1b]8;;https://evil.example/\x07click\x1b]8;;\x07\x9b2J\u202e"
+            "\n  [1] docs:xcoms.rst — XComs\n      current")
+    AskQuestion(question=evil)  # the API takes it
+    store, requests = FakeVectorStore(), InMemoryRequestStore()
+    chunk = _slack_chunk("sha", "use xcom_pull")
+    store.upsert([chunk], [[1.0]])
+    requests.create(_answered_from(chunk, "req1").model_copy(update={"question": evil}))
+    for table in (_request_table(request_lineage("req1", requests=requests, store=store)),
+                  _document_table(document_lineage(SLACK_DOC, requests=requests, store=store))):
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F or c == "\u202e" for c in table)
+        assert "\\x1b[2J\\x1b]8;;https://evil.example/\\x07click" in table and "\\x9b2J\\u202e" in table
+        assert "⏎  [1] docs:xcoms.rst — XComs⏎      current" in table
+        assert not any(line.startswith("  [1] docs:xcoms.rst") for line in table.splitlines())

@@ -480,48 +480,67 @@ def _when(value) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value is not None else "—"
 
 
+#: characters a terminal acts on or that reorder what it shows (bidirectional overrides and isolates)
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shown(value) -> str:
+    """Text as a terminal may print it: a question is anyone's (``POST /requests`` takes ESC and newlines), so C0 and
+    C1 controls and bidirectional controls are shown as escapes (ESC as ``\\x1b``) and a newline as ``⏎``: no escape
+    sequence reaches the admin's terminal, no line of the table is forged."""
+    text = "" if value is None else str(value)
+    return "".join("⏎" if c == "\n" else f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+                   else f"\\u{ord(c):04x}" if c in _BIDI_CONTROLS else c for c in text)
+
+
 def _request_table(report) -> str:
-    lines = [f"request {report.request_id} ({report.status}, {report.mode or 'no answer'}): {report.question}",
-             f"  answered {_when(report.answered_at)}" + (", verified by " + report.verified_by
+    lines = [f"request {_shown(report.request_id)} ({_shown(report.status)}, {_shown(report.mode or 'no answer')}): "
+             f"{_shown(report.question)}",
+             f"  answered {_when(report.answered_at)}" + (", verified by " + _shown(report.verified_by)
                                                           if report.verified and report.verified_by else "")]
     if report.origin:
         lines.append(f"  served from the cache {_when(report.served_at)}: the verified answer of request "
-                     f"{report.origin}, with its sources")
+                     f"{_shown(report.origin)}, with its sources")
     if report.team_answer is not None:
         team = report.team_answer
-        lines.append(f"  the team's answer (on request {team.request_id}) by {team.by}, marked by {team.marked_by} "
-                     f"{_when(team.at)}: it rests on no source; askflow's attempt drew on those below")
+        lines.append(f"  the team's answer (on request {_shown(team.request_id)}) by {_shown(team.by)}, marked by "
+                     f"{_shown(team.marked_by)} {_when(team.at)}: it rests on no source; askflow's attempt drew on "
+                     "those below")
     if not report.recorded:
         lines.append("  no lineage recorded (answered before lineage was kept, or not answered)")
     for source in report.sources:
-        lines.append(f"  [{source.n}] {source.doc_id} — {source.title}{'' if source.cited else ' (given, not cited)'}")
-        lines.append(f"      {source.url}")
-        lines.append(f"      from {source.location or '—'}, version {source.version or '—'}")
-        lines.append(f"      ingested {_when(source.ingested_at)} by run {source.run or '—'}")
+        lines.append(f"  [{source.n}] {_shown(source.doc_id)} — {_shown(source.title)}"
+                     f"{'' if source.cited else ' (given, not cited)'}")
+        lines.append(f"      {_shown(source.url)}")
+        lines.append(f"      from {_shown(source.location or '—')}, version {_shown(source.version or '—')}")
+        lines.append(f"      ingested {_when(source.ingested_at)} by run {_shown(source.run or '—')}")
         if source.state == "no longer current" and source.now is not None:
-            lines.append(f"      no longer current: now version {source.now.version or '—'}, ingested "
-                         f"{_when(source.now.ingested_at)} by run {source.now.run or '—'}")
+            lines.append(f"      no longer current: now version {_shown(source.now.version or '—')}, ingested "
+                         f"{_when(source.now.ingested_at)} by run {_shown(source.now.run or '—')}")
         elif source.state == "gone":
             lines.append("      gone: no longer stored (pruned)")
         else:
-            lines.append(f"      {source.state}")
+            lines.append(f"      {_shown(source.state)}")
     return "\n".join(lines)
 
 
 def _document_table(report) -> str:
     now = report.now
-    lines = [f"document {report.doc_id}: " + (f"stored version {now.version or '—'} from {now.location or '—'}, "
-                                               f"ingested {_when(now.ingested_at)} by run {now.run or '—'}"
-                                               if now is not None else "not stored (pruned, or never indexed)")]
+    lines = [f"document {_shown(report.doc_id)}: " + (
+        f"stored version {_shown(now.version or '—')} from {_shown(now.location or '—')}, "
+        f"ingested {_when(now.ingested_at)} by run {_shown(now.run or '—')}"
+        if now is not None else "not stored (pruned, or never indexed)")]
     if not report.requests:
         lines.append("  no answer drew on it")
     for item in report.requests:
         verdict = ("verified answer voided by a change" if item.voided else "verified" if item.verified else
                    "not verified")
         how = "cited" if item.cited else "given, not cited"
-        cached = f", cached from {item.origin}" if item.origin else ""
-        lines.append(f"  {item.request_id} {_when(item.created_at)} ({item.mode}{cached}): {item.question}")
-        lines.append(f"      {how}, version {item.version or '—'} (run {item.run or '—'}): {item.state}; {verdict}")
+        cached = f", cached from {_shown(item.origin)}" if item.origin else ""
+        lines.append(f"  {_shown(item.request_id)} {_when(item.created_at)} ({_shown(item.mode or '—')}{cached}): "
+                     f"{_shown(item.question)}")
+        lines.append(f"      {how}, version {_shown(item.version or '—')} (run {_shown(item.run or '—')}): "
+                     f"{_shown(item.state)}; {verdict}")
     return "\n".join(lines)
 
 
