@@ -503,3 +503,40 @@ def test_askflow_lineage_shows_the_control_characters_of_a_question_as_escapes()
         assert "\\x1b[2J\\x1b]8;;https://evil.example/\\x07click" in table and "\\x9b2J\\u202e" in table
         assert "⏎  [1] docs:xcoms.rst — XComs⏎      current" in table
         assert not any(line.startswith("  [1] docs:xcoms.rst") for line in table.splitlines())
+
+
+def test_a_document_id_with_a_nul_a_lone_surrogate_or_past_1500_bytes_is_bad_input_not_a_store_error(pg_url,
+                                                                                                     monkeypatch):
+    """``/admin/lineage?document=`` and ``askflow lineage --document`` ask the stores about what they are given:
+    a NUL (Postgres refuses it in text: an HTTP 500), a lone surrogate (no UTF-8) or an id past 1,500 bytes (past
+    what Firestore indexes) is a 400 / an ``askflow: ...`` error (exit 2) before any query."""
+    import contextlib
+
+    from askflow.adapters.memory import InMemoryRequestStore
+    from askflow.domain.errors import InvalidInput, NotFound
+    from askflow.entrypoints import admin_api, cli
+    from askflow.service_layer.lineage import document_lineage
+    from tests.test_audiences import _http
+
+    store = PgVectorStore(url=pg_url, collection=f"lineage_{uuid.uuid4().hex[:8]}")
+    store.ensure_collection(8)
+    components = SimpleNamespace(settings=Settings(api_key="admin-key", project_id="askflow-test"),
+                                 requests=InMemoryRequestStore(), store=store)
+    try:
+        status, body = _http(admin_api.handle, components, "/admin/lineage?document=docs:a%00b",
+                             {"X-API-Key": "admin-key"})
+        assert status == 400 and "NUL" in body, (status, body)
+        for bad in ("docs:a\udc80b", "docs:" + "é" * 750):
+            with pytest.raises(InvalidInput):
+                document_lineage(bad, requests=components.requests, store=store)
+        with pytest.raises(NotFound):  # within the limit: asked, and not found
+            document_lineage("docs:" + "é" * 740, requests=components.requests, store=store)
+
+        @contextlib.contextmanager
+        def bootstrap():
+            yield components
+
+        monkeypatch.setattr("askflow.bootstrap.bootstrap", bootstrap)
+        assert cli.main(["lineage", "--document", "docs:a\udc80b"]) == 2
+    finally:
+        store.close()

@@ -173,12 +173,30 @@ def request_lineage(request_id: str, *, requests: RequestStore, store: VectorSto
                  for s in sources])
 
 
+MAX_DOC_ID_BYTES = 1500  # Firestore compares no indexed value past 1,500 bytes (the array-contains query's)
+
+
+def _check_doc_id(doc_id: str) -> None:
+    """A document id the stores can be asked about: SOURCE:PATH, text (no NUL, which Postgres refuses in text; no
+    lone surrogate, which is no UTF-8), at most ``MAX_DOC_ID_BYTES``; anything else is ``InvalidInput`` (a 400, an
+    ``askflow: ...`` error), never a store's error."""
+    try:
+        size = len(doc_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{doc_id!r} is not a document id (not valid text)") from None
+    if "\x00" in doc_id:
+        raise InvalidInput(f"{doc_id!r} is not a document id (a NUL character)")
+    if size > MAX_DOC_ID_BYTES:
+        raise InvalidInput(f"a document id is at most {MAX_DOC_ID_BYTES} bytes ({size} given)")
+    if ":" not in doc_id:
+        raise InvalidInput(f"{doc_id!r} is not a document id (SOURCE:PATH, as `askflow lineage REQUEST_ID` names them)")
+
+
 def document_lineage(doc_id: str, *, requests: RequestStore, store: VectorStore,
                      limit: int = 500) -> DocumentLineage:
     """The requests whose answers drew on ``doc_id`` (newest first), and what became of them; ``NotFound`` when the
     document is neither stored nor cited."""
-    if ":" not in doc_id:
-        raise InvalidInput(f"{doc_id!r} is not a document id (SOURCE:PATH, as `askflow lineage REQUEST_ID` names them)")
+    _check_doc_id(doc_id)
     now = stored_versions([doc_id], store=store).get(doc_id)
     citing = requests.citing(doc_id, limit=limit)
     if now is None and not citing:
