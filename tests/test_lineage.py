@@ -194,6 +194,9 @@ def test_deleting_a_request_removes_its_stored_answer_cache_entry_learned_record
         def get(self, request_id):
             return loop.requests.get(request_id)
 
+        def cached_copies(self, request_id):
+            return loop.requests.cached_copies(request_id)
+
         def delete(self, request_id):
             raise ConnectionError("Firestore went away")
 
