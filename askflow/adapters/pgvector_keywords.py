@@ -104,14 +104,17 @@ class PgKeywordIndex:
             " ON CONFLICT (word) DO UPDATE SET ndoc = s.ndoc + EXCLUDED.ndoc"
         ).format(s=self._stats, sign=sql.Literal(sign), r=sql.Identifier(rows))
 
-    def search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
+    def search(self, text: str, *, limit: int, audiences: Sequence[str] | None,
+               admitted: int | None = None) -> list[ScoredChunk]:
         """BM25-like: each query lexeme's ``ts_rank`` weighted by its IDF, summed over the lexemes.
 
         Postgres ranks every row that matches, so the cost grows with how many rows the query's words occur in.
         Rows are selected by the query's rarest lexemes, as many as keep the rows to rank under ``keyword_rows``
         (at least one); the commoner ones still add to the score of the rows selected. Like Lucene's common-terms
         query: on a corpus of no more rows than the budget nothing changes, and on a large one a word that occurs
-        everywhere ("dag", "task") no longer makes the search rank the whole table.
+        everywhere ("dag", "task") no longer makes the search rank the whole table. ``admitted``: how many rows a
+        selective filter admits (``None``: most of them); only that share of a word's rows is ranked, so the
+        budget buys that many more words, and a 1% audience is not left short by the rarest words alone.
         """
         with self._pool().connection() as conn:
             lexemes = [
@@ -155,7 +158,9 @@ class PgKeywordIndex:
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")),
             )
-            selecting = list(weighted) if total <= self._keyword_rows else self._rarest(weighted, frequencies)
+            share = 1.0 if admitted is None else min(1.0, max(admitted, 1) / total)
+            selecting = list(weighted) if total * share <= self._keyword_rows else \
+                self._rarest(weighted, frequencies, share=share)
             disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
             rows = conn.execute(statement, (*score_params, disjunction, *admits_params, limit)).fetchall()
             if audiences is not None and len(rows) < limit and len(selecting) < len(weighted):
@@ -165,14 +170,15 @@ class PgKeywordIndex:
                 rows = conn.execute(statement, (*score_params, every, *admits_params, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
-    def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:
-        """The rarest words whose rows add up to at most ``keyword_rows`` (at least the rarest one)."""
-        selecting, matching = [], 0
+    def _rarest(self, words: Sequence[str], frequencies: dict[str, int], *, share: float = 1.0) -> list[str]:
+        """The rarest words whose rows (the ``share`` of them the filter admits) add up to at most ``keyword_rows``
+        (at least the rarest one)."""
+        selecting, matching = [], 0.0
         for word in sorted(words, key=frequencies.__getitem__):
-            if selecting and matching + frequencies[word] > self._keyword_rows:
+            if selecting and matching + frequencies[word] * share > self._keyword_rows:
                 break
             selecting.append(word)
-            matching += frequencies[word]
+            matching += frequencies[word] * share
         return selecting
 
 

@@ -324,7 +324,13 @@ class PgVectorStore(VectorStore):
         return [ScoredChunk(by_id[cid], score) for cid, score in fused[:limit]]
 
     def keyword_search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
-        return self._keywords.search(text, limit=limit, audiences=audiences)
+        """``PgKeywordIndex.search``, told how few chunks a selective filter admits (``_admitted``)."""
+        admitted = None
+        if audiences is not None:
+            with self._connections().connection() as conn:
+                counted = self._admitted(conn, audiences)
+            admitted = counted if counted <= self._exact_below else None
+        return self._keywords.search(text, limit=limit, audiences=audiences, admitted=admitted)
 
     def vector_search(self, vector: Sequence[float], *, limit: int,
                       audiences: Sequence[str] | None = None) -> list[ScoredChunk]:
