@@ -15,6 +15,7 @@ reader but an admin.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,3 +79,13 @@ def readers_of(audience_sets: Iterable[Sequence[str] | None]) -> list[str]:
             continue
         readers = set(audiences) if readers is None else readers & set(audiences)
     return [PUBLIC] if readers is None else sorted(readers)
+
+
+def withheld(audiences: Sequence[str] | None, patterns: Sequence[str]) -> bool:
+    """Whether text read by ``audiences`` is kept from a third-party model by ``patterns``
+    (``ASKFLOW_WITHHELD_AUDIENCES``, fnmatch; unlabelled text, ``None``, is while any pattern is set): the rule the
+    reranker (``Retriever``) and the context model (``ingest.contextual``) both apply."""
+    if not patterns:
+        return False
+    return audiences is None or any(fnmatch.fnmatchcase(audience, pattern)
+                                    for audience in audiences for pattern in patterns)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fnmatch
 import hashlib
 import json
 import logging
@@ -40,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from askflow.config import Settings
+from askflow.domain.audiences import withheld
 from askflow.domain.clock import utcnow
 from askflow.domain.cost import PriceTable
 from askflow.domain.errors import ConfigurationError
@@ -148,15 +148,6 @@ class _Survey:
     stripped: list[Chunk] = field(default_factory=list)
     cached: int = 0
     withheld: int = 0
-
-
-def withheld(audiences: Sequence[str] | None, patterns: Sequence[str]) -> bool:
-    """Whether a chunk read by ``audiences`` is kept from a model by ``patterns`` (fnmatch; an unlabelled chunk,
-    ``None``, is while any pattern is set): the rule the reranker's ``ModelReranking`` applies too."""
-    if not patterns:
-        return False
-    return audiences is None or any(fnmatch.fnmatchcase(audience, pattern)
-                                    for audience in audiences for pattern in patterns)
 
 
 class Contextualizer:

@@ -4,7 +4,6 @@ documents ranked from the fused chunks, reordered by a reranking model (``ModelR
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ from tenacity import (
 )
 
 from askflow import tracing
-from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+from askflow.domain.audiences import PUBLIC_VIEWER, Viewer, withheld
 from askflow.domain.cost import PriceTable, RerankUsage
 from askflow.domain.errors import ModelUnavailable
 from askflow.domain.model import ScoredChunk
@@ -171,14 +170,7 @@ class ModelReranking:
         return list(order)
 
     def _withholds(self, document: RankedDocument) -> bool:
-        if not self._withheld:
-            return False
-        for scored in document.chunks:
-            audiences = scored.chunk.audiences
-            if audiences is None or any(fnmatch.fnmatchcase(audience, pattern)
-                                        for audience in audiences for pattern in self._withheld):
-                return True
-        return False
+        return any(withheld(scored.chunk.audiences, self._withheld) for scored in document.chunks)
 
     def _candidate(self, document: RankedDocument) -> RerankCandidate:
         """The document's title and its best passages, best first, cut so that both fit ``max_chars``."""
