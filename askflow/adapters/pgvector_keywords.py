@@ -113,8 +113,8 @@ class PgKeywordIndex:
         (at least one); the commoner ones still add to the score of the rows selected. Like Lucene's common-terms
         query: on a corpus of no more rows than the budget nothing changes, and on a large one a word that occurs
         everywhere ("dag", "task") no longer makes the search rank the whole table. ``admitted``: how many rows a
-        selective filter admits (``None``: most of them); only that share of a word's rows is ranked, so the
-        budget buys that many more words, and a 1% audience is not left short by the rarest words alone.
+        selective filter admits (``None``: most of them): up to twice the budget, those rows are read first and
+        ranked by every word (``_search_admitted``), so a 1% audience is never left short by the rarest words.
         """
         with self._pool().connection() as conn:
             lexemes = [
@@ -158,9 +158,9 @@ class PgKeywordIndex:
                 t=self._table,
                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")),
             )
-            share = 1.0 if admitted is None else min(1.0, max(admitted, 1) / total)
-            selecting = list(weighted) if total * share <= self._keyword_rows else \
-                self._rarest(weighted, frequencies, share=share)
+            if admitted is not None and admitted <= 2 * self._keyword_rows:  # a selective filter: its rows first
+                return self._search_admitted(conn, score, score_params, weighted, audiences, limit)
+            selecting = list(weighted) if total <= self._keyword_rows else self._rarest(weighted, frequencies)
             disjunction = " | ".join(_quote_lexeme(w) for w in selecting)
             rows = conn.execute(statement, (*score_params, disjunction, *admits_params, limit)).fetchall()
             if audiences is not None and len(rows) < limit and len(selecting) < len(weighted):
@@ -170,15 +170,30 @@ class PgKeywordIndex:
                 rows = conn.execute(statement, (*score_params, every, *admits_params, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
-    def _rarest(self, words: Sequence[str], frequencies: dict[str, int], *, share: float = 1.0) -> list[str]:
-        """The rarest words whose rows (the ``share`` of them the filter admits) add up to at most ``keyword_rows``
-        (at least the rarest one)."""
-        selecting, matching = [], 0.0
+    def _search_admitted(self, conn, score, score_params, weighted, audiences, limit) -> list[ScoredChunk]:
+        """The rows a selective filter admits, read first through its GIN index (a materialized CTE: the planner
+        cannot start from the words instead), then matched by every word of the query and ranked: the work is
+        bounded by the rows admitted, whatever the words' frequencies in the whole table."""
+        admits, admits_params = audience_filter(audiences)
+        statement = sql.SQL(
+            """WITH admitted AS MATERIALIZED (SELECT id, tsv FROM {t} WHERE true{admits}),
+                    scored AS (SELECT id, {score} AS score FROM admitted WHERE tsv @@ to_tsquery('simple', %s)
+                               ORDER BY score DESC LIMIT %s)
+               SELECT {cols}, scored.score FROM scored JOIN {t} c USING (id) ORDER BY scored.score DESC"""
+        ).format(score=score, admits=admits, t=self._table,
+                 cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")))
+        every = " | ".join(_quote_lexeme(w) for w in weighted)
+        rows = conn.execute(statement, (*admits_params, *score_params, every, limit)).fetchall()
+        return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
+
+    def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:
+        """The rarest words whose rows add up to at most ``keyword_rows`` (at least the rarest one)."""
+        selecting, matching = [], 0
         for word in sorted(words, key=frequencies.__getitem__):
-            if selecting and matching + frequencies[word] * share > self._keyword_rows:
+            if selecting and matching + frequencies[word] > self._keyword_rows:
                 break
             selecting.append(word)
-            matching += frequencies[word] * share
+            matching += frequencies[word]
         return selecting
 
 
