@@ -325,11 +325,7 @@ class PgVectorStore(VectorStore):
 
     def keyword_search(self, text: str, *, limit: int, audiences: Sequence[str] | None) -> list[ScoredChunk]:
         """``PgKeywordIndex.search``, told how few chunks a selective filter admits (``_admitted``)."""
-        admitted = None
-        if audiences is not None:
-            with self._connections().connection() as conn:
-                counted = self._admitted(conn, audiences)
-            admitted = counted if counted <= self._exact_below else None
+        admitted = self._admitted(audiences) if audiences is not None else None
         return self._keywords.search(text, limit=limit, audiences=audiences, admitted=admitted)
 
     def vector_search(self, vector: Sequence[float], *, limit: int,
@@ -343,7 +339,7 @@ class PgVectorStore(VectorStore):
         admits, params = audience_filter(audiences)
         query_vector = _vector(vector)
         with self._connections().connection() as conn, conn.transaction():
-            if audiences is not None and self._admitted(conn, audiences) <= self._exact_below:
+            if audiences is not None and self._admitted(audiences, conn) is not None:
                 statement = sql.SQL(  # the admitted ids and vectors alone, then the nearest's rows
                     "WITH admitted AS MATERIALIZED (SELECT id, embedding FROM {t} WHERE true{admits}),"
                     " nearest AS (SELECT id, embedding <=> %s AS distance FROM admitted ORDER BY distance LIMIT %s)"
@@ -362,20 +358,26 @@ class PgVectorStore(VectorStore):
             rows = conn.execute(statement, (query_vector, *params, query_vector, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
-    def _admitted(self, conn, audiences: Sequence[str]) -> int:
-        """How many chunks ``audiences`` admit, counted up to ``exact_below`` + 1 (more: the HNSW index serves it)
-        and remembered for ``ADMITTED_TTL_S``: what a filter admits changes with ingestion, not per question."""
+    def _admitted(self, audiences: Sequence[str], conn: psycopg.Connection | None = None) -> int | None:
+        """How many chunks ``audiences`` admit when that is at most ``exact_below`` (``None``: more; the HNSW index
+        and the keyword row budget serve it), counted up to ``exact_below`` + 1 and remembered for
+        ``ADMITTED_TTL_S``: what a filter admits changes with ingestion, not per question. A remembered count
+        takes no connection; ``conn``: the caller's, for a count it has not."""
         key, now = tuple(sorted(audiences)), time.monotonic()
         with self._pool_lock:
             known = self._admits.get(key)
-        if known is not None and now - known[0] < ADMITTED_TTL_S:
-            return known[1]
-        admits, params = audience_filter(audiences)
-        counted = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE true{admits} LIMIT %s) s")
-                               .format(t=self._table, admits=admits), (*params, self._exact_below + 1)).fetchone()[0]
-        with self._pool_lock:
-            self._admits[key] = (now, counted)
-        return counted
+        if known is None or now - known[0] >= ADMITTED_TTL_S:
+            if conn is None:
+                with self._connections().connection() as own:
+                    return self._admitted(audiences, own)
+            admits, params = audience_filter(audiences)
+            counted = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE true{admits} LIMIT %s) s")
+                                   .format(t=self._table, admits=admits), (*params, self._exact_below + 1)
+                                   ).fetchone()[0]
+            known = (now, counted)
+            with self._pool_lock:
+                self._admits[key] = known
+        return known[1] if known[1] <= self._exact_below else None
 
 
 def _register_vector(conn: psycopg.Connection) -> None:
