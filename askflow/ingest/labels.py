@@ -54,7 +54,7 @@ def relabel_derived(store: VectorStore, requests: RequestStore | None, *, answer
     """What was derived from the documents ``labels`` names, as they are (or are about to be) labelled there: the
     stored answers that cite them, then (with ``requests``) the requests whose answers drew on them or on those
     stored answers. Returns how many of each changed."""
-    answers = _relabel_answers(store, answers_source=answers_source, cited=set(labels),
+    answers = relabel_answers(store, answers_source=answers_source, cited=set(labels),
                                overlay=labels) if answers_source else {}
     drew_on = set(labels) | set(answers)  # changed or not: an earlier run may have stopped before the requests
     return {"answers_relabelled": sum(answers.values()),
@@ -96,16 +96,11 @@ def relabel_requests(requests: RequestStore, store: VectorStore, doc_ids: Iterab
     return len(changed)
 
 
-def relabel_answers(store: VectorStore, *, answers_source: str, cited: set[str] | None = None) -> int:
+def relabel_answers(store: VectorStore, *, answers_source: str, cited: set[str] | None,
+                    overlay: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
     """The stored answers (of ``answers_source``) that cite any of ``cited`` (all, for ``None``) get the readers of
-    what they cite as it is labelled now and of the place they were asked in; returns how many chunks changed."""
-    return sum(_relabel_answers(store, answers_source=answers_source, cited=cited).values())
-
-
-def _relabel_answers(store: VectorStore, *, answers_source: str, cited: set[str] | None,
-                     overlay: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
-    """``relabel_answers``, by stored answer: doc id -> how many of its chunks changed; ``overlay``: labels about
-    to be written, which win over the stored ones."""
+    what they cite as it is labelled now (``overlay``: labels about to be written, which win over the stored ones)
+    and of the place they were asked in; returns, by stored answer, how many of its chunks changed."""
     answers = {doc_id: metadata for doc_id, metadata in store.document_metadata(f"{answers_source}:").items()
                if cited is None or cited & set(metadata.get("cited") or {})}
     if not answers:
