@@ -11,6 +11,7 @@ run fails. ``reindex_chunks`` embeds and writes again stored chunks whose contex
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -177,13 +178,11 @@ def index_documents(
     if unchanged:
         from askflow.ingest.labels import relabel_derived, relabelling
 
-        opened: list[RequestStore | None] = []
+        opened = functools.cache(requests) if requests is not None else lambda: None  # opened once, if at all
         for audiences, doc_ids in unchanged.items():
             due = relabelling(store, doc_ids, audiences)
             if due and source != answers_source:  # what was derived first: a run stopped in between redoes it
-                if not opened:
-                    opened.append(requests() if requests is not None else None)
-                relabel_derived(store, opened[0], answers_source=answers_source, labels=due)
+                relabel_derived(store, opened(), answers_source=answers_source, labels=due)
             result.chunks_relabelled += store.relabel(doc_ids, audiences)
             result.relabelled += sorted(due)
 
