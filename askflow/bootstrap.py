@@ -25,6 +25,7 @@ from askflow.ports import (
     EvaluationRuns,
     EventBus,
     FinetuneRuns,
+    GroupDirectory,
     LearnedSignals,
     RequestStore,
     Reranker,
@@ -69,6 +70,8 @@ class Components:
             self.reranker.close()
         if "firestore_client" in self.__dict__:
             self.firestore_client.close()
+        if self.__dict__.get("group_directory") is not None:
+            self.group_directory.close()
 
     # -- Google Cloud ------------------------------------------------------------------------------------------
     @cached_property
@@ -111,6 +114,28 @@ class Components:
             return storage.Client()
         except (DefaultCredentialsError, OSError) as error:
             raise ConfigurationError(f"reading gs:// needs Google credentials: {NO_CREDENTIALS}") from error
+
+    @cached_property
+    def group_directory(self) -> GroupDirectory | None:
+        """Who is in which Google group (the Cloud Identity Groups API), for the ``group:`` rules of
+        ``ASKFLOW_IAP_AUDIENCE_RULES``; ``None`` when no rule names a group. Built on the first group rule an IAP
+        identity meets, with the application default credentials."""
+        if not self.settings.iap_group_rules:
+            return None
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.auth.transport.requests import AuthorizedSession
+
+        from askflow.adapters.cloud_identity_groups import CloudIdentityGroups
+
+        try:
+            credentials, _ = google.auth.default(
+                scopes=["https://www.googleapis.com/auth/cloud-identity.groups.readonly"])
+        except DefaultCredentialsError as error:
+            raise ConfigurationError(f"a group: rule of ASKFLOW_IAP_AUDIENCE_RULES needs Google credentials: "
+                                     f"{NO_CREDENTIALS}") from error
+        return CloudIdentityGroups(session=AuthorizedSession(credentials), base_url=self.settings.cloud_identity_url,
+                                   timeout_s=self.settings.cloud_identity_timeout_s)
 
     # -- documents ---------------------------------------------------------------------------------------------
     def location(self, spec: str, *, cache_dir: Path | None = None) -> DocsLocation:

@@ -27,6 +27,7 @@ EMBEDDING_PROVIDERS: tuple[str, ...] = get_args(EmbeddingProvider)
 RerankerName = Literal["none", "cohere", "vertex"]
 RERANKERS: tuple[str, ...] = get_args(RerankerName)
 RERANK_DEFAULT_MODELS = {"cohere": "rerank-v3.5", "vertex": "semantic-ranker-default-004"}
+GROUP_RULE = "group:"  # an IAP audience rule naming a Google group: group:NAME@DOMAIN
 ContextualApi = Literal["batch", "sync"]
 CONTEXTUAL_APIS: tuple[str, ...] = get_args(ContextualApi)
 
@@ -111,7 +112,13 @@ class Settings(BaseSettings):
         " headers are ignored"))
     iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"
     iap_audience_rules: dict[str, list[str]] = Field(default={}, description=(
-        "IAP identity -> audiences, by e-mail address or '@domain'"))
+        "IAP identity -> audiences, by e-mail address, '@domain' (the token's hd claim: an account of that Workspace"
+        " domain) or 'group:NAME@DOMAIN' (a member of that Google group, nested groups included, as the Cloud"
+        " Identity Groups API says, cached at most five minutes; a failed lookup admits no one)"))
+    cloud_identity_url: str = Field(default="https://cloudidentity.googleapis.com", description=(
+        "the Cloud Identity API's base URL, asked whether an IAP identity is in a 'group:' rule's group"))
+    cloud_identity_timeout_s: float = Field(default=5.0, gt=0, description=(
+        "how long one call to the Cloud Identity API may take; past it the group rule admits no one this time"))
     iap_admins: list[str] = Field(default=[], description="IAP e-mail addresses that are admins")
     admin_secret: SecretStr | None = Field(default=None, description=(
         "signs the admin sign-in cookie and the review forms' tokens, with the admin keys: what an IAP-only "
@@ -415,6 +422,14 @@ class Settings(BaseSettings):
                              "ASKFLOW_ESCALATION_GITHUB_REPO, not both")
         return self
 
+    @field_validator("iap_audience_rules")
+    @classmethod
+    def _rules(cls, rules: dict[str, list[str]]) -> dict[str, list[str]]:
+        for rule in rules:
+            if rule.lower().startswith(GROUP_RULE) and not re.fullmatch(r"[^@\s]+@[^@\s]+", rule[len(GROUP_RULE):]):
+                raise ValueError(f"a group rule names the group's address, group:NAME@DOMAIN (got {rule!r})")
+        return rules
+
     @field_validator("escalation_internal_audience")
     @classmethod
     def _internal_audience(cls, name: str) -> str:
@@ -433,6 +448,12 @@ class Settings(BaseSettings):
     def reranker_model(self) -> str:
         """``rerank_model``, or the chosen reranker's default model."""
         return self.rerank_model or RERANK_DEFAULT_MODELS.get(self.reranker, "")
+
+    @property
+    def iap_group_rules(self) -> dict[str, list[str]]:
+        """The ``group:`` rules of ``iap_audience_rules``: the group's address (lower case) -> audiences."""
+        return {rule[len(GROUP_RULE):].lower(): audiences
+                for rule, audiences in self.iap_audience_rules.items() if rule.lower().startswith(GROUP_RULE)}
 
     @property
     def llm_configured(self) -> bool:

@@ -554,3 +554,15 @@ class Reranker(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
         """Release connections."""
+
+
+class GroupDirectory(abc.ABC):
+    """Who belongs to the organisation's groups (Google groups, as the Cloud Identity Groups API knows them)."""
+
+    @abc.abstractmethod
+    def is_member(self, group: str, email: str) -> bool:
+        """Whether ``email`` is a member of the group whose address is ``group``, directly or through a group in it.
+        Raises ``DirectoryUnavailable`` when the directory cannot say (an unknown group, a refusal, a time-out)."""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook: empty, not abstract)
+        """Release connections."""

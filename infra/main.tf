@@ -19,6 +19,7 @@ locals {
     "pubsub.googleapis.com", "firestore.googleapis.com", "secretmanager.googleapis.com", "composer.googleapis.com",
     "artifactregistry.googleapis.com", "storage.googleapis.com", "cloudscheduler.googleapis.com",
     "cloudtrace.googleapis.com", "datalineage.googleapis.com", "compute.googleapis.com", "iap.googleapis.com",
+    "cloudidentity.googleapis.com", # the group: rules of iap_audience_rules ask it who is in a group
   ]
   # The settings every function and the DAGs read (askflow.config.Settings), from the same variables.
   askflow_env = {

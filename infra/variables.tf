@@ -197,7 +197,7 @@ variable "iap_admins" {
 }
 
 variable "iap_audience_rules" {
-  description = "With admin_iap: IAP e-mail address (or @domain, a Workspace domain) -> audiences (ASKFLOW_IAP_AUDIENCE_RULES)."
+  description = "With admin_iap: IAP e-mail address (or @domain, a Workspace domain, or group:NAME@DOMAIN, a Google group's members, asked of the Cloud Identity API) -> audiences (ASKFLOW_IAP_AUDIENCE_RULES)."
   type        = map(list(string))
   default     = {}
 }

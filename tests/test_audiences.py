@@ -29,7 +29,7 @@ from askflow.service_layer.answering import Answerer
 from askflow.service_layer.commands import AskQuestion
 from tests.fakes import FakeEventBus, FakeVectorStore, HashEmbeddings
 from tests.support.loopback import LoopbackServer
-from tests.support.loopback_apis import SlackAPI
+from tests.support.loopback_apis import LoopbackAPI, SlackAPI
 
 SECRET_WORDS = "The vault rotation passphrase lives in the zebra-orchid runbook"
 PRIVATE, PUBLIC_CHANNEL, DM_MEMBER, DM_OUTSIDER, GROUP_DM = "CPRIV", "CPUB", "DMEM", "DOUT", "GMIX"
@@ -535,6 +535,203 @@ def test_a_domain_rule_needs_the_tokens_hosted_domain_not_just_an_address_there(
         assert viewer(email="eve@example.com") == Viewer.of(["finance"])  # the address itself named
         assert viewer(email="eve@example.com", hd="example.com") == Viewer.of(["employees", "finance"])
     finally:
+        certs.stop()
+
+
+class Groups(LoopbackAPI):
+    """The Cloud Identity Groups API on loopback, as Google documents it: ``GET /v1/groups:lookup?groupKey.id=GROUP``
+    answers ``{"name": "groups/ID"}`` (404 for an unknown group) and ``GET /v1/groups/ID/memberships:
+    checkTransitiveMembership?query=member_key_id == 'EMAIL'`` answers ``{"hasMembership": ...}``. A call of any other
+    shape is a 400, one without a bearer token a 401; ``delay_s`` holds every answer back."""
+
+    def __init__(self) -> None:
+        self.groups = {"staff@example.com": ("groups/03x1staff", {"ana@example.com", "o'neil@example.com"})}
+        self.delay_s = 0.0
+        super().__init__()
+
+    def call_name(self, call: dict) -> str:
+        return call["path"].rsplit("/", 1)[-1]
+
+    def respond(self, method, path, query, body):
+        import re
+
+        time.sleep(self.delay_s)
+        with self._lock:
+            headers = {key.lower(): value for key, value in self.calls[-1]["headers"].items()}
+        if not headers.get("authorization", "").startswith("Bearer "):
+            return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
+        if method != "GET" or body:
+            return 400, {"error": {"code": 400, "message": "a GET without a body"}}
+        if path == "/v1/groups:lookup" and set(query) == {"groupKey.id"}:
+            group = self.groups.get(query["groupKey.id"])
+            return (200, {"name": group[0]}) if group else (404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+        found = re.fullmatch(r"/v1/(groups/[^/]+)/memberships:checkTransitiveMembership", path)
+        member = re.fullmatch(r"member_key_id == '((?:[^'\\]|\\.)*)'", query.get("query", ""))
+        if found and member and set(query) == {"query"}:
+            email = re.sub(r"\\(.)", r"\1", member.group(1))
+            members = next((m for name, m in self.groups.values() if name == found.group(1)), None)
+            if members is None:
+                return 404, {"error": {"code": 404, "status": "NOT_FOUND"}}
+            return 200, {"hasMembership": email in members}
+        return 400, {"error": {"code": 400, "message": f"not a call this API knows: {path} {query}"}}
+
+
+@pytest.fixture
+def groups(monkeypatch):
+    """The loopback Groups API; google-auth's default credentials are a fixed bearer token (``scopes``: what each
+    call of ``google.auth.default`` asked for), so nothing reaches Google."""
+    import google.auth
+    from google.oauth2.credentials import Credentials
+
+    api = Groups()
+    api.scopes = []
+
+    def default(scopes=None):
+        api.scopes.append(scopes)
+        return Credentials(token="loopback-token"), "askflow-test"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    yield api
+    api.stop()
+
+
+def _group_settings(certs: Certs, groups: Groups, rules: dict[str, list[str]], **more) -> Settings:
+    return Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.certs_url,
+                    cloud_identity_url=groups.url, iap_audience_rules=rules, **more)
+
+
+def test_a_group_rule_admits_the_groups_members_as_cloud_identity_says_and_asks_once_in_five_minutes(groups):
+    from askflow.bootstrap import Components
+    from askflow.entrypoints.credentials import IAP_HEADER, caller
+
+    certs = Certs()
+    settings = _group_settings(certs, groups, {"group:Staff@Example.com": ["employees"]})
+    components = Components(settings)
+    try:
+        def viewer(email):
+            who = caller(_request({IAP_HEADER: certs.token(email=email)}), settings,
+                         groups=lambda: components.group_directory)
+            assert who.via == "iap" and who.name == email.lower()
+            return who.viewer
+
+        assert viewer("Ana@Example.com") == Viewer.of(["employees"])  # a member (of a group in it, Google says)
+        assert viewer("bob@example.com") == PUBLIC_VIEWER
+        assert viewer("o'neil@example.com") == Viewer.of(["employees"])
+        check = "/v1/groups/03x1staff/memberships:checkTransitiveMembership"
+        assert [(call["method"], call["path"], call["query"]) for call in groups.calls] == [
+            ("GET", "/v1/groups:lookup", {"groupKey.id": "staff@example.com"}),
+            ("GET", check, {"query": "member_key_id == 'ana@example.com'"}),
+            ("GET", check, {"query": "member_key_id == 'bob@example.com'"}),
+            ("GET", check, {"query": "member_key_id == 'o\\'neil@example.com'"}),
+        ]
+        assert [{k.lower(): v for k, v in call["headers"].items()}["authorization"] for call in groups.calls] == \
+            ["Bearer loopback-token"] * 4
+        assert groups.scopes == [["https://www.googleapis.com/auth/cloud-identity.groups.readonly"]]  # built once
+        assert viewer("ana@example.com") == Viewer.of(["employees"]) and viewer("bob@example.com") == PUBLIC_VIEWER
+        assert len(groups.calls) == 4  # the second requests within five minutes: the cached answers
+    finally:
+        components.close()
+        certs.stop()
+
+
+def test_group_answers_are_kept_five_minutes_at_most():
+    from google.auth.transport.requests import AuthorizedSession
+    from google.oauth2.credentials import Credentials
+
+    from askflow.adapters.cloud_identity_groups import CloudIdentityGroups
+
+    api, now = Groups(), [1000.0]
+    try:
+        directory = CloudIdentityGroups(session=AuthorizedSession(Credentials(token="t")), base_url=api.url,
+                                        cache_s=3600, clock=lambda: now[0])
+        assert directory.is_member("staff@example.com", "ana@example.com")
+        api.groups["staff@example.com"][1].discard("ana@example.com")  # removed from the group
+        now[0] += 299
+        assert directory.is_member("staff@example.com", "ana@example.com") and len(api.calls) == 2
+        now[0] += 2  # five minutes past the first answer, whatever cache_s asked for
+        assert not directory.is_member("staff@example.com", "ana@example.com")
+        assert api.counts() == {"groups:lookup": 2, "memberships:checkTransitiveMembership": 2}
+    finally:
+        api.stop()
+
+
+def test_without_a_group_rule_no_directory_is_built_and_none_is_asked(groups):
+    """Only group rules ask the directory, and only for audiences the identity's other rules did not give."""
+    from askflow.bootstrap import Components
+    from askflow.entrypoints.credentials import IAP_HEADER, caller
+
+    certs = Certs()
+    try:
+        for rules in ({"@example.com": ["employees"]}, {"@example.com": ["employees"], "group:staff@example.com":
+                                                        ["employees"]}):
+            settings = _group_settings(certs, groups, rules)
+            with Components(settings) as components:
+                who = caller(_request({IAP_HEADER: certs.token(hd="example.com")}), settings,
+                             groups=lambda built=components: built.group_directory)
+            assert who.viewer == Viewer.of(["employees"])
+        assert groups.calls == [] and groups.scopes == []
+        with pytest.raises(ValueError, match="group:NAME@DOMAIN"):
+            Settings(iap_audience_rules={"group:staff": ["employees"]})
+    finally:
+        certs.stop()
+
+
+class _Components(SimpleNamespace):
+    """What the asking API reads, on fakes, but for the group directory: ``built``'s (``bootstrap``'s, built on
+    first use)."""
+
+    @property
+    def group_directory(self):
+        return self.built.group_directory
+
+
+def test_a_failing_group_directory_admits_no_one_to_the_group_and_the_request_proceeds(groups, caplog,
+                                                                                        monkeypatch):
+    """An HTTP error or a time-out of Cloud Identity: the group rule admits no one (a warning), the other rules still
+    count, the question is taken (202, never a 500); the failure is not kept, so the next request asks again."""
+    import google.auth
+    from flask import Request
+    from google.auth.exceptions import DefaultCredentialsError
+    from werkzeug.test import EnvironBuilder
+
+    from askflow.bootstrap import Components
+    from askflow.entrypoints import http_api
+    from askflow.entrypoints.credentials import IAP_HEADER
+
+    certs = Certs()
+    settings = _group_settings(certs, groups, {"group:staff@example.com": ["employees"], "@example.com": ["all"]},
+                               cloud_identity_timeout_s=0.3)
+    components = _Components(settings=settings, requests=InMemoryRequestStore(), events=FakeEventBus(),
+                             budgets=None, built=Components(settings))
+    try:
+        def asked():
+            environ = EnvironBuilder(path="/requests", method="POST", json={"question": "Our leave policy?"},
+                                     headers={IAP_HEADER: certs.token(hd="example.com")}).get_environ()
+            body, status, _ = http_api.handle(Request(environ), components)
+            assert status == 202, body
+            return components.requests.get(json.loads(body)["request_id"]).audiences
+
+        groups.fail("groups:lookup", 500)
+        assert asked() == ["all", PUBLIC]
+        assert "group:staff@example.com admits no one" in caplog.text and "500" in caplog.text
+        groups.delay_s = 1.0  # past the 0.3 s time-out
+        assert asked() == ["all", PUBLIC]
+        assert "ReadTimeout" in caplog.text
+        groups.delay_s = 0.0
+        assert asked() == ["all", "employees", PUBLIC]
+        groups.fail("checkTransitiveMembership", 503)
+        assert asked() == ["all", "employees", PUBLIC]  # the answer kept from before the failure
+
+        def no_credentials(scopes=None):
+            raise DefaultCredentialsError("none here")
+
+        monkeypatch.setattr(google.auth, "default", no_credentials)
+        components.built.close()
+        components.built = Components(settings)  # a new instance: no credentials to build its directory with
+        assert asked() == ["all", PUBLIC]
+        assert "needs Google credentials" in caplog.text
+    finally:
+        components.built.close()
         certs.stop()
 
 

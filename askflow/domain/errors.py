@@ -52,3 +52,8 @@ class OverBudget(AskflowError):
         super().__init__(message)
         self.limit = limit
         self.retry_after_s = retry_after_s
+
+
+class DirectoryUnavailable(AskflowError):
+    """The group directory could not say whether someone is a group's member (an error, a time-out): a rule that
+    needed the answer admits no one."""

@@ -60,7 +60,7 @@ def handle(request, components) -> tuple[str | bytes, int, dict[str, str]]:
 
 def _handle(request, components, endpoint, arguments, allowed):
     headers = {"Content-Type": "application/json"}
-    who = caller(request, components.settings)
+    who = caller(request, components.settings, groups=lambda: components.group_directory)
     if endpoint == "login":  # the sign-in form: anyone may open it
         return answered(lambda: _login(request, components), headers)
     if not who.may_ask:

@@ -11,8 +11,10 @@ Identity-Aware Proxy signed.
   signed-in reviewer approve anything.
 - Behind IAP (``ASKFLOW_IAP_AUDIENCE`` set): the signed ``x-goog-iap-jwt-assertion``, verified with google-auth
   against IAP's keys (``ASKFLOW_IAP_CERTS_URL``, cached for ``CERTS_TTL_S``), maps to audiences by
-  ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address, or ``@domain``: an account of that Google Workspace domain, its
-  ``hd`` claim) and to admin by ``ASKFLOW_IAP_ADMINS``. A header
+  ``ASKFLOW_IAP_AUDIENCE_RULES`` (an e-mail address; ``@domain``: an account of that Google Workspace domain, its
+  ``hd`` claim; ``group:NAME@DOMAIN``: a member of that Google group, nested groups included, as the group directory
+  says: IAP's token names no group) and to admin by ``ASKFLOW_IAP_ADMINS``. A group the directory cannot answer for
+  (an error, a time-out) admits no one, and the other rules still count. A header
   IAP did not sign — a bare ``x-goog-authenticated-user-email``, a forged or expired token — counts for nothing.
 - Anyone else: ``public`` when no key is configured, and nothing at all otherwise.
 """
@@ -25,10 +27,16 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from askflow.domain.audiences import PUBLIC_VIEWER, Viewer
+from askflow.domain.errors import ConfigurationError, DirectoryUnavailable
+
+if TYPE_CHECKING:
+    from askflow.ports import GroupDirectory
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's session when an API key is set
@@ -56,15 +64,16 @@ class Caller:
 NOBODY = Caller(viewer=PUBLIC_VIEWER, may_ask=False, via="none")
 
 
-def caller(request, settings) -> Caller:
+def caller(request, settings, *, groups: Callable[[], GroupDirectory | None] | None = None) -> Caller:
     """The strongest credential the request carries; a wrong key is no credential (and not a fall-back to the
-    cookie)."""
+    cookie). ``groups`` gives the group directory the ``group:`` IAP rules ask (called only when an IAP identity
+    meets such a rule; ``None``: those rules admit no one)."""
     sent = request.headers.get("X-API-Key")
     if sent:
         return keyed(sent, settings) or NOBODY
     iap = request.headers.get(IAP_HEADER)
     if iap and settings.iap_audience:
-        identity = _iap_identity(iap, settings)
+        identity = _iap_identity(iap, settings, groups)
         if identity is not None:
             return identity
     admin = _admin_session(request.cookies.get(ADMIN_COOKIE, ""), settings)
@@ -167,7 +176,7 @@ class _Certs:
 _CERTS = _Certs()
 
 
-def _iap_identity(token: str, settings) -> Caller | None:
+def _iap_identity(token: str, settings, groups: Callable[[], GroupDirectory | None] | None) -> Caller | None:
     """The caller IAP vouches for, or ``None`` when the token does not verify (logged, never trusted)."""
     from google.auth import exceptions, jwt
 
@@ -186,8 +195,38 @@ def _iap_identity(token: str, settings) -> Caller | None:
     hosted = str(claims.get("hd", "")).lower()
     domain = f"@{hosted}" if hosted and email.endswith(f"@{hosted}") else None
     audiences = [*(rules.get(domain, []) if domain else []), *rules.get(email, [])]
+    audiences += _group_audiences(email, settings.iap_group_rules, groups, known=set(audiences))
     admin = email in {admin.lower() for admin in settings.iap_admins}
     return Caller(viewer=Viewer.of(audiences, admin=admin), may_ask=True, via="iap", name=email)
+
+
+def _group_audiences(email: str, rules: dict[str, list[str]], groups: Callable[[], GroupDirectory | None] | None,
+                     *, known: set[str]) -> list[str]:
+    """The audiences of the group rules ``email`` is a member of; a group whose rule gives nothing beyond ``known``
+    is not asked about. A group the directory cannot answer for admits no one (logged)."""
+    known = set(known)
+    asked = {group: audiences for group, audiences in rules.items() if not set(audiences) <= known}
+    if not asked:
+        return []
+    try:
+        directory = groups() if groups is not None else None
+    except ConfigurationError as error:
+        log.warning("the IAP group rules admit no one: %s", error)
+        return []
+    if directory is None:
+        log.warning("the IAP group rules admit no one: this entry point has no group directory")
+        return []
+    found: list[str] = []
+    for group, audiences in asked.items():
+        if set(audiences) <= known:  # another group gave them already
+            continue
+        try:
+            if directory.is_member(group, email):
+                found.extend(audiences)
+                known |= set(audiences)
+        except DirectoryUnavailable as error:
+            log.warning("the IAP rule group:%s admits no one for now: %s", group, error)
+    return found
 
 
 def session_cookie(request, settings) -> str:

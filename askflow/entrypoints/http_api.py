@@ -57,7 +57,7 @@ def _handle(request, components, endpoint, arguments, allowed):
             page_headers = page_headers | {"Set-Cookie": session_cookie(request, settings),
                                            "Cache-Control": "no-store"}
         return body, status, page_headers
-    who = caller(request, components.settings)
+    who = caller(request, components.settings, groups=lambda: components.group_directory)
     if endpoint == "answer_page":  # a page anyone may open: what it shows depends on who
         return answered(lambda: answer_page(request, components, viewer=who.viewer, **arguments), headers)
     if not who.may_ask:
