@@ -145,6 +145,38 @@ def test_pgvector_refuses_a_model_of_another_dimension_on_an_existing_collection
     store.close()
 
 
+def test_pgvector_keeps_a_chunks_vector_and_keyword_text_in_its_row_and_moves_an_older_table_to_that(
+        pg_url, collection_name):
+    """A search filtered to a small audience reads the vectors and keyword text of every row it admits: out of line
+    (TOAST, the vector type's default once a row passes 2 kB) each is one more index lookup and page per row. A
+    768-dimension chunk of a page's length stays whole in its row; a table made before takes the layout for the
+    rows written from then on."""
+    import psycopg
+
+    from askflow.adapters.pgvector_store import PgVectorStore
+
+    table = f'"{collection_name}"'
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the layout a collection was made with before
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(f"CREATE TABLE {table} (id uuid PRIMARY KEY, doc_id text NOT NULL, chunk_index integer NOT NULL,"
+                     " content text NOT NULL, title text NOT NULL DEFAULT '', section text NOT NULL DEFAULT '',"
+                     " url text NOT NULL DEFAULT '', sha text NOT NULL, kind text NOT NULL,"
+                     " metadata jsonb NOT NULL DEFAULT '{}', embedding vector(768) NOT NULL, tsv tsvector GENERATED"
+                     " ALWAYS AS (setweight(to_tsvector('english', title || ' ' || section), 'A')"
+                     " || to_tsvector('english', content)) STORED)")
+    store = PgVectorStore(url=pg_url, collection=collection_name)
+    store.ensure_collection(768)
+    words = " ".join(f"word{i}" for i in range(150))  # about 1,200 characters, 150 distinct lexemes
+    store.upsert([_chunk("docs:long.md", 0, words)], [[0.01 * (i % 7) + 0.001 for i in range(768)]])
+    with psycopg.connect(pg_url) as conn:
+        out_of_line = conn.execute(
+            f"SELECT pg_column_toast_chunk_id(embedding), pg_column_toast_chunk_id(tsv) FROM {table}").fetchone()
+    assert out_of_line == (None, None)
+    found = store.vector_search([0.01 * (i % 7) + 0.001 for i in range(768)], limit=1, audiences=None)
+    assert found[0].chunk.content == words and found[0].score > 0.99
+    store.close()
+
+
 def test_a_chunks_context_is_stored_read_back_and_searched_by_keywords_with_it(store):
     store.upsert(CHUNKS, VECTORS)
     store.finalize_writes()

@@ -172,18 +172,19 @@ class PgKeywordIndex:
 
     def _search_admitted(self, conn, score, score_params, weighted, audiences, limit) -> list[ScoredChunk]:
         """The rows a selective filter admits, read first through its GIN index (a materialized CTE: the planner
-        cannot start from the words instead), then matched by every word of the query and ranked: the work is
-        bounded by the rows admitted, whatever the words' frequencies in the whole table."""
+        cannot start from the words instead), each matched by every word of the query and scored as it is read (the
+        CTE keeps ids and scores, not keyword text), then ranked: the work is bounded by the rows admitted, whatever
+        the words' frequencies in the whole table."""
         admits, admits_params = audience_filter(audiences)
         statement = sql.SQL(
-            """WITH admitted AS MATERIALIZED (SELECT id, tsv FROM {t} WHERE true{admits}),
-                    scored AS (SELECT id, {score} AS score FROM admitted WHERE tsv @@ to_tsquery('simple', %s)
-                               ORDER BY score DESC LIMIT %s)
+            """WITH admitted AS MATERIALIZED (SELECT id, tsv @@ to_tsquery('simple', %s) AS matches, {score} AS score
+                                              FROM {t} WHERE true{admits}),
+                    scored AS (SELECT id, score FROM admitted WHERE matches ORDER BY score DESC LIMIT %s)
                SELECT {cols}, scored.score FROM scored JOIN {t} c USING (id) ORDER BY scored.score DESC"""
         ).format(score=score, admits=admits, t=self._table,
                  cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")))
         every = " | ".join(_quote_lexeme(w) for w in weighted)
-        rows = conn.execute(statement, (*admits_params, *score_params, every, limit)).fetchall()
+        rows = conn.execute(statement, (every, *score_params, *admits_params, limit)).fetchall()
         return [ScoredChunk(chunk_from_row(row), float(row[-1])) for row in rows]
 
     def _rarest(self, words: Sequence[str], frequencies: dict[str, int]) -> list[str]:
