@@ -150,7 +150,7 @@ def test_pgvector_keeps_a_chunks_vector_and_keyword_text_in_its_row_and_moves_an
     """A search filtered to a small audience reads the vectors and keyword text of every row it admits: out of line
     (TOAST, the vector type's default once a row passes 2 kB) each is one more index lookup and page per row. A
     768-dimension chunk of a page's length stays whole in its row; a table made before takes the layout for the
-    rows written from then on."""
+    rows written from then on, and a table that has it is not altered again (an ALTER TABLE locks it)."""
     import psycopg
 
     from askflow.adapters.pgvector_store import PgVectorStore
@@ -172,6 +172,13 @@ def test_pgvector_keeps_a_chunks_vector_and_keyword_text_in_its_row_and_moves_an
         out_of_line = conn.execute(
             f"SELECT pg_column_toast_chunk_id(embedding), pg_column_toast_chunk_id(tsv) FROM {table}").fetchone()
     assert out_of_line == (None, None)
+    catalog = ("SELECT a.xmin::text, c.xmin::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+               f" WHERE a.attrelid = '{table}'::regclass AND a.attname = 'embedding'")
+    with psycopg.connect(pg_url) as conn:
+        before = conn.execute(catalog).fetchone()
+    store.ensure_collection(768)  # every process start: the layout holds, so nothing is altered again
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(catalog).fetchone() == before
     found = store.vector_search([0.01 * (i % 7) + 0.001 for i in range(768)], limit=1, audiences=None)
     assert found[0].chunk.content == words and found[0].score > 0.99
     store.close()

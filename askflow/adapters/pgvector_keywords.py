@@ -172,14 +172,14 @@ class PgKeywordIndex:
 
     def _search_admitted(self, conn, score, score_params, weighted, audiences, limit) -> list[ScoredChunk]:
         """The rows a selective filter admits, read first through its GIN index (a materialized CTE: the planner
-        cannot start from the words instead), each matched by every word of the query and scored as it is read (the
-        CTE keeps ids and scores, not keyword text), then ranked: the work is bounded by the rows admitted, whatever
-        the words' frequencies in the whole table."""
+        cannot start from the words instead), each matched by every word of the query and, if it matches, scored as
+        it is read (the CTE keeps ids and scores, not keyword text), then ranked: the work is bounded by the rows
+        admitted, whatever the words' frequencies in the whole table."""
         admits, admits_params = audience_filter(audiences)
         statement = sql.SQL(
-            """WITH admitted AS MATERIALIZED (SELECT id, tsv @@ to_tsquery('simple', %s) AS matches, {score} AS score
-                                              FROM {t} WHERE true{admits}),
-                    scored AS (SELECT id, score FROM admitted WHERE matches ORDER BY score DESC LIMIT %s)
+            """WITH admitted AS MATERIALIZED (SELECT id, CASE WHEN tsv @@ to_tsquery('simple', %s) THEN {score} END
+                                              AS score FROM {t} WHERE true{admits}),
+                    scored AS (SELECT id, score FROM admitted WHERE score IS NOT NULL ORDER BY score DESC LIMIT %s)
                SELECT {cols}, scored.score FROM scored JOIN {t} c USING (id) ORDER BY scored.score DESC"""
         ).format(score=score, admits=admits, t=self._table,
                  cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(c) for c in COLUMNS.split(", ")))

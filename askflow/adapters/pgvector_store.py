@@ -27,6 +27,7 @@ from askflow.retrieval.fusion import weighted_rrf
 
 #: what keyword search reads of a chunk: its title and section, weighted above its context and content
 EXACT_BELOW = 20_000  # an audience admitting at most this many chunks is searched exactly, not through HNSW
+ROW_TARGET = 8160  # bytes: a row is kept whole, none of it moved to TOAST, up to this size (PostgreSQL's maximum)
 ADMITTED_TTL_S = 60.0  # how long a count of what an audience admits is used
 KEYWORD_TEXT = ("setweight(to_tsvector('english', title || ' ' || section), 'A')"
                 " || to_tsvector('english', context || ' ' || content)")
@@ -113,12 +114,6 @@ class PgVectorStore(VectorStore):
             sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS context text NOT NULL DEFAULT ''").format(t=self._table),
             # a collection made before lineage: its chunks have no provenance (NULL) until their documents are
             # written again; adding nullable columns rewrites no row
-            # vectors inline (MAIN: out of line only when the row fills a page) and rows whole up to a page: a search
-            # filtered to a small audience reads the embeddings and keyword text of its rows at once, not through
-            # TOAST (at 1M chunks, a 1% audience's exact search read five times the pages); rows written before
-            # keep their layout until they are written again
-            sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE MAIN, SET (toast_tuple_target = 8160)"
-                    ).format(t=self._table),
             sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source_location text,"
                     " ADD COLUMN IF NOT EXISTS source_version text, ADD COLUMN IF NOT EXISTS ingested_at timestamptz,"
                     " ADD COLUMN IF NOT EXISTS ingest_run text").format(t=self._table),
@@ -138,6 +133,7 @@ class PgVectorStore(VectorStore):
             for statement in ddl:
                 conn.execute(statement)
             self._keyword_text_with_context(conn)
+            self._rows_whole(conn)
             for statement in indexes:
                 conn.execute(statement)
             self._keywords.initialize(conn)
@@ -150,6 +146,22 @@ class PgVectorStore(VectorStore):
                 f"collection {self._collection!r} holds {stored}-dimension vectors and the embedding model makes "
                 f"{dimension}: set ASKFLOW_COLLECTION to another collection for this model"
             )
+
+    def _rows_whole(self, conn: psycopg.Connection) -> None:
+        """In ``ensure_collection``'s transaction: vectors inline (``MAIN``: out of line only when the row fills a
+        page) and rows whole up to a page (``toast_tuple_target``), so a search filtered to a small audience reads
+        the embedding and keyword text of each row it admits on that row's page, not through TOAST (at 1M chunks a
+        1% audience's exact search read five times the pages). Altered only when not yet so: an ALTER TABLE locks
+        the table and makes every session plan its queries again. Rows written before keep their layout until they
+        are written again (or ``VACUUM FULL``)."""
+        storage, options = conn.execute(
+            "SELECT a.attstorage, c.reloptions FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE a.attrelid = %s::regclass AND a.attname = 'embedding'", (self._table.as_string(conn),),
+        ).fetchone()
+        if storage != "m" or f"toast_tuple_target={ROW_TARGET}" not in (options or []):
+            conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE MAIN,"
+                                 " SET (toast_tuple_target = {target})").format(t=self._table,
+                                                                               target=sql.Literal(ROW_TARGET)))
 
     def _keyword_text_with_context(self, conn: psycopg.Connection) -> None:
         """In ``ensure_collection``'s transaction: a table whose keyword text was generated before contexts gets it
