@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     cloud_identity_url: str = Field(default="https://cloudidentity.googleapis.com", description=(
         "the Cloud Identity API's base URL, asked whether an IAP identity is in a 'group:' rule's group"))
     cloud_identity_timeout_s: float = Field(default=5.0, gt=0, description=(
-        "how long one call to the Cloud Identity API may take; past it the group rule admits no one this time"))
+        "how long the Cloud Identity API may take to connect, and to send each part of an answer; past it the "
+        "group rule admits no one this time"))
     iap_admins: list[str] = Field(default=[], description="IAP e-mail addresses that are admins")
     admin_secret: SecretStr | None = Field(default=None, description=(
         "signs the admin sign-in cookie and the review forms' tokens, with the admin keys: what an IAP-only "

@@ -538,6 +538,36 @@ def test_a_domain_rule_needs_the_tokens_hosted_domain_not_just_an_address_there(
         certs.stop()
 
 
+def test_a_signed_e_mail_spelled_like_a_rule_or_lowering_into_another_address_gets_no_rule():
+    """Rules are looked up by the token's e-mail: a claim spelled like a domain rule (``@example.com``) or a group
+    rule (``group:staff@example.com``), as an identity provider that signs any string may issue, or one that
+    lower-cases into another person's address (the Kelvin sign into ``kim@``), is no address: ``public``, and no
+    group is asked about it."""
+    from askflow.entrypoints.credentials import IAP_HEADER, caller
+
+    certs = Certs()
+    settings = Settings(iap_audience="/projects/1/apps/askflow", iap_certs_url=certs.certs_url,
+                        iap_audience_rules={"@example.com": ["employees"], "group:staff@example.com": ["staff"],
+                                            "kim@example.com": ["finance"]}, iap_admins=["kim@example.com"])
+    asked = []
+
+    class Directory:
+        def is_member(self, group, email):
+            asked.append((group, email))
+            return True
+
+    try:
+        for email in ("@example.com", "group:staff@example.com", "\u212aim@example.com"):
+            who = caller(_request({IAP_HEADER: certs.token(email=email)}), settings, groups=lambda: Directory())
+            assert who.via == "iap" and who.viewer == PUBLIC_VIEWER and not who.viewer.admin, email
+        assert asked == []
+        kim = caller(_request({IAP_HEADER: certs.token(email="Kim@example.com")}), settings, groups=lambda: Directory())
+        assert kim.viewer == Viewer.of(["finance", "staff"], admin=True) and asked == [("staff@example.com",
+                                                                                       "kim@example.com")]
+    finally:
+        certs.stop()
+
+
 class Groups(LoopbackAPI):
     """The Cloud Identity Groups API on loopback, as Google documents it: ``GET /v1/groups:lookup?groupKey.id=GROUP``
     answers ``{"name": "groups/ID"}`` (404 for an unknown group) and ``GET /v1/groups/ID/memberships:
@@ -653,6 +683,26 @@ def test_group_answers_are_kept_five_minutes_at_most():
         assert api.counts() == {"groups:lookup": 2, "memberships:checkTransitiveMembership": 2}
     finally:
         api.stop()
+
+
+def test_expired_group_answers_are_dropped_so_the_cache_holds_about_what_is_live():
+    """Every address asked about is remembered five minutes; past that, answers no one asks again must not pile up
+    for the life of the process."""
+    from askflow.adapters.cloud_identity_groups import SWEEP_AT, CloudIdentityGroups
+
+    class Session:  # requests' interface, answering at once: the loopback API is shown above
+        def get(self, url, params, timeout):
+            answer = {"name": "groups/03x1staff"} if url.endswith("groups:lookup") else {"hasMembership": False}
+            return SimpleNamespace(status_code=200, json=lambda: answer, text="")
+
+    now, held = [1000.0], []
+    directory = CloudIdentityGroups(session=Session(), base_url="http://127.0.0.1:1", clock=lambda: now[0])
+    for round_ in range(6):  # six rounds of new askers, each five minutes after the last
+        for i in range(SWEEP_AT):
+            directory.is_member("staff@example.com", f"user{round_}-{i}@example.com")
+            held.append(len(directory._cached))
+        now[0] += 301
+    assert max(held) <= 2 * SWEEP_AT + 2  # about twice what is live at most, not every address ever asked about
 
 
 def test_without_a_group_rule_no_directory_is_built_and_none_is_asked(groups):

@@ -27,6 +27,7 @@ from askflow.domain.errors import DirectoryUnavailable
 from askflow.ports import GroupDirectory
 
 MAX_CACHE_S = 300.0
+SWEEP_AT = 1024  # cached answers past which the expired ones are dropped (then twice the number left)
 GROUP_NAME = re.compile(r"groups/[A-Za-z0-9_-]+")
 
 
@@ -43,6 +44,7 @@ class CloudIdentityGroups(GroupDirectory):
         self._clock = clock
         self._cached: dict[tuple[str, ...], tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._sweep_at = SWEEP_AT
 
     def _memo(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
         now = self._clock()
@@ -53,6 +55,9 @@ class CloudIdentityGroups(GroupDirectory):
         value = load()
         with self._lock:
             self._cached[key] = (now, value)
+            if len(self._cached) > self._sweep_at:  # what has expired goes: the cache holds about what is live
+                self._cached = {k: hit for k, hit in self._cached.items() if now - hit[0] < self._cache_s}
+                self._sweep_at = max(SWEEP_AT, 2 * len(self._cached))
         return value
 
     def is_member(self, group: str, email: str) -> bool:

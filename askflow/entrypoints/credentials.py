@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,9 @@ SESSION_COOKIE, SESSION_S = "askflow_session", 12 * 3600  # the web page's sessi
 ADMIN_COOKIE, ADMIN_SESSION_S = "askflow_admin", 8 * 3600  # a reviewer signed in with an admin key
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 IAP_ISSUER = "https://cloud.google.com/iap"
+# what a rule may be looked up by: an ASCII address, one "@", a local part and a domain (never "@domain" or
+# "group:..." as a signed e-mail claim, nor a character that lower-cases into another address's, like the Kelvin sign)
+ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 CERTS_TTL_S = 300
 
 
@@ -185,10 +189,14 @@ def _iap_identity(token: str, settings, groups: Callable[[], GroupDirectory | No
     except (exceptions.GoogleAuthError, ValueError, KeyError) as error:
         log.warning("an IAP assertion that does not verify was ignored: %s", error)
         return None
-    email = str(claims.get("email", "")).lower()
+    email = str(claims.get("email", ""))
     if claims.get("iss") != IAP_ISSUER or not email:
         log.warning("an IAP assertion from %r without an e-mail was ignored", claims.get("iss"))
         return None
+    if not ADDRESS.fullmatch(email):  # no rule is looked up by what is not a plain address
+        log.warning("the IAP identity %r is no plain e-mail address: no rule counts for it", email)
+        return Caller(viewer=PUBLIC_VIEWER, may_ask=True, via="iap", name=email)
+    email = email.lower()
     rules = {rule.lower(): audiences for rule, audiences in settings.iap_audience_rules.items()}
     # a domain rule is the organisation's: the token's hosted domain (``hd``, set only for an account of a Google
     # Workspace or Cloud Identity domain) must be that domain; a consumer account may have any address as its e-mail
