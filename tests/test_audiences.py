@@ -688,7 +688,8 @@ def test_group_answers_are_kept_five_minutes_at_most():
 def test_expired_group_answers_are_dropped_so_the_cache_holds_about_what_is_live():
     """Every address asked about is remembered five minutes; past that, answers no one asks again must not pile up
     for the life of the process."""
-    from askflow.adapters.cloud_identity_groups import SWEEP_AT, CloudIdentityGroups
+    from askflow.adapters.cloud_identity_groups import CloudIdentityGroups
+    from askflow.adapters.expiring_memo import SWEEP_AT
 
     class Session:  # requests' interface, answering at once: the loopback API is shown above
         def get(self, url, params, timeout):
@@ -700,7 +701,7 @@ def test_expired_group_answers_are_dropped_so_the_cache_holds_about_what_is_live
     for round_ in range(6):  # six rounds of new askers, each five minutes after the last
         for i in range(SWEEP_AT):
             directory.is_member("staff@example.com", f"user{round_}-{i}@example.com")
-            held.append(len(directory._cached))
+            held.append(len(directory._memo))
         now[0] += 301
     assert max(held) <= 2 * SWEEP_AT + 2  # about twice what is live at most, not every address ever asked about
 

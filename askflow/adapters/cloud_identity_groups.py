@@ -15,19 +15,16 @@ is not cached: the next request asks again.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import requests
 from google.auth import exceptions as auth_errors
 
+from askflow.adapters.expiring_memo import MAX_CACHE_S, ExpiringMemo
 from askflow.domain.errors import DirectoryUnavailable
 from askflow.ports import GroupDirectory
 
-MAX_CACHE_S = 300.0
-SWEEP_AT = 1024  # cached answers past which the expired ones are dropped (then twice the number left)
 GROUP_NAME = re.compile(r"groups/[A-Za-z0-9_-]+")
 
 
@@ -40,25 +37,7 @@ class CloudIdentityGroups(GroupDirectory):
         self._session = session
         self._base = f"{base_url.rstrip('/')}/v1"
         self._timeout_s = timeout_s
-        self._cache_s = min(cache_s, MAX_CACHE_S)
-        self._clock = clock
-        self._cached: dict[tuple[str, ...], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-        self._sweep_at = SWEEP_AT
-
-    def _memo(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
-        now = self._clock()
-        with self._lock:
-            hit = self._cached.get(key)
-            if hit is not None and now - hit[0] < self._cache_s:
-                return hit[1]
-        value = load()
-        with self._lock:
-            self._cached[key] = (now, value)
-            if len(self._cached) > self._sweep_at:  # what has expired goes: the cache holds about what is live
-                self._cached = {k: hit for k, hit in self._cached.items() if now - hit[0] < self._cache_s}
-                self._sweep_at = max(SWEEP_AT, 2 * len(self._cached))
-        return value
+        self._memo = ExpiringMemo(cache_s=cache_s, clock=clock)
 
     def is_member(self, group: str, email: str) -> bool:
         group, email = group.lower(), email.lower()
@@ -68,7 +47,7 @@ class CloudIdentityGroups(GroupDirectory):
             answer = self._get(f"{self._group_name(group)}/memberships:checkTransitiveMembership", query=query)
             return answer.get("hasMembership") is True
 
-        return self._memo(("member", group, email), load)
+        return self._memo.get(("member", group, email), load)
 
     def _group_name(self, group: str) -> str:
         def load() -> str:
@@ -77,7 +56,7 @@ class CloudIdentityGroups(GroupDirectory):
                 raise DirectoryUnavailable(f"the group {group}: the lookup named no group ({name!r})")
             return name
 
-        return self._memo(("group", group), load)
+        return self._memo.get(("group", group), load)
 
     def _get(self, path: str, **params: str) -> dict:
         try:

@@ -20,13 +20,12 @@ workspace's users (``users.list``, paged), in which a member not listed is a str
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
+from askflow.adapters.expiring_memo import MAX_CACHE_S, ExpiringMemo
 from askflow.domain.audiences import PUBLIC
 
-MAX_CACHE_S = 300.0
 MEMBER_LOOKUPS = 100  # past this many members, one listing of the workspace's users beats a call per member
 
 
@@ -35,25 +34,11 @@ class SlackAudiences:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._workspace = workspace_audience
-        self._cache_s = min(cache_s, MAX_CACHE_S)
-        self._clock = clock
-        self._cached: dict[tuple[str, str], tuple[float, object]] = {}
-        self._lock = threading.Lock()
-
-    def _memo(self, kind: str, key: str, load: Callable[[], object]):
-        now = self._clock()
-        with self._lock:
-            hit = self._cached.get((kind, key))
-            if hit is not None and now - hit[0] < self._cache_s:
-                return hit[1]
-        value = load()
-        with self._lock:
-            self._cached[(kind, key)] = (now, value)
-        return value
+        self._memo = ExpiringMemo(cache_s=cache_s, clock=clock)
 
     def channel(self, channel: str) -> dict:
         """``conversations.info``: is_private, is_im, is_mpim."""
-        return self._memo("channel", channel, lambda: self._client.conversations_info(channel=channel)["channel"])
+        return self._memo.get(("channel", channel), lambda: self._client.conversations_info(channel=channel)["channel"])
 
     def channel_readers(self, channel: str) -> list[str]:
         """Who may read a channel's threads (what its indexed documents are labelled with)."""
@@ -69,10 +54,10 @@ class SlackAudiences:
                 members.extend(page["members"])
             return members
 
-        return self._memo("members", channel, load)
+        return self._memo.get(("members", channel), load)
 
     def _is_guest(self, user: str) -> bool:
-        return self._memo("guest", user, lambda: _guest(self._client.users_info(user=user)["user"]))
+        return self._memo.get(("guest", user), lambda: _guest(self._client.users_info(user=user)["user"]))
 
     def _workspace_guests(self) -> dict[str, bool]:
         """Every user the workspace lists, and whether each is a guest (one paged ``users.list``)."""
@@ -82,7 +67,7 @@ class SlackAudiences:
                 users.update((member["id"], _guest(member)) for member in page["members"])
             return users
 
-        return self._memo("users", "", load)
+        return self._memo.get(("users", ""), load)
 
     def _has_guests(self, channel: str, info: dict, members: list[str]) -> bool:
         if info.get("is_ext_shared") or info.get("is_pending_ext_shared"):
@@ -101,7 +86,7 @@ class SlackAudiences:
                 private.extend(f"slack:{c['id']}" for c in page["channels"])
             return private
 
-        channels = self._memo("channels", user, load)
+        channels = self._memo.get(("channels", user), load)
         return sorted({PUBLIC, *channels, *(() if self._is_guest(user) else (self._workspace,))})
 
     def place_readers(self, channel: str) -> list[str]:
